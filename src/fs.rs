@@ -1,0 +1,326 @@
+//! The I/O seam: every filesystem call the store makes goes through [`Fs`].
+//!
+//! [`OsFs`] is the real implementation (std, tempfile, and fs2 through the
+//! crate's lock module). A simulated filesystem can implement the same trait
+//! to replay every call with injected faults and power cuts: the store never
+//! touches the disk any other way.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What kind of thing sits at a path.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::FileKind::Symlink.to_string(), "symbolic link");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+impl FileKind {
+    fn of(ft: fs::FileType) -> FileKind {
+        if ft.is_symlink() {
+            FileKind::Symlink
+        } else if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_file() {
+            FileKind::File
+        } else {
+            FileKind::Other
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::File => "regular file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symbolic link",
+            FileKind::Other => "special file",
+        })
+    }
+}
+
+/// The result of [`Fs::open_read`].
+///
+/// # Examples
+///
+/// ```
+/// use safestash::fs::{Fs, Opened, OsFs};
+///
+/// let dir = tempfile::tempdir()?;
+/// assert!(matches!(OsFs.open_read(&dir.path().join("nothing"))?, Opened::Missing));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum Opened<R> {
+    /// A regular file, open for reading, and its length.
+    File {
+        /// The open file.
+        reader: R,
+        /// Its length when opened.
+        len: u64,
+    },
+    /// Nothing is at the path.
+    Missing,
+    /// Something other than a regular file is at the path; it was not followed.
+    NotAFile(FileKind),
+}
+
+/// One entry of [`Fs::read_dir`].
+///
+/// # Examples
+///
+/// ```
+/// use safestash::fs::{Fs, OsFs};
+/// use safestash::FileKind;
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("a"), b"")?;
+/// let entries = OsFs.read_dir(dir.path())?;
+/// assert_eq!((entries[0].name.to_str(), entries[0].kind), (Some("a"), FileKind::File));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DirEntry {
+    /// The entry's file name.
+    pub name: OsString,
+    /// What it is (symlinks are not followed).
+    pub kind: FileKind,
+}
+
+/// Every filesystem call the store makes.
+///
+/// Paths are always a directory or a file directly inside the store's
+/// directory. Implementations must not follow a symbolic link at the last
+/// component of a path, except for `sync_dir` and `create_dir`.
+///
+/// # Examples
+///
+/// A store on the real filesystem is `Store<OsFs>`; another implementation is
+/// plugged in with [`Store::with_fs`](crate::Store::with_fs):
+///
+/// ```
+/// use safestash::{fs::OsFs, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::with_fs(dir.path(), OsFs)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Fs: fmt::Debug {
+    /// A file being written.
+    type File: Write;
+    /// A file open for reading.
+    type Reader: Read + Seek;
+    /// A held advisory lock, released on drop.
+    type Lock;
+
+    /// Creates a new file `dir/{prefix}{random}{suffix}` with
+    /// `O_CREAT|O_EXCL` and mode 0600, and returns it with its path.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn create_temp(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        suffix: &str,
+    ) -> io::Result<(Self::File, PathBuf)>;
+
+    /// Makes the file's data durable (`fsync`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error. After an error the file's durable contents are unknown.
+    fn sync_file(&self, file: &mut Self::File) -> io::Result<()>;
+
+    /// Renames `from` to `to`, atomically replacing `to`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries durable (`fsync` on the directory).
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Removes a file (or a symbolic link, not its target).
+    ///
+    /// # Errors
+    ///
+    /// The OS error; `NotFound` when nothing is there.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Opens a regular file for reading without following a symbolic link.
+    ///
+    /// # Errors
+    ///
+    /// The OS error; a missing file or a non-file is not an error.
+    fn open_read(&self, path: &Path) -> io::Result<Opened<Self::Reader>>;
+
+    /// Lists a directory's entries (without `.` and `..`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error; `NotFound` when the directory does not exist.
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+
+    /// What is at `path`, without following a symbolic link; `None` if nothing.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn metadata(&self, path: &Path) -> io::Result<Option<FileKind>>;
+
+    /// Creates one directory with mode 0700.
+    ///
+    /// # Errors
+    ///
+    /// The OS error; `AlreadyExists` when something is there.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Takes an exclusive advisory lock on the lock file `path`, creating it
+    /// (mode 0600) if needed. With `wait` false, returns `None` instead of
+    /// blocking when another holder has it.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<Self::Lock>>;
+}
+
+/// The real filesystem.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::fs::{Fs, OsFs};
+///
+/// let dir = tempfile::tempdir()?;
+/// let (mut file, path) = OsFs.create_temp(dir.path(), ".k.", ".tmp")?;
+/// std::io::Write::write_all(&mut file, b"x")?;
+/// OsFs.sync_file(&mut file)?;
+/// OsFs.rename(&path, &dir.path().join("k"))?;
+/// OsFs.sync_dir(dir.path())?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsFs;
+
+impl Fs for OsFs {
+    type File = File;
+    type Reader = File;
+    type Lock = File;
+
+    fn create_temp(&self, dir: &Path, prefix: &str, suffix: &str) -> io::Result<(File, PathBuf)> {
+        // tempfile opens with O_CREAT|O_EXCL|O_CLOEXEC and retries on a name clash.
+        let named = tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(suffix)
+            .rand_bytes(8)
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
+        named.keep().map_err(|e| e.error)
+    }
+
+    fn sync_file(&self, file: &mut File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Opened<File>> {
+        // O_NOFOLLOW: a symlink at the path fails with ELOOP instead of being
+        // followed. O_NONBLOCK: a FIFO planted at the path cannot block us;
+        // it has no effect on regular files.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Ok(Opened::NotAFile(FileKind::Symlink));
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let kind = FileKind::of(meta.file_type());
+        if kind != FileKind::File {
+            return Ok(Opened::NotAFile(kind));
+        }
+        Ok(Opened::File {
+            reader: file,
+            len: meta.len(),
+        })
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        fs::read_dir(dir)?
+            .map(|entry| {
+                let entry = entry?;
+                Ok(DirEntry {
+                    name: entry.file_name(),
+                    kind: FileKind::of(entry.file_type()?),
+                })
+            })
+            .collect()
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<Option<FileKind>> {
+        match fs::symlink_metadata(path) {
+            Ok(meta) => Ok(Some(FileKind::of(meta.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(path)
+    }
+
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<File>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(crate::lock::lock_exclusive(&file, wait)?.then_some(file))
+    }
+}

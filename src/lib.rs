@@ -1,0 +1,128 @@
+//! Stash data durably on disk before a destructive operation, and get it back
+//! verified when the rebuild fails.
+//!
+//! # Motivation
+//!
+//! Code that drops a table to reload it, deletes records to resync them, or
+//! overwrites state to redeploy it, destroys something before it rebuilds it.
+//! The usual safety net is a file written on the side:
+//!
+//! ```no_run
+//! # let labels = vec!["amount"];
+//! // Looks safe; is not.
+//! std::fs::write("stash.json.tmp", serde_json::to_vec(&labels)?)?;
+//! std::fs::rename("stash.json.tmp", "stash.json")?;
+//! // ... drop the table, reload, crash ...
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Nothing was fsynced, so after a power cut `stash.json` can be empty or hold
+//! half the data; a damaged file reads as "no stash" or as wrong data; the
+//! fixed `.tmp` name lets two workers tear each other's writes; and nothing
+//! records whose stash it is or how old. `safestash` does it right:
+//!
+//! ```
+//! use safestash::{SaveOptions, StashKey, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! let key = StashKey::new("orders.dictionary")?;
+//! let labels = vec![("amount", "Amount in EUR"), ("placed", "Order date")];
+//!
+//! // Durable and atomic when it returns: now it is safe to destroy.
+//! store.save_with(&key, &labels, &SaveOptions::new().kind("field-dictionary").origin("job-42"))?;
+//!
+//! // ... drop the table, reload, fail ...
+//!
+//! // Verified on the way back: a damaged file is an error, never "no stash".
+//! let stashed = store.load::<Vec<(String, String)>>(&key)?.expect("stash exists");
+//! assert_eq!(stashed.value()[0].1, "Amount in EUR");
+//! assert_eq!(stashed.meta().header.origin(), Some("job-42"));
+//! store.clear(&key)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//!
+//! A store is a directory with one file per key. [`Store::save`] makes, on
+//! Linux, exactly this sequence of calls:
+//!
+//! 1. `lstat(DIR)`, and if it is missing, `mkdir` each missing directory with
+//!    mode 0700 followed by `fsync` of its parent (done once, on first save);
+//! 2. `open(DIR/.KEY.lock, O_CREAT|O_NOFOLLOW, 0600)` and `flock(LOCK_EX)`: the
+//!    key's advisory lock, held to the end;
+//! 3. `lstat(DIR/KEY)`: a symlink, directory or special file there is refused;
+//! 4. `open(DIR/.KEY.XXXXXXXX.tmp, O_CREAT|O_EXCL|O_CLOEXEC, 0600)` with a
+//!    random name;
+//! 5. `write` the envelope (header, payload streamed from the serializer in
+//!    64 KiB writes, trailer with length and SHA-256), then `fsync`, `close`;
+//! 6. `rename(.KEY.XXXXXXXX.tmp, KEY)`, atomically replacing any old stash;
+//! 7. `fsync(DIR)`, making the rename durable, and only then returning `Ok`.
+//!
+//! If any step before the rename fails, the temp file is removed and the old
+//! stash is untouched. [`Store::load`] opens `DIR/KEY` with `O_NOFOLLOW`,
+//! reads it, and checks magic, trailer, SHA-256, version, header and key
+//! before deserializing. [`Store::clear`] takes the lock, `unlink`s, and
+//! `fsync`s the directory.
+//!
+//! # Guarantees
+//!
+//! - **Durable before it returns**: an `Ok` from `save` means the stash
+//!   survives a power cut (steps 5–7 above).
+//! - **Atomic**: after any crash `load` sees the old stash or the new one,
+//!   never a mix; a temp file is never read as a stash.
+//! - **Verified**: every byte is covered by the SHA-256; a damaged,
+//!   truncated or foreign file is [`Error::Corrupt`], never silently absent,
+//!   and [`Store::quarantine`] moves it aside for inspection.
+//! - **Contained**: keys are allowlisted ([`StashKey`]); stash files are
+//!   opened without following symlinks; a header naming another key is
+//!   rejected.
+//! - **Coordinated**: saves and clears of one key are serialized across
+//!   processes by advisory locks ([`KeyLock`]).
+//!
+//! # Format
+//!
+//! Each stash file is a version-1 envelope, readable with `head`:
+//!
+//! ```text
+//! SAFESTASH 1
+//! {"key":"orders.dictionary","kind":"field-dictionary","created":"2026-11-22T13:20:01.123456789Z","origin":"job-42","encoding":"json","writer":"safestash 0.1.0"}
+//! [["amount","Amount in EUR"],["placed","Order date"]]
+//! SAFESTASH-END len=00000000000000000052 sha256=<64 hex digits>
+//! ```
+//!
+//! The byte-exact specification and version policy are in `docs/FORMAT.md`;
+//! the [`envelope`] module encodes and decodes it.
+//!
+//! # Limitations
+//!
+//! - POSIX only (Linux is what is tested). The durability promise relies on
+//!   `fsync` of files and directories doing what POSIX says; filesystems or
+//!   platforms without directory fsync (and disks that lie about flushes) do
+//!   not give it.
+//! - Locks are advisory `flock`s: they exclude other safestash users, not a
+//!   program that writes stash files without asking. `flock` over NFS is not
+//!   reliable.
+//! - One lock file `.KEY.lock` per key ever saved stays in the directory
+//!   (removing lock files safely needs every locker to cooperate).
+//! - The store's directory path itself is trusted: if it is a symlink, it is
+//!   followed. Only entries inside it are guarded.
+//! - Payloads are JSON (`serde_json`); values are deserialized into memory.
+//!   Files over 256 MiB are verified in a streaming pass before they are
+//!   deserialized from the file, so the file itself is never held in memory.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod envelope;
+mod error;
+pub mod fs;
+mod key;
+mod lock;
+mod store;
+
+pub use envelope::{Digest, Encoding, Header};
+pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
+pub use fs::FileKind;
+pub use key::{MAX_KEY_LEN, StashKey};
+pub use lock::KeyLock;
+pub use store::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, Store, VerifyReport};
