@@ -126,3 +126,8 @@ pub use fs::FileKind;
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
 pub use store::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, Store, VerifyReport};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
