@@ -113,11 +113,15 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "sim")]
+pub mod crash;
 pub mod envelope;
 mod error;
 pub mod fs;
 mod key;
 mod lock;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod store;
 
 pub use envelope::{Digest, Encoding, Header};

@@ -1117,8 +1117,10 @@ impl<F: Fs> Store<F> {
             let Some(key) = entry.name.to_str().and_then(temp_file_key) else {
                 continue;
             };
-            let Ok(_lock) = self.acquire(&key, false, false) else {
-                continue; // a live writer holds it
+            let _lock = match self.acquire(&key, false, false) {
+                Ok(lock) => lock,
+                Err(Error::Locked { .. }) => continue, // a live writer holds it
+                Err(e) => return Err(e),
             };
             let path = self.dir.join(&entry.name);
             match self.fs.remove_file(&path) {
