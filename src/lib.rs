@@ -47,11 +47,14 @@
 //! A store is a directory with one file per key. [`Store::save`] makes, on
 //! Linux, exactly this sequence of calls:
 //!
-//! 1. `lstat(DIR)`, and if it is missing, `mkdir` each missing directory with
-//!    mode 0700 followed by `fsync` of its parent (done once, on first save);
-//! 2. `open(DIR/.KEY.lock, O_CREAT|O_NOFOLLOW, 0600)` and `flock(LOCK_EX)`: the
-//!    key's advisory lock, held to the end;
-//! 3. `lstat(DIR/KEY)`: a symlink, directory or special file there is refused;
+//! 1. `open(DIR/.KEY.lock, O_CREAT|O_NOFOLLOW, 0600)` and `flock(LOCK_EX)`: the
+//!    key's advisory lock, held to the end. If `DIR` is missing, first `mkdir`
+//!    each missing directory with mode 0700, each followed by `fsync` of its
+//!    parent;
+//! 2. `lstat(DIR/KEY)`: a symlink, directory or special file there is refused;
+//! 3. on the first save of each `Store` value only: `fsync` every ancestor of
+//!    `DIR`, so the directory is durably reachable even if whoever created it
+//!    (another process, an earlier failed save) crashed before syncing it;
 //! 4. `open(DIR/.KEY.XXXXXXXX.tmp, O_CREAT|O_EXCL|O_CLOEXEC, 0600)` with a
 //!    random name;
 //! 5. `write` the envelope (header, payload streamed from the serializer in
@@ -120,6 +123,8 @@ mod error;
 pub mod fs;
 mod key;
 mod lock;
+#[cfg(feature = "sim")]
+pub mod model;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod store;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -61,6 +62,10 @@ fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 pub struct Store<F: Fs = OsFs> {
     dir: PathBuf,
     fs: F,
+    /// Whether this store has fsynced every ancestor of `dir` (done before
+    /// its first save: an earlier writer may have created the chain and
+    /// failed or crashed before making it durable).
+    chain_synced: AtomicBool,
 }
 
 impl<F: Fs> fmt::Debug for Store<F> {
@@ -369,7 +374,11 @@ impl<F: Fs> Store<F> {
         let dir = dir.as_ref().to_owned();
         match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
             // A symlink to the store's directory is the caller's choice.
-            None | Some(FileKind::Dir | FileKind::Symlink) => Ok(Store { dir, fs }),
+            None | Some(FileKind::Dir | FileKind::Symlink) => Ok(Store {
+                dir,
+                fs,
+                chain_synced: AtomicBool::new(false),
+            }),
             Some(found) => Err(Error::NotAFile {
                 path: dir,
                 found,
@@ -509,6 +518,7 @@ impl<F: Fs> Store<F> {
         let key = header.key().clone();
         let path = self.path_of(&key);
         self.expect_file_or_nothing(&path)?;
+        self.sync_chain()?;
         let (file, tmp) = self
             .fs
             .create_temp(&self.dir, &format!(".{key}."), TEMP_SUFFIX)
@@ -598,6 +608,32 @@ impl<F: Fs> Store<F> {
                 expected: FileKind::File,
             }),
         }
+    }
+
+    /// Once per store: fsyncs every ancestor of the directory, so that the
+    /// directory itself is durably reachable even if whoever created it
+    /// (another process, or an earlier failed save) never synced it.
+    fn sync_chain(&self) -> Result<()> {
+        if self.chain_synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut cur = self.dir.as_path();
+        while let Some(parent) = cur.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            self.fs
+                .sync_dir(parent)
+                .map_err(io_err(IoOp::SyncDir, parent))?;
+            if parent == Path::new(".") {
+                break;
+            }
+            cur = parent;
+        }
+        self.chain_synced.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Creates the store's directory and missing parents, each fsynced into
