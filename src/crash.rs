@@ -24,12 +24,12 @@
 //! ```
 //! use safestash::crash::{explore, Protocol, Scenario};
 //!
-//! let report = explore(Scenario::SaveOverExisting, Protocol::Correct, 300);
+//! let report = explore(Scenario::SaveOverExisting, Protocol::Correct, 1500);
 //! assert!(report.states > 100);
 //! assert_eq!(report.violations, 0, "{:?}", report.examples);
 //!
 //! // Negative control: without the directory fsync, acknowledged saves are lost.
-//! let broken = explore(Scenario::SaveOverExisting, Protocol::NoDirSync, 300);
+//! let broken = explore(Scenario::SaveOverExisting, Protocol::NoDirSync, 1500);
 //! assert!(broken.violations > 0);
 //! ```
 
@@ -217,8 +217,7 @@ impl Case {
                 store.save(&self.key, &self.old).expect("setup");
                 if self.scenario == Scenario::Cleanup {
                     let tmp = Path::new(DIR).join(format!(".{}.Zz9Yy8Xx.tmp", self.key));
-                    fs.write_durable(tmp, b"SAFESTASH 1\n{\"key\":\"half a stash")
-                        .expect("setup");
+                    fs.write_durable(tmp, b"SAFESTASH 1\n{\"key\":\"half a stash").expect("setup");
                 }
             }
             Scenario::Quarantine => {
@@ -284,10 +283,7 @@ impl Case {
         let outcome = self.load(&store);
         if !allowed.contains(&outcome) {
             let allowed: Vec<String> = allowed.iter().map(Outcome::to_string).collect();
-            return Some(format!(
-                "load gave {outcome}, allowed: {}",
-                allowed.join(" or ")
-            ));
+            return Some(format!("load gave {outcome}, allowed: {}", allowed.join(" or ")));
         }
         if self.scenario == Scenario::Quarantine && outcome == Outcome::Missing {
             let kept = fs.list(DIR).iter().any(|name| {
@@ -306,19 +302,14 @@ impl Case {
         }
         let again = self.load(&store);
         if again != outcome {
-            return Some(format!(
-                "load changed after cleanup: {outcome} then {again}"
-            ));
+            return Some(format!("load changed after cleanup: {outcome} then {again}"));
         }
         None
     }
 }
 
 fn temp_files(fs: &SimFs) -> Vec<String> {
-    fs.list(DIR)
-        .into_iter()
-        .filter(|name| temp_file_key(name).is_some())
-        .collect()
+    fs.list(DIR).into_iter().filter(|name| temp_file_key(name).is_some()).collect()
 }
 
 /// The negative controls: saves that each skip one step of the protocol.
@@ -340,9 +331,7 @@ fn broken_save(
         // Durable once synced, but not atomic: a crash before leaves a mix.
         return fs.sync_in_place(&path).map_err(err);
     }
-    let (mut file, tmp) = fs
-        .create_temp(dir, &format!(".{key}."), ".tmp")
-        .map_err(err)?;
+    let (mut file, tmp) = fs.create_temp(dir, &format!(".{key}."), ".tmp").map_err(err)?;
     file.write_all(&bytes).map_err(err)?;
     if protocol != Protocol::NoFileSync {
         fs.sync_file(&mut file).map_err(err)?;
@@ -397,10 +386,7 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
     }
     let log: Vec<_> = dry.log().into_iter().filter(|c| c.seq > base).collect();
     let calls = log.len() as u64;
-    let commit = log
-        .iter()
-        .find(|c| c.op == case.commit_op())
-        .map_or(calls + 1, |c| c.seq - base);
+    let commit = log.iter().find(|c| c.op == case.commit_op()).map_or(calls + 1, |c| c.seq - base);
     report.calls = calls;
 
     // Power cuts at every call.
@@ -410,20 +396,12 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
         let store = Store::with_fs(DIR, fs.clone()).expect("open");
         fs.crash_after(base + k);
         let returned_ok = case.run(&store).is_ok() && !fs.is_crashed();
-        let allowed = if returned_ok {
-            std::slice::from_ref(&after)
-        } else {
-            &before[..]
-        };
+        let allowed = if returned_ok { std::slice::from_ref(&after) } else { &before[..] };
         fs.for_each_crash_image(|image| {
             report.states += 1;
             if let Some(what) = case.check(image, allowed) {
                 report.lost_after_ok += u64::from(returned_ok);
-                let when = if returned_ok {
-                    "after it returned Ok"
-                } else {
-                    "mid-operation"
-                };
+                let when = if returned_ok { "after it returned Ok" } else { "mid-operation" };
                 report.violation(format!("crash after call {k}/{calls} ({when}): {what}"));
             }
         });
@@ -448,11 +426,7 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
                     report.violation(format!("{how} error at call {k} ({op}) left {tmp}"));
                 }
             }
-            let allowed = if k < commit {
-                vec![before[0].clone()]
-            } else {
-                before.clone()
-            };
+            let allowed = if k < commit { vec![before[0].clone()] } else { before.clone() };
             if let Some(what) = case.check(fs, &allowed) {
                 report.violation(format!("{how} error at call {k} ({op}): {what}"));
             }
@@ -475,12 +449,7 @@ pub fn explore_all(value_lens: &[usize]) -> Vec<(Scenario, Protocol, Report)> {
     let mut out = Vec::new();
     for scenario in Scenario::ALL {
         let protocols: &[Protocol] = if scenario == Scenario::SaveOverExisting {
-            &[
-                Protocol::Correct,
-                Protocol::NoFileSync,
-                Protocol::NoDirSync,
-                Protocol::InPlace,
-            ]
+            &[Protocol::Correct, Protocol::NoFileSync, Protocol::NoDirSync, Protocol::InPlace]
         } else {
             &[Protocol::Correct]
         };

@@ -372,11 +372,7 @@ impl Header {
 }
 
 fn invalid(field: &'static str, value: &str, rule: &'static str) -> Error {
-    Error::InvalidOption {
-        field,
-        value: value.to_owned(),
-        rule,
-    }
+    Error::InvalidOption { field, value: value.to_owned(), rule }
 }
 
 pub(crate) fn check_kind(kind: &str) -> Result<(), Error> {
@@ -397,11 +393,7 @@ pub(crate) fn check_origin(origin: &str) -> Result<(), Error> {
 fn check_created(created: SystemTime) -> Result<(), Error> {
     match created.duration_since(UNIX_EPOCH) {
         Ok(d) if d < Duration::from_secs(MAX_UNIX_SECS) => Ok(()),
-        _ => Err(invalid(
-            "created",
-            &format!("{created:?}"),
-            "a time in the years 1970 to 9999",
-        )),
+        _ => Err(invalid("created", &format!("{created:?}"), "a time in the years 1970 to 9999")),
     }
 }
 
@@ -589,19 +581,11 @@ impl<W: Write> EnvelopeWriter<W> {
     /// ```
     pub fn new(mut inner: W, header: &Header) -> io::Result<EnvelopeWriter<W>> {
         let prefix = header.encode_prefix();
-        debug_assert!(
-            prefix.len() <= MAX_PREFIX_LEN,
-            "Header::new bounds the header"
-        );
+        debug_assert!(prefix.len() <= MAX_PREFIX_LEN, "Header::new bounds the header");
         inner.write_all(&prefix)?;
         let mut hasher = Sha256::new();
         hasher.update(&prefix);
-        Ok(EnvelopeWriter {
-            inner,
-            hasher,
-            written: prefix.len() as u64,
-            payload_len: 0,
-        })
+        Ok(EnvelopeWriter { inner, hasher, written: prefix.len() as u64, payload_len: 0 })
     }
 
     /// Writes the trailer and hands the writer back with the digest.
@@ -699,10 +683,7 @@ fn parse_trailer(t: &[u8]) -> Result<Trailer, Corruption> {
     }
     let digest =
         Digest::from_hex(&t[TRAILER_HASHED..TRAILER_LEN - 1]).ok_or(Corruption::BadTrailer)?;
-    Ok(Trailer {
-        payload_len,
-        digest,
-    })
+    Ok(Trailer { payload_len, digest })
 }
 
 /// Parses the magic line and header at the start of `body` (the file without
@@ -712,19 +693,13 @@ fn parse_prefix(body: &[u8]) -> Result<(Header, usize), DecodeError> {
         return Err(Corruption::NotAStash.into());
     }
     let rest = &body[MAGIC.len()..];
-    let line_end = rest
-        .iter()
-        .take(6)
-        .position(|&b| b == b'\n')
-        .ok_or(Corruption::BadVersion)?;
+    let line_end = rest.iter().take(6).position(|&b| b == b'\n').ok_or(Corruption::BadVersion)?;
     let digits = &rest[..line_end];
     if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
         return Err(Corruption::BadVersion.into());
     }
     // At most five digits: no overflow.
-    let version = digits
-        .iter()
-        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    let version = digits.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
     if version != VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
@@ -797,11 +772,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let trailer = parse_trailer(&bytes[body_end..])?;
     let actual = Digest::of(&bytes[..body_end + TRAILER_HASHED]);
     if actual != trailer.digest {
-        return Err(Corruption::ChecksumMismatch {
-            recorded: trailer.digest,
-            actual,
-        }
-        .into());
+        return Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into());
     }
     let (header, payload_start) = parse_prefix(&bytes[..body_end])?;
     let payload = &bytes[payload_start..body_end];
@@ -812,11 +783,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         }
         .into());
     }
-    Ok(Decoded {
-        header,
-        payload,
-        digest: trailer.digest,
-    })
+    Ok(Decoded { header, payload, digest: trailer.digest })
 }
 
 /// Where a verified envelope's payload sits in a file read by [`verify_reader`].
@@ -880,9 +847,7 @@ pub fn verify_reader<R: Read + Seek>(
     let mut remaining = body_end + TRAILER_HASHED as u64;
     let mut buf = vec![0u8; 1 << 20];
     while remaining > 0 {
-        let want = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
         let got = r.read(&mut buf[..want])?;
         if got == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
@@ -892,15 +857,9 @@ pub fn verify_reader<R: Read + Seek>(
     }
     let actual = Digest(hasher.finalize().into());
     if actual != trailer.digest {
-        return Ok(Err(Corruption::ChecksumMismatch {
-            recorded: trailer.digest,
-            actual,
-        }
-        .into()));
+        return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
     }
-    let prefix_len = usize::try_from(body_end)
-        .unwrap_or(usize::MAX)
-        .min(MAX_PREFIX_LEN);
+    let prefix_len = usize::try_from(body_end).unwrap_or(usize::MAX).min(MAX_PREFIX_LEN);
     buf.truncate(prefix_len);
     if read_up_to(r, 0, &mut buf)? != prefix_len {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -947,13 +906,7 @@ mod tests {
 
     fn header() -> Header {
         let created = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
-        Header::new(
-            StashKey::new("k").unwrap(),
-            "value",
-            Some("job\n\"1\""),
-            created,
-        )
-        .unwrap()
+        Header::new(StashKey::new("k").unwrap(), "value", Some("job\n\"1\""), created).unwrap()
     }
 
     #[test]
@@ -985,9 +938,7 @@ mod tests {
     #[test]
     fn reader_agrees_with_slice() {
         let bytes = encode(&header(), &vec![b'7'; 3 << 20]);
-        let layout = verify_reader(&mut Cursor::new(&bytes), bytes.len() as u64)
-            .unwrap()
-            .unwrap();
+        let layout = verify_reader(&mut Cursor::new(&bytes), bytes.len() as u64).unwrap().unwrap();
         let d = decode(&bytes).unwrap();
         assert_eq!(layout.header, d.header);
         assert_eq!(layout.digest, d.digest);
@@ -995,10 +946,7 @@ mod tests {
         let mut damaged = bytes.clone();
         damaged[2 << 20] ^= 4;
         let err = verify_reader(&mut Cursor::new(&damaged), bytes.len() as u64).unwrap();
-        assert!(matches!(
-            err,
-            Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))
-        ));
+        assert!(matches!(err, Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))));
     }
 
     #[test]
@@ -1031,10 +979,7 @@ mod tests {
         let pos = upper.len() - 2;
         upper[pos] = upper[pos].to_ascii_uppercase();
         if upper != good {
-            assert_eq!(
-                decode(&upper).unwrap_err(),
-                DecodeError::Corrupt(Corruption::BadTrailer)
-            );
+            assert_eq!(decode(&upper).unwrap_err(), DecodeError::Corrupt(Corruption::BadTrailer));
         }
         let body = b"SAFESTASH 1\n{\"key\":\"k\",\"kind\":\"v\",\"created\":\"2026-01-01T00:00:00Z\",\"origin\":null,\"encoding\":\"json\",\"writer\":\"x\",\"extra\":1}\n1";
         let mut w = body.to_vec();
@@ -1043,10 +988,7 @@ mod tests {
         let d = Digest::of(&w);
         w.extend_from_slice(&d.hex());
         w.push(b'\n');
-        assert!(matches!(
-            decode(&w),
-            Err(DecodeError::Corrupt(Corruption::BadHeader(_)))
-        ));
+        assert!(matches!(decode(&w), Err(DecodeError::Corrupt(Corruption::BadHeader(_)))));
     }
 
     #[test]
@@ -1055,14 +997,8 @@ mod tests {
             decode(b"SAFE").unwrap_err(),
             DecodeError::Corrupt(Corruption::Truncated { len: 4 })
         );
-        assert_eq!(
-            decode(b"nope").unwrap_err(),
-            DecodeError::Corrupt(Corruption::NotAStash)
-        );
-        assert_eq!(
-            decode(&[0xFF; 500]).unwrap_err(),
-            DecodeError::Corrupt(Corruption::NotAStash)
-        );
+        assert_eq!(decode(b"nope").unwrap_err(), DecodeError::Corrupt(Corruption::NotAStash));
+        assert_eq!(decode(&[0xFF; 500]).unwrap_err(), DecodeError::Corrupt(Corruption::NotAStash));
     }
 
     #[test]

@@ -112,10 +112,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A save option (kind or origin) breaks its rule.
+    /// A value given to the library breaks its rule: a save option (kind,
+    /// origin), a header's created time, or a digest string.
     #[error("invalid {field} {value:?}: {rule}")]
     InvalidOption {
-        /// `"kind"` or `"origin"`.
+        /// Which value: `"kind"`, `"origin"`, `"created"` or `"digest"`.
         field: &'static str,
         /// The rejected value.
         value: String,
@@ -235,10 +236,7 @@ impl fmt::Display for Corruption {
             Corruption::Truncated { len } => write!(f, "truncated ({len} bytes)"),
             Corruption::BadTrailer => f.write_str("missing or malformed trailer"),
             Corruption::ChecksumMismatch { recorded, actual } => {
-                write!(
-                    f,
-                    "checksum mismatch (recorded {recorded}, actual {actual})"
-                )
+                write!(f, "checksum mismatch (recorded {recorded}, actual {actual})")
             }
             Corruption::BadVersion => f.write_str("malformed version"),
             Corruption::BadHeader(why) => write!(f, "bad header: {why}"),
@@ -353,10 +351,7 @@ impl fmt::Display for KeyErrorKind {
                 write!(f, "{len} bytes long, the limit is {MAX_KEY_LEN}")
             }
             KeyErrorKind::InvalidChar { ch, index } => {
-                write!(
-                    f,
-                    "character {ch:?} at byte {index} is not in [A-Za-z0-9._-]"
-                )
+                write!(f, "character {ch:?} at byte {index} is not in [A-Za-z0-9._-]")
             }
             KeyErrorKind::LeadingDot => {
                 f.write_str("starts with '.', which is reserved for the store's own files")

@@ -282,20 +282,14 @@ impl Fs for OsFs {
         if kind != FileKind::File {
             return Ok(Opened::NotAFile(kind));
         }
-        Ok(Opened::File {
-            reader: file,
-            len: meta.len(),
-        })
+        Ok(Opened::File { reader: file, len: meta.len() })
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         fs::read_dir(dir)?
             .map(|entry| {
                 let entry = entry?;
-                Ok(DirEntry {
-                    name: entry.file_name(),
-                    kind: FileKind::of(entry.file_type()?),
-                })
+                Ok(DirEntry { name: entry.file_name(), kind: FileKind::of(entry.file_type()?) })
             })
             .collect()
     }

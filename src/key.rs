@@ -130,12 +130,7 @@ impl StashKey {
             debug_assert!(check(&out).is_ok(), "escaped key {out:?} must be valid");
             return StashKey(out);
         }
-        let cut = boundaries
-            .iter()
-            .copied()
-            .take_while(|&b| b <= 130)
-            .last()
-            .unwrap_or(0);
+        let cut = boundaries.iter().copied().take_while(|&b| b <= 130).last().unwrap_or(0);
         let digest = Sha256::digest(bytes);
         let mut hashed = String::with_capacity(cut + 2 + 64);
         hashed.push_str(&out[..cut]);
@@ -143,10 +138,7 @@ impl StashKey {
         for b in digest {
             hashed.push_str(&format!("{b:02x}"));
         }
-        debug_assert!(
-            check(&hashed).is_ok(),
-            "hashed key {hashed:?} must be valid"
-        );
+        debug_assert!(check(&hashed).is_ok(), "hashed key {hashed:?} must be valid");
         StashKey(hashed)
     }
 
@@ -293,9 +285,7 @@ mod tests {
 
     #[test]
     fn accepts_the_allowlist() {
-        for ok in [
-            "a", "A-b_c.d", "0", "x.y.z", "_", "-", "a..b", "COM10", "CONSOLE", "NULL.x",
-        ] {
+        for ok in ["a", "A-b_c.d", "0", "x.y.z", "_", "-", "a..b", "COM10", "CONSOLE", "NULL.x"] {
             assert!(StashKey::new(ok).is_ok(), "{ok} should be valid");
         }
         assert!(StashKey::new("a".repeat(200)).is_ok());
@@ -305,33 +295,18 @@ mod tests {
     fn rejects_with_the_reason() {
         assert_eq!(kind(""), KeyErrorKind::Empty);
         assert_eq!(kind(&"a".repeat(201)), KeyErrorKind::TooLong { len: 201 });
-        assert_eq!(
-            kind("foo/bar"),
-            KeyErrorKind::InvalidChar { ch: '/', index: 3 }
-        );
-        assert_eq!(
-            kind("foo\\bar"),
-            KeyErrorKind::InvalidChar { ch: '\\', index: 3 }
-        );
-        assert_eq!(
-            kind("a\0b"),
-            KeyErrorKind::InvalidChar { ch: '\0', index: 1 }
-        );
+        assert_eq!(kind("foo/bar"), KeyErrorKind::InvalidChar { ch: '/', index: 3 });
+        assert_eq!(kind("foo\\bar"), KeyErrorKind::InvalidChar { ch: '\\', index: 3 });
+        assert_eq!(kind("a\0b"), KeyErrorKind::InvalidChar { ch: '\0', index: 1 });
         assert_eq!(kind("é"), KeyErrorKind::InvalidChar { ch: 'é', index: 0 });
         assert_eq!(kind("a b"), KeyErrorKind::InvalidChar { ch: ' ', index: 1 });
         assert_eq!(kind("."), KeyErrorKind::LeadingDot);
         assert_eq!(kind(".."), KeyErrorKind::LeadingDot);
         assert_eq!(kind(".hidden"), KeyErrorKind::LeadingDot);
         assert_eq!(kind("a."), KeyErrorKind::TrailingDot);
-        for dev in [
-            "CON", "con", "Prn", "aux", "NUL", "com1", "COM9", "lpt1", "LPT9",
-        ] {
+        for dev in ["CON", "con", "Prn", "aux", "NUL", "com1", "COM9", "lpt1", "LPT9"] {
             assert_eq!(kind(dev), KeyErrorKind::Reserved, "{dev}");
-            assert_eq!(
-                kind(&format!("{dev}.txt")),
-                KeyErrorKind::Reserved,
-                "{dev}.txt"
-            );
+            assert_eq!(kind(&format!("{dev}.txt")), KeyErrorKind::Reserved, "{dev}.txt");
             assert_eq!(kind(&format!("{dev}.tar.gz")), KeyErrorKind::Reserved);
         }
     }

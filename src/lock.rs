@@ -77,9 +77,7 @@ pub struct KeyLock<'s, F: Fs = OsFs> {
 
 impl<F: Fs> fmt::Debug for KeyLock<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyLock")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyLock").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
@@ -115,8 +113,7 @@ impl<F: Fs> KeyLock<'_, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save<T: Serialize + ?Sized>(&self, value: &T) -> Result<Receipt> {
-        self.store
-            .save_locked(&self.key, value, &SaveOptions::default())
+        self.store.save_locked(&self.key, value, &SaveOptions::default())
     }
 
     /// [`Store::save_with`] under this lock.

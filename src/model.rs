@@ -161,9 +161,7 @@ fn key(i: u8) -> (usize, StashKey) {
 
 impl Run {
     fn possible(&mut self, key: usize) -> &mut BTreeSet<Outcome> {
-        self.model
-            .entry(key)
-            .or_insert_with(|| [Outcome::Missing].into())
+        self.model.entry(key).or_insert_with(|| [Outcome::Missing].into())
     }
 
     fn load(&self, key: &StashKey) -> Result<Outcome, Error> {
@@ -177,16 +175,11 @@ impl Run {
 
     fn check_load(&mut self, i: usize, key: &StashKey) -> Result<(), String> {
         self.stats.loads += 1;
-        let got = self
-            .load(key)
-            .map_err(|e| format!("load of `{key}` failed: {e}"))?;
+        let got = self.load(key).map_err(|e| format!("load of `{key}` failed: {e}"))?;
         let possible = self.possible(i);
         if !possible.contains(&got) {
             let want: Vec<String> = possible.iter().map(Outcome::to_string).collect();
-            return Err(format!(
-                "load of `{key}` gave {got}, model allows {}",
-                want.join(" or ")
-            ));
+            return Err(format!("load of `{key}` gave {got}, model allows {}", want.join(" or ")));
         }
         Ok(())
     }
@@ -249,9 +242,7 @@ impl Run {
             ModelOp::Save { key: k, value, len } => {
                 let (i, key) = key(k);
                 let v = value_of(value, len);
-                self.mutate(Some(i), Outcome::Value(v.clone()), |s| {
-                    s.save(&key, &v).map(drop)
-                })
+                self.mutate(Some(i), Outcome::Value(v.clone()), |s| s.save(&key, &v).map(drop))
             }
             ModelOp::Clear { key: k } => {
                 let (i, key) = key(k);
@@ -264,11 +255,7 @@ impl Run {
             ModelOp::Cleanup => {
                 let faulty = self.fault.is_some();
                 self.mutate(None, Outcome::Missing, |s| s.cleanup().map(drop))?;
-                let temps = self
-                    .fs
-                    .list(DIR)
-                    .into_iter()
-                    .filter(|n| temp_file_key(n).is_some());
+                let temps = self.fs.list(DIR).into_iter().filter(|n| temp_file_key(n).is_some());
                 match temps.collect::<Vec<_>>().first() {
                     Some(tmp) if !faulty => Err(format!("cleanup left {tmp}")),
                     _ => Ok(()),
@@ -344,24 +331,15 @@ impl Run {
 pub fn run(ops: &[ModelOp]) -> Result<Stats, String> {
     let fs = SimFs::new();
     let store = Store::with_fs(DIR, fs.clone()).map_err(|e| e.to_string())?;
-    let mut run = Run {
-        fs,
-        store,
-        model: BTreeMap::new(),
-        fault: None,
-        stats: Stats::default(),
-    };
+    let mut run = Run { fs, store, model: BTreeMap::new(), fault: None, stats: Stats::default() };
     for (n, op) in ops.iter().enumerate() {
-        run.step(op)
-            .map_err(|e| format!("step {n} ({op:?}): {e}"))?;
+        run.step(op).map_err(|e| format!("step {n} ({op:?}): {e}"))?;
     }
     run.fault = None;
     for k in 0..KEYS.len() {
         let (i, key) = key(k as u8);
-        run.check_load(i, &key)
-            .map_err(|e| format!("at the end: {e}"))?;
+        run.check_load(i, &key).map_err(|e| format!("at the end: {e}"))?;
     }
-    run.step(&ModelOp::Cleanup)
-        .map_err(|e| format!("at the end: {e}"))?;
+    run.step(&ModelOp::Cleanup).map_err(|e| format!("at the end: {e}"))?;
     Ok(run.stats)
 }

@@ -201,18 +201,10 @@ impl State {
                 return Err(power_lost());
             }
             Fault::CrashAfter(_) => false,
-            Fault::FailAt {
-                seq: at,
-                persistent,
-            } => seq == at || (persistent && seq > at),
+            Fault::FailAt { seq: at, persistent } => seq == at || (persistent && seq > at),
         };
         self.seq = seq;
-        self.log.push(Call {
-            seq,
-            op,
-            path: path.to_owned(),
-            failed,
-        });
+        self.log.push(Call { seq, op, path: path.to_owned(), failed });
         if failed { Err(injected()) } else { Ok(()) }
     }
 
@@ -235,19 +227,14 @@ impl State {
     }
 
     fn dir_mut(&mut self, dir: &Path) -> &mut Dir {
-        self.dirs
-            .get_mut(dir)
-            .expect("split checked the directory exists")
+        self.dirs.get_mut(dir).expect("split checked the directory exists")
     }
 
     fn new_file(&mut self, path: &Path, bytes: Vec<u8>, durable: bool) -> io::Result<usize> {
         let (parent, name) = self.split(path)?;
         let inode = self.inodes.len();
         let durable_bytes = if durable { bytes.clone() } else { Vec::new() };
-        self.inodes.push(Inode {
-            durable: durable_bytes,
-            live: bytes,
-        });
+        self.inodes.push(Inode { durable: durable_bytes, live: bytes });
         let dir = self.dir_mut(&parent);
         if durable {
             dir.durable.insert(name.to_owned(), Entry::File(inode));
@@ -273,10 +260,7 @@ pub struct SimFs {
 impl fmt::Debug for SimFs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.lock();
-        f.debug_struct("SimFs")
-            .field("calls", &s.seq)
-            .field("fault", &s.fault)
-            .finish()
+        f.debug_struct("SimFs").field("calls", &s.seq).field("fault", &s.fault).finish()
     }
 }
 
@@ -295,15 +279,11 @@ impl SimFs {
     /// assert_eq!(safestash::sim::SimFs::new().calls(), 0);
     /// ```
     pub fn new() -> SimFs {
-        SimFs {
-            state: Arc::new(Mutex::new(State::new())),
-        }
+        SimFs { state: Arc::new(Mutex::new(State::new())) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An independent copy of this filesystem, faults and log included.
@@ -320,9 +300,7 @@ impl SimFs {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn fork(&self) -> SimFs {
-        SimFs {
-            state: Arc::new(Mutex::new(self.lock().clone())),
-        }
+        SimFs { state: Arc::new(Mutex::new(self.lock().clone())) }
     }
 
     /// How many calls have been made (the last sequence number).
@@ -425,10 +403,7 @@ impl SimFs {
         let mut s = self.lock();
         match s.lookup(path.as_ref()) {
             Some(Entry::File(inode)) => {
-                s.inodes[inode] = Inode {
-                    durable: bytes.to_vec(),
-                    live: bytes.to_vec(),
-                };
+                s.inodes[inode] = Inode { durable: bytes.to_vec(), live: bytes.to_vec() };
             }
             Some(Entry::Dir) => return Err(io::ErrorKind::IsADirectory.into()),
             None => {
@@ -563,12 +538,7 @@ impl SimFs {
         let s = self.lock();
         s.dirs
             .get(dir.as_ref())
-            .map(|d| {
-                d.live
-                    .keys()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.live.keys().map(|n| n.to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
@@ -595,11 +565,7 @@ impl SimFs {
     ///
     /// See the [module documentation](self).
     pub fn for_each_crash_image(&self, mut f: impl FnMut(SimFs)) {
-        self.enumerate(|state| {
-            f(SimFs {
-                state: Arc::new(Mutex::new(state)),
-            })
-        });
+        self.enumerate(|state| f(SimFs { state: Arc::new(Mutex::new(state)) }));
     }
 
     fn enumerate(&self, mut f: impl FnMut(State)) {
@@ -619,26 +585,16 @@ impl SimFs {
             for (path, dir) in &s.dirs {
                 let mut entries = dir.durable.clone();
                 if let Some(i) = with_pending.iter().position(|(p, _)| p == path) {
-                    dir.pending[..prefixes[i]]
-                        .iter()
-                        .for_each(|op| op.apply(&mut entries));
+                    dir.pending[..prefixes[i]].iter().for_each(|op| op.apply(&mut entries));
                 }
                 image.dirs.insert(
                     path.clone(),
-                    Dir {
-                        durable: entries.clone(),
-                        live: entries,
-                        pending: Vec::new(),
-                    },
+                    Dir { durable: entries.clone(), live: entries, pending: Vec::new() },
                 );
             }
             // Keep only directories reachable from the root.
-            let reachable: BTreeSet<PathBuf> = image
-                .dirs
-                .keys()
-                .filter(|p| reachable(&image.dirs, p))
-                .cloned()
-                .collect();
+            let reachable: BTreeSet<PathBuf> =
+                image.dirs.keys().filter(|p| reachable(&image.dirs, p)).cloned().collect();
             image.dirs.retain(|p, _| reachable.contains(p));
             let files: BTreeSet<usize> = image
                 .dirs
@@ -658,10 +614,8 @@ impl SimFs {
             for_each_combination(&counts, |choice| {
                 let mut state = image.clone();
                 for ((inode, variants), &c) in dirty.iter().zip(choice) {
-                    state.inodes[*inode] = Inode {
-                        durable: variants[c].clone(),
-                        live: variants[c].clone(),
-                    };
+                    state.inodes[*inode] =
+                        Inode { durable: variants[c].clone(), live: variants[c].clone() };
                 }
                 f(state);
             });
@@ -724,9 +678,7 @@ fn file_variants(inode: &Inode) -> Vec<Vec<u8>> {
         let mut all = Vec::new();
         for_each_combination(&vec![3; dirty.len()], |c| {
             all.push(
-                c.iter()
-                    .map(|&x| [Sector::Kept, Sector::Dropped, Sector::Garbage][x])
-                    .collect(),
+                c.iter().map(|&x| [Sector::Kept, Sector::Dropped, Sector::Garbage][x]).collect(),
             );
         });
         all
@@ -734,22 +686,15 @@ fn file_variants(inode: &Inode) -> Vec<Vec<u8>> {
         // Representative: uniform choices, one odd sector, and every
         // kept-prefix/dropped-suffix split (a write that stopped part way).
         let n = dirty.len();
-        let mut some = vec![
-            vec![Sector::Kept; n],
-            vec![Sector::Dropped; n],
-            vec![Sector::Garbage; n],
-        ];
+        let mut some =
+            vec![vec![Sector::Kept; n], vec![Sector::Dropped; n], vec![Sector::Garbage; n]];
         for i in 0..n {
             for odd in [Sector::Dropped, Sector::Garbage] {
                 let mut c = vec![Sector::Kept; n];
                 c[i] = odd;
                 some.push(c);
             }
-            some.push(
-                (0..n)
-                    .map(|j| if j < i { Sector::Kept } else { Sector::Dropped })
-                    .collect(),
-            );
+            some.push((0..n).map(|j| if j < i { Sector::Kept } else { Sector::Dropped }).collect());
         }
         some
     };
@@ -761,10 +706,7 @@ fn file_variants(inode: &Inode) -> Vec<Vec<u8>> {
         bytes[..old.len()].copy_from_slice(old);
         for i in 0..sectors {
             let r = range(i, span);
-            let pick = dirty
-                .iter()
-                .position(|&d| d == i)
-                .map_or(Sector::Kept, |j| choice[j]);
+            let pick = dirty.iter().position(|&d| d == i).map_or(Sector::Kept, |j| choice[j]);
             match pick {
                 Sector::Kept => {
                     for (k, b) in bytes[r.clone()].iter_mut().enumerate() {
@@ -876,14 +818,7 @@ impl Fs for SimFs {
             let path = dir.join(format!("{prefix}{rand}{suffix}"));
             if s.lookup(&path).is_none() {
                 let inode = s.new_file(&path, Vec::new(), false)?;
-                return Ok((
-                    SimFile {
-                        fs: self.clone(),
-                        inode,
-                        path: path.clone(),
-                    },
-                    path,
-                ));
+                return Ok((SimFile { fs: self.clone(), inode, path: path.clone() }, path));
             }
         }
     }
@@ -913,8 +848,7 @@ impl Fs for SimFs {
                 Err(io::ErrorKind::IsADirectory.into())
             }
             _ => {
-                s.dir_mut(&dir)
-                    .push(DirOp::Rename(from_name.to_owned(), to_name.to_owned()));
+                s.dir_mut(&dir).push(DirOp::Rename(from_name.to_owned(), to_name.to_owned()));
                 Ok(())
             }
         }
@@ -952,11 +886,8 @@ impl Fs for SimFs {
             Some(Entry::File(inode)) => {
                 let data = s.inodes[inode].live.clone();
                 let len = data.len() as u64;
-                let reader = SimReader {
-                    fs: self.clone(),
-                    data: Cursor::new(data),
-                    path: path.to_owned(),
-                };
+                let reader =
+                    SimReader { fs: self.clone(), data: Cursor::new(data), path: path.to_owned() };
                 Ok(Opened::File { reader, len })
             }
         }
@@ -994,8 +925,7 @@ impl Fs for SimFs {
         if s.lookup(path).is_some() {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
-        s.dir_mut(&parent)
-            .push(DirOp::Create(name.to_owned(), Entry::Dir));
+        s.dir_mut(&parent).push(DirOp::Create(name.to_owned(), Entry::Dir));
         s.dirs.insert(path.to_owned(), Dir::default());
         Ok(())
     }
@@ -1019,10 +949,7 @@ impl Fs for SimFs {
             }
             return Ok(None);
         }
-        Ok(Some(SimLock {
-            fs: self.clone(),
-            path: path.to_owned(),
-        }))
+        Ok(Some(SimLock { fs: self.clone(), path: path.to_owned() }))
     }
 }
 
@@ -1032,10 +959,7 @@ mod tests {
 
     #[test]
     fn unsynced_file_has_every_sector_variant() {
-        let inode = Inode {
-            durable: Vec::new(),
-            live: vec![7; 2 * SECTOR + 10],
-        };
+        let inode = Inode { durable: Vec::new(), live: vec![7; 2 * SECTOR + 10] };
         // 3 dirty sectors: 27 content choices x 2 sizes, fewer after dedup
         // (size 0 makes every choice the same empty file).
         let v = file_variants(&inode);

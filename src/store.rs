@@ -26,11 +26,7 @@ const LOCK_SUFFIX: &str = ".lock";
 const QUARANTINE_INFIX: &str = ".quarantined.";
 
 fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| Error::Io { op, path: path.to_owned(), source }
 }
 
 /// A directory of stashes, one file per key.
@@ -70,10 +66,7 @@ pub struct Store<F: Fs = OsFs> {
 
 impl<F: Fs> fmt::Debug for Store<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.dir)
-            .field("fs", &self.fs)
-            .finish()
+        f.debug_struct("Store").field("dir", &self.dir).field("fs", &self.fs).finish()
     }
 }
 
@@ -195,9 +188,7 @@ impl StashMeta {
     ///
     /// See [`StashMeta`].
     pub fn age(&self) -> Duration {
-        SystemTime::now()
-            .duration_since(self.header.created())
-            .unwrap_or(Duration::ZERO)
+        SystemTime::now().duration_since(self.header.created()).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -320,15 +311,8 @@ pub struct VerifyReport {
 
 /// The payload of a verified stash, in memory or still in the file.
 enum Payload<R> {
-    Bytes {
-        bytes: Vec<u8>,
-        range: std::ops::Range<usize>,
-    },
-    InFile {
-        reader: R,
-        offset: u64,
-        len: u64,
-    },
+    Bytes { bytes: Vec<u8>, range: std::ops::Range<usize> },
+    InFile { reader: R, offset: u64, len: u64 },
 }
 
 impl Store<OsFs> {
@@ -374,16 +358,10 @@ impl<F: Fs> Store<F> {
         let dir = dir.as_ref().to_owned();
         match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
             // A symlink to the store's directory is the caller's choice.
-            None | Some(FileKind::Dir | FileKind::Symlink) => Ok(Store {
-                dir,
-                fs,
-                chain_synced: AtomicBool::new(false),
-            }),
-            Some(found) => Err(Error::NotAFile {
-                path: dir,
-                found,
-                expected: FileKind::Dir,
-            }),
+            None | Some(FileKind::Dir | FileKind::Symlink) => {
+                Ok(Store { dir, fs, chain_synced: AtomicBool::new(false) })
+            }
+            Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
         }
     }
 
@@ -523,18 +501,14 @@ impl<F: Fs> Store<F> {
             .fs
             .create_temp(&self.dir, &format!(".{key}."), TEMP_SUFFIX)
             .map_err(io_err(IoOp::CreateTemp, &self.dir))?;
-        let written = self
-            .fill_temp(file, &tmp, &header, value)
-            .and_then(|(digest, bytes)| {
-                self.fs
-                    .rename(&tmp, &path)
-                    .map_err(|source| Error::Rename {
-                        from: tmp.clone(),
-                        to: path.clone(),
-                        source,
-                    })?;
-                Ok((digest, bytes))
-            });
+        let written = self.fill_temp(file, &tmp, &header, value).and_then(|(digest, bytes)| {
+            self.fs.rename(&tmp, &path).map_err(|source| Error::Rename {
+                from: tmp.clone(),
+                to: path.clone(),
+                source,
+            })?;
+            Ok((digest, bytes))
+        });
         let (digest, bytes) = match written {
             Ok(done) => done,
             Err(e) => {
@@ -543,16 +517,8 @@ impl<F: Fs> Store<F> {
                 return Err(e);
             }
         };
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        Ok(Receipt {
-            key,
-            path,
-            bytes,
-            digest,
-            created: header.created(),
-        })
+        self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
+        Ok(Receipt { key, path, bytes, digest, created: header.created() })
     }
 
     /// Writes the envelope into the temp file, fsyncs and closes it.
@@ -567,16 +533,9 @@ impl<F: Fs> Store<F> {
         let mut buffered = BufWriter::with_capacity(WRITE_BUFFER, writer);
         if let Err(e) = serde_json::to_writer(&mut buffered, value) {
             return Err(if e.is_io() {
-                Error::Io {
-                    op: IoOp::Write,
-                    path: tmp.to_owned(),
-                    source: e.into(),
-                }
+                Error::Io { op: IoOp::Write, path: tmp.to_owned(), source: e.into() }
             } else {
-                Error::Serialize {
-                    key: header.key().clone(),
-                    source: e,
-                }
+                Error::Serialize { key: header.key().clone(), source: e }
             });
         }
         let writer = buffered.into_inner().map_err(|e| Error::Io {
@@ -586,27 +545,19 @@ impl<F: Fs> Store<F> {
         })?;
         let done = writer.finish().map_err(io_err(IoOp::Write, tmp))?;
         let mut file = done.inner;
-        self.fs
-            .sync_file(&mut file)
-            .map_err(io_err(IoOp::SyncFile, tmp))?;
+        self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;
         drop(file);
         Ok((done.digest, done.len))
     }
 
     /// Refuses a symlink, directory or special file at a stash path.
     fn expect_file_or_nothing(&self, path: &Path) -> Result<bool> {
-        match self
-            .fs
-            .metadata(path)
-            .map_err(io_err(IoOp::Inspect, path))?
-        {
+        match self.fs.metadata(path).map_err(io_err(IoOp::Inspect, path))? {
             None => Ok(false),
             Some(FileKind::File) => Ok(true),
-            Some(found) => Err(Error::NotAFile {
-                path: path.to_owned(),
-                found,
-                expected: FileKind::File,
-            }),
+            Some(found) => {
+                Err(Error::NotAFile { path: path.to_owned(), found, expected: FileKind::File })
+            }
         }
     }
 
@@ -619,14 +570,15 @@ impl<F: Fs> Store<F> {
         }
         let mut cur = self.dir.as_path();
         while let Some(parent) = cur.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            self.fs
-                .sync_dir(parent)
-                .map_err(io_err(IoOp::SyncDir, parent))?;
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            match self.fs.sync_dir(parent) {
+                Ok(()) => {}
+                // An ancestor this user may pass through but not open (mode
+                // 0711, say) cannot be synced by anyone but its owner; it
+                // was not created by this store.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(io_err(IoOp::SyncDir, parent)(e)),
+            }
             if parent == Path::new(".") {
                 break;
             }
@@ -669,9 +621,7 @@ impl<F: Fs> Store<F> {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            self.fs
-                .sync_dir(parent)
-                .map_err(io_err(IoOp::SyncDir, parent))?;
+            self.fs.sync_dir(parent).map_err(io_err(IoOp::SyncDir, parent))?;
         }
         Ok(())
     }
@@ -688,15 +638,8 @@ impl<F: Fs> Store<F> {
             other => other,
         };
         match held.map_err(io_err(IoOp::Lock, &path))? {
-            Some(held) => Ok(KeyLock {
-                store: self,
-                key: key.clone(),
-                _held: held,
-            }),
-            None => Err(Error::Locked {
-                key: key.clone(),
-                path,
-            }),
+            Some(held) => Ok(KeyLock { store: self, key: key.clone(), _held: held }),
+            None => Err(Error::Locked { key: key.clone(), path }),
         }
     }
 
@@ -773,67 +716,41 @@ impl<F: Fs> Store<F> {
         };
         let parsed = match payload {
             Payload::Bytes { bytes, range } => serde_json::from_slice(&bytes[range]),
-            Payload::InFile {
-                mut reader,
-                offset,
-                len,
-            } => {
-                reader
-                    .seek(SeekFrom::Start(offset))
-                    .map_err(io_err(IoOp::Read, &meta.path))?;
+            Payload::InFile { mut reader, offset, len } => {
+                reader.seek(SeekFrom::Start(offset)).map_err(io_err(IoOp::Read, &meta.path))?;
                 let limited = BufReader::with_capacity(1 << 20, reader.take(len));
                 serde_json::from_reader(limited)
             }
         };
         match parsed {
             Ok(value) => Ok(Some(Stashed { value, meta })),
-            Err(e) if e.is_io() => Err(Error::Io {
-                op: IoOp::Read,
-                path: meta.path,
-                source: e.into(),
-            }),
-            Err(source) => Err(Error::Deserialize {
-                path: meta.path,
-                source,
-            }),
+            Err(e) if e.is_io() => {
+                Err(Error::Io { op: IoOp::Read, path: meta.path, source: e.into() })
+            }
+            Err(source) => Err(Error::Deserialize { path: meta.path, source }),
         }
     }
 
     /// Opens and fully verifies `key`'s stash.
     fn open_verified(&self, key: &StashKey) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
         let path = self.path_of(key);
-        let (mut reader, len) = match self
-            .fs
-            .open_read(&path)
-            .map_err(io_err(IoOp::Open, &path))?
-        {
+        let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
             Opened::Missing => return Ok(None),
             Opened::NotAFile(found) => {
-                return Err(Error::NotAFile {
-                    path,
-                    found,
-                    expected: FileKind::File,
-                });
+                return Err(Error::NotAFile { path, found, expected: FileKind::File });
             }
             Opened::File { reader, len } => (reader, len),
         };
         let decode_err = |path: &Path, e: DecodeError| match e {
-            DecodeError::Corrupt(reason) => Error::Corrupt {
-                path: path.to_owned(),
-                reason,
-            },
-            DecodeError::UnsupportedVersion(version) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                version,
-            },
+            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
+            DecodeError::UnsupportedVersion(version) => {
+                Error::UnsupportedVersion { path: path.to_owned(), version }
+            }
         };
         let (header, digest, payload) = if len <= WHOLE_READ_LIMIT {
             // The length bounds the allocation and the read, even if the file grows.
             let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            (&mut reader)
-                .take(len)
-                .read_to_end(&mut bytes)
-                .map_err(io_err(IoOp::Read, &path))?;
+            (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
             let decoded = envelope::decode(&bytes).map_err(|e| decode_err(&path, e))?;
             let end = bytes.len() - envelope::TRAILER_LEN;
             let range = end - decoded.payload.len()..end;
@@ -843,11 +760,8 @@ impl<F: Fs> Store<F> {
             let layout = envelope::verify_reader(&mut reader, len)
                 .map_err(io_err(IoOp::Read, &path))?
                 .map_err(|e| decode_err(&path, e))?;
-            let payload = Payload::InFile {
-                reader,
-                offset: layout.payload_offset,
-                len: layout.payload_len,
-            };
+            let payload =
+                Payload::InFile { reader, offset: layout.payload_offset, len: layout.payload_len };
             (layout.header, layout.digest, payload)
         };
         if header.key() != key {
@@ -857,15 +771,7 @@ impl<F: Fs> Store<F> {
             };
             return Err(Error::Corrupt { path, reason });
         }
-        Ok(Some((
-            StashMeta {
-                header,
-                digest,
-                size: len,
-                path,
-            },
-            payload,
-        )))
+        Ok(Some((StashMeta { header, digest, size: len, path }, payload)))
     }
 
     /// Removes `key`'s stash. Idempotent: returns whether a stash was removed.
@@ -907,9 +813,7 @@ impl<F: Fs> Store<F> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_err(IoOp::Remove, &path)(e)),
         }
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(io_err(IoOp::SyncDir, &self.dir))?;
+        self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
         Ok(true)
     }
 
@@ -950,33 +854,22 @@ impl<F: Fs> Store<F> {
         if !self.expect_file_or_nothing(&path)? {
             return Ok(None);
         }
-        let stamp = humantime::format_rfc3339_nanos(SystemTime::now())
-            .to_string()
-            .replace(':', "");
+        let stamp = humantime::format_rfc3339_nanos(SystemTime::now()).to_string().replace(':', "");
         let base = format!(".{key}{QUARANTINE_INFIX}{stamp}");
         // Quarantine names are only made under the key's lock, so checking
         // for a free name first cannot race with another quarantine.
         let mut aside = self.dir.join(&base);
         let mut n = 1;
-        while self
-            .fs
-            .metadata(&aside)
-            .map_err(io_err(IoOp::Inspect, &aside))?
-            .is_some()
-        {
+        while self.fs.metadata(&aside).map_err(io_err(IoOp::Inspect, &aside))?.is_some() {
             aside = self.dir.join(format!("{base}-{n}"));
             n += 1;
         }
-        self.fs
-            .rename(&path, &aside)
-            .map_err(|source| Error::Rename {
-                from: path.clone(),
-                to: aside.clone(),
-                source,
-            })?;
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(io_err(IoOp::SyncDir, &self.dir))?;
+        self.fs.rename(&path, &aside).map_err(|source| Error::Rename {
+            from: path.clone(),
+            to: aside.clone(),
+            source,
+        })?;
+        self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
         Ok(Some(aside))
     }
 
@@ -1000,8 +893,9 @@ impl<F: Fs> Store<F> {
         Ok(keys)
     }
 
-    /// Lists every stash with its header, sorted by key, reading at most the
-    /// first 8 KiB of each file. Damaged or foreign entries are listed with
+    /// Lists every stash with its header, sorted by key, reading only the
+    /// magic line and header of each file (at most
+    /// [`MAX_PREFIX_LEN`](crate::envelope::MAX_PREFIX_LEN) bytes). Damaged or foreign entries are listed with
     /// the reason in [`StashInfo::header`]; the digest is not checked (use
     /// [`verify`](Store::verify)).
     ///
@@ -1029,12 +923,7 @@ impl<F: Fs> Store<F> {
             .map(|(key, kind)| {
                 let path = self.path_of(&key);
                 let (size, header) = self.read_header_of(&path, kind);
-                StashInfo {
-                    key,
-                    path,
-                    size,
-                    header,
-                }
+                StashInfo { key, path, size, header }
             })
             .collect())
     }
@@ -1059,11 +948,7 @@ impl<F: Fs> Store<F> {
             Ok(Opened::NotAFile(found)) => {
                 return (
                     0,
-                    Err(Error::NotAFile {
-                        path: path.to_owned(),
-                        found,
-                        expected: FileKind::File,
-                    }),
+                    Err(Error::NotAFile { path: path.to_owned(), found, expected: FileKind::File }),
                 );
             }
             Err(e) => return (0, Err(io_err(IoOp::Open, path)(e))),
@@ -1073,14 +958,10 @@ impl<F: Fs> Store<F> {
             return (len, Err(io_err(IoOp::Read, path)(e)));
         }
         let header = envelope::read_header(&prefix).map_err(|e| match e {
-            DecodeError::Corrupt(reason) => Error::Corrupt {
-                path: path.to_owned(),
-                reason,
-            },
-            DecodeError::UnsupportedVersion(version) => Error::UnsupportedVersion {
-                path: path.to_owned(),
-                version,
-            },
+            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
+            DecodeError::UnsupportedVersion(version) => {
+                Error::UnsupportedVersion { path: path.to_owned(), version }
+            }
         });
         (len, header)
     }
@@ -1130,7 +1011,9 @@ impl<F: Fs> Store<F> {
     /// # Errors
     ///
     /// [`Error::Io`] when the directory cannot be listed, a lock taken, a file
-    /// removed, or the directory synced.
+    /// removed, or the directory synced. A failure on one temp file does not
+    /// stop the others from being removed (and the removals made durable);
+    /// the first such error is returned after the walk.
     ///
     /// # Examples
     ///
@@ -1149,26 +1032,35 @@ impl<F: Fs> Store<F> {
             Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
         };
         let mut removed = Vec::new();
+        let mut first_error = None;
         for entry in entries {
             let Some(key) = entry.name.to_str().and_then(temp_file_key) else {
                 continue;
             };
-            let _lock = match self.acquire(&key, false, false) {
-                Ok(lock) => lock,
-                Err(Error::Locked { .. }) => continue, // a live writer holds it
-                Err(e) => return Err(e),
-            };
             let path = self.dir.join(&entry.name);
-            match self.fs.remove_file(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(IoOp::Remove, &path)(e)),
+            // A live writer holds the key's lock for as long as its temp file exists.
+            let outcome = match self.acquire(&key, false, false) {
+                Err(Error::Locked { .. }) => continue,
+                Err(e) => Err(e),
+                Ok(_lock) => match self.fs.remove_file(&path) {
+                    Ok(()) => {
+                        removed.push(path);
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_err(IoOp::Remove, &path)(e)),
+                },
+            };
+            // One bad entry does not stop the others from being cleaned.
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
             }
         }
         if !removed.is_empty() {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(io_err(IoOp::SyncDir, &self.dir))?;
+            self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         removed.sort();
         Ok(removed)

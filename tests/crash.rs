@@ -16,11 +16,7 @@ fn assert_clean(scenario: Scenario) {
         assert!(r.crash_points >= 3, "{scenario}: {r:?}");
         assert!(r.states >= r.crash_points, "{scenario}: {r:?}");
         assert_eq!(r.io_error_cases, 2 * r.calls);
-        assert_eq!(
-            r.violations, 0,
-            "{scenario} with {len}-byte values: {:#?}",
-            r.examples
-        );
+        assert_eq!(r.violations, 0, "{scenario} with {len}-byte values: {:#?}", r.examples);
     }
 }
 
@@ -75,10 +71,7 @@ fn negative_control_no_file_fsync_is_caught() {
 #[test]
 fn negative_control_no_directory_fsync_is_caught() {
     // The rename itself can be lost after Ok: the old value comes back.
-    let r = assert_caught(
-        Protocol::NoDirSync,
-        "after it returned Ok): load gave value \"old",
-    );
+    let r = assert_caught(Protocol::NoDirSync, "after it returned Ok): load gave value \"old");
     assert!(r.lost_after_ok > 0, "{r:?}");
 }
 

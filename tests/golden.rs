@@ -62,9 +62,7 @@ fn v1_field_dictionary_loads() {
 fn v1_empty_map_loads_as_empty_not_absent() {
     let (_dir, store) = fixture_store();
     let key = StashKey::new("empty-map").unwrap();
-    let stashed = store
-        .load::<std::collections::BTreeMap<String, i32>>(&key)
-        .unwrap();
+    let stashed = store.load::<std::collections::BTreeMap<String, i32>>(&key).unwrap();
     let stashed = stashed.expect("an empty map is a stash");
     assert!(stashed.value().is_empty());
     assert_eq!(stashed.meta().header.origin(), None);
@@ -77,18 +75,12 @@ fn v1_escaped_key_unicode_origin_and_pre_2000_time_load() {
     let key = StashKey::from_any("tables/orders {x}");
     assert_eq!(key.as_str(), "tables_2Forders_20_7Bx_7D");
     let stashed = store.load::<Value>(&key).unwrap().expect("fixture present");
-    assert_eq!(
-        stashed.value(),
-        &json!({"rows": [[1, "a\u{e9}"], [2, null]], "n": 2})
-    );
+    assert_eq!(stashed.value(), &json!({"rows": [[1, "a\u{e9}"], [2, null]], "n": 2}));
     assert_eq!(
         stashed.meta().header.origin(),
         Some("job \u{e9}t\u{e9} #4 \"quoted\"\nsecond line")
     );
-    assert_eq!(
-        stashed.meta().header.created(),
-        at(946_684_799, 999_999_999)
-    );
+    assert_eq!(stashed.meta().header.created(), at(946_684_799, 999_999_999));
 }
 
 #[test]

@@ -42,22 +42,14 @@ proptest! {
 fn the_model_detects_a_lost_save() {
     // Damage makes the stash corrupt; the model knows, so this passes...
     let ok = [
-        ModelOp::Save {
-            key: 0,
-            value: 1,
-            len: 10,
-        },
+        ModelOp::Save { key: 0, value: 1, len: 10 },
         ModelOp::Damage { key: 0 },
         ModelOp::Load { key: 0 },
     ];
     assert!(run(&ok).is_ok());
     // ...and a crash image where the save was acknowledged always has it.
     let acked = [
-        ModelOp::Save {
-            key: 1,
-            value: 2,
-            len: 900,
-        },
+        ModelOp::Save { key: 1, value: 2, len: 900 },
         ModelOp::Crash { after: 0, image: 3 },
         ModelOp::Load { key: 1 },
     ];
@@ -72,24 +64,10 @@ fn the_model_detects_a_lost_save() {
 #[test]
 fn regression_directory_left_unsynced_by_a_failed_save() {
     let ops = [
-        ModelOp::Fail {
-            at: 6,
-            persistent: false,
-        },
-        ModelOp::Save {
-            key: 0,
-            value: 0,
-            len: 0,
-        },
-        ModelOp::Save {
-            key: 0,
-            value: 0,
-            len: 0,
-        },
-        ModelOp::Crash {
-            after: 0,
-            image: 8294,
-        },
+        ModelOp::Fail { at: 6, persistent: false },
+        ModelOp::Save { key: 0, value: 0, len: 0 },
+        ModelOp::Save { key: 0, value: 0, len: 0 },
+        ModelOp::Crash { after: 0, image: 8294 },
         ModelOp::Cleanup,
     ];
     run(&ops).unwrap();
