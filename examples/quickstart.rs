@@ -32,17 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             label: "Placed at".into(),
             type_override: Some("timestamp".into()),
         },
-        Column {
-            id: "comment".into(),
-            label: "Free text".into(),
-            type_override: None,
-        },
+        Column { id: "comment".into(), label: "Free text".into(), type_override: None },
     ];
 
     // 1. Save: durable and atomic when it returns.
-    let opts = SaveOptions::new()
-        .kind("field-dictionary")
-        .origin("upload-7f3a");
+    let opts = SaveOptions::new().kind("field-dictionary").origin("upload-7f3a");
     let receipt = store.save_with(&key, &dictionary, &opts)?;
     println!(
         "saved {} ({} bytes, sha256 {})",
@@ -58,9 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("the file starts with:\n{head}\n");
 
     // 2. Load: verified, with its metadata.
-    let loaded = store
-        .load::<Vec<Column>>(&key)?
-        .ok_or("stash missing right after save")?;
+    let loaded = store.load::<Vec<Column>>(&key)?.ok_or("stash missing right after save")?;
     assert_eq!(loaded.value(), &dictionary);
     let meta = loaded.meta();
     println!(
@@ -84,11 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = store.verify()?;
     assert!(report.iter().all(|r| r.result.is_err()));
-    println!(
-        "verify: {} of {} stashes corrupt",
-        report.len(),
-        report.len()
-    );
+    println!("verify: {} of {} stashes corrupt", report.len(), report.len());
 
     // 4. Quarantine the damaged file for inspection instead of deleting it.
     let aside = store.quarantine(&key)?.ok_or("nothing to quarantine")?;
@@ -98,10 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5. Save again and clear: clear is durable and idempotent.
     store.save(&key, &BTreeMap::<String, String>::new())?;
     let empty = store.load::<BTreeMap<String, String>>(&key)?;
-    assert!(
-        empty.is_some_and(|s| s.value().is_empty()),
-        "an empty map is a stash, not None"
-    );
+    assert!(empty.is_some_and(|s| s.value().is_empty()), "an empty map is a stash, not None");
     assert!(store.clear(&key)?);
     assert!(!store.clear(&key)?);
     assert!(store.load::<BTreeMap<String, String>>(&key)?.is_none());
