@@ -775,7 +775,9 @@ impl<F: Fs> Store<F> {
     }
 
     /// Removes `key`'s stash. Idempotent: returns whether a stash was removed.
-    /// The removal is durable (the directory is fsynced) when it returns.
+    /// The absence is durable when it returns, even when there was nothing to
+    /// remove (the directory is fsynced either way, since an earlier failed
+    /// clear may have left its removal pending).
     ///
     /// Creates nothing: a missing directory or stash is `Ok(false)`.
     ///
@@ -797,20 +799,37 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn clear(&self, key: &StashKey) -> Result<bool> {
         if !self.expect_file_or_nothing(&self.path_of(key))? {
+            self.sync_absence()?;
             return Ok(false);
         }
         let _lock = self.acquire(key, true, false)?;
         self.clear_locked(key)
     }
 
+    /// Makes "no stash here" durable: an earlier removal or rename that
+    /// failed before its directory fsync may still be pending. A missing
+    /// directory has nothing to sync.
+    fn sync_absence(&self) -> Result<()> {
+        match self.fs.sync_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(IoOp::SyncDir, &self.dir)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn clear_locked(&self, key: &StashKey) -> Result<bool> {
         let path = self.path_of(key);
         if !self.expect_file_or_nothing(&path)? {
+            self.sync_absence()?;
             return Ok(false);
         }
         match self.fs.remove_file(&path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.sync_absence()?;
+                return Ok(false);
+            }
             Err(e) => return Err(io_err(IoOp::Remove, &path)(e)),
         }
         self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
@@ -843,6 +862,7 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn quarantine(&self, key: &StashKey) -> Result<Option<PathBuf>> {
         if !self.expect_file_or_nothing(&self.path_of(key))? {
+            self.sync_absence()?;
             return Ok(None);
         }
         let _lock = self.acquire(key, true, false)?;
@@ -852,6 +872,7 @@ impl<F: Fs> Store<F> {
     pub(crate) fn quarantine_locked(&self, key: &StashKey) -> Result<Option<PathBuf>> {
         let path = self.path_of(key);
         if !self.expect_file_or_nothing(&path)? {
+            self.sync_absence()?;
             return Ok(None);
         }
         let stamp = humantime::format_rfc3339_nanos(SystemTime::now()).to_string().replace(':', "");
