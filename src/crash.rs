@@ -33,8 +33,9 @@
 //! assert!(broken.violations > 0);
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -42,6 +43,7 @@ use crate::envelope::{self, Header};
 use crate::error::Error;
 use crate::fs::Fs;
 use crate::key::StashKey;
+use crate::meta::Stashed;
 use crate::sim::SimFs;
 use crate::store::{Store, temp_file_key};
 
@@ -72,17 +74,22 @@ pub enum Scenario {
     Quarantine,
     /// Clean up a temp file left by a crashed writer next to a stash.
     Cleanup,
+    /// `begin` (stash a snapshot, get the permit to destroy), then
+    /// `rollback` through a restore hook: once the permit is given the
+    /// snapshot must survive until the hook has run.
+    RollbackRestore,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::SaveCreatingDirs,
         Scenario::SaveOverNothing,
         Scenario::SaveOverExisting,
         Scenario::Clear,
         Scenario::Quarantine,
         Scenario::Cleanup,
+        Scenario::RollbackRestore,
     ];
 
     fn is_save(self) -> bool {
@@ -102,6 +109,7 @@ impl fmt::Display for Scenario {
             Scenario::Clear => "clear",
             Scenario::Quarantine => "quarantine",
             Scenario::Cleanup => "cleanup of stale temps",
+            Scenario::RollbackRestore => "begin + rollback-restore",
         })
     }
 }
@@ -125,12 +133,18 @@ pub enum Protocol {
     NoDirSync,
     /// Overwrite the stash file in place, then fsync it.
     InPlace,
+    /// Roll back by clearing the stash first and restoring after.
+    ClearBeforeRestore,
 }
 
 impl Protocol {
     /// The broken protocols.
-    pub const BROKEN: [Protocol; 3] =
-        [Protocol::NoFileSync, Protocol::NoDirSync, Protocol::InPlace];
+    pub const BROKEN: [Protocol; 4] = [
+        Protocol::NoFileSync,
+        Protocol::NoDirSync,
+        Protocol::InPlace,
+        Protocol::ClearBeforeRestore,
+    ];
 }
 
 impl fmt::Display for Protocol {
@@ -140,6 +154,7 @@ impl fmt::Display for Protocol {
             Protocol::NoFileSync => "no file fsync",
             Protocol::NoDirSync => "no directory fsync",
             Protocol::InPlace => "write in place",
+            Protocol::ClearBeforeRestore => "clear before restore",
         })
     }
 }
@@ -198,6 +213,17 @@ impl Report {
     }
 }
 
+/// How far a rollback scenario got before it stopped: whether `begin`
+/// handed out the permit to destroy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    permit: bool,
+}
+
+/// Where the rollback scenario's restore hook recreates the resource,
+/// durably, through the same simulated filesystem.
+const RESOURCE: &str = "/data/resource";
+
 struct Case {
     scenario: Scenario,
     protocol: Protocol,
@@ -211,7 +237,9 @@ impl Case {
         let fs = SimFs::new();
         match self.scenario {
             Scenario::SaveCreatingDirs => {}
-            Scenario::SaveOverNothing => fs.mkdir_durable(DIR).expect("setup"),
+            Scenario::SaveOverNothing | Scenario::RollbackRestore => {
+                fs.mkdir_durable(DIR).expect("setup");
+            }
             Scenario::SaveOverExisting | Scenario::Clear | Scenario::Cleanup => {
                 let store = Store::with_fs(DIR, fs.clone()).expect("setup");
                 store.save(&self.key, &self.old).expect("setup");
@@ -241,19 +269,75 @@ impl Case {
             Scenario::Clear => (vec![old, Outcome::Missing], Outcome::Missing),
             Scenario::Quarantine => (vec![Outcome::Corrupt, Outcome::Missing], Outcome::Missing),
             Scenario::Cleanup => (vec![old.clone()], old),
+            Scenario::RollbackRestore => (vec![Outcome::Missing, new], Outcome::Missing),
+        }
+    }
+
+    /// The outcomes allowed once the operation stopped (returned, failed or
+    /// lost power) having made `progress`; `before_commit` is whether an
+    /// injected error hit before the commit call.
+    fn allowed_after(
+        &self,
+        progress: Progress,
+        returned_ok: bool,
+        before_commit: bool,
+    ) -> Vec<Outcome> {
+        let (before, after) = self.allowed();
+        if self.scenario == Scenario::RollbackRestore {
+            let new = Outcome::Value(self.new.clone());
+            // Once the permit was given, "no stash" is only allowed if the
+            // resource was durably restored: `check` verifies that.
+            return match progress {
+                _ if returned_ok => vec![Outcome::Missing],
+                Progress { permit: true } => vec![new, Outcome::Missing],
+                Progress { permit: false } => before,
+            };
+        }
+        if returned_ok {
+            vec![after]
+        } else if before_commit {
+            vec![before[0].clone()]
+        } else {
+            before
         }
     }
 
     /// The call that makes the operation's effect visible.
     fn commit_op(&self) -> &'static str {
         match (self.scenario, self.protocol) {
-            (Scenario::Clear | Scenario::Cleanup, _) => "remove_file",
+            (Scenario::Clear | Scenario::Cleanup | Scenario::RollbackRestore, _) => "remove_file",
             (_, Protocol::InPlace) => "overwrite_in_place",
             _ => "rename",
         }
     }
 
-    fn run(&self, store: &Store<SimFs>) -> Result<(), String> {
+    fn run(&self, store: &Store<SimFs>) -> (Result<(), String>, Progress) {
+        let progress = Cell::new(Progress::default());
+        let result = self.run_op(store, &progress);
+        (result, progress.get())
+    }
+
+    fn run_op(&self, store: &Store<SimFs>, progress: &Cell<Progress>) -> Result<(), String> {
+        if self.scenario == Scenario::RollbackRestore {
+            let guard = store.begin(&self.key, &self.new).map_err(|e| e.to_string())?;
+            progress.set(Progress { permit: true });
+            let mut hook = |s: Stashed<String>| -> io::Result<()> {
+                // Recreate the resource durably: temp, fsync, rename, fsync.
+                let fs = store.fs();
+                let (mut file, tmp) = fs.create_temp(Path::new("/data"), ".resource.", ".tmp")?;
+                file.write_all(s.value().as_bytes())?;
+                fs.sync_file(&mut file)?;
+                fs.rename(&tmp, Path::new(RESOURCE))?;
+                fs.sync_dir(Path::new("/data"))
+            };
+            if self.protocol == Protocol::ClearBeforeRestore {
+                let stashed = store.load::<String>(&self.key).map_err(|e| e.to_string())?;
+                store.clear(&self.key).map_err(|e| e.to_string())?;
+                let _ = guard.keep();
+                return hook(stashed.ok_or("no stash")?).map_err(|e| e.to_string());
+            }
+            return guard.rollback(&mut hook).map(drop).map_err(|e| e.error.to_string());
+        }
         let result = match (self.scenario, self.protocol) {
             (s, Protocol::Correct) if s.is_save() => store.save(&self.key, &self.new).map(drop),
             (s, broken) if s.is_save() => return broken_save(store, &self.key, &self.new, broken),
@@ -275,7 +359,7 @@ impl Case {
     }
 
     /// Checks one crash image or post-error state; returns what is wrong.
-    fn check(&self, fs: SimFs, allowed: &[Outcome]) -> Option<String> {
+    fn check(&self, fs: SimFs, allowed: &[Outcome], progress: Progress) -> Option<String> {
         let store = match Store::with_fs(DIR, fs.clone()) {
             Ok(store) => store,
             Err(e) => return Some(format!("reopening failed: {e}")),
@@ -284,6 +368,13 @@ impl Case {
         if !allowed.contains(&outcome) {
             let allowed: Vec<String> = allowed.iter().map(Outcome::to_string).collect();
             return Some(format!("load gave {outcome}, allowed: {}", allowed.join(" or ")));
+        }
+        if self.scenario == Scenario::RollbackRestore
+            && progress.permit
+            && outcome == Outcome::Missing
+            && fs.read(RESOURCE).as_deref() != Some(self.new.as_bytes())
+        {
+            return Some("the snapshot is lost: no stash and no restored resource".to_owned());
         }
         if self.scenario == Scenario::Quarantine && outcome == Outcome::Missing {
             let kept = fs.list(DIR).iter().any(|name| {
@@ -373,7 +464,6 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
         old: fill("old"),
         new: fill("new"),
     };
-    let (before, after) = case.allowed();
     let mut report = Report::default();
 
     // The clean run: K calls, and where the commit happens.
@@ -381,7 +471,7 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
     let dry = initial.fork();
     let store = Store::with_fs(DIR, dry.clone()).expect("open");
     let base = dry.calls();
-    if let Err(e) = case.run(&store) {
+    if let (Err(e), _) = case.run(&store) {
         panic!("{scenario} ({protocol}) failed with no fault: {e}");
     }
     let log: Vec<_> = dry.log().into_iter().filter(|c| c.seq > base).collect();
@@ -395,11 +485,12 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
         let fs = initial.fork();
         let store = Store::with_fs(DIR, fs.clone()).expect("open");
         fs.crash_after(base + k);
-        let returned_ok = case.run(&store).is_ok() && !fs.is_crashed();
-        let allowed = if returned_ok { std::slice::from_ref(&after) } else { &before[..] };
+        let (result, progress) = case.run(&store);
+        let returned_ok = result.is_ok() && !fs.is_crashed();
+        let allowed = case.allowed_after(progress, returned_ok, false);
         fs.for_each_crash_image(|image| {
             report.states += 1;
-            if let Some(what) = case.check(image, allowed) {
+            if let Some(what) = case.check(image, &allowed, progress) {
                 report.lost_after_ok += u64::from(returned_ok);
                 let when = if returned_ok { "after it returned Ok" } else { "mid-operation" };
                 report.violation(format!("crash after call {k}/{calls} ({when}): {what}"));
@@ -416,7 +507,8 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
             fs.fail_at(base + k, persistent);
             let how = if persistent { "persistent" } else { "one-off" };
             let op = &log[(k - 1) as usize].op;
-            if case.run(&store).is_ok() {
+            let (result, progress) = case.run(&store);
+            if result.is_ok() {
                 report.violation(format!("{how} error at call {k} ({op}) was not reported"));
                 continue;
             }
@@ -426,8 +518,8 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
                     report.violation(format!("{how} error at call {k} ({op}) left {tmp}"));
                 }
             }
-            let allowed = if k < commit { vec![before[0].clone()] } else { before.clone() };
-            if let Some(what) = case.check(fs, &allowed) {
+            let allowed = case.allowed_after(progress, false, k < commit);
+            if let Some(what) = case.check(fs, &allowed, progress) {
                 report.violation(format!("{how} error at call {k} ({op}): {what}"));
             }
         }
@@ -448,10 +540,12 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
 pub fn explore_all(value_lens: &[usize]) -> Vec<(Scenario, Protocol, Report)> {
     let mut out = Vec::new();
     for scenario in Scenario::ALL {
-        let protocols: &[Protocol] = if scenario == Scenario::SaveOverExisting {
-            &[Protocol::Correct, Protocol::NoFileSync, Protocol::NoDirSync, Protocol::InPlace]
-        } else {
-            &[Protocol::Correct]
+        let protocols: &[Protocol] = match scenario {
+            Scenario::SaveOverExisting => {
+                &[Protocol::Correct, Protocol::NoFileSync, Protocol::NoDirSync, Protocol::InPlace]
+            }
+            Scenario::RollbackRestore => &[Protocol::Correct, Protocol::ClearBeforeRestore],
+            _ => &[Protocol::Correct],
         };
         for &protocol in protocols {
             let mut total = Report::default();

@@ -686,6 +686,24 @@ fn parse_trailer(t: &[u8]) -> Result<Trailer, Corruption> {
     Ok(Trailer { payload_len, digest })
 }
 
+/// The digest recorded in a file's last [`TRAILER_LEN`] bytes, without
+/// verifying anything else (used to tell whose stash a file is).
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{encode, recorded_digest, decode, Header, TRAILER_LEN}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"1");
+/// assert_eq!(recorded_digest(&bytes[bytes.len() - TRAILER_LEN..]), Some(decode(&bytes)?.digest));
+/// assert_eq!(recorded_digest(b"short"), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn recorded_digest(trailer: &[u8]) -> Option<Digest> {
+    parse_trailer(trailer).ok().map(|t| t.digest)
+}
+
 /// Parses the magic line and header at the start of `body` (the file without
 /// its trailer). Returns the header and the offset where the payload starts.
 fn parse_prefix(body: &[u8]) -> Result<(Header, usize), DecodeError> {

@@ -126,6 +126,28 @@ pub enum Error {
     /// A key was rejected.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A restore hook failed. The stash was kept, for a retry or an operator.
+    #[error("failed to restore stash `{key}`; the stash is kept at `{}` for a retry", path.display())]
+    Restore {
+        /// The stash's key.
+        key: StashKey,
+        /// The stash file, still in place.
+        path: PathBuf,
+        /// The hook's error.
+        #[source]
+        source: crate::observe::BoxError,
+    },
+    /// The stash a rollback guard wrote is gone, or was replaced by another
+    /// writer's; it is not restored.
+    #[error("stash `{key}` at `{}` is no longer the one this guard wrote (expected sha256 {expected})", path.display())]
+    Replaced {
+        /// The key.
+        key: StashKey,
+        /// The stash file.
+        path: PathBuf,
+        /// The digest of the stash the guard wrote.
+        expected: Digest,
+    },
 }
 
 /// The filesystem operation an [`Error::Io`] was doing.

@@ -123,8 +123,13 @@ mod error;
 pub mod fs;
 mod key;
 mod lock;
+mod meta;
 #[cfg(feature = "sim")]
 pub mod model;
+mod observe;
+mod policy;
+mod restore;
+mod rollback;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod store;
@@ -134,7 +139,15 @@ pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
-pub use store::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, Store, VerifyReport};
+pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
+pub use observe::{BoxError, Event, ObserverError};
+pub use policy::{Checked, LoadPolicy};
+pub use restore::{
+    Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Restorer, Source, TypeMap,
+    choose_source,
+};
+pub use rollback::{GuardError, Restored, RollbackGuard};
+pub use store::Store;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
-use crate::store::{Receipt, SaveOptions, Store};
+use crate::meta::{Receipt, SaveOptions};
+use crate::store::Store;
 
 /// Takes an exclusive `flock` on `file`. Returns `false` if `wait` is false
 /// and another open file description holds the lock.

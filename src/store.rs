@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,8 @@ use crate::error::{Corruption, Error, IoOp, Result};
 use crate::fs::{FileKind, Fs, Opened, OsFs};
 use crate::key::StashKey;
 use crate::lock::KeyLock;
+use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
+use crate::observe::{BoxError, Event, Observer, notify};
 
 /// Files up to this size are read whole and verified in memory; larger ones
 /// are verified in a streaming pass and then deserialized from the file.
@@ -58,6 +60,7 @@ fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 pub struct Store<F: Fs = OsFs> {
     dir: PathBuf,
     fs: F,
+    observers: Vec<Observer>,
     /// Whether this store has fsynced every ancestor of `dir` (done before
     /// its first save: an earlier writer may have created the chain and
     /// failed or crashed before making it durable).
@@ -66,247 +69,12 @@ pub struct Store<F: Fs = OsFs> {
 
 impl<F: Fs> fmt::Debug for Store<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).field("fs", &self.fs).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("fs", &self.fs)
+            .field("observers", &self.observers)
+            .finish()
     }
-}
-
-/// Options for [`Store::save_with`]: the stash's kind label and origin.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::SaveOptions;
-///
-/// let opts = SaveOptions::new().kind("field-dictionary").origin("upload-7f3a");
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SaveOptions {
-    kind: Option<String>,
-    origin: Option<String>,
-}
-
-impl SaveOptions {
-    /// Kind `value`, no origin.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(safestash::SaveOptions::new(), safestash::SaveOptions::default());
-    /// ```
-    pub fn new() -> SaveOptions {
-        SaveOptions::default()
-    }
-
-    /// Labels what the payload is: 1–64 bytes of `[A-Za-z0-9._:/-]`,
-    /// checked when saving.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let opts = safestash::SaveOptions::new().kind("table/rows");
-    /// ```
-    #[must_use]
-    pub fn kind(mut self, kind: impl Into<String>) -> SaveOptions {
-        self.kind = Some(kind.into());
-        self
-    }
-
-    /// Records who or what wrote the stash (a job id, an upload hash), at
-    /// most 1024 bytes, checked when saving.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let opts = safestash::SaveOptions::new().origin("job 2026-11-22#4");
-    /// ```
-    #[must_use]
-    pub fn origin(mut self, origin: impl Into<String>) -> SaveOptions {
-        self.origin = Some(origin.into());
-        self
-    }
-}
-
-/// Proof that a save is durable: what was written where.
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// # let store = safestash::Store::open(dir.path())?;
-/// let receipt = store.save(&safestash::StashKey::new("k")?, &[1, 2, 3])?;
-/// assert_eq!(receipt.bytes, std::fs::metadata(&receipt.path)?.len());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Receipt {
-    /// The key saved.
-    pub key: StashKey,
-    /// The stash file.
-    pub path: PathBuf,
-    /// The file's size in bytes.
-    pub bytes: u64,
-    /// The SHA-256 recorded in the file's trailer.
-    pub digest: Digest,
-    /// The creation time recorded in the header.
-    pub created: SystemTime,
-}
-
-/// What is known about a verified stash.
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// # let store = safestash::Store::open(dir.path())?;
-/// let key = safestash::StashKey::new("k")?;
-/// let opts = safestash::SaveOptions::new().origin("job-1");
-/// let receipt = store.save_with(&key, &1, &opts)?;
-/// let meta = store.load::<i32>(&key)?.unwrap().meta().clone();
-/// assert_eq!(meta.header.origin(), Some("job-1"));
-/// assert_eq!(meta.digest, receipt.digest);
-/// assert!(meta.age() < std::time::Duration::from_secs(60));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StashMeta {
-    /// The header: key, kind, created time, origin, encoding, writer.
-    pub header: Header,
-    /// The verified SHA-256.
-    pub digest: Digest,
-    /// The file's size in bytes.
-    pub size: u64,
-    /// The stash file.
-    pub path: PathBuf,
-}
-
-impl StashMeta {
-    /// How long ago the stash was written (zero if the clock went backwards).
-    ///
-    /// # Examples
-    ///
-    /// See [`StashMeta`].
-    pub fn age(&self) -> Duration {
-        SystemTime::now().duration_since(self.header.created()).unwrap_or(Duration::ZERO)
-    }
-}
-
-/// A loaded, verified stash: the value and its metadata.
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// # let store = safestash::Store::open(dir.path())?;
-/// # let key = safestash::StashKey::new("k")?;
-/// store.save(&key, &vec!["a", "b"])?;
-/// let stashed = store.load::<Vec<String>>(&key)?.unwrap();
-/// assert_eq!(stashed.value().len(), 2);
-/// assert_eq!(stashed.meta().header.kind(), "value");
-/// let v: Vec<String> = stashed.into_value();
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stashed<T> {
-    value: T,
-    meta: StashMeta,
-}
-
-impl<T> Stashed<T> {
-    /// The value.
-    ///
-    /// # Examples
-    ///
-    /// See [`Stashed`].
-    pub fn value(&self) -> &T {
-        &self.value
-    }
-
-    /// The value, consuming the stash.
-    ///
-    /// # Examples
-    ///
-    /// See [`Stashed`].
-    pub fn into_value(self) -> T {
-        self.value
-    }
-
-    /// The metadata.
-    ///
-    /// # Examples
-    ///
-    /// See [`Stashed`].
-    pub fn meta(&self) -> &StashMeta {
-        &self.meta
-    }
-
-    /// The value and the metadata.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let store = safestash::Store::open(dir.path())?;
-    /// # let key = safestash::StashKey::new("k")?;
-    /// store.save(&key, &7)?;
-    /// let (value, meta) = store.load::<u8>(&key)?.unwrap().into_parts();
-    /// assert_eq!((value, meta.header.key()), (7, &key));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn into_parts(self) -> (T, StashMeta) {
-        (self.value, self.meta)
-    }
-}
-
-/// One stash as [`Store::list`] sees it, from its header alone.
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// # let store = safestash::Store::open(dir.path())?;
-/// store.save(&safestash::StashKey::new("k")?, &1)?;
-/// let info = &store.list()?[0];
-/// assert_eq!(info.key.as_str(), "k");
-/// assert_eq!(info.header.as_ref().unwrap().kind(), "value");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct StashInfo {
-    /// The key (the file's name).
-    pub key: StashKey,
-    /// The file.
-    pub path: PathBuf,
-    /// The file's size in bytes (0 for a non-file).
-    pub size: u64,
-    /// The header, or why it could not be read. The digest is not checked:
-    /// use [`Store::verify`] for that.
-    pub header: Result<Header>,
-}
-
-/// One stash as [`Store::verify`] sees it, fully checked.
-///
-/// # Examples
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// # let store = safestash::Store::open(dir.path())?;
-/// store.save(&safestash::StashKey::new("k")?, &1)?;
-/// let report = store.verify()?;
-/// assert!(report[0].result.is_ok());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct VerifyReport {
-    /// The key (the file's name).
-    pub key: StashKey,
-    /// The file.
-    pub path: PathBuf,
-    /// The stash's metadata if it is intact, else why not.
-    pub result: Result<StashMeta>,
 }
 
 /// The payload of a verified stash, in memory or still in the file.
@@ -359,7 +127,7 @@ impl<F: Fs> Store<F> {
         match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
             // A symlink to the store's directory is the caller's choice.
             None | Some(FileKind::Dir | FileKind::Symlink) => {
-                Ok(Store { dir, fs, chain_synced: AtomicBool::new(false) })
+                Ok(Store { dir, fs, observers: Vec::new(), chain_synced: AtomicBool::new(false) })
             }
             Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
         }
@@ -389,6 +157,45 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn fs(&self) -> &F {
         &self.fs
+    }
+
+    /// Registers an observer, run after every durable save, clear and
+    /// rollback-restore of this store, in registration order.
+    ///
+    /// Persist first: an observer runs only once the operation is durable,
+    /// and its failure (an error or a panic) never undoes or fails the
+    /// operation. A save reports failed observers in
+    /// [`Receipt::observer_errors`]; every failure is also logged as a
+    /// `tracing` warning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Event, StashKey, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut store = Store::open(dir.path())?;
+    /// store.observe("notify-watcher", |event| match event {
+    ///     Event::Saved(_) => Err("watcher unreachable".into()),
+    ///     _ => Ok(()),
+    /// });
+    /// let key = StashKey::new("k")?;
+    /// let receipt = store.save(&key, &"data")?;
+    /// assert_eq!(receipt.observer_errors.len(), 1);
+    /// assert_eq!(store.load::<String>(&key)?.unwrap().value(), "data"); // stored anyway
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn observe(
+        &mut self,
+        name: impl Into<String>,
+        observer: impl Fn(&Event<'_>) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.observers.push(Observer::new(name.into(), observer));
+        self
+    }
+
+    pub(crate) fn notify(&self, event: &Event<'_>) -> Vec<crate::observe::ObserverError> {
+        notify(&self.observers, event)
     }
 
     /// The path of `key`'s stash file: always directly inside [`dir`](Store::dir).
@@ -518,7 +325,18 @@ impl<F: Fs> Store<F> {
             }
         };
         self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        Ok(Receipt { key, path, bytes, digest, created: header.created() })
+        let mut receipt = Receipt {
+            key,
+            path,
+            bytes,
+            digest,
+            created: header.created(),
+            observer_errors: Vec::new(),
+        };
+        tracing::info!(key = %receipt.key, bytes, digest = %digest, "stash written");
+        // Persist first: observers run only now, and cannot undo the save.
+        receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
+        Ok(receipt)
     }
 
     /// Writes the envelope into the temp file, fsyncs and closes it.
@@ -806,6 +624,61 @@ impl<F: Fs> Store<F> {
         self.clear_locked(key)
     }
 
+    /// Removes `key`'s stash only if it is still the one with `digest` (the
+    /// digest in a [`Receipt`]): a conditional clear, so a worker never
+    /// removes a stash another worker has since written. Returns whether it
+    /// removed the stash. Takes the key's lock; reads only the trailer.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](Store::clear).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("k")?;
+    /// let mine = store.save(&key, &"mine")?;
+    /// store.save(&key, &"another worker's")?;
+    /// assert!(!store.clear_if(&key, &mine.digest)?); // not mine any more: kept
+    /// assert!(store.load::<String>(&key)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clear_if(&self, key: &StashKey, digest: &Digest) -> Result<bool> {
+        if !self.expect_file_or_nothing(&self.path_of(key))? {
+            self.sync_absence()?;
+            return Ok(false);
+        }
+        let _lock = self.acquire(key, true, false)?;
+        match self.recorded_digest(key)? {
+            Some(found) if found == *digest => self.clear_locked(key),
+            _ => {
+                tracing::info!(key = %key, "stash not cleared: another writer's stash is in place");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The digest in the trailer of `key`'s file, if it has a valid trailer.
+    fn recorded_digest(&self, key: &StashKey) -> Result<Option<Digest>> {
+        let path = self.path_of(key);
+        let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
+            Opened::File { reader, len } => (reader, len),
+            Opened::Missing => return Ok(None),
+            Opened::NotAFile(found) => {
+                return Err(Error::NotAFile { path, found, expected: FileKind::File });
+            }
+        };
+        let Some(start) = len.checked_sub(envelope::TRAILER_LEN as u64) else {
+            return Ok(None);
+        };
+        let mut trailer = [0u8; envelope::TRAILER_LEN];
+        reader.seek(SeekFrom::Start(start)).map_err(io_err(IoOp::Read, &path))?;
+        reader.read_exact(&mut trailer).map_err(io_err(IoOp::Read, &path))?;
+        Ok(envelope::recorded_digest(&trailer))
+    }
+
     /// Makes "no stash here" durable: an earlier removal or rename that
     /// failed before its directory fsync may still be pending. A missing
     /// directory has nothing to sync.
@@ -833,6 +706,8 @@ impl<F: Fs> Store<F> {
             Err(e) => return Err(io_err(IoOp::Remove, &path)(e)),
         }
         self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
+        tracing::info!(key = %key, "stash cleared");
+        notify(&self.observers, &Event::Cleared { key });
         Ok(true)
     }
 

@@ -80,3 +80,21 @@ fn negative_control_write_in_place_is_caught() {
     // A torn overwrite is neither the old nor the new value.
     assert_caught(Protocol::InPlace, "mid-operation): load gave Corrupt");
 }
+
+#[test]
+fn rollback_restore_survives_every_crash() {
+    // Once begin has handed out the permit to destroy, the snapshot survives
+    // every crash until the restore hook has run.
+    assert_clean(Scenario::RollbackRestore);
+}
+
+#[test]
+fn negative_control_clear_before_restore_is_caught() {
+    // A rollback that clears the stash before the restore hook has made the
+    // resource durable can lose the only copy.
+    let r = explore(Scenario::RollbackRestore, Protocol::ClearBeforeRestore, 1500);
+    assert!(
+        r.examples.iter().any(|e| e.contains("the snapshot is lost")),
+        "clear-before-restore went undetected: {r:?}"
+    );
+}

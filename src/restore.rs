@@ -1,0 +1,578 @@
+//! Restore hooks, field dictionaries and type mapping.
+//!
+//! The payload most often stashed before a destructive reload is a *field
+//! dictionary*: the operator-written labels, notes and type overrides of a
+//! table's columns, which live nowhere else. When the table is recreated,
+//! each field's `type_override` is mapped back onto a column type by a
+//! [`TypeMap`], which accepts only valid target types and falls back (to
+//! `text`, by default) otherwise — and reports every fallback it applied.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::meta::{StashMeta, Stashed};
+use crate::observe::BoxError;
+
+/// A hook that puts stashed data back onto a recreated resource, used by
+/// [`RollbackGuard::rollback`](crate::RollbackGuard::rollback).
+///
+/// Any `FnMut(Stashed<T>) -> Result<(), E>` is a restorer.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Restorer, Stashed};
+///
+/// struct Table { rows: Vec<String> }
+///
+/// impl Restorer<Vec<String>> for Table {
+///     type Error = std::io::Error;
+///     fn restore(&mut self, stashed: Stashed<Vec<String>>) -> Result<(), Self::Error> {
+///         self.rows = stashed.into_value();
+///         Ok(())
+///     }
+/// }
+///
+/// // The closure form:
+/// let mut restored = Vec::new();
+/// let mut hook = |s: Stashed<Vec<String>>| -> Result<(), std::io::Error> {
+///     restored = s.into_value();
+///     Ok(())
+/// };
+/// # fn takes<R: Restorer<Vec<String>>>(_: &mut R) {}
+/// # takes(&mut hook);
+/// ```
+pub trait Restorer<T> {
+    /// The hook's error.
+    type Error: Into<BoxError>;
+
+    /// Recreates the resource from the stashed value.
+    ///
+    /// # Errors
+    ///
+    /// Whatever kept the resource from being restored; the stash is then kept.
+    fn restore(&mut self, stashed: Stashed<T>) -> Result<(), Self::Error>;
+}
+
+impl<T, E, G> Restorer<T> for G
+where
+    G: FnMut(Stashed<T>) -> Result<(), E>,
+    E: Into<BoxError>,
+{
+    type Error = E;
+
+    fn restore(&mut self, stashed: Stashed<T>) -> Result<(), E> {
+        self(stashed)
+    }
+}
+
+/// One field of a [`FieldDictionary`]: its id and an info map (label, notes,
+/// `type_override`, anything else), kept verbatim and in order.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::Field;
+///
+/// let f = Field::new("amount").with("label", "Amount").with("type_override", "numeric");
+/// assert_eq!(f.get("label"), Some("Amount"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    /// The column's id.
+    pub id: String,
+    /// Everything the operator wrote about it.
+    #[serde(default)]
+    pub info: Map<String, Value>,
+}
+
+impl Field {
+    /// A field with an empty info map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(safestash::Field::new("id").info.is_empty());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Field {
+        Field { id: id.into(), info: Map::new() }
+    }
+
+    /// Sets an info attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("id").with("notes", "primary key");
+    /// assert_eq!(f.get("notes"), Some("primary key"));
+    /// ```
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Field {
+        self.info.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// A string info attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("id").with("n", 1);
+    /// assert_eq!(f.get("n"), None); // not a string
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.info.get(name).and_then(Value::as_str)
+    }
+}
+
+/// A table's data dictionary: its fields, in column order.
+pub type FieldDictionary = Vec<Field>;
+
+/// A recreated column: a field with the type it was given.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("n").with("type_override", "numeric")]);
+/// assert_eq!(restored.columns[0].column_type, "numeric");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Column {
+    /// The field's id.
+    pub id: String,
+    /// The column type to create it with.
+    pub column_type: String,
+    /// The field's whole info map, verbatim.
+    pub info: Map<String, Value>,
+}
+
+/// Why a [`TypeMap`] used its fallback type.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{FallbackReason, Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("x").with("type_override", "money")]);
+/// assert_eq!(restored.fallbacks[0].reason, FallbackReason::NotValid("money".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FallbackReason {
+    /// The field has no such attribute (or it is null).
+    Missing,
+    /// The attribute is not a string (the JSON it holds).
+    NotAString(String),
+    /// The attribute names a type outside the valid set.
+    NotValid(String),
+    /// A source type with no mapping (see [`TypeMap::map_source`]).
+    UnknownSource(String),
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FallbackReason::Missing => f.write_str("no type given"),
+            FallbackReason::NotAString(json) => write!(f, "type is not a string: {json}"),
+            FallbackReason::NotValid(t) => write!(f, "type {t:?} is not a valid target type"),
+            FallbackReason::UnknownSource(t) => write!(f, "source type {t:?} has no mapping"),
+        }
+    }
+}
+
+/// A fallback a [`TypeMap`] applied: never silent.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("note")]);
+/// let fb = &restored.fallbacks[0];
+/// assert_eq!((fb.field.as_str(), fb.used.as_str()), ("note", "text"));
+/// assert_eq!(fb.to_string(), "field `note`: no type given; using `text`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Fallback {
+    /// The field (or source type) it was applied to.
+    pub field: String,
+    /// Why.
+    pub reason: FallbackReason,
+    /// The type used instead.
+    pub used: String,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}; using `{}`", self.field, self.reason, self.used)
+    }
+}
+
+/// What [`TypeMap::map_fields`] produced: the columns in field order, and
+/// every fallback applied.
+///
+/// # Examples
+///
+/// See [`TypeMap`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Mapped {
+    /// One column per field, in the fields' order.
+    pub columns: Vec<Column>,
+    /// Every fallback applied, in field order.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// Maps stashed fields onto column types, with a safe, reported fallback.
+///
+/// A field's type is read from an info attribute (default `type_override`)
+/// and accepted only if it is exactly one of the valid target types; any
+/// other case (missing, not a string, unknown) uses the fallback type
+/// (default `text`) and is reported as a [`Fallback`].
+///
+/// The default map is the one of the ingestion worker this library comes
+/// from: valid targets `text`, `numeric`, `timestamp`, `date`; source types
+/// `String`→`text`, `Integer`→`numeric`, `Float`→`numeric`,
+/// `DateTime`→`timestamp`, `Date`→`date`, `NULL`→`text`.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let dictionary = vec![
+///     Field::new("amount").with("label", "Amount").with("type_override", "numeric"),
+///     Field::new("code").with("type_override", "money"),
+///     Field::new("comment"),
+/// ];
+/// let restored = TypeMap::default().map_fields(&dictionary);
+/// let types: Vec<&str> = restored.columns.iter().map(|c| c.column_type.as_str()).collect();
+/// assert_eq!(types, ["numeric", "text", "text"]);
+/// assert_eq!(restored.fallbacks.len(), 2); // `code` and `comment`, both reported
+/// assert_eq!(restored.columns[0].info["label"], "Amount");
+///
+/// // A custom map: other attribute, other targets, other fallback.
+/// let custom = TypeMap::new(["int4", "varchar"], "varchar")?.attribute("pg_type");
+/// let c = custom.map_fields(&[Field::new("n").with("pg_type", "int4")]);
+/// assert_eq!(c.columns[0].column_type, "int4");
+/// # Ok::<(), safestash::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeMap {
+    attribute: String,
+    valid: BTreeSet<String>,
+    fallback: String,
+    sources: Vec<(String, String)>,
+}
+
+impl Default for TypeMap {
+    fn default() -> TypeMap {
+        let pairs = [
+            ("String", "text"),
+            ("Integer", "numeric"),
+            ("Float", "numeric"),
+            ("DateTime", "timestamp"),
+            ("Date", "date"),
+            ("NULL", "text"),
+        ];
+        TypeMap {
+            attribute: "type_override".to_owned(),
+            valid: ["text", "numeric", "timestamp", "date"].map(str::to_owned).into(),
+            fallback: "text".to_owned(),
+            sources: pairs.iter().map(|(s, t)| ((*s).to_owned(), (*t).to_owned())).collect(),
+        }
+    }
+}
+
+impl TypeMap {
+    /// A map with these valid target types and this fallback, reading
+    /// `type_override`, with no source types.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`](crate::Error::InvalidOption) when the fallback
+    /// is not one of the valid types (a fallback must always be safe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::TypeMap;
+    /// assert!(TypeMap::new(["int", "text"], "text").is_ok());
+    /// assert!(TypeMap::new(["int"], "text").is_err());
+    /// ```
+    pub fn new(
+        valid: impl IntoIterator<Item = impl Into<String>>,
+        fallback: impl Into<String>,
+    ) -> Result<TypeMap, crate::Error> {
+        let valid: BTreeSet<String> = valid.into_iter().map(Into::into).collect();
+        let fallback = fallback.into();
+        if !valid.contains(&fallback) {
+            return Err(crate::Error::InvalidOption {
+                field: "fallback",
+                value: fallback,
+                rule: "the fallback type must be one of the valid types",
+            });
+        }
+        Ok(TypeMap { attribute: "type_override".to_owned(), valid, fallback, sources: Vec::new() })
+    }
+
+    /// Reads the type from this info attribute instead of `type_override`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default().attribute("pg_type");
+    /// assert_eq!(map.attribute_name(), "pg_type");
+    /// ```
+    #[must_use]
+    pub fn attribute(mut self, name: impl Into<String>) -> TypeMap {
+        self.attribute = name.into();
+        self
+    }
+
+    /// Maps the source type `source` to `target` in
+    /// [`map_source`](TypeMap::map_source).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`](crate::Error::InvalidOption) when `target` is
+    /// not a valid type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default().source("Decimal", "numeric")?;
+    /// assert_eq!(map.map_source("Decimal"), Ok("numeric"));
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn source(
+        mut self,
+        source: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Result<TypeMap, crate::Error> {
+        let target = target.into();
+        if !self.valid.contains(&target) {
+            return Err(crate::Error::InvalidOption {
+                field: "target type",
+                value: target,
+                rule: "a source type must map to one of the valid types",
+            });
+        }
+        let source = source.into();
+        self.sources.retain(|(s, _)| *s != source);
+        self.sources.push((source, target));
+        Ok(self)
+    }
+
+    /// The attribute the type is read from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::TypeMap::default().attribute_name(), "type_override");
+    /// ```
+    pub fn attribute_name(&self) -> &str {
+        &self.attribute
+    }
+
+    /// The fallback type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::TypeMap::default().fallback(), "text");
+    /// ```
+    pub fn fallback(&self) -> &str {
+        &self.fallback
+    }
+
+    /// Whether `t` is a valid target type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default();
+    /// assert!(map.is_valid("date") && !map.is_valid("Date"));
+    /// ```
+    pub fn is_valid(&self, t: &str) -> bool {
+        self.valid.contains(t)
+    }
+
+    /// The column type for a source data type (as a loader detects it), or
+    /// the fallback with the reason.
+    ///
+    /// # Errors
+    ///
+    /// A [`Fallback`] naming the unknown source type and the type to use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default();
+    /// assert_eq!(map.map_source("Integer"), Ok("numeric"));
+    /// assert_eq!(map.map_source("Blob").unwrap_err().used, "text");
+    /// ```
+    pub fn map_source(&self, source: &str) -> Result<&str, Fallback> {
+        self.sources.iter().find(|(s, _)| s == source).map(|(_, t)| t.as_str()).ok_or_else(|| {
+            Fallback {
+                field: source.to_owned(),
+                reason: FallbackReason::UnknownSource(source.to_owned()),
+                used: self.fallback.clone(),
+            }
+        })
+    }
+
+    /// The column for one field, and the fallback if one was applied.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Field, TypeMap};
+    /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "date"));
+    /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
+    /// ```
+    pub fn map_field(&self, field: &Field) -> (Column, Option<Fallback>) {
+        let reason = match field.info.get(&self.attribute) {
+            None | Some(Value::Null) => Some(FallbackReason::Missing),
+            Some(Value::String(t)) if self.valid.contains(t) => None,
+            Some(Value::String(t)) => Some(FallbackReason::NotValid(t.clone())),
+            Some(other) => Some(FallbackReason::NotAString(other.to_string())),
+        };
+        let column_type = match (&reason, field.get(&self.attribute)) {
+            (None, Some(t)) => t.to_owned(),
+            _ => self.fallback.clone(),
+        };
+        let column = Column { id: field.id.clone(), column_type, info: field.info.clone() };
+        let fallback = reason.map(|reason| Fallback {
+            field: field.id.clone(),
+            reason,
+            used: self.fallback.clone(),
+        });
+        (column, fallback)
+    }
+
+    /// Maps every field, keeping their order and whole info maps, and
+    /// reports every fallback (also as a `tracing` warning).
+    ///
+    /// # Examples
+    ///
+    /// See [`TypeMap`].
+    pub fn map_fields(&self, fields: &[Field]) -> Mapped {
+        let mut columns = Vec::with_capacity(fields.len());
+        let mut fallbacks = Vec::new();
+        for field in fields {
+            let (column, fallback) = self.map_field(field);
+            if let Some(fb) = fallback {
+                tracing::warn!(field = %fb.field, reason = %fb.reason, used = %fb.used, "type fallback applied");
+                fallbacks.push(fb);
+            }
+            columns.push(column);
+        }
+        Mapped { columns, fallbacks }
+    }
+}
+
+/// Where a retried job should take its data from (see [`choose_source`]).
+///
+/// # Examples
+///
+/// See [`choose_source`].
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Source<T> {
+    /// The live resource exists: use it. `leftover` is the metadata of a
+    /// stash that also exists (from an earlier failure), which the live
+    /// resource supersedes.
+    Live {
+        /// The live value.
+        value: T,
+        /// A superseded stash, if any.
+        leftover: Option<StashMeta>,
+    },
+    /// No live resource, but a stash: restore from it.
+    Stash {
+        /// The stash.
+        stashed: Stashed<T>,
+        /// How old it is.
+        age: Duration,
+    },
+    /// Neither exists.
+    Nothing,
+}
+
+/// Picks what a job retried after a failure should use: the live resource
+/// always wins over a stash; with no live resource, the stash (with its
+/// age); with neither, nothing.
+///
+/// This is for a job that failed *before* its rollback hook could run: the
+/// stash exists but the resource is gone, and the next attempt must pick the
+/// stash up instead of starting from nothing.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{choose_source, Source, StashKey, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+/// let key = StashKey::new("orders.dictionary")?;
+/// store.save(&key, &vec!["stashed label"])?;
+///
+/// // The table was dropped and the job died: no live dictionary.
+/// let live: Option<Vec<String>> = None;
+/// match choose_source(live, store.load(&key)?) {
+///     Source::Stash { stashed, age } => assert_eq!(stashed.value()[0], "stashed label"),
+///     other => panic!("expected the stash, got {other:?}"),
+/// }
+///
+/// // Once the table exists again, it wins.
+/// let live = Some(vec!["live label".to_owned()]);
+/// assert!(matches!(choose_source(live, store.load(&key)?), Source::Live { leftover: Some(_), .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn choose_source<T>(live: Option<T>, stash: Option<Stashed<T>>) -> Source<T> {
+    match (live, stash) {
+        (Some(value), stash) => {
+            let leftover = stash.map(|s| s.meta.clone());
+            if let Some(meta) = &leftover {
+                tracing::info!(key = %meta.header.key(), "live resource wins over a leftover stash");
+            }
+            Source::Live { value, leftover }
+        }
+        (None, Some(stashed)) => {
+            let age = stashed.meta.age();
+            tracing::info!(key = %stashed.meta.header.key(), age_secs = age.as_secs_f64(), "using stash: no live resource");
+            Source::Stash { stashed, age }
+        }
+        (None, None) => Source::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_json_shape_is_id_and_info() {
+        let f: Field = serde_json::from_str(r#"{"id":"a","info":{"label":"A","x":[1]}}"#).unwrap();
+        assert_eq!(f.get("label"), Some("A"));
+        assert_eq!(f.info["x"], serde_json::json!([1]));
+        let bare: Field = serde_json::from_str(r#"{"id":"b"}"#).unwrap();
+        assert!(bare.info.is_empty());
+    }
+
+    #[test]
+    fn not_a_string_is_reported_with_its_json() {
+        let (col, fb) = TypeMap::default().map_field(&Field::new("n").with("type_override", 5));
+        assert_eq!(col.column_type, "text");
+        assert_eq!(fb.unwrap().reason, FallbackReason::NotAString("5".into()));
+    }
+}
