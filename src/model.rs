@@ -81,7 +81,8 @@ pub enum ModelOp {
         key: u8,
     },
     /// Cut the power during the next operation, after its call number
-    /// `after`, and go on from crash image number `image` (modulo their count).
+    /// `after`, and go on from the crash image `image` selects (see
+    /// [`SimFs::crash_image`]).
     Crash {
         /// The last call that happens.
         after: u8,
@@ -220,17 +221,7 @@ impl Run {
         }
         if let Some(Fault::Crash { image, .. }) = fault {
             self.stats.crashes += 1;
-            let count = self.fs.crash_image_count();
-            let wanted = u64::from(image) % count;
-            let mut n = 0;
-            let mut chosen = None;
-            self.fs.for_each_crash_image(|img| {
-                if n == wanted {
-                    chosen = Some(img);
-                }
-                n += 1;
-            });
-            self.fs = chosen.expect("wanted < count");
+            self.fs = self.fs.crash_image(u64::from(image));
             self.store = Store::with_fs(DIR, self.fs.clone()).map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -552,9 +552,18 @@ impl SimFs {
     /// assert_eq!(fs.crash_image_count(), 1); // nothing pending: one image
     /// ```
     pub fn crash_image_count(&self) -> u64 {
-        let mut n = 0;
-        self.enumerate(|_| n += 1);
-        n
+        let s = self.lock().clone();
+        let pending = pending_dirs(&s);
+        let limits: Vec<usize> = pending.iter().map(|(_, n)| n + 1).collect();
+        let mut cache = BTreeMap::new();
+        let mut total = 0u64;
+        for_each_combination(&limits, |prefixes| {
+            let (_, dirty) = dir_image(&s, &pending, prefixes, &mut cache);
+            let product =
+                dirty.iter().map(|i| cache[i].len() as u64).fold(1u64, u64::saturating_mul);
+            total = total.saturating_add(product);
+        });
+        total
     }
 
     /// Calls `f` with every state the disk could be in if the power were cut
@@ -568,59 +577,118 @@ impl SimFs {
         self.enumerate(|state| f(SimFs { state: Arc::new(Mutex::new(state)) }));
     }
 
+    /// One crash image chosen by `n`: each choice (how many pending
+    /// operations each directory keeps, which variant each unsynced file
+    /// takes) is drawn from a mix of `n`, so every image is reachable and
+    /// nearby numbers give unrelated images. Costs one image, not all of
+    /// them: use it where [`for_each_crash_image`](SimFs::for_each_crash_image)
+    /// would be too many.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{fs::Fs, sim::SimFs};
+    /// let fs = SimFs::new();
+    /// fs.create_dir("/d".as_ref())?; // pending: the image may or may not have it
+    /// let seen: std::collections::BTreeSet<bool> =
+    ///     (0..20).map(|n| fs.crash_image(n).list("/").is_empty()).collect();
+    /// assert_eq!(seen.len(), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn crash_image(&self, n: u64) -> SimFs {
+        let s = self.lock().clone();
+        let mut mix = n;
+        let mut draw = |limit: usize| -> usize {
+            // splitmix64: every draw is a fresh, well-spread number.
+            mix = mix.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = mix;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % limit as u64) as usize
+        };
+        let pending = pending_dirs(&s);
+        let prefixes: Vec<usize> = pending.iter().map(|(_, n)| draw(n + 1)).collect();
+        let mut cache = BTreeMap::new();
+        let (mut image, dirty) = dir_image(&s, &pending, &prefixes, &mut cache);
+        for inode in dirty {
+            let variants = &cache[&inode];
+            let v = variants[draw(variants.len())].clone();
+            image.inodes[inode] = Inode { durable: v.clone(), live: v };
+        }
+        SimFs { state: Arc::new(Mutex::new(image)) }
+    }
+
     fn enumerate(&self, mut f: impl FnMut(State)) {
         let s = self.lock().clone();
-        let with_pending: Vec<(PathBuf, usize)> = s
-            .dirs
-            .iter()
-            .filter(|(_, d)| !d.pending.is_empty())
-            .map(|(p, d)| (p.clone(), d.pending.len()))
-            .collect();
-        let limits: Vec<usize> = with_pending.iter().map(|(_, n)| n + 1).collect();
+        let pending = pending_dirs(&s);
+        let limits: Vec<usize> = pending.iter().map(|(_, n)| n + 1).collect();
+        let mut cache = BTreeMap::new();
         for_each_combination(&limits, |prefixes| {
-            let mut image = State::new();
-            image.next_name = s.next_name;
-            image.inodes = s.inodes.clone();
-            image.dirs.clear();
-            for (path, dir) in &s.dirs {
-                let mut entries = dir.durable.clone();
-                if let Some(i) = with_pending.iter().position(|(p, _)| p == path) {
-                    dir.pending[..prefixes[i]].iter().for_each(|op| op.apply(&mut entries));
-                }
-                image.dirs.insert(
-                    path.clone(),
-                    Dir { durable: entries.clone(), live: entries, pending: Vec::new() },
-                );
-            }
-            // Keep only directories reachable from the root.
-            let reachable: BTreeSet<PathBuf> =
-                image.dirs.keys().filter(|p| reachable(&image.dirs, p)).cloned().collect();
-            image.dirs.retain(|p, _| reachable.contains(p));
-            let files: BTreeSet<usize> = image
-                .dirs
-                .values()
-                .flat_map(|d| d.live.values())
-                .filter_map(|e| match e {
-                    Entry::File(i) => Some(*i),
-                    Entry::Dir => None,
-                })
-                .collect();
-            let dirty: Vec<(usize, Vec<Vec<u8>>)> = files
-                .iter()
-                .filter(|&&i| s.inodes[i].durable != s.inodes[i].live)
-                .map(|&i| (i, file_variants(&s.inodes[i])))
-                .collect();
-            let counts: Vec<usize> = dirty.iter().map(|(_, v)| v.len()).collect();
+            let (image, dirty) = dir_image(&s, &pending, prefixes, &mut cache);
+            let counts: Vec<usize> = dirty.iter().map(|i| cache[i].len()).collect();
             for_each_combination(&counts, |choice| {
                 let mut state = image.clone();
-                for ((inode, variants), &c) in dirty.iter().zip(choice) {
-                    state.inodes[*inode] =
-                        Inode { durable: variants[c].clone(), live: variants[c].clone() };
+                for (inode, &c) in dirty.iter().zip(choice) {
+                    let v = cache[inode][c].clone();
+                    state.inodes[*inode] = Inode { durable: v.clone(), live: v };
                 }
                 f(state);
             });
         });
     }
+}
+
+/// Every directory with pending operations, and how many.
+fn pending_dirs(s: &State) -> Vec<(PathBuf, usize)> {
+    s.dirs
+        .iter()
+        .filter(|(_, d)| !d.pending.is_empty())
+        .map(|(p, d)| (p.clone(), d.pending.len()))
+        .collect()
+}
+
+/// The directory tree after a crash in which each directory in `pending`
+/// kept the matching prefix of its pending operations, with only the
+/// directories still reachable from the root; and the unsynced files it
+/// holds, whose variants are computed into `cache`.
+fn dir_image(
+    s: &State,
+    pending: &[(PathBuf, usize)],
+    prefixes: &[usize],
+    cache: &mut BTreeMap<usize, Vec<Vec<u8>>>,
+) -> (State, Vec<usize>) {
+    let mut image = State::new();
+    image.next_name = s.next_name;
+    image.inodes = s.inodes.clone();
+    image.dirs.clear();
+    for (path, dir) in &s.dirs {
+        let mut entries = dir.durable.clone();
+        if let Some(i) = pending.iter().position(|(p, _)| p == path) {
+            dir.pending[..prefixes[i]].iter().for_each(|op| op.apply(&mut entries));
+        }
+        image.dirs.insert(
+            path.clone(),
+            Dir { durable: entries.clone(), live: entries, pending: Vec::new() },
+        );
+    }
+    let reachable: BTreeSet<PathBuf> =
+        image.dirs.keys().filter(|p| reachable(&image.dirs, p)).cloned().collect();
+    image.dirs.retain(|p, _| reachable.contains(p));
+    let files: BTreeSet<usize> = image
+        .dirs
+        .values()
+        .flat_map(|d| d.live.values())
+        .filter_map(|e| match e {
+            Entry::File(i) => Some(*i),
+            Entry::Dir => None,
+        })
+        .collect();
+    let dirty: Vec<usize> =
+        files.into_iter().filter(|&i| s.inodes[i].durable != s.inodes[i].live).collect();
+    for &i in &dirty {
+        cache.entry(i).or_insert_with(|| file_variants(&s.inodes[i]));
+    }
+    (image, dirty)
 }
 
 fn reachable(dirs: &BTreeMap<PathBuf, Dir>, path: &Path) -> bool {
