@@ -1,6 +1,6 @@
 //! The I/O seam: every filesystem call the store makes goes through [`Fs`].
 //!
-//! [`OsFs`] is the real implementation (std, tempfile, and fs2 through the
+//! [`OsFs`] is the real implementation (std and libc, and fs2 through the
 //! crate's lock module). A simulated filesystem can implement the same trait
 //! to replay every call with injected faults and power cuts: the store never
 //! touches the disk any other way.
@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What kind of thing sits at a path.
@@ -211,6 +211,32 @@ pub trait Fs: fmt::Debug {
     fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<Self::Lock>>;
 }
 
+/// Eight random characters of `[A-Za-z0-9]` for a temp file name.
+///
+/// `RandomState` is seeded from the OS once per thread and differs on every
+/// call; the counter and the time make names differ across processes and
+/// calls even if two seeds met.
+fn random_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALNUM: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(t.as_nanos());
+    }
+    let mut n = hasher.finish();
+    (0..8)
+        .map(|_| {
+            let c = ALNUM[(n % 62) as usize];
+            n /= 62;
+            char::from(c)
+        })
+        .collect()
+}
+
 /// The real filesystem.
 ///
 /// # Examples
@@ -235,14 +261,25 @@ impl Fs for OsFs {
     type Lock = File;
 
     fn create_temp(&self, dir: &Path, prefix: &str, suffix: &str) -> io::Result<(File, PathBuf)> {
-        // tempfile opens with O_CREAT|O_EXCL|O_CLOEXEC and retries on a name clash.
-        let named = tempfile::Builder::new()
-            .prefix(prefix)
-            .suffix(suffix)
-            .rand_bytes(8)
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)?;
-        named.keep().map_err(|e| e.error)
+        // O_CREAT|O_EXCL: never opens an existing file or follows a planted
+        // symlink; a name clash just draws another name. Done by hand rather
+        // than through tempfile so the OS error (ENOSPC, EROFS, EDQUOT…)
+        // reaches the caller intact.
+        for _ in 0..64 {
+            let path = dir.join(format!("{prefix}{}{suffix}", random_name()));
+            let opened = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path);
+            match opened {
+                Ok(file) => return Ok((file, path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temp file name after 64 tries"))
     }
 
     fn sync_file(&self, file: &mut File) -> io::Result<()> {

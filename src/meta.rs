@@ -221,7 +221,8 @@ pub struct StashInfo {
     pub key: StashKey,
     /// The file.
     pub path: PathBuf,
-    /// The file's size in bytes (0 for a non-file).
+    /// The file's size in bytes (0 for a non-file, or a file that cannot
+    /// be opened).
     pub size: u64,
     /// The header, or why it could not be read. The digest is not checked:
     /// use [`Store::verify`] for that.
