@@ -48,6 +48,12 @@ use crate::sim::SimFs;
 use crate::store::{Store, temp_file_key};
 
 /// The store's directory in every scenario.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::crash::DIR, "/data/stashes");
+/// ```
 pub const DIR: &str = "/data/stashes";
 /// How many violation descriptions a report keeps.
 const MAX_EXAMPLES: usize = 8;
@@ -82,6 +88,12 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(safestash::crash::Scenario::ALL.contains(&safestash::crash::Scenario::Clear));
+    /// ```
     pub const ALL: [Scenario; 7] = [
         Scenario::SaveCreatingDirs,
         Scenario::SaveOverNothing,
@@ -139,6 +151,12 @@ pub enum Protocol {
 
 impl Protocol {
     /// The broken protocols.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!safestash::crash::Protocol::BROKEN.contains(&safestash::crash::Protocol::Correct));
+    /// ```
     pub const BROKEN: [Protocol; 4] = [
         Protocol::NoFileSync,
         Protocol::NoDirSync,

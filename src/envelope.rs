@@ -39,18 +39,63 @@ use crate::error::{Corruption, Error};
 use crate::key::StashKey;
 
 /// The first bytes of every envelope: the magic and the space before the version.
+///
+/// # Examples
+///
+/// ```
+/// assert!(safestash::envelope::encode(
+///     &safestash::Header::new(safestash::StashKey::new("k").unwrap(), "value", None, std::time::SystemTime::now()).unwrap(),
+///     b"1",
+/// ).starts_with(safestash::envelope::MAGIC));
+/// ```
 pub const MAGIC: &[u8; 10] = b"SAFESTASH ";
 /// The format version this build writes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::VERSION, 1);
+/// ```
 pub const VERSION: u32 = 1;
 /// The fixed length of the trailer.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::TRAILER_LEN, 112);
+/// ```
 pub const TRAILER_LEN: usize = 112;
 /// The longest header line, its line feed included.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::MAX_HEADER_LEN, 8192);
+/// ```
 pub const MAX_HEADER_LEN: usize = 8192;
 /// The longest `kind` label, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::MAX_KIND_LEN, 64);
+/// ```
 pub const MAX_KIND_LEN: usize = 64;
 /// The longest `origin`, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::MAX_ORIGIN_LEN, 1024);
+/// ```
 pub const MAX_ORIGIN_LEN: usize = 1024;
 /// The longest `writer`, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::MAX_WRITER_LEN, 64);
+/// ```
 pub const MAX_WRITER_LEN: usize = 64;
 
 const TRAILER_TAG: &[u8] = b"\nSAFESTASH-END len=";
@@ -61,6 +106,12 @@ const MIN_LEN: usize = MAGIC.len() + 2 + 1 + TRAILER_LEN;
 /// The longest magic-and-version line: `SAFESTASH ` and five digits and `\n`.
 const MAX_VERSION_LINE: usize = MAGIC.len() + 5 + 1;
 /// How many bytes from the start of a file hold the magic line and the header.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::envelope::MAX_PREFIX_LEN, 10 + 5 + 1 + 8192);
+/// ```
 pub const MAX_PREFIX_LEN: usize = MAX_VERSION_LINE + MAX_HEADER_LEN;
 const WRITER: &str = concat!("safestash ", env!("CARGO_PKG_VERSION"));
 /// 10000-01-01T00:00:00Z, the first instant RFC 3339 cannot write.

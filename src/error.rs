@@ -9,6 +9,14 @@ use crate::fs::FileKind;
 use crate::key::{MAX_KEY_LEN, StashKey};
 
 /// A `Result` whose error is [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// fn load(store: &safestash::Store) -> safestash::Result<Option<i32>> {
+///     Ok(store.load(&safestash::StashKey::new("k")?)?.map(|s| s.into_value()))
+/// }
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in a store operation.

@@ -9,6 +9,13 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{KeyError, KeyErrorKind};
 
 /// The longest key, in bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert!(safestash::StashKey::new("k".repeat(safestash::MAX_KEY_LEN)).is_ok());
+/// assert!(safestash::StashKey::new("k".repeat(safestash::MAX_KEY_LEN + 1)).is_err());
+/// ```
 pub const MAX_KEY_LEN: usize = 200;
 
 /// Windows device names, reserved with or without an extension.

@@ -36,6 +36,12 @@ use crate::sim::SimFs;
 use crate::store::{Store, temp_file_key};
 
 /// The store's directory in a model run.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::model::DIR, "/model/stashes");
+/// ```
 pub const DIR: &str = "/model/stashes";
 const KEYS: [&str; 3] = ["alpha", "b.c", "d-3"];
 

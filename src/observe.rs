@@ -14,6 +14,13 @@ use crate::key::StashKey;
 use crate::meta::{Receipt, StashMeta};
 
 /// A boxed error from an observer or a restore hook.
+///
+/// # Examples
+///
+/// ```
+/// let e: safestash::BoxError = "watcher is down".into();
+/// assert_eq!(e.to_string(), "watcher is down");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What happened, as an observer is told.

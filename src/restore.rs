@@ -130,6 +130,13 @@ impl Field {
 }
 
 /// A table's data dictionary: its fields, in column order.
+///
+/// # Examples
+///
+/// ```
+/// let dictionary: safestash::FieldDictionary = vec![safestash::Field::new("id")];
+/// assert_eq!(dictionary[0].id, "id");
+/// ```
 pub type FieldDictionary = Vec<Field>;
 
 /// A recreated column: a field with the type it was given.

@@ -60,9 +60,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::fs::{DirEntry, FileKind, Fs, Opened};
 
 /// The sector size of the crash model.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::sim::SECTOR, 512);
+/// ```
 pub const SECTOR: usize = 512;
 /// Files with more unsynced sectors than this get a representative set of
 /// sector choices instead of every combination.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash::sim::MAX_EXHAUSTIVE_SECTORS, 6);
+/// ```
 pub const MAX_EXHAUSTIVE_SECTORS: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -801,6 +813,18 @@ fn file_variants(inode: &Inode) -> Vec<Vec<u8>> {
 }
 
 /// A file being written on a [`SimFs`]. Every `write` is a call.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use safestash::{fs::Fs, sim::SimFs};
+/// let fs = SimFs::new();
+/// let (mut file, path) = fs.create_temp("/".as_ref(), ".t.", ".tmp")?;
+/// file.write_all(b"data")?;
+/// assert_eq!(fs.read(&path).unwrap(), b"data");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SimFile {
     fs: SimFs,
@@ -823,6 +847,20 @@ impl Write for SimFile {
 
 /// A file open for reading on a [`SimFs`]: a snapshot of its live bytes.
 /// Every `read` is a call.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use safestash::{fs::{Fs, Opened}, sim::SimFs};
+/// let fs = SimFs::new();
+/// fs.write_durable("/f", b"data")?;
+/// let Opened::File { mut reader, .. } = fs.open_read("/f".as_ref())? else { panic!() };
+/// let mut s = String::new();
+/// reader.read_to_string(&mut s)?;
+/// assert_eq!(s, "data");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SimReader {
     fs: SimFs,
@@ -844,6 +882,19 @@ impl Seek for SimReader {
 }
 
 /// A held lock on a [`SimFs`], released on drop.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{fs::Fs, sim::SimFs};
+/// let fs = SimFs::new();
+/// let held = fs.lock("/.k.lock".as_ref(), false)?;
+/// assert!(held.is_some());
+/// assert!(fs.lock("/.k.lock".as_ref(), false)?.is_none());
+/// drop(held);
+/// assert!(fs.lock("/.k.lock".as_ref(), false)?.is_some());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SimLock {
     fs: SimFs,
