@@ -159,7 +159,11 @@ impl<F: Fs> KeyLock<'_, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<bool> {
-        self.store.clear_locked(&self.key)
+        let removed = self.store.clear_locked(&self.key)?;
+        if removed {
+            self.store.notify(&crate::observe::Event::Cleared { key: &self.key });
+        }
+        Ok(removed)
     }
 
     /// [`Store::quarantine`] under this lock.

@@ -5,7 +5,7 @@
 //! [`LoadPolicy`] sets a maximum age and an expected origin, and
 //! [`Store::load_checked`] returns a [`Checked`] the caller has to match on.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 
@@ -15,12 +15,16 @@ use crate::key::StashKey;
 use crate::meta::Stashed;
 use crate::store::Store;
 
+/// How far in the future a creation time may be before its age is
+/// considered unknown (clocks of one host disagree by less).
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(1);
+
 /// What a loaded stash must satisfy to be applied without question.
 ///
 /// # Examples
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use safestash::LoadPolicy;
 ///
 /// let policy = LoadPolicy::new().max_age(Duration::from_secs(24 * 3600)).origin("upload-7f3a");
@@ -70,8 +74,10 @@ impl LoadPolicy {
         self
     }
 
-    /// Classifies a loaded stash. A foreign origin is reported before
-    /// staleness: a stash from another job is wrong at any age.
+    /// Classifies a loaded stash. A foreign origin is reported first (a
+    /// stash from another job is wrong at any age); then, with a maximum
+    /// age, a creation time in the future (its age is unknown), then
+    /// staleness.
     ///
     /// # Examples
     ///
@@ -87,6 +93,13 @@ impl LoadPolicy {
             }
         }
         if let Some(max_age) = self.max_age {
+            let created = stashed.meta().header.created();
+            if let Ok(ahead) = created.duration_since(SystemTime::now()) {
+                if ahead > FUTURE_TOLERANCE {
+                    tracing::warn!(%key, ahead_secs = ahead.as_secs_f64(), "stash dated in the future not applied: its age is unknown");
+                    return Checked::Future { stashed, ahead };
+                }
+            }
             if age > max_age {
                 tracing::warn!(%key, age_secs = age.as_secs_f64(), max_age_secs = max_age.as_secs_f64(), "stale stash not applied");
                 return Checked::Stale { stashed, age, max_age };
@@ -115,6 +128,15 @@ pub enum Checked<T> {
         age: Duration,
         /// The policy's limit.
         max_age: Duration,
+    },
+    /// Dated more than a second in the future (a clock was wrong when it was
+    /// written, or is now): its age cannot be known, so a policy with a
+    /// maximum age does not call it fresh.
+    Future {
+        /// The stash.
+        stashed: Stashed<T>,
+        /// How far ahead of now its creation time is.
+        ahead: Duration,
     },
     /// Written by another origin than expected.
     Foreign {
@@ -145,6 +167,7 @@ impl<T> Checked<T> {
         match self {
             Checked::Fresh(s)
             | Checked::Stale { stashed: s, .. }
+            | Checked::Future { stashed: s, .. }
             | Checked::Foreign { stashed: s, .. } => s,
         }
     }
@@ -162,7 +185,7 @@ impl<F: Fs> Store<F> {
     /// # Examples
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use safestash::{Checked, LoadPolicy, SaveOptions, StashKey, Store};
     ///
     /// let dir = tempfile::tempdir()?;
@@ -176,6 +199,7 @@ impl<F: Fs> Store<F> {
     ///     Some(Checked::Fresh(stashed)) => { /* apply it */ }
     ///     Some(Checked::Foreign { found, .. }) => assert_eq!(found.as_deref(), Some("upload-1")),
     ///     Some(Checked::Stale { age, .. }) => println!("stash is {age:?} old; not applied"),
+    ///     Some(Checked::Future { ahead, .. }) => println!("stash is dated {ahead:?} ahead; not applied"),
     ///     None => { /* nothing stashed */ }
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -162,11 +162,15 @@ impl<F: Fs> Store<F> {
     /// Registers an observer, run after every durable save, clear and
     /// rollback-restore of this store, in registration order.
     ///
-    /// Persist first: an observer runs only once the operation is durable,
-    /// and its failure (an error or a panic) never undoes or fails the
+    /// Persist first: an observer runs only once the operation is durable
+    /// and the key's lock is released (so it may itself read or write the
+    /// key), and its failure (an error or a panic) never undoes or fails the
     /// operation. A save reports failed observers in
-    /// [`Receipt::observer_errors`]; every failure is also logged as a
-    /// `tracing` warning.
+    /// [`Receipt::observer_errors`], a rollback in
+    /// [`Restored::observer_errors`](crate::Restored::observer_errors); every
+    /// failure, including those on a clear, is logged as a `tracing`
+    /// warning. Through a [`KeyLock`] you hold, observers run while you
+    /// still hold the lock. A rollback notifies `Cleared`, then `Restored`.
     ///
     /// # Examples
     ///
@@ -279,8 +283,13 @@ impl<F: Fs> Store<F> {
         opts: &SaveOptions,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        let _lock = self.acquire(key, true, true)?;
-        self.write_stash(header, value)
+        let mut receipt = {
+            let _lock = self.acquire(key, true, true)?;
+            self.write_stash(header, value)?
+        };
+        // Persist first, and unlocked: an observer may even write this key.
+        receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
+        Ok(receipt)
     }
 
     fn header_for(&self, key: &StashKey, opts: &SaveOptions) -> Result<Header> {
@@ -295,10 +304,13 @@ impl<F: Fs> Store<F> {
         opts: &SaveOptions,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        self.write_stash(header, value)
+        let mut receipt = self.write_stash(header, value)?;
+        receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
+        Ok(receipt)
     }
 
-    /// The save protocol, with the key's lock held.
+    /// The save protocol, with the key's lock held. Observers are the
+    /// caller's to notify.
     fn write_stash<T: Serialize + ?Sized>(&self, header: Header, value: &T) -> Result<Receipt> {
         let key = header.key().clone();
         let path = self.path_of(&key);
@@ -325,7 +337,7 @@ impl<F: Fs> Store<F> {
             }
         };
         self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        let mut receipt = Receipt {
+        let receipt = Receipt {
             key,
             path,
             bytes,
@@ -334,8 +346,6 @@ impl<F: Fs> Store<F> {
             observer_errors: Vec::new(),
         };
         tracing::info!(key = %receipt.key, bytes, digest = %digest, "stash written");
-        // Persist first: observers run only now, and cannot undo the save.
-        receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
         Ok(receipt)
     }
 
@@ -620,8 +630,14 @@ impl<F: Fs> Store<F> {
             self.sync_absence()?;
             return Ok(false);
         }
-        let _lock = self.acquire(key, true, false)?;
-        self.clear_locked(key)
+        let removed = {
+            let _lock = self.acquire(key, true, false)?;
+            self.clear_locked(key)?
+        };
+        if removed {
+            notify(&self.observers, &Event::Cleared { key });
+        }
+        Ok(removed)
     }
 
     /// Removes `key`'s stash only if it is still the one with `digest` (the
@@ -650,14 +666,20 @@ impl<F: Fs> Store<F> {
             self.sync_absence()?;
             return Ok(false);
         }
-        let _lock = self.acquire(key, true, false)?;
-        match self.recorded_digest(key)? {
-            Some(found) if found == *digest => self.clear_locked(key),
-            _ => {
-                tracing::info!(key = %key, "stash not cleared: another writer's stash is in place");
-                Ok(false)
+        let removed = {
+            let _lock = self.acquire(key, true, false)?;
+            match self.recorded_digest(key)? {
+                Some(found) if found == *digest => self.clear_locked(key)?,
+                _ => {
+                    tracing::info!(key = %key, "stash not cleared: another writer's stash is in place");
+                    false
+                }
             }
+        };
+        if removed {
+            notify(&self.observers, &Event::Cleared { key });
         }
+        Ok(removed)
     }
 
     /// The digest in the trailer of `key`'s file, if it has a valid trailer.
@@ -707,7 +729,6 @@ impl<F: Fs> Store<F> {
         }
         self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
         tracing::info!(key = %key, "stash cleared");
-        notify(&self.observers, &Event::Cleared { key });
         Ok(true)
     }
 

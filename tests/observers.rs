@@ -239,3 +239,39 @@ fn an_observer_failing_on_restore_is_reported_and_the_rollback_still_succeeds() 
     assert!(store.load::<String>(&k).unwrap().is_none());
     assert_eq!(events.lock().unwrap().last().map(String::as_str), Some("restored"));
 }
+
+/// An observer runs after the key's lock is released: one that writes the
+/// same key must not deadlock (it did while observers ran under the lock).
+#[test]
+fn an_observer_may_write_the_key_it_observes() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let path = dir.path().to_owned();
+        let lock_free_on_clear = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&lock_free_on_clear);
+        store.observe("marker", move |event| {
+            match event {
+                Event::Saved(receipt) => {
+                    Store::open(&path)?.save(&receipt.key, &"written by the observer")?;
+                }
+                Event::Cleared { key } => {
+                    *seen.lock().unwrap() = Some(Store::open(&path)?.try_lock(key).is_ok());
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        let k = StashKey::new("k").unwrap();
+        let receipt = store.save(&k, &"written by the job").unwrap();
+        assert!(receipt.observer_errors.is_empty(), "{:?}", receipt.observer_errors);
+        let loaded = store.load::<String>(&k).unwrap().unwrap().into_value();
+        assert!(store.clear(&k).unwrap());
+        assert_eq!(*lock_free_on_clear.lock().unwrap(), Some(true), "observer ran under the lock");
+        tx.send(loaded).unwrap();
+    });
+    let loaded =
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("deadlocked on the key's lock");
+    assert_eq!(loaded, "written by the observer");
+}

@@ -204,6 +204,7 @@ fn checked_gives_the_stash_whatever_its_class() {
         kinds.push(match checked {
             Checked::Fresh(_) => "fresh",
             Checked::Stale { .. } => "stale",
+            Checked::Future { .. } => "future",
             Checked::Foreign { .. } => "foreign",
         });
     }
@@ -294,4 +295,30 @@ fn nothing_when_there_is_neither() {
     let store = Store::open(dir.path()).unwrap();
     let loaded: Option<Stashed<Vec<String>>> = store.load(&key("absent")).unwrap();
     assert!(matches!(choose_source(None, loaded), Source::Nothing));
+}
+
+/// A stash dated in the future has no knowable age: with a maximum age it is
+/// reported, never Fresh (clock skew must not slip past the limit).
+#[test]
+fn a_stash_dated_in_the_future_is_reported_not_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let k = key("k");
+    plant(&store, &k, &labels(), Some("job-1"), SystemTime::now() + 30 * DAY);
+    let policy = LoadPolicy::new().max_age(DAY);
+    match store.load_checked::<Vec<String>>(&k, &policy).unwrap().unwrap() {
+        Checked::Future { ahead, .. } => assert!(ahead > 29 * DAY, "{ahead:?}"),
+        other => panic!("expected Future, got {other:?}"),
+    }
+    // Without an age limit, age does not matter.
+    assert!(matches!(
+        store.load_checked::<Vec<String>>(&k, &LoadPolicy::new()).unwrap().unwrap(),
+        Checked::Fresh(_)
+    ));
+    // A foreign origin is still reported first.
+    let policy = LoadPolicy::new().max_age(DAY).origin("job-2");
+    assert!(matches!(
+        store.load_checked::<Vec<String>>(&k, &policy).unwrap().unwrap(),
+        Checked::Foreign { .. }
+    ));
 }
