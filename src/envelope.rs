@@ -584,9 +584,70 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
 #[derive(Debug)]
 pub struct EnvelopeWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    hasher: Hasher,
     written: u64,
     payload_len: u64,
+}
+
+/// After this many bytes, hashing moves to its own thread, so that a large
+/// stream is hashed on one core while it is serialized and written on another.
+const HASH_THREAD_AFTER: u64 = 8 << 20;
+
+/// SHA-256, inline for small envelopes and on a helper thread for large ones.
+#[derive(Debug)]
+enum Hasher {
+    Inline(Sha256),
+    Threaded {
+        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+        done: std::thread::JoinHandle<Sha256>,
+    },
+    /// Only while switching, or after the helper thread failed.
+    Gone,
+}
+
+impl Hasher {
+    fn update(&mut self, bytes: &[u8], total: u64) {
+        if let Hasher::Inline(h) = self {
+            if total < HASH_THREAD_AFTER {
+                h.update(bytes);
+                return;
+            }
+        }
+        if let Hasher::Inline(_) = self {
+            let Hasher::Inline(h) = std::mem::replace(self, Hasher::Gone) else { unreachable!() };
+            let (chunks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let spawned =
+                std::thread::Builder::new().name("safestash-sha256".into()).spawn(move || {
+                    let mut h = h;
+                    for chunk in rx {
+                        h.update(&chunk);
+                    }
+                    h
+                });
+            *self = match spawned {
+                Ok(done) => Hasher::Threaded { chunks, done },
+                Err(_) => Hasher::Gone,
+            };
+        }
+        if let Hasher::Threaded { chunks, .. } = self {
+            if chunks.send(bytes.to_vec()).is_err() {
+                *self = Hasher::Gone;
+            }
+        }
+    }
+
+    fn finish(self, last: &[u8]) -> io::Result<[u8; 32]> {
+        let mut h = match self {
+            Hasher::Inline(h) => h,
+            Hasher::Threaded { chunks, done } => {
+                drop(chunks);
+                done.join().map_err(|_| io::Error::other("the hashing thread panicked"))?
+            }
+            Hasher::Gone => return Err(io::Error::other("the hashing thread could not run")),
+        };
+        h.update(last);
+        Ok(h.finalize().into())
+    }
 }
 
 /// What [`EnvelopeWriter::finish`] hands back.
@@ -636,7 +697,12 @@ impl<W: Write> EnvelopeWriter<W> {
         inner.write_all(&prefix)?;
         let mut hasher = Sha256::new();
         hasher.update(&prefix);
-        Ok(EnvelopeWriter { inner, hasher, written: prefix.len() as u64, payload_len: 0 })
+        Ok(EnvelopeWriter {
+            inner,
+            hasher: Hasher::Inline(hasher),
+            written: prefix.len() as u64,
+            payload_len: 0,
+        })
     }
 
     /// Writes the trailer and hands the writer back with the digest.
@@ -660,8 +726,7 @@ impl<W: Write> EnvelopeWriter<W> {
         trailer.extend_from_slice(TRAILER_TAG);
         trailer.extend_from_slice(format!("{:020} sha256=", self.payload_len).as_bytes());
         debug_assert_eq!(trailer.len(), TRAILER_HASHED);
-        self.hasher.update(&trailer);
-        let digest = Digest(self.hasher.finalize().into());
+        let digest = Digest(self.hasher.finish(&trailer)?);
         trailer.extend_from_slice(&digest.hex());
         trailer.push(b'\n');
         self.inner.write_all(&trailer)?;
@@ -678,7 +743,7 @@ impl<W: Write> EnvelopeWriter<W> {
 impl<W: Write> Write for EnvelopeWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(&buf[..n], self.written);
         self.written += n as u64;
         self.payload_len += n as u64;
         Ok(n)
@@ -686,7 +751,7 @@ impl<W: Write> Write for EnvelopeWriter<W> {
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.inner.write_all(buf)?;
-        self.hasher.update(buf);
+        self.hasher.update(buf, self.written);
         self.written += buf.len() as u64;
         self.payload_len += buf.len() as u64;
         Ok(())
@@ -996,6 +1061,20 @@ mod tests {
         assert_eq!(d.header, header());
         assert_eq!(d.payload, b"{\"a\":[1,2]}");
         assert_eq!(d.digest, Digest::of(&bytes[..bytes.len() - 65]));
+    }
+
+    #[test]
+    fn large_envelopes_hash_on_a_thread_to_the_same_digest() {
+        let payload: Vec<u8> =
+            (0..(HASH_THREAD_AFTER as usize * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        let mut w = EnvelopeWriter::new(Vec::new(), &header()).unwrap();
+        for chunk in payload.chunks(65536) {
+            w.write_all(chunk).unwrap();
+        }
+        assert!(matches!(w.hasher, Hasher::Threaded { .. }));
+        let done = w.finish().unwrap();
+        assert_eq!(done.digest, Digest::of(&done.inner[..done.inner.len() - 65]));
+        assert_eq!(decode(&done.inner).unwrap().payload, &payload[..]);
     }
 
     #[test]

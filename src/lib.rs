@@ -111,8 +111,10 @@
 //! - The store's directory path itself is trusted: if it is a symlink, it is
 //!   followed. Only entries inside it are guarded.
 //! - Payloads are JSON (`serde_json`); values are deserialized into memory.
-//!   Files over 256 MiB are verified in a streaming pass before they are
-//!   deserialized from the file, so the file itself is never held in memory.
+//!   `load` reads files up to 256 MiB whole; larger ones are verified in a
+//!   streaming pass and then deserialized from the file, so the file itself
+//!   is never held in memory. `verify` streams anything over 1 MiB, and
+//!   `save` streams always (hashing on a helper thread past 8 MiB).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -121,6 +123,7 @@ pub mod crash;
 pub mod envelope;
 mod error;
 pub mod fs;
+mod journal;
 mod key;
 mod lock;
 mod meta;
@@ -137,6 +140,11 @@ mod store;
 pub use envelope::{Digest, Encoding, Header};
 pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
+pub use journal::{
+    Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
+    OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
+    Unreadable, Updated, aggregate,
+};
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};

@@ -17,9 +17,12 @@ use crate::lock::KeyLock;
 use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 use crate::observe::{BoxError, Event, Observer, notify};
 
-/// Files up to this size are read whole and verified in memory; larger ones
-/// are verified in a streaming pass and then deserialized from the file.
-const WHOLE_READ_LIMIT: u64 = 256 << 20;
+/// `load` reads files up to this size whole and verifies them in memory
+/// (the value will be in memory anyway); larger ones are verified in a
+/// streaming pass and then deserialized from the file.
+const LOAD_WHOLE_LIMIT: u64 = 256 << 20;
+/// `verify` keeps no payload, so above this size it streams.
+const VERIFY_WHOLE_LIMIT: u64 = 1 << 20;
 /// Buffer between the serializer and the envelope writer.
 const WRITE_BUFFER: usize = 64 << 10;
 const TEMP_SUFFIX: &str = ".tmp";
@@ -539,7 +542,7 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load<T: DeserializeOwned>(&self, key: &StashKey) -> Result<Option<Stashed<T>>> {
-        let Some((meta, payload)) = self.open_verified(key)? else {
+        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
             return Ok(None);
         };
         let parsed = match payload {
@@ -559,8 +562,13 @@ impl<F: Fs> Store<F> {
         }
     }
 
-    /// Opens and fully verifies `key`'s stash.
-    fn open_verified(&self, key: &StashKey) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
+    /// Opens and fully verifies `key`'s stash, in memory if it is at most
+    /// `whole_limit` bytes, else in a streaming pass.
+    fn open_verified(
+        &self,
+        key: &StashKey,
+        whole_limit: u64,
+    ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
         let path = self.path_of(key);
         let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
             Opened::Missing => return Ok(None),
@@ -575,7 +583,7 @@ impl<F: Fs> Store<F> {
                 Error::UnsupportedVersion { path: path.to_owned(), version }
             }
         };
-        let (header, digest, payload) = if len <= WHOLE_READ_LIMIT {
+        let (header, digest, payload) = if len <= whole_limit {
             // The length bounds the allocation and the read, even if the file grows.
             let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
@@ -910,7 +918,7 @@ impl<F: Fs> Store<F> {
             .into_iter()
             .map(|(key, _)| {
                 let path = self.path_of(&key);
-                let result = match self.open_verified(&key) {
+                let result = match self.open_verified(&key, VERIFY_WHOLE_LIMIT) {
                     Ok(Some((meta, _))) => Ok(meta),
                     Ok(None) => Err(io_err(IoOp::Open, &path)(io::ErrorKind::NotFound.into())),
                     Err(e) => Err(e),
