@@ -563,8 +563,9 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
 /// Writes an envelope in one pass: header on creation, payload through
 /// [`Write`], trailer on [`finish`](EnvelopeWriter::finish).
 ///
-/// Wrap it in a [`std::io::BufWriter`] when the payload comes in small
-/// writes (as from `serde_json::to_writer`).
+/// It buffers 64 KiB itself: a small envelope reaches `inner` in a single
+/// `write`, and small writes (as from `serde_json::to_writer`) need no
+/// [`std::io::BufWriter`] around it.
 ///
 /// # Examples
 ///
@@ -585,9 +586,17 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
 pub struct EnvelopeWriter<W: Write> {
     inner: W,
     hasher: Hasher,
+    /// Bytes accepted but not yet hashed and written.
+    buf: Vec<u8>,
+    /// Bytes hashed (and written) so far.
+    hashed: u64,
     written: u64,
     payload_len: u64,
 }
+
+/// The writer's buffer: small envelopes go out in one `write`, large ones
+/// in writes of this size.
+const WRITE_BUFFER: usize = 64 << 10;
 
 /// After this many bytes, hashing moves to its own thread, so that a large
 /// stream is hashed on one core while it is serialized and written on another.
@@ -691,18 +700,37 @@ impl<W: Write> EnvelopeWriter<W> {
     /// let w = EnvelopeWriter::new(Vec::new(), &h)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(mut inner: W, header: &Header) -> io::Result<EnvelopeWriter<W>> {
+    pub fn new(inner: W, header: &Header) -> io::Result<EnvelopeWriter<W>> {
         let prefix = header.encode_prefix();
         debug_assert!(prefix.len() <= MAX_PREFIX_LEN, "Header::new bounds the header");
-        inner.write_all(&prefix)?;
-        let mut hasher = Sha256::new();
-        hasher.update(&prefix);
+        let mut buf = Vec::with_capacity(WRITE_BUFFER.max(prefix.len()));
+        buf.extend_from_slice(&prefix);
         Ok(EnvelopeWriter {
             inner,
-            hasher: Hasher::Inline(hasher),
+            hasher: Hasher::Inline(Sha256::new()),
+            buf,
+            hashed: 0,
             written: prefix.len() as u64,
             payload_len: 0,
         })
+    }
+
+    /// Hashes and writes `bytes`.
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes, self.hashed);
+        self.hashed += bytes.len() as u64;
+        self.inner.write_all(bytes)
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            let result = self.emit(&buf);
+            self.buf = buf;
+            self.buf.clear();
+            result?;
+        }
+        Ok(())
     }
 
     /// Writes the trailer and hands the writer back with the digest.
@@ -726,10 +754,13 @@ impl<W: Write> EnvelopeWriter<W> {
         trailer.extend_from_slice(TRAILER_TAG);
         trailer.extend_from_slice(format!("{:020} sha256=", self.payload_len).as_bytes());
         debug_assert_eq!(trailer.len(), TRAILER_HASHED);
-        let digest = Digest(self.hasher.finish(&trailer)?);
-        trailer.extend_from_slice(&digest.hex());
-        trailer.push(b'\n');
-        self.inner.write_all(&trailer)?;
+        // The buffered tail, the trailer and its digest go out in one write.
+        let mut tail = std::mem::take(&mut self.buf);
+        tail.extend_from_slice(&trailer);
+        let digest = Digest(self.hasher.finish(&tail)?);
+        tail.extend_from_slice(&digest.hex());
+        tail.push(b'\n');
+        self.inner.write_all(&tail)?;
         self.inner.flush()?;
         Ok(Finished {
             inner: self.inner,
@@ -741,23 +772,27 @@ impl<W: Write> EnvelopeWriter<W> {
 }
 
 impl<W: Write> Write for EnvelopeWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n], self.written);
-        self.written += n as u64;
-        self.payload_len += n as u64;
-        Ok(n)
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_all(data)?;
+        Ok(data.len())
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)?;
-        self.hasher.update(buf, self.written);
-        self.written += buf.len() as u64;
-        self.payload_len += buf.len() as u64;
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.buf.len() + data.len() > WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        if data.len() >= WRITE_BUFFER {
+            self.emit(data)?;
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        self.written += data.len() as u64;
+        self.payload_len += data.len() as u64;
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf()?;
         self.inner.flush()
     }
 }

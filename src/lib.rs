@@ -123,7 +123,6 @@ pub mod crash;
 pub mod envelope;
 mod error;
 pub mod fs;
-mod journal;
 mod key;
 mod lock;
 mod meta;
@@ -140,11 +139,6 @@ mod store;
 pub use envelope::{Digest, Encoding, Header};
 pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
-pub use journal::{
-    Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
-    OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
-    Unreadable, Updated, aggregate,
-};
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::key::StashKey;
 use crate::observe::ObserverError;
 
-/// Options for [`Store::save_with`]: the stash's kind label and origin.
+/// Options for [`Store::save_with`](crate::Store::save_with): the stash's kind label and origin.
 ///
 /// # Examples
 ///
@@ -201,7 +201,7 @@ impl<T> Stashed<T> {
     }
 }
 
-/// One stash as [`Store::list`] sees it, from its header alone.
+/// One stash as [`Store::list`](crate::Store::list) sees it, from its header alone.
 ///
 /// # Examples
 ///
@@ -225,11 +225,11 @@ pub struct StashInfo {
     /// be opened).
     pub size: u64,
     /// The header, or why it could not be read. The digest is not checked:
-    /// use [`Store::verify`] for that.
+    /// use [`Store::verify`](crate::Store::verify) for that.
     pub header: Result<Header>,
 }
 
-/// One stash as [`Store::verify`] sees it, fully checked.
+/// One stash as [`Store::verify`](crate::Store::verify) sees it, fully checked.
 ///
 /// # Examples
 ///

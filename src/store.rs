@@ -1,7 +1,7 @@
 //! [`Store`]: save, load, clear, list, verify, quarantine and clean up stashes.
 
 use std::fmt;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -23,8 +23,6 @@ use crate::observe::{BoxError, Event, Observer, notify};
 const LOAD_WHOLE_LIMIT: u64 = 256 << 20;
 /// `verify` keeps no payload, so above this size it streams.
 const VERIFY_WHOLE_LIMIT: u64 = 1 << 20;
-/// Buffer between the serializer and the envelope writer.
-const WRITE_BUFFER: usize = 64 << 10;
 const TEMP_SUFFIX: &str = ".tmp";
 const TEMP_RAND_LEN: usize = 8;
 const LOCK_SUFFIX: &str = ".lock";
@@ -360,20 +358,14 @@ impl<F: Fs> Store<F> {
         header: &Header,
         value: &T,
     ) -> Result<(Digest, u64)> {
-        let writer = EnvelopeWriter::new(file, header).map_err(io_err(IoOp::Write, tmp))?;
-        let mut buffered = BufWriter::with_capacity(WRITE_BUFFER, writer);
-        if let Err(e) = serde_json::to_writer(&mut buffered, value) {
+        let mut writer = EnvelopeWriter::new(file, header).map_err(io_err(IoOp::Write, tmp))?;
+        if let Err(e) = serde_json::to_writer(&mut writer, value) {
             return Err(if e.is_io() {
                 Error::Io { op: IoOp::Write, path: tmp.to_owned(), source: e.into() }
             } else {
                 Error::Serialize { key: header.key().clone(), source: e }
             });
         }
-        let writer = buffered.into_inner().map_err(|e| Error::Io {
-            op: IoOp::Write,
-            path: tmp.to_owned(),
-            source: e.into_error(),
-        })?;
         let done = writer.finish().map_err(io_err(IoOp::Write, tmp))?;
         let mut file = done.inner;
         self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;

@@ -497,7 +497,8 @@ fn floats_round_trip_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let k = key("floats");
-    let values = [-4.604065061432271e-196_f64, 0.1 + 0.2, f64::MAX, f64::MIN_POSITIVE, 5e-324, 1.0 / 3.0];
+    let values =
+        [-4.604065061432271e-196_f64, 0.1 + 0.2, f64::MAX, f64::MIN_POSITIVE, 5e-324, 1.0 / 3.0];
     store.save(&k, &values).unwrap();
     let back = store.load::<Vec<f64>>(&k).unwrap().unwrap().into_value();
     let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

@@ -1,0 +1,488 @@
+//! `safestash`: the operator's view of a store directory.
+//!
+//! See what was stashed, whether it is intact, how old it is and where it
+//! came from, and tidy up — without writing code:
+//!
+//! ```text
+//! safestash list DIR [--json]          every stash, temp leftover and quarantined file
+//! safestash show DIR KEY [--raw]       header fields and the payload
+//! safestash verify DIR [--json]        exit 0 all intact, 1 any corrupt, 2 error
+//! safestash quarantine DIR KEY [--yes] move a stash aside for inspection
+//! safestash clear DIR KEY [--yes]      delete a stash
+//! safestash gc DIR --older-than 7d [--dry-run]
+//! ```
+//!
+//! Built with `--features cli`. Exit codes: 0 done (or nothing to do), 1 a
+//! damaged stash was found (or, for `show`, the stash is absent), 2 usage or
+//! I/O error, or something could not be done or checked. Errors are one line
+//! on stderr, `safestash: ` then the error and its causes.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use safestash::{Error, KeyError, StashKey, Store};
+use serde_json::value::RawValue;
+
+#[path = "safestash/gc.rs"]
+mod gc;
+#[path = "safestash/remove.rs"]
+mod remove;
+#[path = "safestash/render.rs"]
+mod render;
+#[path = "safestash/scan.rs"]
+mod scan;
+
+use scan::{Outcome, Status};
+
+const ABOUT: &str = "Inspect and tidy a safestash store: what was stashed, whether it is intact, \
+how old it is and where it came from.";
+
+const EXAMPLES: &str = "\
+Examples:
+  safestash list /var/lib/etl/stashes
+  safestash show /var/lib/etl/stashes orders.dictionary
+  safestash verify /var/lib/etl/stashes || echo 'damaged stash found'
+  safestash gc /var/lib/etl/stashes --older-than 7d --dry-run
+
+Exit codes: 0 done (or nothing to do); 1 a damaged stash was found (for
+`show`: the stash is damaged or absent); 2 usage or I/O error, or something
+could not be done or checked.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "safestash", version, about = ABOUT, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every stash with its kind, origin, age, size and status (ok,
+    /// corrupt, temp-leftover, quarantined, …), sorted by key.
+    ///
+    /// Every stash is read in full to check its SHA-256. Kind, origin and
+    /// age of a damaged stash come from its unverified header.
+    #[command(after_help = "\
+Examples:
+  safestash list /var/lib/etl/stashes
+  safestash list /var/lib/etl/stashes --json | jq -r '.entries[] | select(.status != \"ok\") | .file'")]
+    List {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print a JSON document instead of a table (shape in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stash's header fields and its payload, pretty-printed, after
+    /// verifying it.
+    ///
+    /// Exit 1 when the stash is damaged or absent.
+    #[command(after_help = "\
+Examples:
+  safestash show /var/lib/etl/stashes orders.dictionary
+  safestash show /var/lib/etl/stashes orders.dictionary --raw | jq '.[0]'")]
+    Show {
+        /// The store directory.
+        dir: PathBuf,
+        /// The stash's key (its file name).
+        #[arg(value_parser = parse_key)]
+        key: StashKey,
+        /// Print only the payload, byte for byte as stored, for piping.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Check every stash's SHA-256, header and key.
+    ///
+    /// Exit 0 when every stash is intact (or there are none), 1 when any is
+    /// corrupt (each is listed), 2 on usage or I/O error or when a stash
+    /// could not be checked (unreadable, or of a newer format version).
+    #[command(after_help = "\
+Examples:
+  safestash verify /var/lib/etl/stashes
+  safestash verify /var/lib/etl/stashes --json > verify.json; echo \"exit $?\"")]
+    Verify {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print a JSON document instead of text (shape in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a stash aside to `.KEY.quarantined.TIME` for inspection; a job
+    /// loading the key then finds no stash.
+    ///
+    /// Asks for confirmation on a terminal; without a terminal, refuses
+    /// unless `--yes` is given. Fails rather than waits when a writer holds
+    /// the key's lock.
+    #[command(after_help = "\
+Examples:
+  safestash quarantine /var/lib/etl/stashes orders.dictionary
+  safestash quarantine /var/lib/etl/stashes orders.dictionary --yes")]
+    Quarantine {
+        /// The store directory.
+        dir: PathBuf,
+        /// The stash's key (its file name).
+        #[arg(value_parser = parse_key)]
+        key: StashKey,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Delete a stash for good.
+    ///
+    /// Asks for confirmation on a terminal; without a terminal, refuses
+    /// unless `--yes` is given. Fails rather than waits when a writer holds
+    /// the key's lock.
+    #[command(after_help = "\
+Examples:
+  safestash clear /var/lib/etl/stashes orders.dictionary
+  safestash clear /var/lib/etl/stashes orders.dictionary --yes")]
+    Clear {
+        /// The store directory.
+        dir: PathBuf,
+        /// The stash's key (its file name).
+        #[arg(value_parser = parse_key)]
+        key: StashKey,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Remove intact stashes older than an age, and temp files left by
+    /// crashed writers, printing each removal.
+    ///
+    /// Age is measured from the `created` time in a stash's header. A
+    /// damaged stash is never removed: when it is older than the age (or
+    /// its age cannot be read) it is reported, with a hint to quarantine it,
+    /// and the exit code is 1. A temp file is removed whatever its age, but
+    /// only while no writer holds its key's lock. Quarantined files and lock
+    /// files are left alone. A stash whose key is locked is skipped.
+    #[command(after_help = "\
+Examples:
+  safestash gc /var/lib/etl/stashes --older-than 7d --dry-run
+  safestash gc /var/lib/etl/stashes --older-than '2weeks 3days'")]
+    Gc {
+        /// The store directory.
+        dir: PathBuf,
+        /// Remove stashes older than this: `7d`, `12h`, `2weeks`, `90min`, …
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Duration,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_key(s: &str) -> Result<StashKey, KeyError> {
+    StashKey::new(s)
+}
+
+fn parse_age(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// Why a command stopped: printed as one line, exit code 2.
+#[derive(Debug)]
+enum Failure {
+    /// A store operation failed.
+    Store(Error),
+    /// A filesystem call the CLI made itself failed.
+    Io {
+        /// What was being done, naming the path.
+        message: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing to standard output failed (a closed pipe ends quietly).
+    Output(io::Error),
+    /// Anything else, said in full.
+    Plain(String),
+}
+
+impl Failure {
+    /// A failed filesystem call, `message` naming what and where.
+    fn io(message: String, source: io::Error) -> Failure {
+        Failure::Io { message, source }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Store(e) => e.fmt(f),
+            Failure::Io { message, .. } => f.write_str(message),
+            Failure::Output(_) => f.write_str("failed to write to standard output"),
+            Failure::Plain(message) => f.write_str(message),
+        }
+    }
+}
+
+impl StdError for Failure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Failure::Store(e) => e.source(),
+            Failure::Io { source, .. } | Failure::Output(source) => Some(source),
+            Failure::Plain(_) => None,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+/// An error and its causes on one line, `: `-separated, with any line
+/// breaks inside them escaped.
+fn one_line(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        cur = cause.source();
+    }
+    out.replace('\n', "\\n")
+}
+
+/// Standard output, written line by line; a write error becomes
+/// [`Failure::Output`].
+struct Out(io::StdoutLock<'static>);
+
+impl Out {
+    fn new() -> Out {
+        Out(io::stdout().lock())
+    }
+
+    /// Writes `text` and a line feed.
+    fn line(&mut self, text: impl fmt::Display) -> Result<(), Failure> {
+        writeln!(self.0, "{text}").map_err(Failure::Output)
+    }
+
+    /// Writes `bytes` as they are.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.0.write_all(bytes).map_err(Failure::Output)
+    }
+
+    fn flush(&mut self) -> Result<(), Failure> {
+        self.0.flush().map_err(Failure::Output)
+    }
+}
+
+/// Prints `safestash: MESSAGE` on stderr.
+fn warn(message: impl fmt::Display) {
+    eprintln!("safestash: {message}");
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: print and succeed.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `safestash` alone: the help, on stderr, and a usage error.
+            let _ = e.print();
+            return ExitCode::from(Outcome::Failed as u8);
+        }
+        Err(e) => {
+            warn(clap_one_line(&e));
+            return ExitCode::from(Outcome::Failed as u8);
+        }
+    };
+    let mut out = Out::new();
+    let result = run(cli.command, &mut out).and_then(|outcome| out.flush().map(|()| outcome));
+    match result {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        // The reader went away (`safestash list DIR | head`): nothing to say.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            warn(one_line(&e));
+            ExitCode::from(Outcome::Failed as u8)
+        }
+    }
+}
+
+/// A clap usage error in one line: its message and tips, then its usage
+/// line.
+fn clap_one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut message = String::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u);
+            break;
+        }
+        if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        }
+        if !message.is_empty() {
+            // "…not provided:" continues on the next line; a tip is separate.
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    match usage {
+        Some(usage) => format!("{message} (usage: {usage}; see --help)"),
+        None => format!("{message} (see --help)"),
+    }
+}
+
+fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
+    match command {
+        Command::List { dir, json } => list(&dir, json, out),
+        Command::Show { dir, key, raw } => show(&dir, &key, raw, out),
+        Command::Verify { dir, json } => verify(&dir, json, out),
+        Command::Quarantine { dir, key, yes } => {
+            remove::run(&dir, &key, remove::Removal::Quarantine, yes, out)
+        }
+        Command::Clear { dir, key, yes } => {
+            remove::run(&dir, &key, remove::Removal::Clear, yes, out)
+        }
+        Command::Gc { dir, older_than, dry_run } => gc::run(&dir, older_than, dry_run, out),
+    }
+}
+
+/// The store in `dir`, which must exist: a missing directory is an error
+/// here, not an empty store, since an operator who names one means a store
+/// that should be there.
+fn open_store(dir: &Path) -> Result<Store, Failure> {
+    std::fs::metadata(dir).map_err(|e| {
+        Failure::io(format!("failed to open store directory `{}`", dir.display()), e)
+    })?;
+    Ok(Store::open(dir)?)
+}
+
+fn list(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
+    let store = open_store(dir)?;
+    let entries = scan::scan(&store)?;
+    let now = SystemTime::now();
+    if json {
+        let doc = render::JsonList {
+            dir: dir.display().to_string(),
+            entries: entries.iter().map(|e| render::JsonEntry::new(e, now)).collect(),
+        };
+        out.line(to_json(&doc))?;
+    } else if entries.is_empty() {
+        out.line(format_args!("no stashes in `{}`", dir.display()))?;
+    } else {
+        out.bytes(render::list_table(&entries, now).as_bytes())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn to_json(doc: &impl serde::Serialize) -> String {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_string_pretty(doc).expect("JSON output serializes")
+}
+
+fn show(dir: &Path, key: &StashKey, raw: bool, out: &mut Out) -> Result<Outcome, Failure> {
+    let store = open_store(dir)?;
+    let stashed = match store.load::<Box<RawValue>>(key) {
+        Ok(Some(stashed)) => stashed,
+        Ok(None) => {
+            warn(format_args!("no stash `{key}` in `{}`", dir.display()));
+            return Ok(Outcome::Finding);
+        }
+        Err(e @ (Error::Corrupt { .. } | Error::Deserialize { .. })) => {
+            warn(format_args!(
+                "{}; to move it aside for inspection: safestash quarantine {} {key}",
+                one_line(&e),
+                dir.display()
+            ));
+            return Ok(Outcome::Finding);
+        }
+        Err(e @ Error::NotAFile { .. }) => {
+            warn(one_line(&e));
+            return Ok(Outcome::Finding);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (payload, meta) = stashed.into_parts();
+    if raw {
+        out.bytes(payload.get().as_bytes())?;
+        return Ok(Outcome::Ok);
+    }
+    let h = &meta.header;
+    let age = scan::age_of(h.created(), SystemTime::now());
+    let fields = [
+        ("key", h.key().to_string()),
+        ("kind", h.kind().to_owned()),
+        ("created", format!("{} ({} ago)", render::time(h.created()), render::age_exact(age))),
+        ("origin", h.origin().map_or("(none)".to_owned(), render::escape)),
+        ("encoding", h.encoding().to_string()),
+        ("writer", render::escape(h.writer())),
+        ("size", format!("{} bytes", meta.size)),
+        ("sha256", meta.digest.to_string()),
+        ("file", meta.path.display().to_string()),
+    ];
+    for (name, value) in fields {
+        out.line(format_args!("{:<10}{value}", format!("{name}:")))?;
+    }
+    out.line("")?;
+    out.line(render::pretty_json(payload.get()))?;
+    Ok(Outcome::Ok)
+}
+
+fn verify(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
+    let store = open_store(dir)?;
+    let now = SystemTime::now();
+    let stashes: Vec<_> = scan::scan(&store)?.into_iter().filter(|e| e.status.is_stash()).collect();
+    let outcome = stashes.iter().map(|e| e.status.outcome()).max().unwrap_or(Outcome::Ok);
+    if json {
+        let doc = render::JsonVerify {
+            dir: dir.display().to_string(),
+            result: match outcome {
+                Outcome::Ok => "ok",
+                Outcome::Finding => "corrupt",
+                Outcome::Failed => "error",
+            },
+            exit_code: outcome as u8,
+            stashes: stashes.iter().map(|e| render::JsonEntry::new(e, now)).collect(),
+        };
+        out.line(to_json(&doc))?;
+        return Ok(outcome);
+    }
+    if stashes.is_empty() {
+        out.line(format_args!("no stashes in `{}`: nothing to verify", dir.display()))?;
+        return Ok(outcome);
+    }
+    for e in stashes.iter().filter(|e| e.status != Status::Ok) {
+        let problem = e.problem.as_deref().unwrap_or("unknown problem");
+        out.line(format_args!("`{}` is {}: {problem}", e.key, render::status_phrase(e.status)))?;
+    }
+    let intact = stashes.iter().filter(|e| e.status == Status::Ok).count();
+    let mut summary = format!(
+        "verified {} in `{}`: {intact} intact",
+        plural(stashes.len(), "stash", "stashes"),
+        dir.display()
+    );
+    for status in [Status::Corrupt, Status::NotAFile, Status::Unsupported, Status::Unreadable] {
+        let n = stashes.iter().filter(|e| e.status == status).count();
+        if n > 0 {
+            summary.push_str(&format!(", {n} {}", render::status_phrase(status)));
+        }
+    }
+    out.line(summary)?;
+    if stashes.iter().any(|e| e.status == Status::Corrupt) {
+        out.line(format_args!(
+            "to move a damaged stash aside for inspection: safestash quarantine {} KEY",
+            dir.display()
+        ))?;
+    }
+    Ok(outcome)
+}
+
+/// `count` and the noun, singular or plural.
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}

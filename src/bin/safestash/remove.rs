@@ -1,0 +1,141 @@
+//! `safestash quarantine` and `safestash clear`: confirm, lock, act.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use safestash::{Error, KeyLock, StashKey, Store};
+
+use crate::scan::{self, Outcome};
+use crate::{Failure, Out, open_store, render, warn};
+
+/// What the command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// `safestash quarantine`: move the stash aside.
+    Quarantine,
+    /// `safestash clear`: delete the stash.
+    Clear,
+}
+
+/// Runs `quarantine` or `clear` of `key` in `dir`: nothing to do when there
+/// is no stash; otherwise confirm, take the key's lock without waiting, and
+/// act under it.
+///
+/// # Errors
+///
+/// When the store cannot be opened, the question cannot be asked (no
+/// terminal and no `--yes`), the key is locked, or the removal fails.
+pub fn run(
+    dir: &Path,
+    key: &StashKey,
+    removal: Removal,
+    yes: bool,
+    out: &mut Out,
+) -> Result<Outcome, Failure> {
+    let verb = match removal {
+        Removal::Quarantine => "quarantine",
+        Removal::Clear => "clear",
+    };
+    let store = open_store(dir)?;
+    let path = store.path_of(key);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            out.line(format_args!("no stash `{key}` in `{}`: nothing to {verb}", dir.display()))?;
+            return Ok(Outcome::Ok);
+        }
+        Err(e) => return Err(Failure::io(format!("failed to inspect `{}`", path.display()), e)),
+        Ok(_) => {}
+    }
+    if !yes {
+        let question = || match removal {
+            Removal::Quarantine => format!(
+                "Move stash `{key}` in `{}` ({}) aside to .{key}.quarantined.TIME?",
+                dir.display(),
+                describe(&store, key)
+            ),
+            Removal::Clear => format!(
+                "Delete stash `{key}` in `{}` ({}) for good?",
+                dir.display(),
+                describe(&store, key)
+            ),
+        };
+        if !confirm(question, &format!("{verb} `{key}`"))? {
+            warn(format_args!("not confirmed: `{key}` was left as it is"));
+            return Ok(Outcome::Failed);
+        }
+    }
+    let lock = try_lock(&store, key)?;
+    match removal {
+        Removal::Quarantine => match lock.quarantine()? {
+            Some(aside) => {
+                out.line(format_args!("quarantined `{key}`: moved to `{}`", aside.display()))?
+            }
+            None => out
+                .line(format_args!("no stash `{key}` in `{}`: nothing to {verb}", dir.display()))?,
+        },
+        Removal::Clear => {
+            if lock.clear()? {
+                out.line(format_args!("cleared `{key}` in `{}`", dir.display()))?;
+            } else {
+                out.line(format_args!(
+                    "no stash `{key}` in `{}`: nothing to {verb}",
+                    dir.display()
+                ))?;
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Takes `key`'s lock without waiting: an operator command fails rather than
+/// hangs behind a writer.
+fn try_lock<'s>(store: &'s Store, key: &StashKey) -> Result<KeyLock<'s>, Failure> {
+    store.try_lock(key).map_err(|e| match e {
+        Error::Locked { .. } => Failure::Plain(format!("{e}; try again when it is done")),
+        other => other.into(),
+    })
+}
+
+/// A stash in a few words for a confirmation question: kind, origin, age,
+/// and whether it is intact.
+fn describe(store: &Store, key: &StashKey) -> String {
+    let status = match store.load::<serde::de::IgnoredAny>(key) {
+        Ok(Some(_)) => "intact".to_owned(),
+        Ok(None) => "gone".to_owned(),
+        Err(e) => {
+            let (status, problem) = scan::classify(&e);
+            format!("{}: {}", render::status_phrase(status), problem.unwrap_or_default())
+        }
+    };
+    match scan::peek_header(&store.path_of(key)) {
+        Some(h) => format!(
+            "kind {}, origin {}, {} old, {status}",
+            h.kind(),
+            h.origin().map_or("none".to_owned(), |o| format!(
+                "`{}`",
+                render::truncate(&render::escape(o), 60)
+            )),
+            render::age(scan::age_of(h.created(), SystemTime::now()))
+        ),
+        None => status,
+    }
+}
+
+/// Asks the question on the terminal; without a terminal on stdin, refuses
+/// to `action` (never waits for input that cannot come).
+fn confirm(question: impl FnOnce() -> String, action: &str) -> Result<bool, Failure> {
+    let stdin = io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Failure::Plain(format!(
+            "refusing to {action} without confirmation: standard input is not a terminal; pass --yes to confirm"
+        )));
+    }
+    eprint!("{} [y/N] ", question());
+    let _ = io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .read_line(&mut answer)
+        .map_err(|e| Failure::io("failed to read the answer from standard input".to_owned(), e))?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
