@@ -24,7 +24,7 @@
 //! ```
 //! use safestash::crash::{explore, Protocol, Scenario};
 //!
-//! let report = explore(Scenario::SaveOverExisting, Protocol::Correct, 1500);
+//! let report = explore(Scenario::SaveOverExisting, Protocol::Correct, 2600);
 //! assert!(report.states > 100);
 //! assert_eq!(report.violations, 0, "{:?}", report.examples);
 //!
