@@ -7,7 +7,7 @@
 //!
 //! The table `orders` has typed columns, rows, and a data dictionary that
 //! operators wrote by hand (labels, notes, type overrides) and that lives
-//! nowhere else. A reload drops the table and loads a new upload. Three runs:
+//! nowhere else. A reload drops the table and loads a new upload. Four runs:
 //!
 //! 1. **Failed reload, rolled back**: the new upload has a bad row halfway;
 //!    the rollback hook recreates the table from the stash, with the column
@@ -19,6 +19,9 @@
 //!    and then reloads successfully.
 //! 3. **Successful reload**: the dictionary is carried over onto the new
 //!    table and the stash is cleared.
+//! 4. **Left for the operator**: one more worker is killed after dropping the
+//!    table, and this time nobody retries: its stash stays in the store for
+//!    the operator CLI (`safestash list`, `show`, `verify`) and the next run.
 //!
 //! The example checks every outcome itself and exits non-zero if one is
 //! wrong.
@@ -298,7 +301,8 @@ fn main() -> Result<(), Error> {
     if child {
         // The child of run 2: reload, and die halfway.
         let conn = open(&db)?;
-        reload(&conn, &store, &key, "upload-2", &upload(None))?;
+        let upload_id = std::env::var("ETL_UPLOAD").unwrap_or_else(|_| "upload-2".to_owned());
+        reload(&conn, &store, &key, &upload_id, &upload(None))?;
         unreachable!("the worker aborts after dropping the table");
     }
 
@@ -404,6 +408,25 @@ fn main() -> Result<(), Error> {
     assert!(store.load::<TableSnapshot>(&key)?.is_none(), "commit cleared the stash");
     assert!(store.verify()?.is_empty(), "no stash left behind");
     println!("    ok: {} new rows, dictionary kept, no stash left", rows.len());
-    println!("\nall three runs behaved as promised");
+    drop(conn);
+
+    // Run 4: a worker dies and nobody retries: the stash waits for the operator.
+    println!("\nrun 4: another worker is killed after dropping the table; nobody retries");
+    let status = Command::new(std::env::current_exe()?)
+        .arg("--die-after-drop")
+        .env("ETL_WORKDIR", &work)
+        .env("ETL_UPLOAD", "upload-4")
+        .status()?;
+    assert!(!status.success(), "the worker was meant to die");
+    let left = store.load::<TableSnapshot>(&key)?.ok_or("the dead worker's stash must survive it")?;
+    assert_eq!(left.meta().header.origin(), Some("upload-4"));
+    assert_eq!(left.value().rows.len(), 10, "the stash holds the table the worker dropped");
+    assert!(store.verify()?.iter().all(|r| r.result.is_ok()), "the stash is intact");
+    println!(
+        "    ok: the stash of upload-4 is intact in {}\n    inspect it with: cargo run --features cli -- list {}",
+        store.dir().display(),
+        store.dir().display()
+    );
+    println!("\nall four runs behaved as promised");
     Ok(())
 }

@@ -130,6 +130,7 @@ mod meta;
 pub mod model;
 mod observe;
 mod policy;
+mod reconcile;
 mod restore;
 mod rollback;
 #[cfg(feature = "sim")]
@@ -144,12 +145,21 @@ pub use lock::KeyLock;
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 pub use observe::{BoxError, Event, ObserverError};
 pub use policy::{Checked, LoadPolicy};
+pub use reconcile::{
+    CanonicalId, CanonicalUuid, Canonicalize, ExecutionReport, Fingerprint, IdSet, Limits,
+    Overrides, Plan, PurgeReport, ReconcileError, Reconciler, Refusal, Rule, StashedTenant,
+    Stopped, TENANT_SNAPSHOT_KIND, Unparseable, UnparseableIds, canonicalize, plan, purge_expired,
+    restore_tenant, tenant_key,
+};
 pub use restore::{
     Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Restorer, Source, TypeMap,
     choose_source,
 };
 pub use rollback::{GuardError, Restored, RollbackGuard};
 pub use store::Store;
+/// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
+/// `Uuid`, so callers use the same major version.
+pub use uuid;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
