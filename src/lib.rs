@@ -123,6 +123,7 @@ pub mod crash;
 pub mod envelope;
 mod error;
 pub mod fs;
+mod journal;
 mod key;
 mod lock;
 mod meta;
@@ -140,6 +141,11 @@ mod store;
 pub use envelope::{Digest, Encoding, Header};
 pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
+pub use journal::{
+    Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
+    OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
+    Unreadable, Updated, aggregate,
+};
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
