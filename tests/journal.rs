@@ -789,6 +789,28 @@ fn a_part_stashes_once_and_a_retry_picks_the_stash_up() {
     assert_eq!(state_of(&op, "t"), RollbackFailed);
 }
 
+/// Found by the journal fuzz target (its model was missing the rule): a
+/// part its worker marked rolled back itself has no use for its stash, and
+/// the next rollback of the operation clears it without restoring it again.
+#[test]
+fn a_part_rolled_back_by_its_worker_loses_its_stash_at_the_next_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
+    stash_and_complete(&op, "t");
+    drive(&op, "t", &[RolledBack]);
+    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_some(), "kept until rollback");
+    drive(&op, "u", &[Running, Failed]);
+    let report = op
+        .rollback(&mut |_: Stashed<String>| -> Result<(), std::io::Error> {
+            panic!("a part already rolled back is restored again")
+        })
+        .unwrap();
+    assert!(report.outcomes.iter().all(|p| p.part != "t"), "{report:?}");
+    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_none(), "stash cleared");
+    assert_eq!(state_of(&op, "t"), RolledBack);
+}
+
 // ---------------------------------------------------------------------------
 // Power cuts
 // ---------------------------------------------------------------------------

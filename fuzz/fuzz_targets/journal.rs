@@ -397,6 +397,11 @@ fuzz_target!(|input: Input| {
                             _ => {}
                         }
                     }
+                    // A part already rolled back (by its worker's own update)
+                    // needs its stash no more: the rollback clears it.
+                    for p in model.parts.iter_mut().filter(|p| p.state == RolledBack) {
+                        p.stash_live = false;
+                    }
                     let mut targets: Vec<usize> = (0..n)
                         .filter(|&i| matches!(model.parts[i].state, Completed | RollbackFailed))
                         .collect();
