@@ -418,7 +418,8 @@ fn main() -> Result<(), Error> {
         .env("ETL_UPLOAD", "upload-4")
         .status()?;
     assert!(!status.success(), "the worker was meant to die");
-    let left = store.load::<TableSnapshot>(&key)?.ok_or("the dead worker's stash must survive it")?;
+    let left =
+        store.load::<TableSnapshot>(&key)?.ok_or("the dead worker's stash must survive it")?;
     assert_eq!(left.meta().header.origin(), Some("upload-4"));
     assert_eq!(left.value().rows.len(), 10, "the stash holds the table the worker dropped");
     assert!(store.verify()?.iter().all(|r| r.result.is_ok()), "the stash is intact");
