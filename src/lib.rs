@@ -118,6 +118,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod canonical;
 #[cfg(feature = "sim")]
 pub mod crash;
 pub mod envelope;
@@ -130,6 +131,7 @@ mod meta;
 #[cfg(feature = "sim")]
 pub mod model;
 mod observe;
+mod plan;
 mod policy;
 mod reconcile;
 mod restore;
@@ -138,6 +140,7 @@ mod rollback;
 pub mod sim;
 mod store;
 
+pub use canonical::{CanonicalId, CanonicalUuid, Canonicalize, IdSet, Unparseable, canonicalize};
 pub use envelope::{Digest, Encoding, Header};
 pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
@@ -150,12 +153,11 @@ pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 pub use observe::{BoxError, Event, ObserverError};
+pub use plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, plan};
 pub use policy::{Checked, LoadPolicy};
 pub use reconcile::{
-    CanonicalId, CanonicalUuid, Canonicalize, ExecutionReport, Fingerprint, IdSet, Limits,
-    Overrides, Plan, PurgeReport, ReconcileError, Reconciler, Refusal, Rule, StashedTenant,
-    Stopped, TENANT_SNAPSHOT_KIND, Unparseable, UnparseableIds, canonicalize, plan, purge_expired,
-    restore_tenant, tenant_key,
+    ExecutionReport, PurgeReport, ReconcileError, Reconciler, StashedTenant, Stopped,
+    TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key,
 };
 pub use restore::{
     Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Restorer, Source, TypeMap,

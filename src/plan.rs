@@ -1,0 +1,844 @@
+//! Plans: which local tenants a reconciliation keeps and deletes, and the
+//! rules that refuse a plan that looks wrong.
+//!
+//! [`plan`](fn@plan) compares two [`IdSet`]s of [canonical
+//! ids](crate::canonical) and yields a [`Plan`].
+//!
+//! **Refuse plans that look wrong.**
+//! [`Reconciler::execute`](crate::Reconciler::execute) refuses an empty
+//! source of truth, a delete of too many tenants or too large a share
+//! ([`Limits`]), and unparseable input, unless the caller lifts the
+//! [`Rule`] by name ([`Overrides`]). A plan only executes against the inputs
+//! it was computed from (its [`Fingerprint`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::canonical::{CanonicalId, IdSet, Unparseable};
+use crate::error::Result;
+use crate::reconcile::ReconcileError;
+
+/// The SHA-256 of a plan's canonical, sorted inputs (both sides' ids and
+/// unparseable inputs): a plan executes only against inputs with the same
+/// fingerprint. Also the origin of every stash the plan writes.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{CanonicalUuid, IdSet, plan};
+///
+/// let a: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
+/// let b: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1)]);
+/// assert_eq!(plan(&a, &a).fingerprint(), plan(&b, &b).fingerprint()); // same canonical inputs
+/// assert_ne!(plan(&a, &a).fingerprint(), plan(&a, &IdSet::new()).fingerprint());
+/// assert_eq!(plan(&a, &a).fingerprint().to_string().len(), 64);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The digest's bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let p = safestash::plan::<safestash::CanonicalUuid>(&Default::default(), &Default::default());
+    /// assert_eq!(p.fingerprint().as_bytes().len(), 32);
+    /// ```
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = Unparseable;
+
+    fn from_str(s: &str) -> Result<Fingerprint, Unparseable> {
+        let bad = || Unparseable::new(s, "a fingerprint is 64 lowercase hex digits");
+        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn fingerprint<I: CanonicalId>(local: &IdSet<I>, authoritative: &IdSet<I>) -> Fingerprint {
+    // Every field is length-prefixed, so no two inputs hash the same bytes.
+    fn field(h: &mut Sha256, bytes: &[u8]) {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    let mut h = Sha256::new();
+    field(&mut h, b"safestash reconcile plan v1");
+    for (side, set) in [("local", local), ("authoritative", authoritative)] {
+        field(&mut h, side.as_bytes());
+        h.update((set.ids.len() as u64).to_be_bytes());
+        for id in &set.ids {
+            field(&mut h, id.to_string().as_bytes());
+        }
+        let raw: BTreeSet<&str> = set.unparseable.iter().map(Unparseable::input).collect();
+        h.update((raw.len() as u64).to_be_bytes());
+        for input in raw {
+            field(&mut h, input.as_bytes());
+        }
+    }
+    Fingerprint(h.finalize().into())
+}
+
+/// The inputs of a plan that could not be canonicalised, per side.
+///
+/// # Examples
+///
+/// See [`Plan::unparseable`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct UnparseableIds {
+    /// Local inputs (never deleted).
+    pub local: Vec<Unparseable>,
+    /// Inputs of the source of truth (the truth is uncertain).
+    pub authoritative: Vec<Unparseable>,
+}
+
+impl UnparseableIds {
+    /// How many inputs, on both sides.
+    ///
+    /// # Examples
+    ///
+    /// See [`Plan::unparseable`].
+    pub fn len(&self) -> usize {
+        self.local.len() + self.authoritative.len()
+    }
+
+    /// Whether every input was canonicalised.
+    ///
+    /// # Examples
+    ///
+    /// See [`Plan::unparseable`].
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a reconciliation would do: which local tenants to keep, which to
+/// delete, and which inputs could not be canonicalised. Computed by
+/// [`plan`], checked and run by [`Reconciler`](crate::Reconciler).
+///
+/// A plan is `Serialize` (for a dry run's log or an approval step) and
+/// `Display` (for a person). It can be deserialized too: execution
+/// recomputes the plan from the inputs and refuses any difference, so an
+/// edited plan never runs.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{CanonicalUuid, IdSet, plan};
+///
+/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)]);
+/// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
+/// let p = plan(&local, &truth);
+/// assert_eq!(p.keep(), [CanonicalUuid::from(uuid::Uuid::from_u128(1))]);
+/// assert_eq!(p.delete(), [CanonicalUuid::from(uuid::Uuid::from_u128(2))]);
+/// println!("{p}"); // the dry run
+/// let json = serde_json::to_string(&p)?;
+/// assert!(json.contains("\"delete\":[\"00000000-0000-0000-0000-000000000002\"]"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan<I> {
+    pub(crate) fingerprint: Fingerprint,
+    local: usize,
+    authoritative: usize,
+    authoritative_only: usize,
+    keep: Vec<I>,
+    pub(crate) delete: Vec<I>,
+    unparseable: UnparseableIds,
+}
+
+/// Computes the plan that makes `local` match `authoritative`: keep the
+/// tenants on both sides, delete the local tenants the source of truth does
+/// not list. Only canonical ids take part; unparseable inputs are carried
+/// into the plan's report and never deleted.
+///
+/// Both sides must be [`IdSet`]s of the same canonical type, so comparing
+/// raw strings with parsed values does not compile:
+///
+/// ```compile_fail,E0308
+/// use std::collections::HashSet;
+/// use safestash::{CanonicalUuid, IdSet, plan};
+///
+/// let local: HashSet<String> = HashSet::from(["6f9619ff-8b86-d011-b42d-00c04fc964ff".to_owned()]);
+/// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["6F9619FF-8B86-D011-B42D-00C04FC964FF"]);
+/// let p = plan(&local, &truth); // expected `&IdSet<_>`, found `&HashSet<String>`
+/// ```
+///
+/// Nor does a set of raw strings dressed as an `IdSet`: `String` is not a
+/// [`CanonicalId`].
+///
+/// ```compile_fail,E0277
+/// use safestash::{IdSet, plan};
+///
+/// let local: IdSet<String> = Default::default();
+/// let p = plan(&local, &local); // the trait `CanonicalId` is not implemented for `String`
+/// ```
+///
+/// # Examples
+///
+/// The incident, done right: the local side yields uuid values, the source
+/// of truth the same ids as upper-case strings, and one tenant is gone.
+///
+/// ```
+/// use safestash::{CanonicalUuid, IdSet, plan};
+/// use uuid::Uuid;
+///
+/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(Uuid::from_u128));
+/// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize([
+///     "00000000-0000-0000-0000-000000000001",
+///     "{00000000-0000-0000-0000-000000000003}",
+/// ]);
+/// let p = plan(&local, &truth);
+/// assert_eq!(p.delete(), [CanonicalUuid::from(Uuid::from_u128(2))]);
+/// assert_eq!(p.keep().len(), 2);
+/// ```
+pub fn plan<I: CanonicalId>(local: &IdSet<I>, authoritative: &IdSet<I>) -> Plan<I> {
+    let sorted = |u: &[Unparseable]| -> Vec<Unparseable> {
+        u.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect()
+    };
+    Plan {
+        fingerprint: fingerprint(local, authoritative),
+        local: local.ids.len(),
+        authoritative: authoritative.ids.len(),
+        authoritative_only: authoritative.ids.difference(&local.ids).count(),
+        keep: local.ids.intersection(&authoritative.ids).cloned().collect(),
+        delete: local.ids.difference(&authoritative.ids).cloned().collect(),
+        unparseable: UnparseableIds {
+            local: sorted(&local.unparseable),
+            authoritative: sorted(&authoritative.unparseable),
+        },
+    }
+}
+
+impl<I: CanonicalId> Plan<I> {
+    /// The fingerprint of the inputs the plan was computed from.
+    ///
+    /// # Examples
+    ///
+    /// See [`Fingerprint`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Local tenants the source of truth lists, sorted.
+    ///
+    /// # Examples
+    ///
+    /// See [`Plan`].
+    pub fn keep(&self) -> &[I] {
+        &self.keep
+    }
+
+    /// Local tenants the source of truth does not list, sorted: the order
+    /// execution deletes them in.
+    ///
+    /// # Examples
+    ///
+    /// See [`Plan`].
+    pub fn delete(&self) -> &[I] {
+        &self.delete
+    }
+
+    /// The inputs that could not be canonicalised, per side, sorted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, IdSet, plan};
+    ///
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(["tenant-7"]);
+    /// let p = plan(&local, &IdSet::new());
+    /// assert_eq!(p.unparseable().local[0].input(), "tenant-7");
+    /// assert_eq!(p.unparseable().len(), 1);
+    /// assert!(p.delete().is_empty()); // never deleted
+    /// ```
+    pub fn unparseable(&self) -> &UnparseableIds {
+        &self.unparseable
+    }
+
+    /// How many canonical tenants the local side holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
+    /// assert_eq!(plan(&local, &IdSet::new()).local_count(), 3);
+    /// ```
+    pub fn local_count(&self) -> usize {
+        self.local
+    }
+
+    /// How many canonical tenants the source of truth lists.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
+    /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_count(), 3);
+    /// ```
+    pub fn authoritative_count(&self) -> usize {
+        self.authoritative
+    }
+
+    /// How many tenants the source of truth lists that do not exist
+    /// locally (not this plan's business, but worth seeing in a dry run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
+    /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_only(), 3);
+    /// ```
+    pub fn authoritative_only(&self) -> usize {
+        self.authoritative_only
+    }
+
+    /// Every rule the plan breaks under `limits`, whatever the overrides.
+    ///
+    /// - [`Rule::EmptyAuthority`]: the source of truth lists no tenant while
+    ///   the local side has some;
+    /// - [`Rule::TooMany`]: more than `limits.max_count` tenants to delete;
+    /// - [`Rule::TooLargeShare`]: more than `limits.max_share` of the local
+    ///   tenants to delete (a `max_share` that is NaN refuses any delete);
+    /// - [`Rule::Unparseable`]: any input, on either side, could not be
+    ///   canonicalised.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, IdSet, Limits, Rule, plan};
+    ///
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=9).map(uuid::Uuid::from_u128));
+    /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=2).map(uuid::Uuid::from_u128));
+    /// let refusals = plan(&local, &truth).refusals(&Limits::default());
+    /// let rules: Vec<Rule> = refusals.iter().map(|r| r.rule()).collect();
+    /// assert_eq!(rules, [Rule::TooMany, Rule::TooLargeShare]);
+    /// assert_eq!(
+    ///     refusals[0].to_string(),
+    ///     "refusing to delete 7 of 9 tenants: more than the limit of 5 \
+    ///      (rule TooMany; override with Overrides::allow(Rule::TooMany))"
+    /// );
+    /// ```
+    pub fn refusals(&self, limits: &Limits) -> Vec<Refusal> {
+        let mut out = Vec::new();
+        if self.authoritative == 0 && self.local > 0 {
+            out.push(Refusal::EmptyAuthority { local: self.local });
+        }
+        let (delete, local) = (self.delete.len(), self.local);
+        if delete > 0 {
+            if delete > limits.max_count {
+                out.push(Refusal::TooMany { delete, local, max_count: limits.max_count });
+            }
+            let share = delete as f64 / local as f64;
+            // Written so that a NaN limit refuses (fails closed).
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            if !(share <= limits.max_share) {
+                out.push(Refusal::TooLargeShare { delete, local, max_share: limits.max_share });
+            }
+        }
+        if !self.unparseable.is_empty() {
+            out.push(Refusal::Unparseable {
+                local: self.unparseable.local.len(),
+                authoritative: self.unparseable.authoritative.len(),
+            });
+        }
+        out
+    }
+
+    /// Checks the plan under `limits`: refuses it if any rule fires that
+    /// `overrides` does not lift, and otherwise returns the refusals the
+    /// overrides lifted (empty when none was needed).
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::Refused`], naming every rule that fired and was not
+    /// lifted, with the numbers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, IdSet, Limits, Overrides, Rule, plan};
+    ///
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
+    /// let p = plan(&local, &IdSet::new()); // the source of truth returned nothing
+    /// let err = p.check(&Limits::default(), &Overrides::none()).unwrap_err();
+    /// assert_eq!(err.refused_rules(), [Rule::EmptyAuthority, Rule::TooLargeShare]);
+    ///
+    /// // Deleting every tenant takes lifting both rules, by name.
+    /// let both = Overrides::allow(Rule::EmptyAuthority).and(Rule::TooLargeShare);
+    /// assert_eq!(p.check(&Limits::default(), &both)?.len(), 2);
+    /// # Ok::<(), safestash::ReconcileError>(())
+    /// ```
+    pub fn check(
+        &self,
+        limits: &Limits,
+        overrides: &Overrides,
+    ) -> Result<Vec<Refusal>, ReconcileError> {
+        let (lifted, refusals): (Vec<_>, Vec<_>) =
+            self.refusals(limits).into_iter().partition(|r| overrides.allows(r.rule()));
+        if refusals.is_empty() { Ok(lifted) } else { Err(ReconcileError::Refused { refusals }) }
+    }
+}
+
+impl<I: CanonicalId> fmt::Display for Plan<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan {}", self.fingerprint)?;
+        writeln!(f, "  local tenants:    {}", self.local)?;
+        writeln!(
+            f,
+            "  source of truth:  {} ({} not present locally)",
+            self.authoritative, self.authoritative_only
+        )?;
+        writeln!(f, "  keep:             {}", self.keep.len())?;
+        writeln!(f, "  delete:           {}", self.delete.len())?;
+        for id in &self.delete {
+            writeln!(f, "    - {id}")?;
+        }
+        if self.unparseable.is_empty() {
+            write!(f, "  unparseable ids:  none")
+        } else {
+            write!(f, "  unparseable ids:  {} (never deleted)", self.unparseable.len())?;
+            let sides =
+                [("local", &self.unparseable.local), ("truth", &self.unparseable.authoritative)];
+            for (side, list) in sides {
+                for u in list {
+                    write!(f, "\n    - {side}: {u}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A rule that refuses a plan unless the caller lifts it by name.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Overrides, Rule};
+///
+/// let overrides = Overrides::allow(Rule::TooMany);
+/// assert!(overrides.allows(Rule::TooMany));
+/// assert_eq!(Rule::TooMany.to_string(), "TooMany");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The source of truth lists no tenant while the local side has some:
+    /// it probably failed or returned nothing.
+    EmptyAuthority,
+    /// More tenants to delete than [`Limits::max_count`].
+    TooMany,
+    /// A larger share of the local tenants to delete than
+    /// [`Limits::max_share`].
+    TooLargeShare,
+    /// An input id, on either side, could not be canonicalised.
+    Unparseable,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rule::EmptyAuthority => "EmptyAuthority",
+            Rule::TooMany => "TooMany",
+            Rule::TooLargeShare => "TooLargeShare",
+            Rule::Unparseable => "Unparseable",
+        })
+    }
+}
+
+/// The rules a caller explicitly lifts for one run. None by default.
+///
+/// Lifting a rule lifts it entirely; to allow a somewhat larger run, prefer
+/// raising [`Limits`], which keeps a ceiling in place.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Overrides, Rule};
+///
+/// let o = Overrides::allow(Rule::EmptyAuthority).and(Rule::TooLargeShare);
+/// assert!(o.allows(Rule::TooLargeShare));
+/// assert!(!o.allows(Rule::TooMany));
+/// assert!(!Overrides::none().allows(Rule::Unparseable));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    rules: BTreeSet<Rule>,
+}
+
+impl Overrides {
+    /// No rule lifted.
+    ///
+    /// # Examples
+    ///
+    /// See [`Overrides`].
+    pub fn none() -> Overrides {
+        Overrides::default()
+    }
+
+    /// Lifts `rule`.
+    ///
+    /// # Examples
+    ///
+    /// See [`Overrides`].
+    pub fn allow(rule: Rule) -> Overrides {
+        Overrides::none().and(rule)
+    }
+
+    /// Lifts `rule` too.
+    ///
+    /// # Examples
+    ///
+    /// See [`Overrides`].
+    #[must_use]
+    pub fn and(mut self, rule: Rule) -> Overrides {
+        self.rules.insert(rule);
+        self
+    }
+
+    /// Whether `rule` is lifted.
+    ///
+    /// # Examples
+    ///
+    /// See [`Overrides`].
+    pub fn allows(&self, rule: Rule) -> bool {
+        self.rules.contains(&rule)
+    }
+}
+
+impl FromIterator<Rule> for Overrides {
+    fn from_iter<T: IntoIterator<Item = Rule>>(iter: T) -> Self {
+        Overrides { rules: iter.into_iter().collect() }
+    }
+}
+
+/// The blast-radius limits of one run. A plan *exceeds* a limit when it
+/// deletes strictly more: by default more than 10% of the local tenants or
+/// more than 5 tenants.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::Limits;
+///
+/// let limits = Limits::default();
+/// assert_eq!((limits.max_share, limits.max_count), (0.10, 5));
+/// // A migration that retires a batch of 20 tenants, and says so:
+/// let batch = Limits::default().max_count(20).max_share(0.25);
+/// assert_eq!(batch.max_count, 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest share of the local tenants one run may delete, from 0.0
+    /// to 1.0.
+    pub max_share: f64,
+    /// The most tenants one run may delete.
+    pub max_count: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_share: 0.10, max_count: 5 }
+    }
+}
+
+impl Limits {
+    /// The defaults: 10%, 5 tenants.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::Limits::new(), safestash::Limits::default());
+    /// ```
+    pub fn new() -> Limits {
+        Limits::default()
+    }
+
+    /// Sets the largest share of local tenants to delete.
+    ///
+    /// # Examples
+    ///
+    /// See [`Limits`].
+    #[must_use]
+    pub fn max_share(mut self, share: f64) -> Limits {
+        self.max_share = share;
+        self
+    }
+
+    /// Sets the most tenants to delete.
+    ///
+    /// # Examples
+    ///
+    /// See [`Limits`].
+    #[must_use]
+    pub fn max_count(mut self, count: usize) -> Limits {
+        self.max_count = count;
+        self
+    }
+}
+
+/// Why a plan is refused: the rule that fired, with the numbers.
+///
+/// # Examples
+///
+/// See [`Plan::refusals`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// [`Rule::EmptyAuthority`].
+    EmptyAuthority {
+        /// Local tenants.
+        local: usize,
+    },
+    /// [`Rule::TooMany`].
+    TooMany {
+        /// Tenants to delete.
+        delete: usize,
+        /// Local tenants.
+        local: usize,
+        /// The limit.
+        max_count: usize,
+    },
+    /// [`Rule::TooLargeShare`].
+    TooLargeShare {
+        /// Tenants to delete.
+        delete: usize,
+        /// Local tenants.
+        local: usize,
+        /// The limit.
+        max_share: f64,
+    },
+    /// [`Rule::Unparseable`].
+    Unparseable {
+        /// Local inputs that could not be canonicalised.
+        local: usize,
+        /// Inputs of the source of truth that could not be canonicalised.
+        authoritative: usize,
+    },
+}
+
+impl Refusal {
+    /// The rule that fired.
+    ///
+    /// # Examples
+    ///
+    /// See [`Plan::refusals`].
+    pub fn rule(&self) -> Rule {
+        match self {
+            Refusal::EmptyAuthority { .. } => Rule::EmptyAuthority,
+            Refusal::TooMany { .. } => Rule::TooMany,
+            Refusal::TooLargeShare { .. } => Rule::TooLargeShare,
+            Refusal::Unparseable { .. } => Rule::Unparseable,
+        }
+    }
+}
+
+/// `share` as a percentage with at most two decimals, without trailing zeros.
+fn percent(share: f64) -> String {
+    let s = format!("{:.2}", share * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Refusal::EmptyAuthority { local } => write!(
+                f,
+                "refusing to delete: the source of truth lists no tenants while {local} exist \
+                 locally (it may have failed)"
+            )?,
+            Refusal::TooMany { delete, local, max_count } => write!(
+                f,
+                "refusing to delete {delete} of {local} tenants: more than the limit of {max_count}"
+            )?,
+            Refusal::TooLargeShare { delete, local, max_share } => write!(
+                f,
+                "refusing to delete {delete} of {local} tenants ({}%): more than the limit of {}%",
+                percent(delete as f64 / local as f64),
+                percent(max_share)
+            )?,
+            Refusal::Unparseable { local, authoritative } => write!(
+                f,
+                "refusing to delete: {} input ids could not be canonicalised ({local} local, \
+                 {authoritative} in the source of truth)",
+                local + authoritative
+            )?,
+        }
+        let rule = self.rule();
+        write!(f, " (rule {rule}; override with Overrides::allow(Rule::{rule}))")
+    }
+}
+
+pub(crate) fn join_refusals(refusals: &[Refusal]) -> String {
+    refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::CanonicalUuid;
+    use uuid::Uuid;
+
+    fn id(n: u128) -> CanonicalUuid {
+        CanonicalUuid::from(Uuid::from_u128(n))
+    }
+
+    fn set(ns: impl IntoIterator<Item = u128>) -> IdSet<CanonicalUuid> {
+        ns.into_iter().map(id).collect()
+    }
+
+    #[test]
+    fn fingerprint_depends_on_canonical_content_only() {
+        let a = IdSet::<CanonicalUuid>::canonicalize([
+            "00000000-0000-0000-0000-000000000001",
+            "x",
+            "y",
+        ]);
+        let b = IdSet::<CanonicalUuid>::canonicalize([
+            "y",
+            "{00000000-0000-0000-0000-000000000001}",
+            "x",
+            "x",
+        ]);
+        assert_eq!(fingerprint(&a, &set([2])), fingerprint(&b, &set([2])));
+        assert_eq!(plan(&a, &set([2])), plan(&b, &set([2])));
+        // Sides are not interchangeable, and every id counts.
+        assert_ne!(fingerprint(&set([1]), &set([2])), fingerprint(&set([2]), &set([1])));
+        assert_ne!(fingerprint(&set([1]), &set([])), fingerprint(&set([1]), &set([1])));
+        let c = IdSet::<CanonicalUuid>::canonicalize(["00000000-0000-0000-0000-000000000001", "x"]);
+        assert_ne!(fingerprint(&a, &set([2])), fingerprint(&c, &set([2])));
+        let fp = fingerprint(&a, &set([2]));
+        assert_eq!(fp.to_string().parse::<Fingerprint>().unwrap(), fp);
+        assert!("ABC".parse::<Fingerprint>().is_err());
+        assert!(fp.to_string().to_uppercase().parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn limits_are_exceeded_only_strictly() {
+        let limits = Limits::default();
+        // 5 of 50 (10%): at both limits, allowed.
+        assert!(plan(&set(1..=50), &set(6..=50)).refusals(&limits).is_empty());
+        // 6 of 60 (10%): one too many, share exactly at the limit.
+        let r = plan(&set(1..=60), &set(7..=60)).refusals(&limits);
+        assert_eq!(r, [Refusal::TooMany { delete: 6, local: 60, max_count: 5 }]);
+        // 2 of 10 (20%): few, but too large a share.
+        let r = plan(&set(1..=10), &set(3..=10)).refusals(&limits);
+        assert_eq!(r, [Refusal::TooLargeShare { delete: 2, local: 10, max_share: 0.10 }]);
+        // 1 of 10 (10%): allowed.
+        assert!(plan(&set(1..=10), &set(2..=10)).refusals(&limits).is_empty());
+        // Nothing to delete: no limit applies, even a negative one.
+        let strict = Limits::default().max_share(-1.0).max_count(0);
+        assert!(plan(&set(1..=3), &set(1..=3)).refusals(&strict).is_empty());
+    }
+
+    #[test]
+    fn a_nan_share_limit_fails_closed() {
+        let r = plan(&set(1..=100), &set(2..=100)).refusals(&Limits::default().max_share(f64::NAN));
+        assert_eq!(r.iter().map(Refusal::rule).collect::<Vec<_>>(), [Rule::TooLargeShare]);
+    }
+
+    #[test]
+    fn empty_authority_fires_only_with_local_tenants() {
+        let limits = Limits::default();
+        assert!(plan(&set([]), &set([])).refusals(&limits).is_empty());
+        let rules: Vec<Rule> =
+            plan(&set([1]), &set([])).refusals(&limits).iter().map(Refusal::rule).collect();
+        assert_eq!(rules, [Rule::EmptyAuthority, Rule::TooLargeShare]);
+        // Only unparseable ids in the truth: it is empty, and uncertain.
+        let truth = IdSet::canonicalize(["garbled"]);
+        let rules: Vec<Rule> =
+            plan(&set([1]), &truth).refusals(&limits).iter().map(Refusal::rule).collect();
+        assert_eq!(rules, [Rule::EmptyAuthority, Rule::TooLargeShare, Rule::Unparseable]);
+    }
+
+    #[test]
+    fn refusal_messages_name_rule_numbers_and_override() {
+        let msg = |r: Refusal| r.to_string();
+        assert_eq!(
+            msg(Refusal::TooMany { delete: 7, local: 9, max_count: 5 }),
+            "refusing to delete 7 of 9 tenants: more than the limit of 5 \
+             (rule TooMany; override with Overrides::allow(Rule::TooMany))"
+        );
+        assert_eq!(
+            msg(Refusal::TooLargeShare { delete: 2, local: 3, max_share: 0.07 }),
+            "refusing to delete 2 of 3 tenants (66.67%): more than the limit of 7% \
+             (rule TooLargeShare; override with Overrides::allow(Rule::TooLargeShare))"
+        );
+        assert_eq!(
+            msg(Refusal::EmptyAuthority { local: 4 }),
+            "refusing to delete: the source of truth lists no tenants while 4 exist locally \
+             (it may have failed) (rule EmptyAuthority; override with \
+             Overrides::allow(Rule::EmptyAuthority))"
+        );
+        assert_eq!(
+            msg(Refusal::Unparseable { local: 1, authoritative: 2 }),
+            "refusing to delete: 3 input ids could not be canonicalised (1 local, 2 in the \
+             source of truth) (rule Unparseable; override with Overrides::allow(Rule::Unparseable))"
+        );
+        let err = plan(&set(1..=9), &set([8, 9])).check(&Limits::default(), &Overrides::none());
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("rule TooMany")
+                && err.contains("; refusing to delete 7 of 9 tenants (77.78%)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plan_display_lists_deletions_and_unparseable_ids() {
+        let local = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001", "bad local"]);
+        let truth = IdSet::canonicalize(["BAD"]);
+        let text = plan::<CanonicalUuid>(&local, &truth).to_string();
+        assert!(
+            text.contains("  delete:           1\n    - 00000000-0000-0000-0000-000000000001\n"),
+            "{text}"
+        );
+        assert!(text.contains("unparseable ids:  2 (never deleted)"), "{text}");
+        assert!(text.contains("- local: \"bad local\" is not a valid id"), "{text}");
+        assert!(text.contains("- truth: \"BAD\" is not a valid id"), "{text}");
+    }
+}
