@@ -590,8 +590,8 @@ pub struct EnvelopeWriter<W: Write> {
     buf: Vec<u8>,
     /// Bytes hashed (and written) so far.
     hashed: u64,
-    written: u64,
-    payload_len: u64,
+    /// Length of the magic line and header.
+    prefix_len: u64,
 }
 
 /// The writer's buffer: small envelopes go out in one `write`, large ones
@@ -600,7 +600,7 @@ const WRITE_BUFFER: usize = 64 << 10;
 
 /// After this many bytes, hashing moves to its own thread, so that a large
 /// stream is hashed on one core while it is serialized and written on another.
-const HASH_THREAD_AFTER: u64 = 8 << 20;
+const HASH_THREAD_AFTER: u64 = 256 << 10;
 
 /// SHA-256, inline for small envelopes and on a helper thread for large ones.
 #[derive(Debug)]
@@ -710,8 +710,7 @@ impl<W: Write> EnvelopeWriter<W> {
             hasher: Hasher::Inline(Sha256::new()),
             buf,
             hashed: 0,
-            written: prefix.len() as u64,
-            payload_len: 0,
+            prefix_len: prefix.len() as u64,
         })
     }
 
@@ -720,6 +719,17 @@ impl<W: Write> EnvelopeWriter<W> {
         self.hasher.update(bytes, self.hashed);
         self.hashed += bytes.len() as u64;
         self.inner.write_all(bytes)
+    }
+
+    #[cold]
+    fn write_all_cold(&mut self, data: &[u8]) -> io::Result<()> {
+        self.flush_buf()?;
+        if data.len() >= WRITE_BUFFER {
+            self.emit(data)
+        } else {
+            self.buf.extend_from_slice(data);
+            Ok(())
+        }
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
@@ -752,7 +762,9 @@ impl<W: Write> EnvelopeWriter<W> {
     pub fn finish(mut self) -> io::Result<Finished<W>> {
         let mut trailer = Vec::with_capacity(TRAILER_LEN);
         trailer.extend_from_slice(TRAILER_TAG);
-        trailer.extend_from_slice(format!("{:020} sha256=", self.payload_len).as_bytes());
+        let written = self.hashed + self.buf.len() as u64;
+        let payload_len = written - self.prefix_len;
+        trailer.extend_from_slice(format!("{payload_len:020} sha256=").as_bytes());
         debug_assert_eq!(trailer.len(), TRAILER_HASHED);
         // The buffered tail, the trailer and its digest go out in one write.
         let mut tail = std::mem::take(&mut self.buf);
@@ -765,30 +777,29 @@ impl<W: Write> EnvelopeWriter<W> {
         Ok(Finished {
             inner: self.inner,
             digest,
-            len: self.written + TRAILER_LEN as u64,
-            payload_len: self.payload_len,
+            len: written + TRAILER_LEN as u64,
+            payload_len,
         })
     }
 }
 
 impl<W: Write> Write for EnvelopeWriter<W> {
+    #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.write_all(data)?;
         Ok(data.len())
     }
 
+    // The serializer calls this once per token: the common case must be a
+    // bounds check and a copy, inlined into the serializer.
+    #[inline]
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.buf.len() + data.len() > WRITE_BUFFER {
-            self.flush_buf()?;
-        }
-        if data.len() >= WRITE_BUFFER {
-            self.emit(data)?;
-        } else {
+        if data.len() <= WRITE_BUFFER - self.buf.len() {
             self.buf.extend_from_slice(data);
+            Ok(())
+        } else {
+            self.write_all_cold(data)
         }
-        self.written += data.len() as u64;
-        self.payload_len += data.len() as u64;
-        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
