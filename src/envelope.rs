@@ -774,12 +774,7 @@ impl<W: Write> EnvelopeWriter<W> {
         tail.push(b'\n');
         self.inner.write_all(&tail)?;
         self.inner.flush()?;
-        Ok(Finished {
-            inner: self.inner,
-            digest,
-            len: written + TRAILER_LEN as u64,
-            payload_len,
-        })
+        Ok(Finished { inner: self.inner, digest, len: written + TRAILER_LEN as u64, payload_len })
     }
 }
 
