@@ -556,36 +556,9 @@ fn eight_processes_drive_their_own_parts_and_lose_no_update() {
     let start = op.view().unwrap().generation;
 
     let began = Instant::now();
-    let mut children: Vec<(usize, Child)> =
-        (0..WORKERS).map(|w| (w, spawn(root.path(), w))).collect();
+    let children: Vec<(usize, Child)> = (0..WORKERS).map(|w| (w, spawn(root.path(), w))).collect();
     File::create(root.path().join("go")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut failed = Vec::new();
-    while !children.is_empty() {
-        let mut still_running = Vec::new();
-        for (w, mut child) in children {
-            match child.try_wait().unwrap() {
-                Some(status) => {
-                    let read = |name: String| {
-                        std::fs::read_to_string(root.path().join(name)).unwrap_or_default()
-                    };
-                    let (out, err) = (read(format!("out-{w}")), read(format!("err-{w}")));
-                    if !status.success() || !out.contains("1 passed") {
-                        failed.push(format!("worker {w}: {status}\n{out}\n{err}"));
-                    }
-                }
-                None if Instant::now() > deadline => {
-                    child.kill().unwrap();
-                    child.wait().unwrap();
-                    failed.push(format!("worker {w}: timed out"));
-                }
-                None => still_running.push((w, child)),
-            }
-        }
-        children = still_running;
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n---\n"));
+    harness::wait_for_workers(root.path(), children, Duration::from_secs(120));
 
     let conflicts: u32 = (0..WORKERS)
         .map(|w| {

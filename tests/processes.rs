@@ -6,6 +6,7 @@
 //! returns at once, so it is harmless in a normal run.
 
 mod common;
+mod harness;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -143,38 +144,11 @@ fn spawn(exe: &Path, dir: &Path, worker: u32) -> Child {
 fn concurrent_processes_never_see_a_torn_stash() {
     let root = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<(u32, Child)> =
+    let children: Vec<(u32, Child)> =
         (0..WORKERS).map(|w| (w, spawn(&exe, root.path(), w))).collect();
     File::create(root.path().join("go")).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut failed = Vec::new();
-    while !children.is_empty() {
-        let mut still_running = Vec::new();
-        for (w, mut child) in children {
-            match child.try_wait().unwrap() {
-                Some(status) => {
-                    let out = std::fs::read_to_string(root.path().join(format!("out-{w}")))
-                        .unwrap_or_default();
-                    let err = std::fs::read_to_string(root.path().join(format!("err-{w}")))
-                        .unwrap_or_default();
-                    // Exit 0 with no test run would prove nothing.
-                    if !status.success() || !out.contains("1 passed") {
-                        failed.push(format!("worker {w}: {status}\n{out}\n{err}"));
-                    }
-                }
-                None if Instant::now() > deadline => {
-                    child.kill().unwrap();
-                    child.wait().unwrap();
-                    failed.push(format!("worker {w}: timed out"));
-                }
-                None => still_running.push((w, child)),
-            }
-        }
-        children = still_running;
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n---\n"));
+    harness::wait_for_workers(root.path(), children, Duration::from_secs(120));
 
     let mut loads = 0;
     let mut foreign = 0;

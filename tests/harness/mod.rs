@@ -92,3 +92,40 @@ pub fn effective_uid() -> u32 {
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
+
+/// Waits for child test processes, each writing its stdout and stderr to
+/// `out-W` and `err-W` in `root`, and panics listing every worker that
+/// failed, ran no test ("1 passed" is required: exit 0 with no test run
+/// would prove nothing) or outlived `timeout` (it is killed).
+pub fn wait_for_workers<W: std::fmt::Display>(
+    root: &std::path::Path,
+    mut children: Vec<(W, std::process::Child)>,
+    timeout: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut failed = Vec::new();
+    while !children.is_empty() {
+        let mut still_running = Vec::new();
+        for (w, mut child) in children {
+            match child.try_wait().unwrap() {
+                Some(status) => {
+                    let read =
+                        |name: String| std::fs::read_to_string(root.join(name)).unwrap_or_default();
+                    let (out, err) = (read(format!("out-{w}")), read(format!("err-{w}")));
+                    if !status.success() || !out.contains("1 passed") {
+                        failed.push(format!("worker {w}: {status}\n{out}\n{err}"));
+                    }
+                }
+                None if std::time::Instant::now() > deadline => {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    failed.push(format!("worker {w}: timed out"));
+                }
+                None => still_running.push((w, child)),
+            }
+        }
+        children = still_running;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n---\n"));
+}
