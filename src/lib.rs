@@ -164,7 +164,7 @@ pub use restore::{
     choose_source,
 };
 pub use rollback::{GuardError, Restored, RollbackGuard};
-pub use store::Store;
+pub use store::{Store, temp_file_key};
 /// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
 /// `Uuid`, so callers use the same major version.
 pub use uuid;

@@ -984,8 +984,19 @@ impl<F: Fs> Store<F> {
     }
 }
 
-/// The key of a temp file name `.KEY.XXXXXXXX.tmp`, if `name` is one.
-pub(crate) fn temp_file_key(name: &str) -> Option<StashKey> {
+/// The key of a temp file name `.KEY.XXXXXXXX.tmp` (a save in progress, or
+/// one a crashed writer left), if `name` is one; see `docs/FORMAT.md`.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::temp_file_key;
+///
+/// assert_eq!(temp_file_key(".orders.Ab3dE5gH.tmp").unwrap().as_str(), "orders");
+/// assert!(temp_file_key("orders").is_none());
+/// assert!(temp_file_key(".orders.lock").is_none());
+/// ```
+pub fn temp_file_key(name: &str) -> Option<StashKey> {
     let inner = name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
     let (key, rand) = inner.rsplit_once('.')?;
     if rand.len() != TEMP_RAND_LEN || !rand.bytes().all(|b| b.is_ascii_alphanumeric()) {

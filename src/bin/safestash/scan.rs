@@ -211,7 +211,7 @@ pub fn classify(e: &Error) -> (Status, Option<String>) {
 /// The key and status of a temp leftover (`.KEY.XXXXXXXX.tmp`) or a
 /// quarantined file (`.KEY.quarantined.TIME`), from its name.
 pub fn side_file(name: &str) -> Option<(StashKey, Status)> {
-    if let Some(key) = temp_key(name) {
+    if let Some(key) = safestash::temp_file_key(name) {
         return Some((key, Status::TempLeftover));
     }
     let (key, stamp) = name.strip_prefix('.')?.rsplit_once(".quarantined.")?;
@@ -219,17 +219,6 @@ pub fn side_file(name: &str) -> Option<(StashKey, Status)> {
         return None;
     }
     Some((StashKey::new(key).ok()?, Status::Quarantined))
-}
-
-/// The key of a temp file name `.KEY.XXXXXXXX.tmp` (`X` in `[A-Za-z0-9]`),
-/// as docs/FORMAT.md names them.
-pub fn temp_key(name: &str) -> Option<StashKey> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (key, random) = inner.rsplit_once('.')?;
-    if random.len() != 8 || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    StashKey::new(key).ok()
 }
 
 /// The header of the file at `path`, read without checking the digest, if
