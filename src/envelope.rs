@@ -29,12 +29,12 @@
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::Digest;
 use crate::error::{Corruption, Error};
 use crate::key::StashKey;
 
@@ -116,100 +116,6 @@ pub const MAX_PREFIX_LEN: usize = MAX_VERSION_LINE + MAX_HEADER_LEN;
 const WRITER: &str = concat!("safestash ", env!("CARGO_PKG_VERSION"));
 /// 10000-01-01T00:00:00Z, the first instant RFC 3339 cannot write.
 const MAX_UNIX_SECS: u64 = 253_402_300_800;
-
-/// A SHA-256 digest, shown as 64 lowercase hex digits.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::Digest;
-///
-/// let d = Digest::of(b"abc");
-/// assert_eq!(d.to_string(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-/// assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    /// The SHA-256 of `bytes`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(safestash::Digest::of(b"").as_bytes().len(), 32);
-    /// ```
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    /// The raw 32 bytes.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let d = safestash::Digest::of(b"x");
-    /// assert_eq!(d.as_bytes()[0], 0x2d);
-    /// ```
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    fn hex(&self) -> [u8; 64] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 0xF)];
-        }
-        out
-    }
-
-    /// Parses exactly 64 lowercase hex digits.
-    fn from_hex(hex: &[u8]) -> Option<Digest> {
-        fn nibble(c: u8) -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
-            }
-        }
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-        }
-        Some(Digest(out))
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.hex();
-        // The hex digits are ASCII.
-        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({self})")
-    }
-}
-
-impl FromStr for Digest {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Digest, Error> {
-        Digest::from_hex(s.as_bytes()).ok_or_else(|| Error::InvalidOption {
-            field: "digest",
-            value: s.to_owned(),
-            rule: "64 lowercase hex digits",
-        })
-    }
-}
 
 /// How a payload is encoded. Version 1 knows one encoding.
 ///
@@ -769,7 +675,7 @@ impl<W: Write> EnvelopeWriter<W> {
         // The buffered tail, the trailer and its digest go out in one write.
         let mut tail = std::mem::take(&mut self.buf);
         tail.extend_from_slice(&trailer);
-        let digest = Digest(self.hasher.finish(&tail)?);
+        let digest = Digest::from_bytes(self.hasher.finish(&tail)?);
         tail.extend_from_slice(&digest.hex());
         tail.push(b'\n');
         self.inner.write_all(&tail)?;
@@ -1030,7 +936,7 @@ pub fn verify_reader<R: Read + Seek>(
         hasher.update(&buf[..got]);
         remaining -= got as u64;
     }
-    let actual = Digest(hasher.finalize().into());
+    let actual = Digest::from_bytes(hasher.finalize().into());
     if actual != trailer.digest {
         return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
     }

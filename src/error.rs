@@ -3,10 +3,11 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::envelope::Digest;
+use crate::digest::Digest;
 use crate::fs::FileKind;
-use crate::key::{MAX_KEY_LEN, StashKey};
+use crate::key::{KeyError, StashKey};
 
 /// A `Result` whose error is [`Error`].
 ///
@@ -102,6 +103,31 @@ pub enum Error {
         /// Its lock file.
         path: PathBuf,
     },
+    /// A create-only save ([`Store::begin`](crate::Store::begin),
+    /// [`Precondition::Absent`](crate::Precondition::Absent)) found a stash
+    /// already there: it is kept, never replaced unseen. Resume it with
+    /// [`Store::resume`](crate::Store::resume), or replace it explicitly.
+    #[error("stash `{key}` already exists at `{}`; refusing to replace a stash the caller has not seen", path.display())]
+    StashExists {
+        /// The key.
+        key: StashKey,
+        /// The existing stash's path.
+        path: PathBuf,
+        /// The existing stash's recorded digest (`None` when it has no
+        /// readable trailer: a damaged stash is kept too).
+        digest: Option<Digest>,
+    },
+    /// This thread already holds `key`'s lock (a [`KeyLock`](crate::KeyLock)
+    /// it holds, or a restore hook or observer running under one, asked for
+    /// it again). Waiting would wait for itself forever; use the held lock's
+    /// own [`save`](crate::KeyLock::save) and [`clear`](crate::KeyLock::clear).
+    #[error("stash `{key}` is already locked by this thread (lock file `{}`); use the held KeyLock instead of locking again", path.display())]
+    LockedByThisThread {
+        /// The key.
+        key: StashKey,
+        /// Its lock file.
+        path: PathBuf,
+    },
     /// The value could not be serialized.
     #[error("failed to serialize the value for stash `{key}`")]
     Serialize {
@@ -143,11 +169,12 @@ pub enum Error {
         path: PathBuf,
         /// The hook's error.
         #[source]
-        source: crate::observe::BoxError,
+        source: BoxError,
     },
-    /// The stash a rollback guard wrote is gone, or was replaced by another
-    /// writer's; it is not restored.
-    #[error("stash `{key}` at `{}` is no longer the one this guard wrote (expected sha256 {expected})", path.display())]
+    /// The stash a rollback guard holds, or a conditional save or clear
+    /// expected, is gone or was replaced by another writer's: it is neither
+    /// restored nor overwritten.
+    #[error("stash `{key}` at `{}` is no longer the one expected (sha256 {expected})", path.display())]
     Replaced {
         /// The key.
         key: StashKey,
@@ -280,114 +307,58 @@ impl fmt::Display for Corruption {
     }
 }
 
-/// A string rejected by [`StashKey::new`], with the reason and the input.
+/// A boxed error from an observer or a restore hook.
 ///
 /// # Examples
 ///
 /// ```
-/// use safestash::{KeyErrorKind, StashKey};
-///
-/// let err = StashKey::new("foo/bar").unwrap_err();
-/// assert_eq!(err.kind(), &KeyErrorKind::InvalidChar { ch: '/', index: 3 });
-/// assert_eq!(err.to_string(), "invalid stash key \"foo/bar\": character '/' at byte 3 is not in [A-Za-z0-9._-]");
-/// assert_eq!(err.into_input(), "foo/bar");
+/// let e: safestash::BoxError = "watcher is down".into();
+/// assert_eq!(e.to_string(), "watcher is down");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid stash key {input:?}: {kind}")]
-pub struct KeyError {
-    input: String,
-    kind: KeyErrorKind,
-}
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-impl KeyError {
-    pub(crate) fn new(input: String, kind: KeyErrorKind) -> KeyError {
-        KeyError { input, kind }
-    }
-
-    /// The rejected input.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(safestash::StashKey::new("a/b").unwrap_err().input(), "a/b");
-    /// ```
-    pub fn input(&self) -> &str {
-        &self.input
-    }
-
-    /// Gives the rejected input back.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(safestash::StashKey::new("a/b").unwrap_err().into_input(), "a/b");
-    /// ```
-    pub fn into_input(self) -> String {
-        self.input
-    }
-
-    /// Which rule the input breaks.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use safestash::{KeyErrorKind, StashKey};
-    /// assert_eq!(StashKey::new("").unwrap_err().kind(), &KeyErrorKind::Empty);
-    /// ```
-    pub fn kind(&self) -> &KeyErrorKind {
-        &self.kind
-    }
-}
-
-/// The rule a rejected key breaks.
+/// An observer that failed (returned an error or panicked). The operation it
+/// observed still succeeded.
 ///
 /// # Examples
 ///
 /// ```
-/// use safestash::{KeyErrorKind, StashKey};
-/// assert_eq!(StashKey::new("NUL.txt").unwrap_err().kind(), &KeyErrorKind::Reserved);
+/// use safestash::{StashKey, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut store = Store::open(dir.path())?;
+/// store.observe("webhook", |_| Err("watcher is down".into()));
+/// let receipt = store.save(&StashKey::new("k")?, &1)?; // still Ok: persisted first
+/// assert_eq!(receipt.observer_errors[0].observer, "webhook");
+/// assert_eq!(receipt.observer_errors[0].to_string(), "observer `webhook` failed: watcher is down");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum KeyErrorKind {
-    /// The key is empty.
-    Empty,
-    /// The key is longer than 200 bytes.
-    TooLong {
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// The key holds a character outside `[A-Za-z0-9._-]`.
-    InvalidChar {
-        /// The first such character.
-        ch: char,
-        /// Its byte offset.
-        index: usize,
-    },
-    /// The key starts with `.` (reserved for the store's own files; this also
-    /// rejects `.` and `..`).
-    LeadingDot,
-    /// The key ends with `.`.
-    TrailingDot,
-    /// The key is a Windows device name, with or without an extension.
-    Reserved,
+pub struct ObserverError {
+    /// The observer's name.
+    pub observer: String,
+    /// What it reported (or the panic message).
+    pub error: Arc<dyn std::error::Error + Send + Sync + 'static>,
 }
 
-impl fmt::Display for KeyErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyErrorKind::Empty => f.write_str("empty"),
-            KeyErrorKind::TooLong { len } => {
-                write!(f, "{len} bytes long, the limit is {MAX_KEY_LEN}")
-            }
-            KeyErrorKind::InvalidChar { ch, index } => {
-                write!(f, "character {ch:?} at byte {index} is not in [A-Za-z0-9._-]")
-            }
-            KeyErrorKind::LeadingDot => {
-                f.write_str("starts with '.', which is reserved for the store's own files")
-            }
-            KeyErrorKind::TrailingDot => f.write_str("ends with '.'"),
-            KeyErrorKind::Reserved => f.write_str("is a reserved device name"),
-        }
+impl PartialEq for ObserverError {
+    fn eq(&self, other: &ObserverError) -> bool {
+        self.observer == other.observer && self.error.to_string() == other.error.to_string()
     }
 }
+
+impl Eq for ObserverError {}
+
+impl fmt::Display for ObserverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "observer `{}` failed: {}", self.observer, self.error)
+    }
+}
+
+impl std::error::Error for ObserverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+

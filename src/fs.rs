@@ -352,6 +352,30 @@ impl Fs for OsFs {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
-        Ok(crate::lock::lock_exclusive(&file, wait)?.then_some(file))
+        Ok(lock_exclusive(&file, wait)?.then_some(file))
+    }
+}
+
+/// Takes an exclusive `flock` on `file`. Returns `false` if `wait` is false
+/// and another open file description holds the lock.
+pub(crate) fn lock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
+    loop {
+        let result = if wait {
+            fs2::FileExt::lock_exclusive(file)
+        } else {
+            fs2::FileExt::try_lock_exclusive(file)
+        };
+        match result {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if !wait
+                    && (e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == fs2::lock_contended_error().raw_os_error()) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -13,13 +13,13 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Digest;
+use crate::digest::Digest;
 use crate::error::Error;
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
-use crate::lock::KeyLock;
+use crate::store::KeyLock;
 use crate::meta::{SaveOptions, Stashed};
-use crate::restore::Restorer;
+use crate::store::Restorer;
 use crate::store::Store;
 
 /// The version of the journal's records (inside the store's own envelope).
@@ -2281,7 +2281,7 @@ mod rfc3339 {
 mod opt_digest {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::envelope::Digest;
+    use crate::digest::Digest;
 
     pub(super) fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
         match d {

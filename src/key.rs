@@ -6,7 +6,6 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{KeyError, KeyErrorKind};
 
 /// The longest key, in bytes.
 ///
@@ -279,6 +278,118 @@ impl<'de> serde::Deserialize<'de> for StashKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         StashKey::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string rejected by [`StashKey::new`], with the reason and the input.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{KeyErrorKind, StashKey};
+///
+/// let err = StashKey::new("foo/bar").unwrap_err();
+/// assert_eq!(err.kind(), &KeyErrorKind::InvalidChar { ch: '/', index: 3 });
+/// assert_eq!(err.to_string(), "invalid stash key \"foo/bar\": character '/' at byte 3 is not in [A-Za-z0-9._-]");
+/// assert_eq!(err.into_input(), "foo/bar");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid stash key {input:?}: {kind}")]
+pub struct KeyError {
+    input: String,
+    kind: KeyErrorKind,
+}
+
+impl KeyError {
+    pub(crate) fn new(input: String, kind: KeyErrorKind) -> KeyError {
+        KeyError { input, kind }
+    }
+
+    /// The rejected input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::StashKey::new("a/b").unwrap_err().input(), "a/b");
+    /// ```
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// Gives the rejected input back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::StashKey::new("a/b").unwrap_err().into_input(), "a/b");
+    /// ```
+    pub fn into_input(self) -> String {
+        self.input
+    }
+
+    /// Which rule the input breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{KeyErrorKind, StashKey};
+    /// assert_eq!(StashKey::new("").unwrap_err().kind(), &KeyErrorKind::Empty);
+    /// ```
+    pub fn kind(&self) -> &KeyErrorKind {
+        &self.kind
+    }
+}
+
+/// The rule a rejected key breaks.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{KeyErrorKind, StashKey};
+/// assert_eq!(StashKey::new("NUL.txt").unwrap_err().kind(), &KeyErrorKind::Reserved);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyErrorKind {
+    /// The key is empty.
+    Empty,
+    /// The key is longer than 200 bytes.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The key holds a character outside `[A-Za-z0-9._-]`.
+    InvalidChar {
+        /// The first such character.
+        ch: char,
+        /// Its byte offset.
+        index: usize,
+    },
+    /// The key starts with `.` (reserved for the store's own files; this also
+    /// rejects `.` and `..`).
+    LeadingDot,
+    /// The key ends with `.`.
+    TrailingDot,
+    /// The key is a Windows device name, with or without an extension.
+    Reserved,
+}
+
+impl fmt::Display for KeyErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyErrorKind::Empty => f.write_str("empty"),
+            KeyErrorKind::TooLong { len } => {
+                write!(f, "{len} bytes long, the limit is {MAX_KEY_LEN}")
+            }
+            KeyErrorKind::InvalidChar { ch, index } => {
+                write!(f, "character {ch:?} at byte {index} is not in [A-Za-z0-9._-]")
+            }
+            KeyErrorKind::LeadingDot => {
+                f.write_str("starts with '.', which is reserved for the store's own files")
+            }
+            KeyErrorKind::TrailingDot => f.write_str("ends with '.'"),
+            KeyErrorKind::Reserved => f.write_str("is a reserved device name"),
+        }
     }
 }
 

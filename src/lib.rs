@@ -119,6 +119,7 @@
 #![warn(missing_docs)]
 
 mod canonical;
+mod digest;
 #[cfg(feature = "sim")]
 pub mod crash;
 pub mod envelope;
@@ -126,7 +127,6 @@ mod error;
 pub mod fs;
 mod journal;
 mod key;
-mod lock;
 mod meta;
 #[cfg(feature = "sim")]
 pub mod model;
@@ -141,18 +141,18 @@ pub mod sim;
 mod store;
 
 pub use canonical::{CanonicalId, CanonicalUuid, Canonicalize, IdSet, Unparseable, canonicalize};
-pub use envelope::{Digest, Encoding, Header};
-pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
+pub use digest::{Digest, DigestParseError};
+pub use envelope::{Encoding, Header};
+pub use error::{BoxError, Corruption, Error, IoOp, ObserverError, Result};
 pub use fs::FileKind;
 pub use journal::{
     Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
     OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
     Unreadable, Updated, aggregate,
 };
-pub use key::{MAX_KEY_LEN, StashKey};
-pub use lock::KeyLock;
+pub use key::{KeyError, KeyErrorKind, MAX_KEY_LEN, StashKey};
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
-pub use observe::{BoxError, Event, ObserverError};
+pub use observe::Event;
 pub use plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, plan};
 pub use policy::{Checked, LoadPolicy};
 pub use reconcile::{
@@ -160,11 +160,11 @@ pub use reconcile::{
     TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key,
 };
 pub use restore::{
-    Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Restorer, Source, TypeMap,
+    Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Source, TypeMap,
     choose_source,
 };
-pub use rollback::{GuardError, Restored, RollbackGuard};
-pub use store::{Store, temp_file_key};
+pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
+pub use store::{EntryName, KeyLock, Precondition, Restorer, Store, temp_file_key};
 /// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
 /// `Uuid`, so callers use the same major version.
 pub use uuid;

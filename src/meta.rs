@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::envelope::{Digest, Header};
+use crate::digest::Digest;
+use crate::envelope::Header;
 use crate::error::Result;
 use crate::key::StashKey;
-use crate::observe::ObserverError;
+use crate::error::ObserverError;
 
 /// Options for [`Store::save_with`](crate::Store::save_with): the stash's kind label and origin.
 ///

@@ -10,18 +10,10 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::error::{BoxError, ObserverError};
 use crate::key::StashKey;
 use crate::meta::{Receipt, StashMeta};
 
-/// A boxed error from an observer or a restore hook.
-///
-/// # Examples
-///
-/// ```
-/// let e: safestash::BoxError = "watcher is down".into();
-/// assert_eq!(e.to_string(), "watcher is down");
-/// ```
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What happened, as an observer is told.
 ///
@@ -77,51 +69,6 @@ impl Observer {
 impl fmt::Debug for Observer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Observer").field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
-/// An observer that failed (returned an error or panicked). The operation it
-/// observed still succeeded.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::{StashKey, Store};
-///
-/// let dir = tempfile::tempdir()?;
-/// let mut store = Store::open(dir.path())?;
-/// store.observe("webhook", |_| Err("watcher is down".into()));
-/// let receipt = store.save(&StashKey::new("k")?, &1)?; // still Ok: persisted first
-/// assert_eq!(receipt.observer_errors[0].observer, "webhook");
-/// assert_eq!(receipt.observer_errors[0].to_string(), "observer `webhook` failed: watcher is down");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ObserverError {
-    /// The observer's name.
-    pub observer: String,
-    /// What it reported (or the panic message).
-    pub error: Arc<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-impl PartialEq for ObserverError {
-    fn eq(&self, other: &ObserverError) -> bool {
-        self.observer == other.observer && self.error.to_string() == other.error.to_string()
-    }
-}
-
-impl Eq for ObserverError {}
-
-impl fmt::Display for ObserverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "observer `{}` failed: {}", self.observer, self.error)
-    }
-}
-
-impl std::error::Error for ObserverError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.error)
     }
 }
 

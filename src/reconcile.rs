@@ -38,9 +38,10 @@ use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions};
-use crate::observe::{BoxError, Event};
+use crate::error::BoxError;
+use crate::observe::Event;
 use crate::plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, join_refusals, plan};
-use crate::restore::Restorer;
+use crate::store::Restorer;
 use crate::rollback::Restored;
 use crate::store::Store;
 

@@ -15,60 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::meta::{StashMeta, Stashed};
-use crate::observe::BoxError;
-
-/// A hook that puts stashed data back onto a recreated resource, used by
-/// [`RollbackGuard::rollback`](crate::RollbackGuard::rollback).
-///
-/// Any `FnMut(Stashed<T>) -> Result<(), E>` is a restorer.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::{Restorer, Stashed};
-///
-/// struct Table { rows: Vec<String> }
-///
-/// impl Restorer<Vec<String>> for Table {
-///     type Error = std::io::Error;
-///     fn restore(&mut self, stashed: Stashed<Vec<String>>) -> Result<(), Self::Error> {
-///         self.rows = stashed.into_value();
-///         Ok(())
-///     }
-/// }
-///
-/// // The closure form:
-/// let mut restored = Vec::new();
-/// let mut hook = |s: Stashed<Vec<String>>| -> Result<(), std::io::Error> {
-///     restored = s.into_value();
-///     Ok(())
-/// };
-/// # fn takes<R: Restorer<Vec<String>>>(_: &mut R) {}
-/// # takes(&mut hook);
-/// ```
-pub trait Restorer<T> {
-    /// The hook's error.
-    type Error: Into<BoxError>;
-
-    /// Recreates the resource from the stashed value.
-    ///
-    /// # Errors
-    ///
-    /// Whatever kept the resource from being restored; the stash is then kept.
-    fn restore(&mut self, stashed: Stashed<T>) -> Result<(), Self::Error>;
-}
-
-impl<T, E, G> Restorer<T> for G
-where
-    G: FnMut(Stashed<T>) -> Result<(), E>,
-    E: Into<BoxError>,
-{
-    type Error = E;
-
-    fn restore(&mut self, stashed: Stashed<T>) -> Result<(), E> {
-        self(stashed)
-    }
-}
 
 /// One field of a [`FieldDictionary`]: its id and an info map (label, notes,
 /// `type_override`, anything else), kept verbatim and in order.

@@ -7,7 +7,7 @@
 //! cleared) or [`rollback`](RollbackGuard::rollback)s (the stash is restored
 //! through a [`Restorer`], and cleared only if that succeeded). Dropping the
 //! guard, or a panic, never deletes the stash: the next attempt finds it
-//! (see [`choose_source`](crate::choose_source)).
+//! (see [`Store::resume`], the retry decision).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashMeta};
-use crate::observe::{Event, ObserverError};
-use crate::restore::Restorer;
-use crate::store::Store;
+use crate::digest::Digest;
+use crate::error::ObserverError;
+use crate::meta::Stashed;
+use crate::policy::{Checked, LoadPolicy};
+use crate::store::{Precondition, RestoreFailure, RestoreOutcome, Restorer, Store};
 
 impl<F: Fs> Store<F> {
     /// Stashes `snapshot` under `key` durably and returns the permit to
@@ -86,9 +88,213 @@ impl<F: Fs> Store<F> {
         snapshot: &T,
         opts: &SaveOptions,
     ) -> Result<RollbackGuard<'_, T, F>> {
-        let receipt = self.save_with(key, snapshot, opts)?;
-        Ok(RollbackGuard { store: self, receipt, done: false, _snapshot: PhantomData })
+        let receipt = self.save_if(key, snapshot, opts, Precondition::Absent)?;
+        Ok(RollbackGuard::over(self, receipt))
     }
+
+    /// [`begin_with`](Store::begin_with) over a stash the caller has seen:
+    /// replaces the stash of `key` only if it is still the one with digest
+    /// `seen`. Replacing a stash is never implicit; this is the explicit
+    /// way, for a caller that has looked at the old stash and decided the
+    /// live resource supersedes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Replaced`] when the stash is gone or is not the one seen
+    /// (nothing is written), and as [`save_with`](Store::save_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("t")?;
+    /// let old = store.save(&key, &[1])?;
+    /// let opts = safestash::SaveOptions::new();
+    /// let guard = store.begin_replacing(&key, &[1, 2], &opts, &old.digest)?;
+    /// guard.commit().map_err(safestash::Error::from)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin_replacing<T: Serialize>(
+        &self,
+        key: &StashKey,
+        snapshot: &T,
+        opts: &SaveOptions,
+        seen: &Digest,
+    ) -> Result<RollbackGuard<'_, T, F>> {
+        let receipt = self.save_if(key, snapshot, opts, Precondition::Unchanged(*seen))?;
+        Ok(RollbackGuard::over(self, receipt))
+    }
+
+    /// Takes charge of a stash the caller has loaded and looked at (a
+    /// [`Checked::Stale`] or [`Checked::Foreign`] one it decided to accept,
+    /// for instance): returns a guard over it without writing anything, so
+    /// the caller can [`rollback`](RollbackGuard::rollback) it onto the
+    /// recreated resource or [`commit`](RollbackGuard::commit) (discard) it.
+    ///
+    /// The guard restores and clears only that exact stash (by digest).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Checked, LoadPolicy, Stashed};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("t")?;
+    /// store.save_with(&key, &[1, 2], &safestash::SaveOptions::new().origin("job-1"))?;
+    /// let policy = LoadPolicy::new().origin("job-2");
+    /// if let Some(Checked::Foreign { stashed, .. }) = store.load_checked::<Vec<i32>>(&key, &policy)? {
+    ///     // The operator decided this other job's stash is the right one.
+    ///     let guard = store.adopt(&stashed);
+    ///     guard.rollback(&mut |s: Stashed<Vec<i32>>| Ok::<(), std::io::Error>(assert_eq!(s.value().len(), 2)))
+    ///         .map_err(safestash::Error::from)?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adopt<T>(&self, stashed: &Stashed<T>) -> RollbackGuard<'_, T, F> {
+        RollbackGuard::over(self, receipt_of(stashed.meta()))
+    }
+
+    /// The retry decision, in one call: what a job that may be re-running
+    /// after a crash should protect and restore.
+    ///
+    /// 1. **The live resource wins.** With `live` present, it is stashed and
+    ///    the returned guard is the permit to destroy it. A stash left by an
+    ///    earlier run is replaced only because it was seen here, and is
+    ///    reported in [`Resume::Live::replaced`].
+    /// 2. **Else the stash is resumed**, if it passes `policy`:
+    ///    [`Resume::Stash`] holds a guard over it; roll it back onto the
+    ///    recreated resource (or commit it once the rebuild succeeded).
+    /// 3. **A stash that fails the policy is never applied unasked**:
+    ///    [`Resume::Refused`] carries the [`Checked`] verdict (stale, future
+    ///    or foreign) and the stash, untouched; [`Store::adopt`] it to accept
+    ///    it anyway.
+    /// 4. **Else there is nothing to protect**: [`Resume::Nothing`].
+    ///
+    /// A damaged stash is an error ([`Error::Corrupt`]), never "nothing".
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Store::load) and [`save_if`](Store::save_if); when another
+    /// worker replaces the stash between the look and the save,
+    /// [`Error::Replaced`] (nothing is overwritten).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safestash::{LoadPolicy, Resume, StashKey, Stashed, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let key = StashKey::new("orders.dictionary")?;
+    /// let policy = LoadPolicy::new().max_age(Duration::from_secs(3600)).origin("upload-7f3a");
+    ///
+    /// // A crashed run stashed the dictionary, then dropped the table.
+    /// let opts = safestash::SaveOptions::new().origin("upload-7f3a");
+    /// store.begin_with(&key, &vec!["label"], &opts)?.keep();
+    ///
+    /// // The retry: no live table any more, so the stash is resumed.
+    /// let live: Option<Vec<String>> = None;
+    /// match store.resume(&key, live.as_ref(), &opts, &policy)? {
+    ///     Resume::Stash(guard) => {
+    ///         // ... recreate the table, then put the dictionary back:
+    ///         guard.rollback(&mut |s: Stashed<Vec<String>>| Ok::<(), std::io::Error>(assert_eq!(s.value()[0], "label")))
+    ///             .map_err(safestash::Error::from)?;
+    ///     }
+    ///     Resume::Live { guard, .. } => { /* destroy, rebuild, guard.commit() */ guard.keep(); }
+    ///     Resume::Refused(checked) => panic!("not fresh or not ours: {checked:?}"),
+    ///     Resume::Nothing => { /* nothing to protect */ }
+    ///     _ => {}
+    /// }
+    /// assert!(store.load::<Vec<String>>(&key)?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resume<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &StashKey,
+        live: Option<&T>,
+        opts: &SaveOptions,
+        policy: &LoadPolicy,
+    ) -> Result<Resume<'_, T, F>> {
+        let existing = self.load::<T>(key)?;
+        if let Some(value) = live {
+            let replaced = existing.map(|s| s.meta().clone());
+            let expect = match &replaced {
+                Some(meta) => {
+                    tracing::info!(key = %key, "live resource wins over a leftover stash");
+                    Precondition::Unchanged(meta.digest)
+                }
+                None => Precondition::Absent,
+            };
+            let receipt = self.save_if(key, value, opts, expect)?;
+            return Ok(Resume::Live { guard: RollbackGuard::over(self, receipt), replaced });
+        }
+        let Some(stashed) = existing else {
+            return Ok(Resume::Nothing);
+        };
+        match policy.check(stashed) {
+            Checked::Fresh(stashed) => {
+                tracing::info!(key = %key, age_secs = stashed.meta().age().as_secs_f64(), "resuming from stash: no live resource");
+                Ok(Resume::Stash(RollbackGuard::over(self, receipt_of(stashed.meta()))))
+            }
+            refused => {
+                tracing::warn!(key = %key, verdict = ?VerdictName(&refused), "stash not resumed: it fails the load policy");
+                Ok(Resume::Refused(refused))
+            }
+        }
+    }
+}
+
+/// The receipt a guard over an existing stash holds.
+fn receipt_of(meta: &StashMeta) -> Receipt {
+    Receipt {
+        key: meta.header.key().clone(),
+        path: meta.path.clone(),
+        bytes: meta.size,
+        digest: meta.digest,
+        created: meta.header.created(),
+        observer_errors: Vec::new(),
+    }
+}
+
+struct VerdictName<'a, T>(&'a Checked<T>);
+
+impl<T> fmt::Debug for VerdictName<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Checked::Fresh(_) => "fresh",
+            Checked::Stale { .. } => "stale",
+            Checked::Future { .. } => "future",
+            Checked::Foreign { .. } => "foreign",
+        })
+    }
+}
+
+/// What [`Store::resume`] decided.
+///
+/// # Examples
+///
+/// See [`Store::resume`].
+#[derive(Debug)]
+#[must_use = "a resumed stash must be rolled back, committed or kept"]
+#[non_exhaustive]
+pub enum Resume<'s, T, F: Fs = OsFs> {
+    /// The live resource was stashed: the guard is the permit to destroy it.
+    Live {
+        /// The permit to destroy.
+        guard: RollbackGuard<'s, T, F>,
+        /// The earlier run's stash this one replaced, if there was one.
+        replaced: Option<StashMeta>,
+    },
+    /// No live resource; the stash passed the policy: a guard over it, to
+    /// roll back onto the recreated resource.
+    Stash(RollbackGuard<'s, T, F>),
+    /// No live resource; the stash failed the policy (stale, future or
+    /// foreign) and is left untouched. [`Store::adopt`] accepts it.
+    Refused(Checked<T>),
+    /// No live resource and no stash: nothing to protect.
+    Nothing,
 }
 
 /// The permit to destroy: proof that a snapshot is durably stashed, and the
@@ -144,6 +350,10 @@ pub struct Restored {
 }
 
 impl<'s, T, F: Fs> RollbackGuard<'s, T, F> {
+    fn over(store: &'s Store<F>, receipt: Receipt) -> RollbackGuard<'s, T, F> {
+        RollbackGuard { store, receipt, done: false, _snapshot: PhantomData }
+    }
+
     /// The receipt of the stash this guard wrote.
     ///
     /// # Examples
@@ -271,33 +481,13 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
         restorer: &mut R,
     ) -> Result<Restored, GuardError<'s, T, F>> {
         let (key, digest) = (self.receipt.key.clone(), self.receipt.digest);
-        let replaced = |receipt: &Receipt| Error::Replaced {
-            key: key.clone(),
-            path: receipt.path.clone(),
-            expected: digest,
-        };
-        let stashed = match self.store.load::<T>(&key) {
-            Ok(Some(stashed)) if stashed.meta().digest == digest => stashed,
-            Ok(_) => {
-                let error = replaced(&self.receipt);
-                return Err(GuardError { guard: self, error, restored: false });
+        match self.store.restore_verified(&key, &digest, restorer) {
+            Ok(RestoreOutcome { meta, observer_errors }) => {
+                self.done = true;
+                Ok(Restored { meta, observer_errors })
             }
-            Err(error) => return Err(GuardError { guard: self, error, restored: false }),
-        };
-        let meta = stashed.meta().clone();
-        if let Err(e) = restorer.restore(stashed) {
-            let error = Error::Restore { key, path: self.receipt.path.clone(), source: e.into() };
-            tracing::warn!(error = %error, "restore failed; stash kept");
-            return Err(GuardError { guard: self, error, restored: false });
+            Err(RestoreFailure { error, restored }) => Err(GuardError { guard: self, error, restored }),
         }
-        tracing::info!(key = %key, age_secs = meta.age().as_secs_f64(), "stash restored");
-        // The resource is back: only now may the stash go.
-        if let Err(error) = self.store.clear_if(&key, &digest) {
-            return Err(GuardError { guard: self, error, restored: true });
-        }
-        self.done = true;
-        let observer_errors = self.store.notify(&Event::Restored { meta: &meta });
-        Ok(Restored { meta, observer_errors })
     }
 }
 
@@ -351,6 +541,30 @@ impl<T, F: Fs> fmt::Display for GuardError<'_, T, F> {
                 self.guard.receipt.key
             )
         }
+    }
+}
+
+/// Lets `?` turn a failed commit or rollback into an [`Error`] in a function
+/// returning [`safestash::Result`](crate::Result); the guard is dropped, so
+/// the stash is kept for the next attempt (as tempfile's `PersistError`
+/// converts into `io::Error`).
+///
+/// # Examples
+///
+/// ```
+/// fn reload(store: &safestash::Store, key: &safestash::StashKey) -> safestash::Result<()> {
+///     let guard = store.begin(key, &vec![1, 2, 3])?;
+///     // ... destroy and rebuild ...
+///     guard.commit()?;
+///     Ok(())
+/// }
+/// # let dir = tempfile::tempdir()?;
+/// # reload(&safestash::Store::open(dir.path())?, &safestash::StashKey::new("k")?)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<T, F: Fs> From<GuardError<'_, T, F>> for Error {
+    fn from(e: GuardError<'_, T, F>) -> Error {
+        e.error
     }
 }
 

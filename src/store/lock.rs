@@ -1,41 +1,36 @@
-//! Per-key advisory locks. The only file that touches fs2.
-//!
-//! Since Rust 1.89 `std::fs::File` has inherent `lock`/`try_lock` methods that
-//! shadow fs2's trait methods of similar names, so fs2 is always called by its
-//! full path.
+//! [`KeyLock`]: a held per-key lock, and the store verbs that take one.
 
-use std::fmt;
-use std::fs::File;
-use std::io;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::thread::{self, ThreadId};
 
-use serde::Serialize;
+use super::*;
 
-use crate::error::Result;
-use crate::fs::{Fs, OsFs};
-use crate::key::StashKey;
-use crate::meta::{Receipt, SaveOptions};
-use crate::store::Store;
+/// The lock files each thread of this process holds, so a thread that asks
+/// again for a lock it holds (a hook or observer that calls back into the
+/// store under a [`KeyLock`]) gets an error instead of waiting for itself.
+static CLAIMS: Mutex<Option<HashSet<(PathBuf, ThreadId)>>> = Mutex::new(None);
 
-/// Takes an exclusive `flock` on `file`. Returns `false` if `wait` is false
-/// and another open file description holds the lock.
-pub(crate) fn lock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
-    loop {
-        let result = if wait {
-            fs2::FileExt::lock_exclusive(file)
-        } else {
-            fs2::FileExt::try_lock_exclusive(file)
-        };
-        match result {
-            Ok(()) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if !wait
-                    && (e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == fs2::lock_contended_error().raw_os_error()) =>
-            {
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
+#[derive(Debug)]
+struct ThreadClaim(PathBuf, ThreadId);
+
+impl ThreadClaim {
+    /// Claims `path` for this thread; `None` if this thread already holds it.
+    fn new(path: &Path) -> Option<ThreadClaim> {
+        let id = thread::current().id();
+        let mut claims = CLAIMS.lock().unwrap_or_else(PoisonError::into_inner);
+        let set = claims.get_or_insert_with(HashSet::new);
+        set.insert((path.to_owned(), id)).then(|| ThreadClaim(path.to_owned(), id))
+    }
+}
+
+impl Drop for ThreadClaim {
+    fn drop(&mut self) {
+        let mut claims = CLAIMS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = claims.as_mut() {
+            let entry = (std::mem::take(&mut self.0), self.1);
+            set.remove(&entry);
         }
     }
 }
@@ -73,7 +68,10 @@ pub(crate) fn lock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
 pub struct KeyLock<'s, F: Fs = OsFs> {
     pub(crate) store: &'s Store<F>,
     pub(crate) key: StashKey,
-    pub(crate) _held: F::Lock,
+    // Declared in this order so the flock is released before this thread's
+    // claim on the path is dropped.
+    _held: F::Lock,
+    _claim: ThreadClaim,
 }
 
 impl<F: Fs> fmt::Debug for KeyLock<'_, F> {
@@ -161,7 +159,7 @@ impl<F: Fs> KeyLock<'_, F> {
     pub fn clear(&self) -> Result<bool> {
         let removed = self.store.clear_locked(&self.key)?;
         if removed {
-            self.store.notify(&crate::observe::Event::Cleared { key: &self.key });
+            self.store.notify(&Event::Cleared { key: &self.key });
         }
         Ok(removed)
     }
@@ -185,5 +183,76 @@ impl<F: Fs> KeyLock<'_, F> {
     /// ```
     pub fn quarantine(&self) -> Result<Option<std::path::PathBuf>> {
         self.store.quarantine_locked(&self.key)
+    }
+}
+
+impl<F: Fs> Store<F> {
+
+    /// Takes `key`'s lock; with `create_dir`, creates the store's directory
+    /// first if it is missing.
+    pub(super) fn acquire(
+        &self,
+        key: &StashKey,
+        wait: bool,
+        create_dir: bool,
+    ) -> Result<KeyLock<'_, F>> {
+        let path = self.lock_path(key);
+        // A second flock from this thread on a lock it holds would wait for
+        // itself forever: refuse it with an error that says so.
+        let Some(claim) = ThreadClaim::new(&path) else {
+            return Err(Error::LockedByThisThread { key: key.clone(), path });
+        };
+        let held = match self.fs.lock(&path, wait) {
+            Err(e) if create_dir && e.kind() == io::ErrorKind::NotFound => {
+                self.ensure_dir()?;
+                self.fs.lock(&path, wait)
+            }
+            other => other,
+        };
+        match held.map_err(io_err(IoOp::Lock, &path))? {
+            Some(held) => Ok(KeyLock { store: self, key: key.clone(), _held: held, _claim: claim }),
+            None => Err(Error::Locked { key: key.clone(), path }),
+        }
+    }
+
+    /// Waits for and takes `key`'s advisory lock, creating the store's
+    /// directory if needed. See [`KeyLock`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory or lock file cannot be created or locked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let lock = store.lock(&safestash::StashKey::new("k")?)?;
+    /// lock.save(&"under the lock")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self, key: &StashKey) -> Result<KeyLock<'_, F>> {
+        self.acquire(key, true, true)
+    }
+
+    /// Takes `key`'s advisory lock if nobody holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another holder has it; otherwise as
+    /// [`lock`](Store::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("k")?;
+    /// let held = store.try_lock(&key)?;
+    /// assert!(matches!(store.try_lock(&key), Err(safestash::Error::Locked { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&self, key: &StashKey) -> Result<KeyLock<'_, F>> {
+        self.acquire(key, false, true)
     }
 }

@@ -1,0 +1,105 @@
+use super::*;
+
+/// The payload of a verified stash, in memory or still in the file.
+pub(super) enum Payload<R> {
+    Bytes { bytes: Vec<u8>, range: std::ops::Range<usize> },
+    InFile { reader: R, offset: u64, len: u64 },
+}
+
+impl<F: Fs> Store<F> {
+
+    /// Loads and verifies `key`'s stash.
+    ///
+    /// `Ok(None)` means there is no stash (and nothing is created). A file
+    /// that is damaged, truncated, written for another key, or not a stash is
+    /// an error, never `None`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Corrupt`] when the file fails verification;
+    /// - [`Error::UnsupportedVersion`] for an intact file of a newer format;
+    /// - [`Error::NotAFile`] when a symlink, directory or special file is at
+    ///   the path (never followed);
+    /// - [`Error::Deserialize`] when the intact payload is not a `T`;
+    /// - [`Error::Io`] when reading fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("k")?;
+    /// assert!(store.load::<Vec<u8>>(&key)?.is_none());
+    /// store.save(&key, &Vec::<u8>::new())?;
+    /// assert_eq!(store.load::<Vec<u8>>(&key)?.unwrap().value(), &Vec::<u8>::new());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load<T: DeserializeOwned>(&self, key: &StashKey) -> Result<Option<Stashed<T>>> {
+        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
+            return Ok(None);
+        };
+        let parsed = match payload {
+            Payload::Bytes { bytes, range } => serde_json::from_slice(&bytes[range]),
+            Payload::InFile { mut reader, offset, len } => {
+                reader.seek(SeekFrom::Start(offset)).map_err(io_err(IoOp::Read, &meta.path))?;
+                let limited = BufReader::with_capacity(1 << 20, reader.take(len));
+                serde_json::from_reader(limited)
+            }
+        };
+        match parsed {
+            Ok(value) => Ok(Some(Stashed { value, meta })),
+            Err(e) if e.is_io() => {
+                Err(Error::Io { op: IoOp::Read, path: meta.path, source: e.into() })
+            }
+            Err(source) => Err(Error::Deserialize { path: meta.path, source }),
+        }
+    }
+
+    /// Opens and fully verifies `key`'s stash, in memory if it is at most
+    /// `whole_limit` bytes, else in a streaming pass.
+    pub(super) fn open_verified(
+        &self,
+        key: &StashKey,
+        whole_limit: u64,
+    ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
+        let path = self.path_of(key);
+        let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
+            Opened::Missing => return Ok(None),
+            Opened::NotAFile(found) => {
+                return Err(Error::NotAFile { path, found, expected: FileKind::File });
+            }
+            Opened::File { reader, len } => (reader, len),
+        };
+        let decode_err = |path: &Path, e: DecodeError| match e {
+            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
+            DecodeError::UnsupportedVersion(version) => {
+                Error::UnsupportedVersion { path: path.to_owned(), version }
+            }
+        };
+        let (header, digest, payload) = if len <= whole_limit {
+            // The length bounds the allocation and the read, even if the file grows.
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
+            let decoded = envelope::decode(&bytes).map_err(|e| decode_err(&path, e))?;
+            let end = bytes.len() - envelope::TRAILER_LEN;
+            let range = end - decoded.payload.len()..end;
+            let (header, digest) = (decoded.header, decoded.digest);
+            (header, digest, Payload::Bytes { bytes, range })
+        } else {
+            let layout = envelope::verify_reader(&mut reader, len)
+                .map_err(io_err(IoOp::Read, &path))?
+                .map_err(|e| decode_err(&path, e))?;
+            let payload =
+                Payload::InFile { reader, offset: layout.payload_offset, len: layout.payload_len };
+            (layout.header, layout.digest, payload)
+        };
+        if header.key() != key {
+            let reason = Corruption::KeyMismatch {
+                expected: key.to_string(),
+                found: header.key().to_string(),
+            };
+            return Err(Error::Corrupt { path, reason });
+        }
+        Ok(Some((StashMeta { header, digest, size: len, path }, payload)))
+    }
+}

@@ -1,0 +1,256 @@
+//! [`Store`]: save, load, clear, list, verify, quarantine and clean up stashes.
+//!
+//! One verb per file: [`save`](save) (the durable-write protocol),
+//! [`load`](load), [`clear`](clear) (clear, conditional clear, quarantine),
+//! [`scan`](scan) (list, verify, cleanup), [`lock`](lock) ([`KeyLock`]),
+//! [`restore`](restore) (the one verified-restore step) and [`names`](names),
+//! the one owner of on-disk names.
+
+mod clear;
+mod load;
+mod lock;
+pub(crate) mod names;
+mod restore;
+mod save;
+mod scan;
+
+pub use lock::KeyLock;
+pub use names::{EntryName, temp_file_key};
+pub use restore::Restorer;
+pub(crate) use restore::{RestoreFailure, RestoreOutcome};
+use names::TEMP_SUFFIX;
+
+use std::fmt;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::digest::Digest;
+use crate::envelope::{self, DecodeError, EnvelopeWriter, Header, MAX_PREFIX_LEN};
+use crate::error::{Corruption, Error, IoOp, Result};
+use crate::fs::{FileKind, Fs, Opened, OsFs};
+use crate::key::StashKey;
+use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
+use crate::error::BoxError;
+use crate::observe::{Event, Observer, notify};
+
+/// `load` reads files up to this size whole and verifies them in memory
+/// (the value will be in memory anyway); larger ones are verified in a
+/// streaming pass and then deserialized from the file.
+const LOAD_WHOLE_LIMIT: u64 = 256 << 20;
+/// `verify` keeps no payload, so above this size it streams.
+const VERIFY_WHOLE_LIMIT: u64 = 1 << 20;
+
+fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io { op, path: path.to_owned(), source }
+}
+
+/// What a conditional save ([`Store::save_if`]) expects to find at the key.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::Precondition;
+///
+/// let d = safestash::Digest::of(b"x");
+/// assert_ne!(Precondition::Absent, Precondition::Unchanged(d));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Anything: a plain save.
+    Any,
+    /// No stash: create only.
+    Absent,
+    /// The stash with this digest (from a [`Receipt`] or a loaded stash's
+    /// [`StashMeta`]): replace only what the caller has seen.
+    Unchanged(Digest),
+}
+
+/// A directory of stashes, one file per key.
+///
+/// `Store` is cheap: it holds the directory's path and the filesystem seam.
+/// Several `Store`s (in one process or many) can share a directory; writers
+/// coordinate through per-key locks.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use safestash::{StashKey, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path().join("stashes"))?; // creates nothing yet
+/// let key = StashKey::new("orders.dictionary")?;
+///
+/// let labels = BTreeMap::from([("amount", "Amount in EUR")]);
+/// let receipt = store.save(&key, &labels)?; // durable when it returns
+/// println!("{} bytes, sha256 {}", receipt.bytes, receipt.digest);
+///
+/// let back = store.load::<BTreeMap<String, String>>(&key)?.expect("just saved");
+/// assert_eq!(back.value()["amount"], "Amount in EUR");
+/// assert!(store.clear(&key)?);
+/// assert!(store.load::<BTreeMap<String, String>>(&key)?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Store<F: Fs = OsFs> {
+    dir: PathBuf,
+    fs: F,
+    observers: Vec<Observer>,
+    /// Whether this store has fsynced every ancestor of `dir` (done before
+    /// its first save: an earlier writer may have created the chain and
+    /// failed or crashed before making it durable).
+    chain_synced: AtomicBool,
+}
+
+impl<F: Fs> fmt::Debug for Store<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("fs", &self.fs)
+            .field("observers", &self.observers)
+            .finish()
+    }
+}
+
+
+impl Store<OsFs> {
+    /// A store in `dir` on the real filesystem.
+    ///
+    /// Creates nothing: the first save creates `dir` and any missing parents
+    /// (mode 0700), each fsynced into its parent. Until then every read finds
+    /// no stash.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAFile`] when something other than a directory is at `dir`;
+    /// [`Error::Io`] when `dir` cannot be inspected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path().join("not/yet/there"))?;
+    /// assert!(!dir.path().join("not").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::with_fs(dir, OsFs)
+    }
+}
+
+impl<F: Fs> Store<F> {
+    /// A store in `dir` on the filesystem `fs` (a simulator, for example).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::with_fs(dir.path(), safestash::fs::OsFs)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_fs(dir: impl AsRef<Path>, fs: F) -> Result<Store<F>> {
+        let dir = dir.as_ref().to_owned();
+        match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
+            // A symlink to the store's directory is the caller's choice.
+            None | Some(FileKind::Dir | FileKind::Symlink) => {
+                Ok(Store { dir, fs, observers: Vec::new(), chain_synced: AtomicBool::new(false) })
+            }
+            Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
+        }
+    }
+
+    /// The store's directory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = safestash::Store::open("/tmp/stashes")?;
+    /// assert_eq!(store.dir(), std::path::Path::new("/tmp/stashes"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The filesystem the store works on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let store = safestash::Store::open("/tmp/stashes")?;
+    /// let _fs: &safestash::fs::OsFs = store.fs();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// Registers an observer, run after every durable save, clear and
+    /// rollback-restore of this store, in registration order.
+    ///
+    /// Persist first: an observer runs only once the operation is durable
+    /// and the key's lock is released (so it may itself read or write the
+    /// key), and its failure (an error or a panic) never undoes or fails the
+    /// operation. A save reports failed observers in
+    /// [`Receipt::observer_errors`], a rollback in
+    /// [`Restored::observer_errors`](crate::Restored::observer_errors); every
+    /// failure, including those on a clear, is logged as a `tracing`
+    /// warning. Through a [`KeyLock`] you hold, observers run while you
+    /// still hold the lock. A rollback notifies `Cleared`, then `Restored`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Event, StashKey, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut store = Store::open(dir.path())?;
+    /// store.observe("notify-watcher", |event| match event {
+    ///     Event::Saved(_) => Err("watcher unreachable".into()),
+    ///     _ => Ok(()),
+    /// });
+    /// let key = StashKey::new("k")?;
+    /// let receipt = store.save(&key, &"data")?;
+    /// assert_eq!(receipt.observer_errors.len(), 1);
+    /// assert_eq!(store.load::<String>(&key)?.unwrap().value(), "data"); // stored anyway
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn observe(
+        &mut self,
+        name: impl Into<String>,
+        observer: impl Fn(&Event<'_>) -> Result<(), BoxError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.observers.push(Observer::new(name.into(), observer));
+        self
+    }
+
+    pub(crate) fn notify(&self, event: &Event<'_>) -> Vec<crate::error::ObserverError> {
+        notify(&self.observers, event)
+    }
+
+    /// The path of `key`'s stash file: always directly inside [`dir`](Store::dir).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use safestash::{StashKey, Store};
+    /// let store = Store::open("/tmp/stashes")?;
+    /// assert_eq!(store.path_of(&StashKey::new("k")?), std::path::Path::new("/tmp/stashes/k"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn path_of(&self, key: &StashKey) -> PathBuf {
+        self.dir.join(key.as_str())
+    }
+
+    fn lock_path(&self, key: &StashKey) -> PathBuf {
+        self.dir.join(names::lock_name(key))
+    }
+}
