@@ -361,4 +361,3 @@ impl std::error::Error for ObserverError {
         Some(&*self.error)
     }
 }
-

@@ -17,8 +17,8 @@ use crate::digest::Digest;
 use crate::error::Error;
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
-use crate::store::KeyLock;
 use crate::meta::{SaveOptions, Stashed};
+use crate::store::KeyLock;
 use crate::store::Restorer;
 use crate::store::Store;
 

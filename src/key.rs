@@ -6,7 +6,6 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
-
 /// The longest key, in bytes.
 ///
 /// # Examples

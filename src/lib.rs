@@ -119,9 +119,9 @@
 #![warn(missing_docs)]
 
 mod canonical;
-mod digest;
 #[cfg(feature = "sim")]
 pub mod crash;
+mod digest;
 pub mod envelope;
 mod error;
 pub mod fs;

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
 use crate::envelope::Header;
+use crate::error::ObserverError;
 use crate::error::Result;
 use crate::key::StashKey;
-use crate::error::ObserverError;
 
 /// Options for [`Store::save_with`](crate::Store::save_with): the stash's kind label and origin.
 ///

@@ -14,7 +14,6 @@ use crate::error::{BoxError, ObserverError};
 use crate::key::StashKey;
 use crate::meta::{Receipt, StashMeta};
 
-
 /// What happened, as an observer is told.
 ///
 /// # Examples

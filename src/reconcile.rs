@@ -34,15 +34,15 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::canonical::{CanonicalId, IdSet};
+use crate::error::BoxError;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions};
-use crate::error::BoxError;
 use crate::observe::Event;
 use crate::plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, join_refusals, plan};
-use crate::store::Restorer;
 use crate::rollback::Restored;
+use crate::store::Restorer;
 use crate::store::Store;
 
 /// The kind label of every tenant stash written by [`Reconciler::execute`].

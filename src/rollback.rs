@@ -15,13 +15,13 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::digest::Digest;
+use crate::error::ObserverError;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
-use crate::meta::{Receipt, SaveOptions, StashMeta};
-use crate::digest::Digest;
-use crate::error::ObserverError;
 use crate::meta::Stashed;
+use crate::meta::{Receipt, SaveOptions, StashMeta};
 use crate::policy::{Checked, LoadPolicy};
 use crate::store::{Precondition, RestoreFailure, RestoreOutcome, Restorer, Store};
 
@@ -486,7 +486,9 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
                 self.done = true;
                 Ok(Restored { meta, observer_errors })
             }
-            Err(RestoreFailure { error, restored }) => Err(GuardError { guard: self, error, restored }),
+            Err(RestoreFailure { error, restored }) => {
+                Err(GuardError { guard: self, error, restored })
+            }
         }
     }
 }

@@ -103,7 +103,11 @@ fn root_exports(lib: &str) -> BTreeMap<String, String> {
 
 /// Every module that `code` names through `crate::`, including the
 /// `use crate::{a::X, b}` form.
-fn imports(code: &str, exports: &BTreeMap<String, String>, modules: &BTreeSet<String>) -> BTreeSet<String> {
+fn imports(
+    code: &str,
+    exports: &BTreeMap<String, String>,
+    modules: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut resolve = |first: &str| {
         if modules.contains(first) {
@@ -205,7 +209,9 @@ fn modules_import_only_downward() {
     let mut wrong = Vec::new();
     for (module, deps) in &graph {
         let Some(mine) = layer_of(module) else {
-            wrong.push(format!("module `{module}` is in no layer: add it to LAYERS in tests/layers.rs"));
+            wrong.push(format!(
+                "module `{module}` is in no layer: add it to LAYERS in tests/layers.rs"
+            ));
             continue;
         };
         for dep in deps {
@@ -234,7 +240,9 @@ fn the_check_sees_cycles_and_upward_imports() {
     let modules: BTreeSet<String> = ["store", "fs"].iter().map(|s| s.to_string()).collect();
     let exports = BTreeMap::from([("Store".to_owned(), "store".to_owned())]);
     // A doc link or a string is not an import; code is, in both forms.
-    let code = code_only("/// [`Store`](crate::Store)\nlet s = \"crate::store\";\nuse crate::{fs::Fs, Store};\n");
+    let code = code_only(
+        "/// [`Store`](crate::Store)\nlet s = \"crate::store\";\nuse crate::{fs::Fs, Store};\n",
+    );
     assert_eq!(imports(&code, &exports, &modules), modules);
     let mut g = BTreeMap::new();
     g.insert("fs".to_owned(), BTreeSet::from(["store".to_owned()]));

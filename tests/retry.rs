@@ -58,7 +58,8 @@ fn begin_replacing_replaces_only_the_stash_seen() {
     let stale_look = store.begin_replacing(&key(), &vec!["c".to_owned()], &opts, &first.digest);
     assert!(matches!(stale_look, Err(Error::Replaced { .. })));
     assert_eq!(store.load::<Vec<String>>(&key()).unwrap().unwrap().value()[0], "b");
-    let guard = store.begin_replacing(&key(), &vec!["c".to_owned()], &opts, &second.digest).unwrap();
+    let guard =
+        store.begin_replacing(&key(), &vec!["c".to_owned()], &opts, &second.digest).unwrap();
     guard.commit().unwrap();
 }
 
@@ -217,4 +218,72 @@ fn a_guard_error_converts_into_error_with_question_mark() {
     // commit clears only its own stash; another writer's is kept, not an error.
     commit_twice(&store).unwrap();
     assert_eq!(*store.load::<i32>(&key()).unwrap().unwrap().value(), 2);
+}
+
+/// Runs `f` on a thread and fails the test if it has not finished within
+/// `secs`: a hang is a failure, never a stuck test run.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).expect("hung: a call back into the store deadlocked")
+}
+
+#[test]
+fn locking_a_key_this_thread_holds_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let err = within(20, move || {
+        let store = Store::open(&path).unwrap();
+        let other = Store::open(&path).unwrap(); // another handle on the same directory
+        let held = store.lock(&key()).unwrap();
+        let err = other.save(&key(), &1).unwrap_err();
+        drop(held);
+        other.save(&key(), &2).unwrap(); // released: works again
+        err
+    });
+    assert!(matches!(err, Error::LockedByThisThread { .. }), "{err:?}");
+    assert!(err.to_string().contains("already locked by this thread"), "{err}");
+}
+
+#[test]
+fn a_restore_hook_that_writes_its_own_key_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    within(20, move || {
+        let store = Store::open(&path).unwrap();
+        let guard = store.begin(&key(), &vec!["a".to_owned()]).unwrap();
+        let hook_store = Store::open(&path).unwrap();
+        guard
+            .rollback(&mut |_: Stashed<Vec<String>>| {
+                hook_store.save(&key(), &vec!["newer".to_owned()]).map(drop)
+            })
+            .unwrap();
+        // The hook's newer stash is another writer's: kept, never cleared.
+        let left = store.load::<Vec<String>>(&key()).unwrap().unwrap();
+        assert_eq!(left.value()[0], "newer");
+    });
+}
+
+#[test]
+fn an_observer_that_writes_the_key_it_observes_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    within(20, move || {
+        let mut store = Store::open(&path).unwrap();
+        let echo = Store::open(&path).unwrap();
+        let echo_key = StashKey::new("echo").unwrap();
+        store.observe("echo", move |event| {
+            if let safestash::Event::Saved(r) = event {
+                if r.key == key() {
+                    echo.save(&echo_key, &r.bytes)?;
+                    echo.save(&key(), &"overwritten by the observer")?;
+                }
+            }
+            Ok(())
+        });
+        let receipt = store.save(&key(), &"value").unwrap();
+        assert!(receipt.observer_errors.is_empty(), "{:?}", receipt.observer_errors);
+    });
 }

@@ -125,10 +125,11 @@ fn begin_over_an_older_stash_is_durable_in_every_crash_image() {
     let sim = SimFs::new();
     let store = Store::with_fs("/s", sim.clone()).unwrap();
     let k = key("orders.dictionary");
-    store.save(&k, &snapshot("old")).unwrap();
+    let old = store.save(&k, &snapshot("old")).unwrap();
 
+    // Replacing a stash is explicit: only the one seen, by digest.
     let opts = SaveOptions::new().kind("table-snapshot").origin("job-7");
-    let guard = store.begin_with(&k, &snapshot("new"), &opts).unwrap();
+    let guard = store.begin_replacing(&k, &snapshot("new"), &opts, &old.digest).unwrap();
     let seen = images(&sim, &k);
     assert!(!seen.is_empty());
     for stashed in seen {

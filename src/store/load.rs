@@ -7,7 +7,6 @@ pub(super) enum Payload<R> {
 }
 
 impl<F: Fs> Store<F> {
-
     /// Loads and verifies `key`'s stash.
     ///
     /// `Ok(None)` means there is no stash (and nothing is created). A file

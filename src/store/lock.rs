@@ -187,7 +187,6 @@ impl<F: Fs> KeyLock<'_, F> {
 }
 
 impl<F: Fs> Store<F> {
-
     /// Takes `key`'s lock; with `create_dir`, creates the store's directory
     /// first if it is missing.
     pub(super) fn acquire(
@@ -200,7 +199,11 @@ impl<F: Fs> Store<F> {
         // A second flock from this thread on a lock it holds would wait for
         // itself forever: refuse it with an error that says so.
         let Some(claim) = ThreadClaim::new(&path) else {
-            return Err(Error::LockedByThisThread { key: key.clone(), path });
+            return Err(if wait {
+                Error::LockedByThisThread { key: key.clone(), path }
+            } else {
+                Error::Locked { key: key.clone(), path }
+            });
         };
         let held = match self.fs.lock(&path, wait) {
             Err(e) if create_dir && e.kind() == io::ErrorKind::NotFound => {

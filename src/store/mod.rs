@@ -15,10 +15,10 @@ mod save;
 mod scan;
 
 pub use lock::KeyLock;
+use names::TEMP_SUFFIX;
 pub use names::{EntryName, temp_file_key};
 pub use restore::Restorer;
 pub(crate) use restore::{RestoreFailure, RestoreOutcome};
-use names::TEMP_SUFFIX;
 
 use std::fmt;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -31,11 +31,11 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::Digest;
 use crate::envelope::{self, DecodeError, EnvelopeWriter, Header, MAX_PREFIX_LEN};
+use crate::error::BoxError;
 use crate::error::{Corruption, Error, IoOp, Result};
 use crate::fs::{FileKind, Fs, Opened, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
-use crate::error::BoxError;
 use crate::observe::{Event, Observer, notify};
 
 /// `load` reads files up to this size whole and verifies them in memory
@@ -115,7 +115,6 @@ impl<F: Fs> fmt::Debug for Store<F> {
             .finish()
     }
 }
-
 
 impl Store<OsFs> {
     /// A store in `dir` on the real filesystem.

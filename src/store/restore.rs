@@ -95,7 +95,8 @@ impl<F: Fs> Store<F> {
         restorer: &mut R,
     ) -> std::result::Result<RestoreOutcome, RestoreFailure> {
         let fail = |error| RestoreFailure { error, restored: false };
-        let replaced = || Error::Replaced { key: key.clone(), path: self.path_of(key), expected: *expected };
+        let replaced =
+            || Error::Replaced { key: key.clone(), path: self.path_of(key), expected: *expected };
         let stashed = match self.load::<T>(key) {
             Ok(Some(stashed)) if stashed.meta().digest == *expected => stashed,
             Ok(_) => return Err(fail(replaced())),
@@ -103,7 +104,8 @@ impl<F: Fs> Store<F> {
         };
         let meta = stashed.meta().clone();
         if let Err(e) = restorer.restore(stashed) {
-            let error = Error::Restore { key: key.clone(), path: self.path_of(key), source: e.into() };
+            let error =
+                Error::Restore { key: key.clone(), path: self.path_of(key), source: e.into() };
             tracing::warn!(error = %error, "restore failed; stash kept");
             return Err(fail(error));
         }

@@ -1,7 +1,6 @@
 use super::*;
 
 impl<F: Fs> Store<F> {
-
     /// Saves `value` under `key`, durably and atomically, with kind `value`
     /// and no origin.
     ///
@@ -162,7 +161,11 @@ impl<F: Fs> Store<F> {
 
     /// The save protocol, with the key's lock held. Observers are the
     /// caller's to notify.
-    pub(super) fn write_stash<T: Serialize + ?Sized>(&self, header: Header, value: &T) -> Result<Receipt> {
+    pub(super) fn write_stash<T: Serialize + ?Sized>(
+        &self,
+        header: Header,
+        value: &T,
+    ) -> Result<Receipt> {
         let key = header.key().clone();
         let path = self.path_of(&key);
         self.expect_file_or_nothing(&path)?;

@@ -1,7 +1,6 @@
 use super::*;
 
 impl<F: Fs> Store<F> {
-
     /// The stash keys present, from the directory's file names: every name
     /// that is a valid key. The store's own dot-files and names that are not
     /// keys are skipped. A missing directory has no stashes.
