@@ -18,10 +18,11 @@
 //!    ([`Unparseable`](crate::Unparseable)), never deleted.
 //! 2. **Refuse plans that look wrong** ([`plan`](mod@crate::plan)).
 //!    [`Reconciler::execute`] refuses an empty source of truth, a delete of
-//!    too many tenants or too large a share ([`Limits`]), and unparseable
-//!    input, unless the caller lifts the [`Rule`] by name ([`Overrides`]). A
-//!    plan only executes against the inputs it was computed from (its
-//!    [`Fingerprint`]).
+//!    too many tenants or too large a share ([`Limits`]), and a delete
+//!    while some input is unparseable, unless the caller lifts the [`Rule`]
+//!    by name ([`Overrides`]). A plan that deletes nothing is never
+//!    refused; its unparseable ids are reported. A plan only executes
+//!    against the inputs it was computed from (its [`Fingerprint`]).
 //! 3. **Stash before delete** (this module). Each tenant is exported,
 //!    stashed durably under [`tenant_key`], and only then deleted;
 //!    [`restore_tenant`] puts a wrongly deleted tenant back, and
@@ -39,7 +40,9 @@ use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions};
 use crate::observe::{BoxError, Event};
-use crate::plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, join_refusals, plan};
+use crate::plan::{
+    Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, join_refusals, plan,
+};
 use crate::restore::Restorer;
 use crate::rollback::Restored;
 use crate::store::Store;
@@ -68,8 +71,11 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// ```
 /// use safestash::{CanonicalUuid, IdSet, Limits, Overrides, ReconcileError, Rule, plan};
 ///
-/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(["not-a-uuid"]);
-/// match plan(&local, &IdSet::new()).check(&Limits::default(), &Overrides::none()) {
+/// let mut raw: Vec<String> = (1..=20).map(|n| uuid::Uuid::from_u128(n).to_string()).collect();
+/// raw.push("not-a-uuid".into());
+/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(&raw);
+/// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((2..=20).map(uuid::Uuid::from_u128));
+/// match plan(&local, &truth).check(&Limits::default(), &Overrides::none()) {
 ///     Err(ReconcileError::Refused { refusals }) => assert_eq!(refusals[0].rule(), Rule::Unparseable),
 ///     other => panic!("expected a refusal, got {other:?}"),
 /// }
@@ -296,6 +302,10 @@ pub struct ExecutionReport<I> {
     pub not_attempted: Vec<I>,
     /// The refusals that explicit overrides lifted for this run.
     pub overridden: Vec<Refusal>,
+    /// The inputs that could not be canonicalised (as in
+    /// [`Plan::unparseable`]): never deleted, and reported even when the
+    /// plan deletes nothing and so was not refused for them.
+    pub unparseable: UnparseableIds,
     /// How long the stashes are to be kept (see [`purge_expired`]).
     pub retention: Duration,
 }
@@ -314,6 +324,9 @@ impl<I> ExecutionReport<I> {
 impl<I: fmt::Display> fmt::Display for ExecutionReport<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} deleted, {} stashed", self.deleted.len(), self.stashed.len())?;
+        if !self.unparseable.is_empty() {
+            write!(f, ", {} unparseable ids left alone", self.unparseable.len())?;
+        }
         if let Some(stopped) = &self.stopped {
             write!(
                 f,
@@ -463,6 +476,10 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ([`ReconcileError::Altered`]), then refuses a plan that breaks a rule
     /// not lifted ([`ReconcileError::Refused`]).
     ///
+    /// A plan that deletes nothing is never refused, whatever its
+    /// unparseable ids; they are reported in
+    /// [`ExecutionReport::unparseable`].
+    ///
     /// Then, for each tenant to delete, in the plan's (sorted) order, with
     /// the tenant's stash key ([`tenant_key`]) locked:
     ///
@@ -547,6 +564,14 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         for refusal in &overridden {
             tracing::warn!(rule = %refusal.rule(), plan = %current.fingerprint, "explicit override: {refusal}");
         }
+        if !current.unparseable().is_empty() {
+            tracing::warn!(
+                plan = %current.fingerprint,
+                local = current.unparseable().local.len(),
+                authoritative = current.unparseable().authoritative.len(),
+                "input ids could not be canonicalised; they are left alone"
+            );
+        }
         let opts =
             SaveOptions::new().kind(TENANT_SNAPSHOT_KIND).origin(current.fingerprint.to_string());
         let mut report = ExecutionReport {
@@ -556,6 +581,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
             stopped: None,
             not_attempted: Vec::new(),
             overridden,
+            unparseable: current.unparseable().clone(),
             retention: self.retention,
         };
         let mut pending = current.delete.into_iter();

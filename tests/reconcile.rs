@@ -871,3 +871,39 @@ proptest! {
         prop_assert_eq!(p.keep(), want_keep.as_slice());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 12, behaviour 8 and the tenant half of behaviour 5.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_plan_with_no_deletes_is_never_refused_and_still_reports_unparseable_ids() {
+    let (_dir, store) = setup();
+    let model = Model::new(1..=20);
+    // One local id the nightly run cannot canonicalise; nothing is gone.
+    let mut local_raw: Vec<String> = (1..=20).map(|t| uid(t).to_string()).collect();
+    local_raw.push("legacy-tenant-0042".to_owned());
+    let local: IdSet<CanonicalUuid> = IdSet::canonicalize(&local_raw);
+    let truth = ids(1..=20);
+    let p = plan(&local, &truth);
+    assert!(p.delete().is_empty());
+    assert_eq!(p.unparseable().local[0].input(), "legacy-tenant-0042");
+
+    let r = Reconciler::new(&store);
+    assert!(r.check(&p).unwrap().is_empty(), "nothing to delete: nothing to refuse");
+    let report = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(report.is_complete() && report.deleted.is_empty());
+    assert!(model.calls.borrow().is_empty(), "nothing exported or deleted");
+    // Reported to the caller, not silently dropped.
+    let inputs: Vec<&str> = report.unparseable.local.iter().map(Unparseable::input).collect();
+    assert_eq!(inputs, ["legacy-tenant-0042"]);
+    assert!(report.unparseable.authoritative.is_empty());
+    assert!(report.to_string().contains("1 unparseable ids left alone"), "{report}");
+    assert!(p.to_string().contains("\"legacy-tenant-0042\" is not a valid id"), "{p}");
+
+    // With a delete in the plan, the same id still refuses it.
+    let fewer = ids(2..=20);
+    let p = plan(&local, &fewer);
+    assert_eq!(p.delete(), [cid(1)]);
+    assert_refused(model.run(&r, &p, &local, &fewer), &[Rule::Unparseable], &model, &store);
+}
