@@ -322,14 +322,40 @@ fn tenant_lock_key<I: CanonicalId>(id: &I) -> StashKey {
     StashKey::from_any(&format!("tenant-lock/{id}"))
 }
 
+thread_local! {
+    /// The tenant locks this thread holds, by store directory and key: an
+    /// observer or hook that calls back into a reconciler for the same
+    /// tenant gets [`Error::Locked`] instead of waiting for itself.
+    static HELD: std::cell::RefCell<Vec<(std::path::PathBuf, StashKey)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A held tenant lock (see [`tenant_lock_key`]).
 struct TenantLock<'s, F: Fs> {
     _lock: KeyLock<'s, F>,
+    slot: (std::path::PathBuf, StashKey),
 }
 
 impl<'s, F: Fs> TenantLock<'s, F> {
     fn acquire<I: CanonicalId>(store: &'s Store<F>, id: &I) -> Result<TenantLock<'s, F>> {
-        Ok(TenantLock { _lock: store.lock(&tenant_lock_key(id))? })
+        let key = tenant_lock_key(id);
+        let slot = (store.dir().to_owned(), key);
+        let reentrant = HELD.with(|held| held.borrow().contains(&slot));
+        // Waiting for a lock this thread holds would wait forever.
+        let lock = if reentrant { store.try_lock(&slot.1)? } else { store.lock(&slot.1)? };
+        HELD.with(|held| held.borrow_mut().push(slot.clone()));
+        Ok(TenantLock { _lock: lock, slot })
+    }
+}
+
+impl<F: Fs> Drop for TenantLock<'_, F> {
+    fn drop(&mut self) {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(at) = held.iter().rposition(|s| *s == self.slot) {
+                held.remove(at);
+            }
+        });
     }
 }
 
@@ -362,7 +388,9 @@ pub struct Stopped<I> {
     /// The tenant the run stopped at. It was not deleted, or not completely:
     /// if it was stashed, the stash is kept.
     pub tenant: I,
-    /// What went wrong: [`ReconcileError::Export`], [`Stash`](ReconcileError::Stash),
+    /// What went wrong: [`ReconcileError::Export`], [`Stash`](ReconcileError::Stash)
+    /// (also when a hook or observer calls back into a run for a tenant its
+    /// own thread is stashing: [`Error::Locked`] as the source),
     /// [`StashExists`](ReconcileError::StashExists) or
     /// [`Delete`](ReconcileError::Delete).
     pub error: ReconcileError,
@@ -590,7 +618,9 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     ///
     /// Observers of the store see each snapshot's `Saved` event with no
     /// lock on the snapshot's key held, so one may read, rewrite or clear
-    /// that key.
+    /// that key; one that calls back into a run for the same tenant on the
+    /// same thread gets a [`ReconcileError::Stash`] (source
+    /// [`Error::Locked`]) rather than waiting for itself.
     ///
     /// # Errors
     ///

@@ -1064,3 +1064,47 @@ fn an_observer_that_writes_the_tenant_stash_key_does_not_hang_the_run() {
         assert!(store.load::<String>(&tenant_key(&cid(1))).unwrap().is_none());
     });
 }
+
+#[test]
+fn an_observer_that_reruns_the_same_tenant_gets_a_clear_error_not_a_hang() {
+    within(20, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stashes");
+        let mut store = Store::open(&path).unwrap();
+        let (local, truth) = (ids(1..=20), ids(2..=20));
+        let inner: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let seen = inner.clone();
+        let (l, t) = (local.clone(), truth.clone());
+        let observer_dir = path.clone();
+        // Calls back into a reconciler for the tenant being stashed, on the
+        // same thread, while the outer run still holds the tenant.
+        store.observe("rerun", move |event| {
+            if let safestash::Event::Saved(receipt) = event {
+                if receipt.key != tenant_key(&cid(1)) {
+                    return Ok(());
+                }
+                let other = Store::open(&observer_dir)?;
+                let report = Reconciler::new(&other).execute(
+                    &plan(&l, &t),
+                    &l,
+                    &t,
+                    |_| Ok::<_, BoxError>("inner"),
+                    |_| Ok::<_, BoxError>(()),
+                )?;
+                let stopped = report.stopped.ok_or("the inner run went through")?;
+                seen.lock().unwrap().push(format!("{:?}", stopped.error));
+            }
+            Ok(())
+        });
+        let model = Model::new(1..=20);
+        let report = model.run(&Reconciler::new(&store), &plan(&local, &truth), &local, &truth);
+        let report = report.unwrap();
+        assert!(report.is_complete(), "{report}");
+        assert!(report.stashed[0].receipt.observer_errors.is_empty());
+        let seen = inner.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("Stash {") && seen[0].contains("Locked {"), "{}", seen[0]);
+        // Only the outer run's snapshot was written.
+        assert_eq!(Reconciler::new(&store).tenant_stashes(&cid(1)).unwrap().len(), 1);
+    });
+}
