@@ -263,7 +263,12 @@ impl ReconcileError {
 /// A tenant deleted again while an earlier snapshot is kept (re-created,
 /// say) gets its next snapshot under the next generation's key: this key
 /// followed by `_g2`, `_g3`, ... (one past the highest generation present).
-/// [`Reconciler::tenant_stashes`] lists them all.
+/// [`Reconciler::tenant_stashes`] lists them all. (`_g` never occurs in a
+/// key [`StashKey::from_any`] makes, so no tenant's key is another's
+/// generation.) A generation key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)
+/// bytes, possible only for ids of over about 180 bytes, is not made: the
+/// run stops at that tenant with [`ReconcileError::Stash`], nothing
+/// overwritten or deleted.
 ///
 /// # Examples
 ///
@@ -1063,8 +1068,9 @@ fn expired(created: SystemTime, now: SystemTime, retention: Duration) -> bool {
 }
 
 /// Ends the retention: removes every intact tenant stash (kind
-/// [`TENANT_SNAPSHOT_KIND`] at a [`tenant_key`]) written more than
-/// `retention` ago. Each is verified first and removed only if it is still
+/// [`TENANT_SNAPSHOT_KIND`] at any tenant's key, of any generation) written
+/// more than `retention` ago. Each snapshot is judged on its own: of a
+/// tenant's several snapshots only the expired ones go. Each is verified first and removed only if it is still
 /// the stash verified; a damaged one is never removed, only reported in
 /// [`PurgeReport::kept`]. Other stashes are left alone.
 ///

@@ -748,7 +748,7 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it()
     assert_eq!(model.tenants.borrow()[&cid(1)], "data of 1");
     assert!(store.load::<String>(&key).unwrap().is_none(), "the restored one is cleared");
     let left: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
-    assert_eq!(left, [second.receipt.key.clone()], "the other one is kept");
+    assert_eq!(left, std::slice::from_ref(&second.receipt.key), "the other one is kept");
 }
 
 #[test]
@@ -999,7 +999,7 @@ fn retention_purges_each_expired_snapshot_of_a_tenant_on_its_own() {
     assert_eq!(purged.removed, [tenant_key(&cid(1))], "only the expired one");
     assert_eq!(purged.retained, 1);
     let keys: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
-    assert_eq!(keys, [young.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&young));
     // The next snapshot is one past the newest still there, never a reuse
     // of a younger one's key.
     model.tenants.borrow_mut().insert(cid(1), "third life".to_owned());
