@@ -9,7 +9,7 @@
 //! tenant row deletes everything it owns. The sync deletes the local tenants
 //! a source of truth (a billing system, say) no longer lists. It once
 //! deleted every tenant, because the local side held UUID values and the
-//! source of truth UUID strings, and nothing compared equal. Three runs:
+//! source of truth UUID strings, and nothing compared equal. Four runs:
 //!
 //! 1. **Mixed representations**: the local side yields `uuid::Uuid` values,
 //!    the source of truth strings in upper case, braces, URNs and without
@@ -19,6 +19,10 @@
 //!    The plan is refused; nothing is touched.
 //! 3. **Wrong delete undone**: the tenant removed in run 1 was dropped from
 //!    billing by mistake; it is restored from its stash with all its rows.
+//! 4. **Deleted twice**: that tenant is deleted again, signs up again with
+//!    new calls, and is deleted once more while its first snapshot is still
+//!    retained. Both snapshots are kept, each under its own key; neither
+//!    run stops.
 //!
 //! The example checks every outcome itself and exits non-zero if one is
 //! wrong.
@@ -373,6 +377,52 @@ fn main() -> Result<(), Error> {
         gone_snapshot.call_logs.len(),
         gone_snapshot.recordings.len()
     );
-    println!("\nall three runs behaved as promised");
+
+    // Run 4: deleted again, re-created, deleted once more within retention.
+    println!("\nrun 4: {} is deleted, signs up again, and is deleted again", TENANTS[GONE]);
+    let sync = |what: &str| -> Result<safestash::ExecutionReport<CanonicalUuid>, Error> {
+        let local: IdSet<CanonicalUuid> = IdSet::canonicalize(local_tenants(&conn)?);
+        let billing: IdSet<CanonicalUuid> = IdSet::canonicalize(billing_tenants(&[GONE]));
+        let p = plan(&local, &billing);
+        let report = reconciler.execute(
+            &p,
+            &local,
+            &billing,
+            |id| export(&conn, id),
+            |id| delete(&conn, id),
+        )?;
+        println!("    {what}: {report}");
+        assert!(report.is_complete(), "an earlier snapshot never stops a run");
+        assert_eq!(report.deleted, [gone]);
+        Ok(report)
+    };
+    let first = sync("nightly sync")?;
+    conn.execute(
+        "INSERT INTO tenants (id, name) VALUES (?1, ?2)",
+        params![gone.uuid().as_bytes(), TENANTS[GONE]],
+    )?;
+    conn.execute(
+        "INSERT INTO call_logs (tenant_id, caller, started, seconds) VALUES (?1, ?2, ?3, ?4)",
+        params![gone.uuid().as_bytes(), "+49 30 2001 000", "2026-12-01 09:30:00", 61],
+    )?;
+    let second = sync("the next night")?;
+    let (old, new) = (&first.stashed[0], &second.stashed[0]);
+    println!(
+        "    snapshots kept: {} (generation 1), {} (generation 2)",
+        old.receipt.key, new.receipt.key
+    );
+    assert_eq!(new.earlier, std::slice::from_ref(&old.receipt.key));
+    assert_eq!(new.generation, 2);
+    let kept: Vec<_> = reconciler.tenant_stashes(&gone)?.into_iter().map(|s| s.key).collect();
+    assert_eq!(kept, [old.receipt.key.clone(), new.receipt.key.clone()]);
+    let full = store.load::<TenantSnapshot>(&old.receipt.key)?.ok_or("first snapshot gone")?;
+    assert_eq!(full.value(), &gone_snapshot, "the first life, untouched");
+    let newest = store.load::<TenantSnapshot>(&new.receipt.key)?.ok_or("second snapshot gone")?;
+    assert_eq!(newest.value().call_logs.len(), 1, "the second life: one new call");
+    println!(
+        "    ok: both kept; restore_tenant would restore the newest, \
+         Reconciler::restore_tenant_stash the one chosen"
+    );
+    println!("\nall four runs behaved as promised");
     Ok(())
 }

@@ -342,8 +342,13 @@ impl<I: CanonicalId> Plan<I> {
     /// - [`Rule::TooMany`]: more than `limits.max_count` tenants to delete;
     /// - [`Rule::TooLargeShare`]: more than `limits.max_share` of the local
     ///   tenants to delete (a `max_share` that is NaN refuses any delete);
-    /// - [`Rule::Unparseable`]: any input, on either side, could not be
-    ///   canonicalised.
+    /// - [`Rule::Unparseable`]: the plan deletes something and any input,
+    ///   on either side, could not be canonicalised.
+    ///
+    /// A plan that deletes nothing breaks no rule: an unparseable id then
+    /// cannot make a nightly run fail, and is still reported in
+    /// [`unparseable`](Plan::unparseable) (and in
+    /// [`ExecutionReport::unparseable`](crate::ExecutionReport::unparseable)).
     ///
     /// # Examples
     ///
@@ -360,6 +365,18 @@ impl<I: CanonicalId> Plan<I> {
     ///     "refusing to delete 7 of 9 tenants: more than the limit of 5 \
     ///      (rule TooMany; override with Overrides::allow(Rule::TooMany))"
     /// );
+    ///
+    /// // An id that is not a uuid: refused only when the plan deletes.
+    /// let mut raw: Vec<String> = (1..=20).map(|n| uuid::Uuid::from_u128(n).to_string()).collect();
+    /// raw.push("legacy-42".into());
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(&raw);
+    /// let all: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=20).map(uuid::Uuid::from_u128));
+    /// let nothing_gone = plan(&local, &all);
+    /// assert!(nothing_gone.refusals(&Limits::default()).is_empty());
+    /// assert_eq!(nothing_gone.unparseable().local[0].input(), "legacy-42"); // still reported
+    /// let one_gone = plan(&local, &IdSet::canonicalize((2..=20).map(uuid::Uuid::from_u128)));
+    /// let rules: Vec<Rule> = one_gone.refusals(&Limits::default()).iter().map(|r| r.rule()).collect();
+    /// assert_eq!(rules, [Rule::Unparseable]);
     /// ```
     pub fn refusals(&self, limits: &Limits) -> Vec<Refusal> {
         let mut out = Vec::new();
@@ -378,7 +395,9 @@ impl<I: CanonicalId> Plan<I> {
                 out.push(Refusal::TooLargeShare { delete, local, max_share: limits.max_share });
             }
         }
-        if !self.unparseable.is_empty() {
+        // Unparseable ids make the deletes uncertain; with nothing to delete
+        // there is nothing to refuse (they are still in `unparseable()`).
+        if delete > 0 && !self.unparseable.is_empty() {
             out.push(Refusal::Unparseable {
                 local: self.unparseable.local.len(),
                 authoritative: self.unparseable.authoritative.len(),
@@ -474,7 +493,9 @@ pub enum Rule {
     /// A larger share of the local tenants to delete than
     /// [`Limits::max_share`].
     TooLargeShare,
-    /// An input id, on either side, could not be canonicalised.
+    /// An input id, on either side, could not be canonicalised, and the
+    /// plan deletes something (a plan that deletes nothing is never
+    /// refused for it).
     Unparseable,
 }
 
@@ -793,6 +814,20 @@ mod tests {
         let rules: Vec<Rule> =
             plan(&set([1]), &truth).refusals(&limits).iter().map(Refusal::rule).collect();
         assert_eq!(rules, [Rule::EmptyAuthority, Rule::TooLargeShare, Rule::Unparseable]);
+    }
+
+    #[test]
+    fn unparseable_ids_refuse_only_a_plan_that_deletes() {
+        let limits = Limits::default();
+        let local = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001", "bad"]);
+        let truth = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001", "BAD"]);
+        let p = plan::<CanonicalUuid>(&local, &truth);
+        assert!(p.delete().is_empty() && p.unparseable().len() == 2);
+        assert!(p.refusals(&limits).is_empty());
+        assert!(p.check(&limits, &Overrides::none()).unwrap().is_empty());
+        // No ids at all locally but junk: nothing to delete either.
+        let junk = IdSet::canonicalize(["bad"]);
+        assert!(plan::<CanonicalUuid>(&junk, &IdSet::new()).refusals(&limits).is_empty());
     }
 
     #[test]

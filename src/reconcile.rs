@@ -18,14 +18,19 @@
 //!    ([`Unparseable`](crate::Unparseable)), never deleted.
 //! 2. **Refuse plans that look wrong** ([`plan`](mod@crate::plan)).
 //!    [`Reconciler::execute`] refuses an empty source of truth, a delete of
-//!    too many tenants or too large a share ([`Limits`]), and unparseable
-//!    input, unless the caller lifts the [`Rule`] by name ([`Overrides`]). A
-//!    plan only executes against the inputs it was computed from (its
-//!    [`Fingerprint`]).
+//!    too many tenants or too large a share ([`Limits`]), and a delete
+//!    while some input is unparseable, unless the caller lifts the [`Rule`]
+//!    by name ([`Overrides`]). A plan that deletes nothing is never
+//!    refused; its unparseable ids are reported. A plan only executes
+//!    against the inputs it was computed from (its [`Fingerprint`]).
 //! 3. **Stash before delete** (this module). Each tenant is exported,
-//!    stashed durably under [`tenant_key`], and only then deleted;
-//!    [`restore_tenant`] puts a wrongly deleted tenant back, and
-//!    [`purge_expired`] ends the retention.
+//!    stashed durably under a key of its own (the first snapshot under
+//!    [`tenant_key`], a later one, of a tenant re-created and deleted
+//!    again, under the next generation: see [`Reconciler::tenant_stashes`]), and only
+//!    then deleted; a snapshot is never overwritten. [`restore_tenant`]
+//!    puts a wrongly deleted tenant back from its newest snapshot
+//!    ([`Reconciler::restore_tenant_stash`] from a chosen one), and [`purge_expired`]
+//!    ends the retention of each snapshot on its own.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -38,10 +43,13 @@ use crate::error::BoxError;
 use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
-use crate::meta::{Receipt, SaveOptions};
+use crate::meta::{Receipt, SaveOptions, StashInfo};
 use crate::observe::Event;
-use crate::plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, join_refusals, plan};
+use crate::plan::{
+    Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, join_refusals, plan,
+};
 use crate::rollback::Restored;
+use crate::store::KeyLock;
 use crate::store::Restorer;
 use crate::store::Store;
 
@@ -58,6 +66,12 @@ pub const TENANT_SNAPSHOT_KIND: &str = "tenant-snapshot";
 /// [`StashKey::from_any`].
 const TENANT_KEY_PREFIX: &str = "tenant_2F";
 
+/// Between a tenant's first key and the generation number of a later
+/// snapshot. [`StashKey::from_any`] never yields `_g` (it only writes `_`
+/// before two uppercase hex digits, or in `__` before lowercase hex), so a
+/// generation key can never be another tenant's key.
+const GENERATION_INFIX: &str = "_g";
+
 /// The default retention of tenant stashes: 30 days.
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -69,8 +83,11 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// ```
 /// use safestash::{CanonicalUuid, IdSet, Limits, Overrides, ReconcileError, Rule, plan};
 ///
-/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(["not-a-uuid"]);
-/// match plan(&local, &IdSet::new()).check(&Limits::default(), &Overrides::none()) {
+/// let mut raw: Vec<String> = (1..=20).map(|n| uuid::Uuid::from_u128(n).to_string()).collect();
+/// raw.push("not-a-uuid".into());
+/// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(&raw);
+/// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((2..=20).map(uuid::Uuid::from_u128));
+/// match plan(&local, &truth).check(&Limits::default(), &Overrides::none()) {
 ///     Err(ReconcileError::Refused { refusals }) => assert_eq!(refusals[0].rule(), Rule::Unparseable),
 ///     other => panic!("expected a refusal, got {other:?}"),
 /// }
@@ -127,8 +144,12 @@ pub enum ReconcileError {
         #[source]
         source: Box<Error>,
     },
-    /// The tenant already has a stash (from an earlier run whose delete
-    /// failed, say). It is never overwritten, and the tenant is not deleted.
+    /// A stash appeared at the key chosen for the tenant's new snapshot
+    /// (written by something other than a reconciler, between the look and
+    /// the save). It is never overwritten, and the tenant is not deleted.
+    ///
+    /// An earlier snapshot of the tenant does not stop a run: the new one
+    /// gets a key of its own (see [`Reconciler::tenant_stashes`]).
     #[error(
         "tenant {tenant} already has a stash `{key}` (origin {}, created {}); it is never \
          overwritten: restore it with restore_tenant, or inspect and clear it, then run again",
@@ -162,6 +183,15 @@ pub enum ReconcileError {
         /// The tenant.
         tenant: String,
         /// The key looked at.
+        key: StashKey,
+    },
+    /// [`Reconciler::restore_tenant_stash`] was given a key that is not one of the
+    /// tenant's snapshot keys; nothing was restored.
+    #[error("`{key}` is not a snapshot key of tenant {tenant}; not restored")]
+    NotTheTenantsKey {
+        /// The tenant.
+        tenant: String,
+        /// The key given.
         key: StashKey,
     },
     /// The stash at the tenant's key is not a tenant snapshot; it is not
@@ -228,8 +258,18 @@ impl ReconcileError {
     }
 }
 
-/// The stash key of a tenant: `tenant/{id}` made a valid key by
-/// [`StashKey::from_any`].
+/// The stash key of a tenant's first snapshot (generation 1): `tenant/{id}`
+/// made a valid key by [`StashKey::from_any`].
+///
+/// A tenant deleted again while an earlier snapshot is kept (re-created,
+/// say) gets its next snapshot under the next generation's key: this key
+/// followed by `_g2`, `_g3`, ... (one past the highest generation present).
+/// [`Reconciler::tenant_stashes`] lists them all. (`_g` never occurs in a
+/// key [`StashKey::from_any`] makes, so no tenant's key is another's
+/// generation.) A generation key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)
+/// bytes, possible only for ids of over about 180 bytes, is not made: the
+/// run stops at that tenant with [`ReconcileError::Stash`], nothing
+/// overwritten or deleted.
 ///
 /// # Examples
 ///
@@ -240,6 +280,89 @@ impl ReconcileError {
 /// ```
 pub fn tenant_key<I: CanonicalId>(id: &I) -> StashKey {
     StashKey::from_any(&format!("tenant/{id}"))
+}
+
+/// The key of generation `generation` (from 1) of the tenant whose first
+/// key is `first`.
+fn generation_key(first: &StashKey, generation: u64) -> Result<StashKey> {
+    if generation <= 1 {
+        return Ok(first.clone());
+    }
+    Ok(StashKey::new(format!("{first}{GENERATION_INFIX}{generation}"))?)
+}
+
+/// The generation of `key` if it is one of the keys of the tenant whose
+/// first key is `first`.
+fn generation_of(first: &StashKey, key: &StashKey) -> Option<u64> {
+    let rest = key.as_str().strip_prefix(first.as_str())?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    let digits = rest.strip_prefix(GENERATION_INFIX)?;
+    // Exactly the spelling `generation_key` writes: no sign, no leading zero.
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&g| g >= 2)
+}
+
+/// Every stash at one of `id`'s keys with its generation, oldest first.
+fn tenant_stashes<I: CanonicalId, F: Fs>(
+    store: &Store<F>,
+    id: &I,
+) -> Result<Vec<(u64, StashInfo)>> {
+    let first = tenant_key(id);
+    let mut out: Vec<(u64, StashInfo)> = store
+        .list()?
+        .into_iter()
+        .filter_map(|info| Some((generation_of(&first, &info.key)?, info)))
+        .collect();
+    out.sort_by_key(|(generation, _)| *generation);
+    Ok(out)
+}
+
+/// The key whose lock serialises reconcilers choosing and writing a
+/// tenant's next snapshot. It is never a stash key, so a stash's own lock
+/// is free while its observers run.
+fn tenant_lock_key<I: CanonicalId>(id: &I) -> StashKey {
+    StashKey::from_any(&format!("tenant-lock/{id}"))
+}
+
+thread_local! {
+    /// The tenant locks this thread holds, by store directory and key: an
+    /// observer or hook that calls back into a reconciler for the same
+    /// tenant gets [`Error::Locked`] instead of waiting for itself.
+    static HELD: std::cell::RefCell<Vec<(std::path::PathBuf, StashKey)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A held tenant lock (see [`tenant_lock_key`]).
+struct TenantLock<'s, F: Fs> {
+    _lock: KeyLock<'s, F>,
+    slot: (std::path::PathBuf, StashKey),
+}
+
+impl<'s, F: Fs> TenantLock<'s, F> {
+    fn acquire<I: CanonicalId>(store: &'s Store<F>, id: &I) -> Result<TenantLock<'s, F>> {
+        let key = tenant_lock_key(id);
+        let slot = (store.dir().to_owned(), key);
+        let reentrant = HELD.with(|held| held.borrow().contains(&slot));
+        // Waiting for a lock this thread holds would wait forever.
+        let lock = if reentrant { store.try_lock(&slot.1)? } else { store.lock(&slot.1)? };
+        HELD.with(|held| held.borrow_mut().push(slot.clone()));
+        Ok(TenantLock { _lock: lock, slot })
+    }
+}
+
+impl<F: Fs> Drop for TenantLock<'_, F> {
+    fn drop(&mut self) {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(at) = held.iter().rposition(|s| *s == self.slot) {
+                held.remove(at);
+            }
+        });
+    }
 }
 
 /// A tenant stashed by a run.
@@ -254,6 +377,10 @@ pub struct StashedTenant<I> {
     pub tenant: I,
     /// The durable stash of its snapshot.
     pub receipt: Receipt,
+    /// The snapshot's generation (1 unless earlier ones were kept).
+    pub generation: u64,
+    /// The tenant's earlier stashes, oldest first, all kept untouched.
+    pub earlier: Vec<StashKey>,
 }
 
 /// Where and why a run stopped.
@@ -267,7 +394,9 @@ pub struct Stopped<I> {
     /// The tenant the run stopped at. It was not deleted, or not completely:
     /// if it was stashed, the stash is kept.
     pub tenant: I,
-    /// What went wrong: [`ReconcileError::Export`], [`Stash`](ReconcileError::Stash),
+    /// What went wrong: [`ReconcileError::Export`], [`Stash`](ReconcileError::Stash)
+    /// (also when a hook or observer calls back into a run for a tenant its
+    /// own thread is stashing: [`Error::Locked`] as the source),
     /// [`StashExists`](ReconcileError::StashExists) or
     /// [`Delete`](ReconcileError::Delete).
     pub error: ReconcileError,
@@ -297,6 +426,10 @@ pub struct ExecutionReport<I> {
     pub not_attempted: Vec<I>,
     /// The refusals that explicit overrides lifted for this run.
     pub overridden: Vec<Refusal>,
+    /// The inputs that could not be canonicalised (as in
+    /// [`Plan::unparseable`]): never deleted, and reported even when the
+    /// plan deletes nothing and so was not refused for them.
+    pub unparseable: UnparseableIds,
     /// How long the stashes are to be kept (see [`purge_expired`]).
     pub retention: Duration,
 }
@@ -315,6 +448,9 @@ impl<I> ExecutionReport<I> {
 impl<I: fmt::Display> fmt::Display for ExecutionReport<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} deleted, {} stashed", self.deleted.len(), self.stashed.len())?;
+        if !self.unparseable.is_empty() {
+            write!(f, ", {} unparseable ids left alone", self.unparseable.len())?;
+        }
         if let Some(stopped) = &self.stopped {
             write!(
                 f,
@@ -464,19 +600,33 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ([`ReconcileError::Altered`]), then refuses a plan that breaks a rule
     /// not lifted ([`ReconcileError::Refused`]).
     ///
-    /// Then, for each tenant to delete, in the plan's (sorted) order, with
-    /// the tenant's stash key ([`tenant_key`]) locked:
+    /// A plan that deletes nothing is never refused, whatever its
+    /// unparseable ids; they are reported in
+    /// [`ExecutionReport::unparseable`].
     ///
-    /// 1. a stash already at the key stops the run
-    ///    ([`ReconcileError::StashExists`]): it is never overwritten;
+    /// Then, for each tenant to delete, in the plan's (sorted) order:
+    ///
+    /// 1. with the tenant locked against other reconcilers, the tenant's
+    ///    stashes are listed ([`Reconciler::tenant_stashes`]) and the new snapshot's
+    ///    key chosen: [`tenant_key`] if there is none, else one generation
+    ///    past the newest. An earlier snapshot (of a tenant re-created and
+    ///    due for deletion again, or of a run whose delete failed) is never
+    ///    overwritten and does not stop the run;
     /// 2. `exporter(id)` takes the snapshot;
-    /// 3. the snapshot is saved durably, with kind
+    /// 3. the snapshot is saved durably under that key, with kind
     ///    [`TENANT_SNAPSHOT_KIND`] and the plan's fingerprint as origin;
-    /// 4. only then, `deleter(id)` deletes the tenant.
+    /// 4. only then, `deleter(id)` deletes the tenant (the tenant lock
+    ///    released).
     ///
     /// The first failure stops the run (fail closed): a failed export or
     /// stash deletes nothing for that tenant, a failed delete keeps its
     /// stash. The report says what was done and where the run stopped.
+    ///
+    /// Observers of the store see each snapshot's `Saved` event with no
+    /// lock on the snapshot's key held, so one may read, rewrite or clear
+    /// that key; one that calls back into a run for the same tenant on the
+    /// same thread gets a [`ReconcileError::Stash`] (source
+    /// [`Error::Locked`]) rather than waiting for itself.
     ///
     /// # Errors
     ///
@@ -548,6 +698,14 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         for refusal in &overridden {
             tracing::warn!(rule = %refusal.rule(), plan = %current.fingerprint, "explicit override: {refusal}");
         }
+        if !current.unparseable().is_empty() {
+            tracing::warn!(
+                plan = %current.fingerprint,
+                local = current.unparseable().local.len(),
+                authoritative = current.unparseable().authoritative.len(),
+                "input ids could not be canonicalised; they are left alone"
+            );
+        }
         let opts =
             SaveOptions::new().kind(TENANT_SNAPSHOT_KIND).origin(current.fingerprint.to_string());
         let mut report = ExecutionReport {
@@ -557,6 +715,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
             stopped: None,
             not_attempted: Vec::new(),
             overridden,
+            unparseable: current.unparseable().clone(),
             retention: self.retention,
         };
         let mut pending = current.delete.into_iter();
@@ -593,18 +752,28 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         D: FnMut(&I) -> Result<(), DE>,
         DE: Into<BoxError>,
     {
-        let key = tenant_key(id);
-        let stash_err = |source| ReconcileError::Stash {
-            tenant: id.to_string(),
-            key: key.clone(),
-            source: Box::new(source),
+        let first = tenant_key(id);
+        let stash_err = |key: &StashKey| {
+            let key = key.clone();
+            move |source| ReconcileError::Stash {
+                tenant: id.to_string(),
+                key,
+                source: Box::new(source),
+            }
         };
-        // Held from the check to the save, so two runs cannot both stash
-        // (and the second overwrite the first's snapshot with what is left).
-        let lock = self.store.lock(&key).map_err(stash_err)?;
-        // A stash already there (a damaged one too) is never overwritten:
-        // after a failed delete it may be the only full copy of the tenant.
-        if let Some(existing) = self.store.load::<IgnoredAny>(&key).map_err(stash_err)? {
+        // Held from the look to the save, so two runs cannot pick the same
+        // key (and the second overwrite the first's snapshot). It is not the
+        // snapshot key's own lock: the store releases that one before it
+        // notifies observers, so an observer may write the key.
+        let tenant_lock = TenantLock::acquire(self.store, id).map_err(stash_err(&first))?;
+        let earlier = tenant_stashes(self.store, id).map_err(stash_err(&first))?;
+        let generation = match earlier.last() {
+            None => 1,
+            Some((newest, _)) => newest.saturating_add(1),
+        };
+        let key = generation_key(&first, generation).map_err(stash_err(&first))?;
+        // Only a writer that ignores the tenant lock can have put one there.
+        if let Some(existing) = self.store.load::<IgnoredAny>(&key).map_err(stash_err(&key))? {
             let header = &existing.meta().header;
             return Err(ReconcileError::StashExists {
                 tenant: id.to_string(),
@@ -615,15 +784,118 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         }
         let snapshot = exporter(id)
             .map_err(|e| ReconcileError::Export { tenant: id.to_string(), source: e.into() })?;
-        let receipt = lock.save_with(&snapshot, opts).map_err(stash_err)?;
-        drop(lock);
-        report.stashed.push(StashedTenant { tenant: id.clone(), receipt });
+        let receipt = self.store.save_with(&key, &snapshot, opts).map_err(stash_err(&key))?;
+        drop(tenant_lock);
+        let earlier: Vec<StashKey> = earlier.into_iter().map(|(_, info)| info.key).collect();
+        if !earlier.is_empty() {
+            tracing::info!(tenant = %id, key = %key, earlier = earlier.len(), "tenant stashed next to its earlier snapshots");
+        }
+        report.stashed.push(StashedTenant { tenant: id.clone(), receipt, generation, earlier });
         // The stash is durable: only now may the tenant go.
         deleter(id).map_err(|e| ReconcileError::Delete {
             tenant: id.to_string(),
             key: key.clone(),
             source: e.into(),
         })
+    }
+
+    /// Restores a deleted tenant from the snapshot at `key`, one of its keys
+    /// (from [`Reconciler::tenant_stashes`] or a [`StashedTenant`]): loads and verifies it,
+    /// hands it to `restorer` to put the tenant back, and only if that
+    /// succeeded, clears it (if it is still the one restored). The same
+    /// semantics as [`RollbackGuard::rollback`](crate::RollbackGuard::rollback),
+    /// and what [`restore_tenant`] does with the newest key.
+    /// Observers are notified with no lock held.
+    ///
+    /// # Errors
+    ///
+    /// - [`ReconcileError::NotTheTenantsKey`] when `key` is not one of the
+    ///   tenant's keys;
+    /// - [`ReconcileError::NoStash`] when there is no stash at `key`;
+    /// - [`ReconcileError::Load`] when it cannot be loaded (a damaged stash is
+    ///   never restored);
+    /// - [`ReconcileError::NotATenantSnapshot`] when the stash there has
+    ///   another kind;
+    /// - [`ReconcileError::Restore`] when the hook fails (the stash is kept);
+    /// - [`ReconcileError::ClearAfterRestore`] when the tenant was restored but
+    ///   its stash could not be cleared.
+    ///
+    /// # Examples
+    ///
+    /// A tenant deleted twice has two snapshots; restore the first life's.
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Stashed, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
+    /// let opts = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
+    /// store.save_with(&tenant_key(&id), &"first life", &opts)?;
+    /// let second = safestash::StashKey::new(format!("{}_g2", tenant_key(&id)))?; // as a run names it
+    /// store.save_with(&second, &"second life", &opts)?;
+    ///
+    /// let reconciler = Reconciler::new(&store);
+    /// let stashes = reconciler.tenant_stashes(&id)?;
+    /// assert_eq!(stashes.iter().map(|s| &s.key).collect::<Vec<_>>(), [&tenant_key(&id), &second]);
+    /// let mut got = String::new();
+    /// reconciler.restore_tenant_stash(&id, &stashes[0].key, &mut |s: Stashed<String>| {
+    ///     got = s.into_value();
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(got, "first life");
+    /// assert_eq!(reconciler.tenant_stashes(&id)?[0].key, second); // the other one is kept
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn restore_tenant_stash<I, T, R>(
+        &self,
+        id: &I,
+        key: &StashKey,
+        restorer: &mut R,
+    ) -> Result<Restored, ReconcileError>
+    where
+        I: CanonicalId,
+        T: DeserializeOwned,
+        R: Restorer<T>,
+    {
+        restore_from(self.store, id, key, restorer)
+    }
+
+    /// Every stash at one of `id`'s snapshot keys, oldest first: the first
+    /// snapshot at [`tenant_key`], later ones (of a tenant deleted again
+    /// while an earlier snapshot was kept) at that key followed by `_g2`,
+    /// `_g3`, ... Damaged stashes, and stashes of another kind at a tenant
+    /// key, are listed too (with the reason in [`StashInfo::header`]):
+    /// they are never overwritten either, and count when a run chooses the
+    /// next generation. Reads only the headers.
+    ///
+    /// [`restore_tenant`] restores the last (newest) one;
+    /// [`restore_tenant_stash`](Reconciler::restore_tenant_stash) the one
+    /// you choose.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the store's directory cannot be listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
+    /// let reconciler = Reconciler::new(&store);
+    /// assert!(reconciler.tenant_stashes(&id)?.is_empty());
+    /// store.save_with(&tenant_key(&id), &"first life", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
+    /// let stashes = reconciler.tenant_stashes(&id)?;
+    /// assert_eq!(stashes.len(), 1);
+    /// assert_eq!(stashes[0].key, tenant_key(&id));
+    /// assert_eq!(stashes[0].header.as_ref().unwrap().kind(), TENANT_SNAPSHOT_KIND);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tenant_stashes<I: CanonicalId>(&self, id: &I) -> Result<Vec<StashInfo>> {
+        Ok(tenant_stashes(self.store, id)?.into_iter().map(|(_, info)| info).collect())
     }
 
     /// [`purge_expired`] with this reconciler's retention.
@@ -646,22 +918,23 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     }
 }
 
-/// Restores a deleted tenant from its stash: loads and verifies the stash at
-/// [`tenant_key`]`(id)`, hands it to `restorer` to put the tenant back, and
-/// only if that succeeded, clears the stash (if it is still the one
-/// restored). The same semantics as
-/// [`RollbackGuard::rollback`](crate::RollbackGuard::rollback).
+/// Restores a deleted tenant from its **newest** snapshot: the highest
+/// generation [`Reconciler::tenant_stashes`] lists (the snapshot taken at its latest
+/// delete). Exactly [`Reconciler::restore_tenant_stash`] with that key: loads and
+/// verifies it, hands it to `restorer` to put the tenant back, and only if
+/// that succeeded, clears it (if it is still the one restored). Earlier
+/// snapshots are left alone; a next call restores the next newest.
+///
+/// A newest snapshot that is damaged is never restored and never skipped
+/// silently: the error names it, and [`Reconciler::restore_tenant_stash`] can restore
+/// an older one on purpose. After a failed delete was run again, the
+/// newest snapshot holds what the failed delete left: list the stashes and
+/// choose.
 ///
 /// # Errors
 ///
-/// - [`ReconcileError::NoStash`] when there is none;
-/// - [`ReconcileError::Load`] when it cannot be loaded (a damaged stash is
-///   never restored);
-/// - [`ReconcileError::NotATenantSnapshot`] when the stash there has
-///   another kind;
-/// - [`ReconcileError::Restore`] when the hook fails (the stash is kept);
-/// - [`ReconcileError::ClearAfterRestore`] when the tenant was restored but
-///   its stash could not be cleared.
+/// [`ReconcileError::NoStash`] when the tenant has none; otherwise as
+/// [`Reconciler::restore_tenant_stash`].
 ///
 /// # Examples
 ///
@@ -695,6 +968,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
 /// })?;
 /// assert_eq!(db.borrow()[&id], ["call 1"]);
 /// assert!(store.load::<Vec<String>>(&tenant_key(&id))?.is_none()); // cleared after the restore
+/// assert!(Reconciler::new(&store).tenant_stashes(&id)?.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn restore_tenant<I, T, R, F>(
@@ -708,8 +982,36 @@ where
     R: Restorer<T>,
     F: Fs,
 {
-    let key = tenant_key(id);
+    let first = tenant_key(id);
+    let stashes = tenant_stashes(store, id).map_err(|source| ReconcileError::Load {
+        tenant: id.to_string(),
+        key: first.clone(),
+        source: Box::new(source),
+    })?;
+    match stashes.into_iter().next_back() {
+        Some((_, newest)) => restore_from(store, id, &newest.key, restorer),
+        None => Err(ReconcileError::NoStash { tenant: id.to_string(), key: first }),
+    }
+}
+
+/// What [`Reconciler::restore_tenant_stash`] does, on any store.
+fn restore_from<I, T, R, F>(
+    store: &Store<F>,
+    id: &I,
+    key: &StashKey,
+    restorer: &mut R,
+) -> Result<Restored, ReconcileError>
+where
+    I: CanonicalId,
+    T: DeserializeOwned,
+    R: Restorer<T>,
+    F: Fs,
+{
+    let key = key.clone();
     let tenant = id.to_string();
+    if generation_of(&tenant_key(id), &key).is_none() {
+        return Err(ReconcileError::NotTheTenantsKey { tenant, key });
+    }
     let stashed = match store.load::<T>(&key) {
         Ok(Some(stashed)) => stashed,
         Ok(None) => return Err(ReconcileError::NoStash { tenant, key }),
@@ -767,8 +1069,9 @@ fn expired(created: SystemTime, now: SystemTime, retention: Duration) -> bool {
 }
 
 /// Ends the retention: removes every intact tenant stash (kind
-/// [`TENANT_SNAPSHOT_KIND`] at a [`tenant_key`]) written more than
-/// `retention` ago. Each is verified first and removed only if it is still
+/// [`TENANT_SNAPSHOT_KIND`] at any tenant's key, of any generation) written
+/// more than `retention` ago. Each snapshot is judged on its own: of a
+/// tenant's several snapshots only the expired ones go. Each is verified first and removed only if it is still
 /// the stash verified; a damaged one is never removed, only reported in
 /// [`PurgeReport::kept`]. Other stashes are left alone.
 ///

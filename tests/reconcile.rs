@@ -692,7 +692,7 @@ fn a_failed_stash_deletes_nothing() {
 }
 
 #[test]
-fn a_failing_deleter_keeps_the_stash_and_stops_and_the_stash_is_never_overwritten() {
+fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it() {
     let (_dir, store) = setup();
     let model = Model::new(1..=40);
     let (local, truth) = (ids(1..=40), ids(4..=40));
@@ -724,24 +724,31 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_the_stash_is_never_overwritte
     let key = tenant_key(&cid(1));
     assert_eq!(store.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
 
-    // A rerun does not overwrite the full snapshot with what is left.
+    // A rerun never overwrites the full snapshot with what is left: what is
+    // left gets a snapshot of its own, and the run goes on.
     model.calls.borrow_mut().clear();
     let rerun = model.run(&r, &p, &local, &truth).unwrap();
-    let stopped = rerun.stopped.unwrap();
-    assert!(matches!(stopped.error, ReconcileError::StashExists { .. }), "{:?}", stopped.error);
-    assert!(stopped.error.to_string().contains("restore it with restore_tenant"));
-    assert!(model.calls.borrow().is_empty(), "nothing exported, nothing deleted");
+    assert!(rerun.is_complete(), "{rerun}");
+    assert_eq!(rerun.deleted, [cid(1), cid(2), cid(3)]);
+    let second = &rerun.stashed[0];
+    assert_eq!((second.generation, &second.earlier), (2, &vec![key.clone()]));
+    assert_ne!(second.receipt.key, key);
     assert_eq!(store.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+    assert_eq!(store.load::<String>(&second.receipt.key).unwrap().unwrap().value(), "half deleted");
 
-    // Restored from the stash, the next run goes through.
-    restore_tenant(&store, &cid(1), &mut |s: Stashed<String>| {
+    // The full copy is the older one: listed, and restored by choice.
+    let stashes = r.tenant_stashes(&cid(1)).unwrap();
+    let keys: Vec<_> = stashes.iter().map(|s| s.key.clone()).collect();
+    assert_eq!(keys, [key.clone(), second.receipt.key.clone()]);
+    r.restore_tenant_stash(&cid(1), &stashes[0].key, &mut |s: Stashed<String>| {
         model.tenants.borrow_mut().insert(cid(1), s.into_value());
         Ok::<(), BoxError>(())
     })
     .unwrap();
-    let report = model.run(&r, &p, &local, &truth).unwrap();
-    assert!(report.is_complete());
-    assert_eq!(report.deleted, [cid(1), cid(2), cid(3)]);
+    assert_eq!(model.tenants.borrow()[&cid(1)], "data of 1");
+    assert!(store.load::<String>(&key).unwrap().is_none(), "the restored one is cleared");
+    let left: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
+    assert_eq!(left, std::slice::from_ref(&second.receipt.key), "the other one is kept");
 }
 
 #[test]
@@ -870,4 +877,234 @@ proptest! {
         let want_keep: Vec<CanonicalUuid> = local_ids.intersection(&truth_ids).copied().collect();
         prop_assert_eq!(p.keep(), want_keep.as_slice());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 12, behaviour 8 and the tenant half of behaviour 5.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_plan_with_no_deletes_is_never_refused_and_still_reports_unparseable_ids() {
+    let (_dir, store) = setup();
+    let model = Model::new(1..=20);
+    // One local id the nightly run cannot canonicalise; nothing is gone.
+    let mut local_raw: Vec<String> = (1..=20).map(|t| uid(t).to_string()).collect();
+    local_raw.push("legacy-tenant-0042".to_owned());
+    let local: IdSet<CanonicalUuid> = IdSet::canonicalize(&local_raw);
+    let truth = ids(1..=20);
+    let p = plan(&local, &truth);
+    assert!(p.delete().is_empty());
+    assert_eq!(p.unparseable().local[0].input(), "legacy-tenant-0042");
+
+    let r = Reconciler::new(&store);
+    assert!(r.check(&p).unwrap().is_empty(), "nothing to delete: nothing to refuse");
+    let report = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(report.is_complete() && report.deleted.is_empty());
+    assert!(model.calls.borrow().is_empty(), "nothing exported or deleted");
+    // Reported to the caller, not silently dropped.
+    let inputs: Vec<&str> = report.unparseable.local.iter().map(Unparseable::input).collect();
+    assert_eq!(inputs, ["legacy-tenant-0042"]);
+    assert!(report.unparseable.authoritative.is_empty());
+    assert!(report.to_string().contains("1 unparseable ids left alone"), "{report}");
+    assert!(p.to_string().contains("\"legacy-tenant-0042\" is not a valid id"), "{p}");
+
+    // With a delete in the plan, the same id still refuses it.
+    let fewer = ids(2..=20);
+    let p = plan(&local, &fewer);
+    assert_eq!(p.delete(), [cid(1)]);
+    assert_refused(model.run(&r, &p, &local, &fewer), &[Rule::Unparseable], &model, &store);
+}
+
+#[test]
+fn a_recreated_tenant_due_again_keeps_both_snapshots_and_the_run_goes_on() {
+    let (_dir, store) = setup();
+    let model = Model::new(1..=40);
+    let (local, truth) = (ids(1..=40), ids(3..=40));
+    let p = plan(&local, &truth);
+    let r = Reconciler::new(&store).limits(Limits::default().max_share(0.5));
+    let first = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(first.is_complete(), "{first}");
+    assert_eq!(first.deleted, [cid(1), cid(2)]);
+
+    // The next day tenant 1 is re-created with new data, and is gone from
+    // the source of truth again while its first snapshot is retained.
+    model.tenants.borrow_mut().insert(cid(1), "data of 1, second life".to_owned());
+    let local = ids((1..=1).chain(3..=40));
+    let p = plan(&local, &truth);
+    assert_eq!(p.delete(), [cid(1)]);
+    let second = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(second.is_complete(), "{second}");
+    assert_eq!(second.deleted, [cid(1)]);
+    assert_ne!(second.stashed[0].receipt.key, tenant_key(&cid(1)), "a name of its own");
+    // The first snapshot is untouched.
+    let first_stash = store.load::<String>(&tenant_key(&cid(1))).unwrap().unwrap();
+    assert_eq!(first_stash.value(), "data of 1");
+    let stashed = &second.stashed[0];
+    assert_eq!(stashed.generation, 2);
+    assert_eq!(stashed.earlier, [tenant_key(&cid(1))]);
+    assert!(stashed.receipt.key.as_str().starts_with(tenant_key(&cid(1)).as_str()));
+    let new_stash = store.load::<String>(&stashed.receipt.key).unwrap().unwrap();
+    assert_eq!(new_stash.value(), "data of 1, second life");
+    assert_eq!(new_stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
+    assert_eq!(new_stash.meta().header.origin(), Some(p.fingerprint().to_string().as_str()));
+    // Listed oldest first; tenant 2's stash is not tenant 1's.
+    let keys: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
+    assert_eq!(keys, [tenant_key(&cid(1)), stashed.receipt.key.clone()]);
+    assert_eq!(r.tenant_stashes(&cid(2)).unwrap().len(), 1);
+
+    // A third life: one generation past the newest.
+    model.tenants.borrow_mut().insert(cid(1), "data of 1, third life".to_owned());
+    let third = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(third.is_complete(), "{third}");
+    assert_eq!(third.stashed[0].generation, 3);
+    assert_eq!(r.tenant_stashes(&cid(1)).unwrap().len(), 3);
+
+    // restore_tenant restores the newest; the next call the next newest.
+    let mut restored = Vec::new();
+    for _ in 0..3 {
+        restore_tenant(&store, &cid(1), &mut |s: Stashed<String>| {
+            restored.push(s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+    }
+    assert_eq!(restored, ["data of 1, third life", "data of 1, second life", "data of 1"]);
+    assert!(r.tenant_stashes(&cid(1)).unwrap().is_empty());
+    // A key of another tenant is refused, nothing restored.
+    let err = r
+        .restore_tenant_stash(&cid(1), &tenant_key(&cid(2)), &mut |_: Stashed<String>| {
+            Err::<(), BoxError>("never called".into())
+        })
+        .unwrap_err();
+    assert!(matches!(err, ReconcileError::NotTheTenantsKey { .. }), "{err:?}");
+    assert!(store.load::<String>(&tenant_key(&cid(2))).unwrap().is_some());
+}
+
+#[test]
+fn retention_purges_each_expired_snapshot_of_a_tenant_on_its_own() {
+    let (_dir, store) = setup();
+    let model = Model::new(1..=20);
+    let (local, truth) = (ids(1..=20), ids(2..=20));
+    let p = plan(&local, &truth);
+    let r = Reconciler::new(&store).retain_for(Duration::from_millis(600));
+    assert!(model.run(&r, &p, &local, &truth).unwrap().is_complete());
+    std::thread::sleep(Duration::from_millis(900));
+    // Re-created and deleted again: the second snapshot is young.
+    model.tenants.borrow_mut().insert(cid(1), "second life".to_owned());
+    let second = model.run(&r, &p, &local, &truth).unwrap();
+    assert!(second.is_complete(), "{second}");
+    let young = second.stashed[0].receipt.key.clone();
+
+    let purged = r.purge_expired().unwrap();
+    assert_eq!(purged.removed, [tenant_key(&cid(1))], "only the expired one");
+    assert_eq!(purged.retained, 1);
+    let keys: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
+    assert_eq!(keys, std::slice::from_ref(&young));
+    // The next snapshot is one past the newest still there, never a reuse
+    // of a younger one's key.
+    model.tenants.borrow_mut().insert(cid(1), "third life".to_owned());
+    let third = model.run(&r, &p, &local, &truth).unwrap();
+    assert_eq!(third.stashed[0].generation, 3);
+    assert_eq!(store.load::<String>(&young).unwrap().unwrap().value(), "second life");
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time
+/// (instead of hanging the suite).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("hung: did not finish within {secs} s"),
+    }
+}
+
+#[test]
+fn an_observer_that_writes_the_tenant_stash_key_does_not_hang_the_run() {
+    within(20, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stashes");
+        let mut store = Store::open(&path).unwrap();
+        // Re-writes every tenant stash it is told about, through another
+        // handle on the same directory (a mirror or re-encryption step).
+        let mirror_dir = path.clone();
+        store.observe("rewrite", move |event| {
+            if let safestash::Event::Saved(receipt) = event {
+                let other = Store::open(&mirror_dir)?;
+                let stash = other.load::<serde_json::Value>(&receipt.key)?.ok_or("no stash")?;
+                let header = &stash.meta().header;
+                let mut opts = SaveOptions::new().kind(header.kind());
+                if let Some(origin) = header.origin() {
+                    opts = opts.origin(origin);
+                }
+                other.save_with(&receipt.key, stash.value(), &opts)?;
+            }
+            Ok(())
+        });
+        let model = Model::new(1..=20);
+        let (local, truth) = (ids(1..=20), ids(2..=20));
+        let report = model.run(&Reconciler::new(&store), &plan(&local, &truth), &local, &truth);
+        let report = report.unwrap();
+        assert!(report.is_complete(), "{report}");
+        assert!(report.stashed[0].receipt.observer_errors.is_empty());
+        let stash = store.load::<String>(&report.stashed[0].receipt.key).unwrap().unwrap();
+        assert_eq!(stash.value(), "data of 1");
+        assert_eq!(stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
+
+        // Restoring notifies with no lock held too (the observer sees no
+        // `Saved` here, but a restore must not hang either).
+        restore_tenant(&store, &cid(1), &mut |s: Stashed<String>| {
+            model.tenants.borrow_mut().insert(cid(1), s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+        assert!(store.load::<String>(&tenant_key(&cid(1))).unwrap().is_none());
+    });
+}
+
+#[test]
+fn an_observer_that_reruns_the_same_tenant_gets_a_clear_error_not_a_hang() {
+    within(20, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stashes");
+        let mut store = Store::open(&path).unwrap();
+        let (local, truth) = (ids(1..=20), ids(2..=20));
+        let inner: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let seen = inner.clone();
+        let (l, t) = (local.clone(), truth.clone());
+        let observer_dir = path.clone();
+        // Calls back into a reconciler for the tenant being stashed, on the
+        // same thread, while the outer run still holds the tenant.
+        store.observe("rerun", move |event| {
+            if let safestash::Event::Saved(receipt) = event {
+                if receipt.key != tenant_key(&cid(1)) {
+                    return Ok(());
+                }
+                let other = Store::open(&observer_dir)?;
+                let report = Reconciler::new(&other).execute(
+                    &plan(&l, &t),
+                    &l,
+                    &t,
+                    |_| Ok::<_, BoxError>("inner"),
+                    |_| Ok::<_, BoxError>(()),
+                )?;
+                let stopped = report.stopped.ok_or("the inner run went through")?;
+                seen.lock().unwrap().push(format!("{:?}", stopped.error));
+            }
+            Ok(())
+        });
+        let model = Model::new(1..=20);
+        let report = model.run(&Reconciler::new(&store), &plan(&local, &truth), &local, &truth);
+        let report = report.unwrap();
+        assert!(report.is_complete(), "{report}");
+        assert!(report.stashed[0].receipt.observer_errors.is_empty());
+        let seen = inner.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("Stash {") && seen[0].contains("Locked {"), "{}", seen[0]);
+        // Only the outer run's snapshot was written.
+        assert_eq!(Reconciler::new(&store).tenant_stashes(&cid(1)).unwrap().len(), 1);
+    });
 }

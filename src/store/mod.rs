@@ -235,6 +235,72 @@ impl<F: Fs> Store<F> {
         notify(&self.observers, event)
     }
 
+    /// The store of reserved namespace `ns`: the directory `.ns.NS` inside
+    /// this one, on the same filesystem, with no observers. The library keeps
+    /// its own records there (the journal's under `journal`, the tenant
+    /// guard's under `tenants`), where no user key can collide with them
+    /// (a [`StashKey`] never starts with `.`), user observers never see
+    /// their writes, and `gc`-style tools over the user's stashes never
+    /// reach them.
+    ///
+    /// Open one to inspect it (the operator CLI does); leave writing to the
+    /// namespace's owner.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Key`] when `ns` is not a valid key; as [`Store::open`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path())?;
+    /// let journal = store.namespace("journal")?;
+    /// assert_eq!(journal.dir(), dir.path().join(".ns.journal"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn namespace(&self, ns: &str) -> Result<Store<F>>
+    where
+        F: Clone,
+    {
+        let ns = StashKey::new(ns)?;
+        Store::with_fs(self.dir.join(names::namespace_dir(ns.as_str())), self.fs.clone())
+    }
+
+    /// The reserved namespaces present in this store, sorted (see
+    /// [`namespace`](Store::namespace)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the directory cannot be listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path())?;
+    /// store.namespace("journal")?.save(&safestash::StashKey::new("r")?, &1)?;
+    /// assert_eq!(store.namespaces()?, ["journal"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let entries = match self.fs.read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
+        };
+        let mut found: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.kind == FileKind::Dir)
+            .filter_map(|e| match EntryName::parse(e.name.to_str()?) {
+                EntryName::Namespace(ns) => Some(ns),
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
     /// The path of `key`'s stash file: always directly inside [`dir`](Store::dir).
     ///
     /// # Examples
