@@ -44,13 +44,12 @@ use crate::error::{Error, Result};
 use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashInfo};
-use crate::observe::Event;
 use crate::plan::{
     Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, join_refusals, plan,
 };
 use crate::rollback::Restored;
 use crate::store::KeyLock;
-use crate::store::Restorer;
+use crate::store::{RestoreFailure, RestoreOutcome, Restorer};
 use crate::store::Store;
 
 /// The kind label of every tenant stash written by [`Reconciler::execute`].
@@ -1021,29 +1020,26 @@ where
     if kind != TENANT_SNAPSHOT_KIND {
         return Err(ReconcileError::NotATenantSnapshot { tenant, key, kind: kind.to_owned() });
     }
-    let meta = stashed.meta().clone();
-    if let Err(e) = restorer.restore(stashed) {
-        let source = Error::Restore { key, path: meta.path.clone(), source: e.into() };
-        tracing::warn!(tenant = %tenant, error = %source, "tenant restore failed; stash kept");
-        return Err(ReconcileError::Restore { tenant, source: Box::new(source) });
-    }
-    tracing::info!(tenant = %tenant, age_secs = meta.age().as_secs_f64(), "tenant restored");
-    // The tenant is back: only now may the stash go.
-    match store.clear_if(&key, &meta.digest) {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(key = %key, "restored stash was replaced meanwhile; left in place")
+    // The one verified-restore step: the snapshot checked above (by digest)
+    // is restored, cleared only if that succeeded and it is unchanged, and
+    // observers are told as for any rollback.
+    let digest = stashed.meta().digest;
+    drop(stashed);
+    match store.restore_verified::<T, R>(&key, &digest, restorer) {
+        Ok(RestoreOutcome { meta, observer_errors }) => {
+            tracing::info!(tenant = %tenant, age_secs = meta.age().as_secs_f64(), "tenant restored");
+            Ok(Restored { meta, observer_errors })
         }
-        Err(source) => {
-            return Err(ReconcileError::ClearAfterRestore {
-                tenant,
-                key,
-                source: Box::new(source),
-            });
+        Err(RestoreFailure { error, restored: true }) => {
+            Err(ReconcileError::ClearAfterRestore { tenant, key, source: Box::new(error) })
+        }
+        Err(RestoreFailure { error: error @ Error::Restore { .. }, .. }) => {
+            Err(ReconcileError::Restore { tenant, source: Box::new(error) })
+        }
+        Err(RestoreFailure { error, .. }) => {
+            Err(ReconcileError::Load { tenant, key, source: Box::new(error) })
         }
     }
-    let observer_errors = store.notify(&Event::Restored { meta: &meta });
-    Ok(Restored { meta, observer_errors })
 }
 
 /// What [`purge_expired`] did.
