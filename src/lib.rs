@@ -164,7 +164,9 @@ pub use restore::{
     choose_source,
 };
 pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
-pub use store::{EntryName, KeyLock, Precondition, Restorer, Store, temp_file_key};
+pub use store::{
+    Batch, BatchError, EntryName, KeyLock, Precondition, Restorer, Store, temp_file_key,
+};
 /// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
 /// `Uuid`, so callers use the same major version.
 pub use uuid;

@@ -49,8 +49,8 @@ use crate::plan::{
 };
 use crate::rollback::Restored;
 use crate::store::KeyLock;
-use crate::store::{RestoreFailure, RestoreOutcome, Restorer};
 use crate::store::Store;
+use crate::store::{RestoreFailure, RestoreOutcome, Restorer};
 
 /// The kind label of every tenant stash written by [`Reconciler::execute`].
 ///

@@ -6,6 +6,7 @@
 //! [`restore`](restore) (the one verified-restore step) and [`names`](names),
 //! the one owner of on-disk names.
 
+mod batch;
 mod clear;
 mod load;
 mod lock;
@@ -14,6 +15,7 @@ mod restore;
 mod save;
 mod scan;
 
+pub use batch::{Batch, BatchError};
 pub use lock::KeyLock;
 use names::TEMP_SUFFIX;
 pub use names::{EntryName, temp_file_key};

@@ -211,8 +211,19 @@ impl<F: Fs> Store<F> {
         header: &Header,
         value: &T,
     ) -> Result<(Digest, u64)> {
+        self.fill_temp_with(file, tmp, header, |w| serde_json::to_writer(w, value))
+    }
+
+    /// [`fill_temp`](Store::fill_temp) with the payload written by `write`.
+    pub(super) fn fill_temp_with(
+        &self,
+        file: F::File,
+        tmp: &Path,
+        header: &Header,
+        write: impl FnOnce(&mut EnvelopeWriter<F::File>) -> serde_json::Result<()>,
+    ) -> Result<(Digest, u64)> {
         let mut writer = EnvelopeWriter::new(file, header).map_err(io_err(IoOp::Write, tmp))?;
-        if let Err(e) = serde_json::to_writer(&mut writer, value) {
+        if let Err(e) = write(&mut writer) {
             return Err(if e.is_io() {
                 Error::Io { op: IoOp::Write, path: tmp.to_owned(), source: e.into() }
             } else {

@@ -1,0 +1,377 @@
+//! [`Batch`]: many stashes made durable for the price of one directory
+//! fsync.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+/// Many stashes saved together: each is written to its own temp file and
+/// fsynced, then each is renamed into place under its key's lock, then the
+/// directory is fsynced once, and only then are all acknowledged.
+///
+/// Each stash is still atomic and verified on its own (a crash leaves each
+/// key with its old stash or its new one, never a mix); there is no promise
+/// across them: after a crash some may be new and others old, but every one
+/// that [`commit`](Batch::commit) acknowledged is new. A batch of `n` costs
+/// `n` file fsyncs and one directory fsync, where `n` single saves cost `n`
+/// of each.
+///
+/// Nothing is written until `commit`: [`add`](Batch::add) only checks the
+/// key and options; the batch borrows the values and serializes each
+/// straight into its temp file during `commit`, so it holds no copies.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Precondition, SaveOptions, StashKey, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+/// let tenants = ["acme", "globex", "initech"];
+/// let mut batch = store.batch();
+/// for t in &tenants {
+///     let opts = SaveOptions::new().kind("tenant-snapshot");
+///     batch.add_if(&StashKey::from_any(t), t, &opts, Precondition::Absent)?;
+/// }
+/// let receipts = batch.commit()?; // all three durable now
+/// assert_eq!(receipts.len(), 3);
+/// assert_eq!(*store.load::<String>(&StashKey::from_any("globex"))?.unwrap().value(), "globex");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a batch writes nothing until it is committed"]
+pub struct Batch<'s, 'v, F: Fs = OsFs> {
+    store: &'s Store<F>,
+    items: Vec<Item<'v>>,
+    keys: BTreeSet<StashKey>,
+}
+
+struct Item<'v> {
+    header: Header,
+    value: &'v (dyn ErasedSerialize + 'v),
+    expect: Precondition,
+}
+
+/// `Serialize` is not object-safe; this is the one call a batch needs.
+trait ErasedSerialize {
+    fn write_json(&self, out: &mut dyn io::Write) -> serde_json::Result<()>;
+}
+
+impl<T: Serialize + ?Sized> ErasedSerialize for T {
+    fn write_json(&self, out: &mut dyn io::Write) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
+}
+
+impl<F: Fs> fmt::Debug for Batch<'_, '_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+/// A temp file written and fsynced, waiting for its rename.
+struct Written {
+    header: Header,
+    expect: Precondition,
+    tmp: PathBuf,
+    digest: Digest,
+    bytes: u64,
+}
+
+impl<F: Fs> Store<F> {
+    /// Starts a [`Batch`] of saves into this store.
+    ///
+    /// # Examples
+    ///
+    /// See [`Batch`].
+    pub fn batch<'v>(&self) -> Batch<'_, 'v, F> {
+        Batch { store: self, items: Vec::new(), keys: BTreeSet::new() }
+    }
+}
+
+impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
+    /// Adds `value` under `key` with `opts`, replacing any stash there.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_if`](Batch::add_if).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let mut batch = store.batch();
+    /// batch.add(&safestash::StashKey::new("a")?, &1, &safestash::SaveOptions::new())?;
+    /// batch.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add<T: Serialize>(
+        &mut self,
+        key: &StashKey,
+        value: &'v T,
+        opts: &SaveOptions,
+    ) -> Result<&mut Self> {
+        self.add_if(key, value, opts, Precondition::Any)
+    }
+
+    /// Adds `value` under `key` with `opts`, to be saved only if the stash
+    /// there is as `expect` says when its turn to be renamed comes (checked
+    /// under the key's lock, as [`Store::save_if`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] when the kind or origin breaks its rule, or
+    /// the key is already in this batch (one stash per key per batch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Precondition, SaveOptions, StashKey};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let mut batch = store.batch();
+    /// let k = StashKey::new("a")?;
+    /// batch.add_if(&k, &1, &SaveOptions::new(), Precondition::Absent)?;
+    /// assert!(batch.add(&k, &2, &SaveOptions::new()).is_err()); // once per batch
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_if<T: Serialize>(
+        &mut self,
+        key: &StashKey,
+        value: &'v T,
+        opts: &SaveOptions,
+        expect: Precondition,
+    ) -> Result<&mut Self> {
+        if self.keys.contains(key) {
+            return Err(Error::InvalidOption {
+                field: "batch key",
+                value: key.to_string(),
+                rule: "each key at most once per batch",
+            });
+        }
+        let header = self.store.header_for(key, opts)?;
+        self.keys.insert(key.clone());
+        self.items.push(Item { header, value, expect });
+        Ok(self)
+    }
+
+    /// How many stashes the batch holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = safestash::Store::open("/tmp/never-written")?;
+    /// assert_eq!(store.batch().len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = safestash::Store::open("/tmp/never-written")?;
+    /// assert!(store.batch().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Saves every stash of the batch and makes them durable together:
+    ///
+    /// 1. for each stash: create `.KEY.XXXXXXXX.tmp`, write the envelope,
+    ///    `fsync`, close;
+    /// 2. for each stash, under its key's lock: check its precondition, then
+    ///    `rename` over `KEY`;
+    /// 3. `fsync` the directory once;
+    /// 4. tell observers, one `Saved` per stash, and return the receipts in
+    ///    the order the stashes were added.
+    ///
+    /// # Errors
+    ///
+    /// A [`BatchError`]: when step 1 fails, nothing was renamed and every
+    /// temp file is removed ([`BatchError::saved`] is empty). When a
+    /// precondition or a rename fails in step 2, the stashes renamed before
+    /// it are made durable (step 3 still runs) and returned in
+    /// [`BatchError::saved`]; the rest are not written.
+    ///
+    /// # Examples
+    ///
+    /// See [`Batch`].
+    pub fn commit(self) -> std::result::Result<Vec<Receipt>, BatchError> {
+        let Batch { store, items, .. } = self;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fail = |error| BatchError { error, saved: Vec::new(), not_saved: Vec::new() };
+        store.ensure_dir().map_err(fail)?;
+        store.sync_chain().map_err(fail)?;
+        // Step 1: every temp file written and fsynced, nothing renamed yet.
+        let mut written: Vec<Written> = Vec::with_capacity(items.len());
+        for item in &items {
+            match store.write_temp(&item.header, item.value) {
+                Ok((tmp, digest, bytes)) => written.push(Written {
+                    header: item.header.clone(),
+                    expect: item.expect,
+                    tmp,
+                    digest,
+                    bytes,
+                }),
+                Err(error) => {
+                    for w in &written {
+                        let _ = store.fs.remove_file(&w.tmp);
+                    }
+                    let not_saved = items.iter().map(|i| i.header.key().clone()).collect();
+                    return Err(BatchError { error, saved: Vec::new(), not_saved });
+                }
+            }
+        }
+        // Step 2: each rename under its key's lock, after its precondition.
+        let mut renamed = Vec::with_capacity(written.len());
+        let mut failure = None;
+        let mut rest = written.into_iter();
+        for w in rest.by_ref() {
+            match store.rename_in(&w) {
+                Ok(()) => renamed.push(w),
+                Err(error) => {
+                    let _ = store.fs.remove_file(&w.tmp);
+                    failure = Some((error, w.header.key().clone()));
+                    break;
+                }
+            }
+        }
+        let mut not_saved: Vec<StashKey> = Vec::new();
+        for w in rest {
+            let _ = store.fs.remove_file(&w.tmp);
+            not_saved.push(w.header.key().clone());
+        }
+        // Step 3: one directory fsync makes every rename durable.
+        let synced = store.fs.sync_dir(&store.dir).map_err(io_err(IoOp::SyncDir, &store.dir));
+        let mut receipts: Vec<Receipt> = renamed
+            .into_iter()
+            .map(|w| Receipt {
+                key: w.header.key().clone(),
+                path: store.path_of(w.header.key()),
+                bytes: w.bytes,
+                digest: w.digest,
+                created: w.header.created(),
+                observer_errors: Vec::new(),
+            })
+            .collect();
+        if let Err(error) = synced {
+            // Renamed but maybe not durable: acknowledge none of them.
+            let mut keys: Vec<StashKey> = receipts.into_iter().map(|r| r.key).collect();
+            if let Some((_, key)) = failure {
+                keys.push(key);
+            }
+            keys.extend(not_saved);
+            return Err(BatchError { error, saved: Vec::new(), not_saved: keys });
+        }
+        tracing::info!(stashes = receipts.len(), "batch written");
+        // Step 4: persist first, then notify.
+        for receipt in &mut receipts {
+            receipt.observer_errors = notify(&store.observers, &Event::Saved(receipt));
+        }
+        match failure {
+            None => Ok(receipts),
+            Some((error, key)) => {
+                not_saved.insert(0, key);
+                Err(BatchError { error, saved: receipts, not_saved })
+            }
+        }
+    }
+}
+
+impl<F: Fs> Store<F> {
+    /// Step 1 of a batch for one stash: its temp file, written and fsynced.
+    fn write_temp(
+        &self,
+        header: &Header,
+        value: &dyn ErasedSerialize,
+    ) -> Result<(PathBuf, Digest, u64)> {
+        let key = header.key();
+        self.expect_file_or_nothing(&self.path_of(key))?;
+        let (file, tmp) = self
+            .fs
+            .create_temp(&self.dir, &names::temp_prefix(key), TEMP_SUFFIX)
+            .map_err(io_err(IoOp::CreateTemp, &self.dir))?;
+        match self.fill_temp_with(file, &tmp, header, |w| value.write_json(w)) {
+            Ok((digest, bytes)) => Ok((tmp, digest, bytes)),
+            Err(e) => {
+                let _ = self.fs.remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Step 2 of a batch for one stash: the rename, under the key's lock.
+    fn rename_in(&self, w: &Written) -> Result<()> {
+        let key = w.header.key();
+        let path = self.path_of(key);
+        let _lock = self.acquire(key, true, false)?;
+        self.check_precondition(key, w.expect)?;
+        self.expect_file_or_nothing(&path)?;
+        self.fs.rename(&w.tmp, &path).map_err(|source| Error::Rename {
+            from: w.tmp.clone(),
+            to: path.clone(),
+            source,
+        })
+    }
+}
+
+/// A [`Batch::commit`] that did not save every stash.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Error, Precondition, SaveOptions, StashKey};
+/// # let dir = tempfile::tempdir()?;
+/// # let store = safestash::Store::open(dir.path())?;
+/// let (a, b) = (StashKey::new("a")?, StashKey::new("b")?);
+/// store.save(&b, &"already here")?;
+/// let mut batch = store.batch();
+/// batch.add_if(&a, &1, &SaveOptions::new(), Precondition::Absent)?;
+/// batch.add_if(&b, &2, &SaveOptions::new(), Precondition::Absent)?;
+/// let err = batch.commit().unwrap_err();
+/// assert!(matches!(err.error, Error::StashExists { .. }));
+/// assert_eq!(err.saved.len(), 1); // `a` is durable
+/// assert_eq!(err.not_saved, [b]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("batch of stashes stopped: {} saved, {} not saved", saved.len(), not_saved.len())]
+#[non_exhaustive]
+pub struct BatchError {
+    /// What stopped the batch.
+    #[source]
+    pub error: Error,
+    /// The stashes that were saved and are durable.
+    pub saved: Vec<Receipt>,
+    /// The keys whose stashes were not saved (their old stash, if any, is
+    /// untouched), first the one that failed.
+    pub not_saved: Vec<StashKey>,
+}
+
+/// `?` on a batch's result in a function returning [`Result`].
+///
+/// # Examples
+///
+/// ```
+/// fn stash_all(store: &safestash::Store) -> safestash::Result<usize> {
+///     let mut batch = store.batch();
+///     batch.add(&safestash::StashKey::new("a")?, &1, &safestash::SaveOptions::new())?;
+///     Ok(batch.commit()?.len())
+/// }
+/// # let dir = tempfile::tempdir()?;
+/// # assert_eq!(stash_all(&safestash::Store::open(dir.path())?)?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl From<BatchError> for Error {
+    fn from(e: BatchError) -> Error {
+        e.error
+    }
+}
