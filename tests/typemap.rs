@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use safestash::sim::SimFs;
 use safestash::{
-    Error, Fallback, FallbackReason, Field, FieldDictionary, StashKey, Store, TypeMap,
+    Error, Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, StashKey, Store, TypeMap,
 };
 use serde_json::{Map, Value, json};
 
@@ -321,7 +321,7 @@ fn field() -> impl Strategy<Value = Field> {
         type_value(),
     )
         .prop_map(|(id, extra, type_override, pg_type)| {
-            let mut info: Map<String, Value> = extra.into_iter().collect();
+            let mut info: FieldInfo = extra.into_iter().collect();
             for (attr, v) in [("type_override", type_override), ("pg_type", pg_type)] {
                 match v {
                     Some(v) => info.insert(attr.to_owned(), v),
@@ -401,7 +401,9 @@ fn field_without_floats() -> impl Strategy<Value = Field> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    ("\\PC{0,10}", prop::collection::btree_map("\\PC{0,8}", value, 0..5))
+    // A list of pairs, not a map: any key order, and repeated keys (which
+    // collect as last value at the first position).
+    ("\\PC{0,10}", prop::collection::vec(("\\PC{0,8}", value), 0..5))
         .prop_map(|(id, info)| Field { id, info: info.into_iter().collect() })
 }
 
@@ -418,4 +420,104 @@ proptest! {
         let loaded = store.load::<FieldDictionary>(&key).unwrap().expect("just saved");
         prop_assert_eq!(loaded.value(), &dictionary);
     }
+}
+
+// ---------------------------------------------------------------------------
+// issue 12.7: field info order
+// ---------------------------------------------------------------------------
+
+const UNSORTED: [&str; 6] = ["type_override", "label", "zeta", "notes", "alpha", "Mixed"];
+
+fn unsorted_field() -> Field {
+    UNSORTED.iter().enumerate().fold(Field::new("amount"), |f, (i, k)| f.with(k, i))
+}
+
+fn info_keys(field: &Field) -> Vec<&str> {
+    field.info.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[test]
+fn field_info_keeps_insertion_order() {
+    assert_eq!(info_keys(&unsorted_field()), UNSORTED);
+}
+
+#[test]
+fn field_info_order_survives_serde_json_both_ways() {
+    let field = unsorted_field();
+    let text = serde_json::to_string(&field).unwrap();
+    let positions: Vec<usize> =
+        UNSORTED.iter().map(|k| text.find(&format!("\"{k}\":")).unwrap()).collect();
+    assert!(positions.is_sorted(), "written out of order: {text}");
+
+    let read: Field = serde_json::from_str(&text).unwrap();
+    assert_eq!(info_keys(&read), UNSORTED);
+    assert_eq!(read, field);
+
+    let read: Field =
+        serde_json::from_str(r#"{"id": "c", "info": {"z": 1, "b": [2], "a": {"y": 1}}}"#).unwrap();
+    assert_eq!(info_keys(&read), ["z", "b", "a"]);
+    // The same bytes back out, in the same order.
+    assert_eq!(
+        serde_json::to_string(&read).unwrap(),
+        r#"{"id":"c","info":{"z":1,"b":[2],"a":{"y":1}}}"#
+    );
+}
+
+#[test]
+fn field_info_order_survives_a_store_save_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = StashKey::new("orders.dictionary").unwrap();
+    let dictionary: FieldDictionary = vec![
+        unsorted_field(),
+        Field::new("b").with("z", 1).with("y", 2).with("x", 3),
+        Field::new("a"),
+    ];
+    store.save(&key, &dictionary).unwrap();
+    let loaded = store.load::<FieldDictionary>(&key).unwrap().expect("just saved");
+    assert_eq!(info_keys(&loaded.value()[0]), UNSORTED);
+    assert_eq!(info_keys(&loaded.value()[1]), ["z", "y", "x"]);
+    assert_eq!(loaded.value(), &dictionary);
+    // And the mapped columns keep it too.
+    let mapped = TypeMap::default().map_fields(loaded.value());
+    let column_keys: Vec<&str> = mapped.columns[0].info.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(column_keys, UNSORTED);
+}
+
+#[test]
+fn duplicate_info_keys_last_value_wins_at_the_first_position() {
+    let read: Field =
+        serde_json::from_str(r#"{"id": "c", "info": {"b": 1, "a": 2, "b": 3}}"#).unwrap();
+    assert_eq!(info_keys(&read), ["b", "a"]);
+    assert_eq!(read.info["b"], 3);
+    assert_eq!(serde_json::to_string(&read).unwrap(), r#"{"id":"c","info":{"b":3,"a":2}}"#);
+    // `with` on an existing key replaces the value in place, too.
+    let f = Field::new("c").with("b", 1).with("a", 2).with("b", 3);
+    assert_eq!((info_keys(&f), &f.info["b"]), (vec!["b", "a"], &Value::from(3)));
+}
+
+#[test]
+fn field_info_edits_keep_order_and_convert_to_and_from_serde_json_maps() {
+    let mut info: FieldInfo = [("c", 1), ("a", 2), ("b", 3)].into_iter().collect();
+    assert_eq!(info.insert("a", 20), Some(Value::from(2)));
+    assert_eq!(info.insert("d", 4), None);
+    assert_eq!(info.remove("c"), Some(Value::from(1)));
+    assert_eq!(info.keys().collect::<Vec<_>>(), ["a", "b", "d"]);
+    assert_eq!(info.len(), 3);
+    // Equality is order-sensitive: verbatim means in the same order too.
+    let reordered: FieldInfo = [("b", 3), ("a", 20), ("d", 4)].into_iter().collect();
+    assert_ne!(info, reordered);
+    // To and from serde_json's map (which may sort): same entries.
+    let map: Map<String, Value> = info.clone().into();
+    assert_eq!(FieldInfo::from(map.clone()).len(), 3);
+    assert_eq!(Value::from(info.clone()), Value::Object(map));
+    // A stash written before FieldInfo (sorted keys) loads as written.
+    let old: Field =
+        serde_json::from_str(r#"{"id":"x","info":{"a":1,"label":"L","type_override":"date"}}"#)
+            .unwrap();
+    assert_eq!(old.info.keys().collect::<Vec<_>>(), ["a", "label", "type_override"]);
+    let no_info: Field = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
+    assert!(no_info.info.is_empty());
+    // Anything but an object is refused.
+    assert!(serde_json::from_str::<Field>(r#"{"id":"x","info":[["a",1]]}"#).is_err());
 }
