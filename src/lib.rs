@@ -160,8 +160,8 @@ pub use reconcile::{
     TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key,
 };
 pub use restore::{
-    Column, Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, Mapped, Restorer, Source,
-    TypeMap, choose_source,
+    Column, Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, Mapped, Matching,
+    Normalised, Restorer, Source, TypeMap, choose_source,
 };
 pub use rollback::{GuardError, Restored, RollbackGuard};
 pub use store::{Store, temp_file_key};
