@@ -121,6 +121,7 @@
 mod canonical;
 #[cfg(feature = "sim")]
 pub mod crash;
+pub mod dictionary;
 mod digest;
 pub mod envelope;
 mod error;
@@ -134,7 +135,6 @@ mod observe;
 mod plan;
 mod policy;
 mod reconcile;
-mod restore;
 mod rollback;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -158,10 +158,6 @@ pub use policy::{Checked, LoadPolicy};
 pub use reconcile::{
     ExecutionReport, PurgeReport, ReconcileError, Reconciler, StashedTenant, Stopped,
     TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key,
-};
-pub use restore::{
-    Column, Fallback, FallbackReason, Field, FieldDictionary, Mapped, Source, TypeMap,
-    choose_source,
 };
 pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
 pub use store::{

@@ -6,7 +6,8 @@
 use proptest::prelude::*;
 use safestash::sim::SimFs;
 use safestash::{
-    Error, Fallback, FallbackReason, Field, FieldDictionary, StashKey, Store, TypeMap,
+    Error, Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, Matching, StashKey, Store,
+    TypeMap,
 };
 use serde_json::{Map, Value, json};
 
@@ -68,7 +69,9 @@ fn missing_or_null_override_falls_back_to_text_and_is_reported_missing() {
 #[test]
 fn unknown_override_falls_back_and_is_reported_not_valid() {
     let map = TypeMap::default();
-    for bad in ["money", "Numeric", "", "TEXT", " text", "date ", "timestamptz", "numeric(10,2)"] {
+    // Not valid even after normalising case and surrounding whitespace.
+    let bad = ["money", "timestamptz", "numeric(10,2)", "num eric", "dates", "\u{200b}text", "tex"];
+    for bad in bad {
         let (column, fallback) = map.map_field(&Field::new("x").with("type_override", bad));
         assert_eq!(column.column_type, "text", "{bad:?}");
         let fallback = fallback.unwrap_or_else(|| panic!("{bad:?} applied silently"));
@@ -321,7 +324,7 @@ fn field() -> impl Strategy<Value = Field> {
         type_value(),
     )
         .prop_map(|(id, extra, type_override, pg_type)| {
-            let mut info: Map<String, Value> = extra.into_iter().collect();
+            let mut info: FieldInfo = extra.into_iter().collect();
             for (attr, v) in [("type_override", type_override), ("pg_type", pg_type)] {
                 match v {
                     Some(v) => info.insert(attr.to_owned(), v),
@@ -332,13 +335,32 @@ fn field() -> impl Strategy<Value = Field> {
         })
 }
 
-/// The oracle: what the map must do with this attribute value.
-fn expected_reason(v: Option<&Value>, valid: &[&str]) -> Option<FallbackReason> {
+/// The oracle: the valid type the map must use for this attribute value
+/// and whether that was a normalisation, or the fallback's reason. Both
+/// valid sets in these tests are lower-case ASCII without spaces, so
+/// normalising is: trim, then lower-case ASCII.
+fn expected(
+    v: Option<&Value>,
+    valid: &[&'static str],
+    matching: Matching,
+) -> Result<(&'static str, bool), FallbackReason> {
     match v {
-        None | Some(Value::Null) => Some(FallbackReason::Missing),
-        Some(Value::String(s)) if valid.contains(&s.as_str()) => None,
-        Some(Value::String(s)) => Some(FallbackReason::NotValid(s.clone())),
-        Some(other) => Some(FallbackReason::NotAString(other.to_string())),
+        None | Some(Value::Null) => Err(FallbackReason::Missing),
+        Some(Value::String(s)) => {
+            if let Some(t) = valid.iter().find(|t| **t == s) {
+                return Ok((t, false));
+            }
+            match matching {
+                Matching::Exact => Err(FallbackReason::NotValid(s.clone())),
+                _ if s.trim().is_empty() => Err(FallbackReason::Missing),
+                _ => valid
+                    .iter()
+                    .find(|t| **t == s.trim().to_ascii_lowercase())
+                    .map(|t| (*t, true))
+                    .ok_or_else(|| FallbackReason::NotValid(s.clone())),
+            }
+        }
+        Some(other) => Err(FallbackReason::NotAString(other.to_string())),
     }
 }
 
@@ -349,25 +371,34 @@ proptest! {
     fn map_fields_keeps_order_and_info_and_reports_every_fallback(
         fields in prop::collection::vec(field(), 0..12),
         custom in any::<bool>(),
+        exact in any::<bool>(),
     ) {
-        let (map, attr, valid, fallback): (TypeMap, &str, &[&str], &str) = if custom {
+        let matching = if exact { Matching::Exact } else { Matching::Normalise };
+        let (map, attr, valid, fallback): (TypeMap, &str, &[&'static str], &str) = if custom {
             let map = TypeMap::new(["int4", "varchar", "jsonb"], "varchar").unwrap().attribute("pg_type");
             (map, "pg_type", &["int4", "varchar", "jsonb"], "varchar")
         } else {
             (TypeMap::default(), "type_override", &DEFAULT_VALID, "text")
         };
+        let map = map.matching(matching);
         let mapped = map.map_fields(&fields);
 
         prop_assert_eq!(mapped.columns.len(), fields.len());
         let mut expected_fallbacks = Vec::new();
+        let mut expected_normalised = Vec::new();
         for (column, field) in mapped.columns.iter().zip(&fields) {
             prop_assert_eq!(&column.id, &field.id);
             prop_assert_eq!(&column.info, &field.info, "info map not kept verbatim");
             prop_assert!(valid.contains(&column.column_type.as_str()), "{} is not valid", column.column_type);
             prop_assert!(map.is_valid(&column.column_type));
-            match expected_reason(field.info.get(attr), valid) {
-                None => prop_assert_eq!(Some(column.column_type.as_str()), field.get(attr)),
-                Some(reason) => {
+            match expected(field.info.get(attr), valid, matching) {
+                Ok((t, normalised)) => {
+                    prop_assert_eq!(column.column_type.as_str(), t);
+                    if normalised {
+                        expected_normalised.push((field.id.clone(), field.get(attr).unwrap().to_owned(), t));
+                    }
+                }
+                Err(reason) => {
                     prop_assert_eq!(column.column_type.as_str(), fallback);
                     expected_fallbacks.push((field.id.clone(), reason));
                 }
@@ -379,6 +410,9 @@ proptest! {
             prop_assert_eq!(&fb.reason, reason);
             prop_assert_eq!(fb.used.as_str(), fallback);
         }
+        let normalised: Vec<(String, String, &str)> =
+            mapped.normalised.iter().map(|n| (n.field.clone(), n.from.clone(), n.to.as_str())).collect();
+        prop_assert_eq!(normalised, expected_normalised, "every normalisation is reported, once, in order");
         // map_field agrees with map_fields.
         for (field, column) in fields.iter().zip(&mapped.columns) {
             prop_assert_eq!(&map.map_field(field).0, column);
@@ -401,7 +435,9 @@ fn field_without_floats() -> impl Strategy<Value = Field> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    ("\\PC{0,10}", prop::collection::btree_map("\\PC{0,8}", value, 0..5))
+    // A list of pairs, not a map: any key order, and repeated keys (which
+    // collect as last value at the first position).
+    ("\\PC{0,10}", prop::collection::vec(("\\PC{0,8}", value), 0..5))
         .prop_map(|(id, info)| Field { id, info: info.into_iter().collect() })
 }
 
@@ -418,4 +454,229 @@ proptest! {
         let loaded = store.load::<FieldDictionary>(&key).unwrap().expect("just saved");
         prop_assert_eq!(loaded.value(), &dictionary);
     }
+}
+
+// ---------------------------------------------------------------------------
+// issue 12.6: type overrides typed by a person
+// ---------------------------------------------------------------------------
+
+#[test]
+fn case_and_surrounding_whitespace_of_a_valid_override_are_normalised_not_a_fallback() {
+    let map = TypeMap::default();
+    let cases = [
+        (" Numeric ", "numeric"),
+        ("NUMERIC", "numeric"),
+        ("Text", "text"),
+        ("\tdate\n", "date"),
+        ("TimeStamp ", "timestamp"),
+        ("\u{a0}numeric", "numeric"),
+    ];
+    for (given, want) in cases {
+        let field = Field::new("x").with("type_override", given);
+        let (column, fallback) = map.map_field(&field);
+        assert_eq!(column.column_type, want, "{given:?}");
+        assert_eq!(fallback, None, "{given:?} names a valid type: not a fallback");
+        assert_eq!(column.info["type_override"], given, "the info map keeps what was typed");
+    }
+}
+
+#[test]
+fn an_empty_or_blank_override_counts_as_missing() {
+    let map = TypeMap::default();
+    for blank in ["", " ", "\t\n", "\u{a0}"] {
+        let (column, fallback) = map.map_field(&Field::new("x").with("type_override", blank));
+        assert_eq!(column.column_type, "text", "{blank:?}");
+        let fallback = fallback.unwrap_or_else(|| panic!("{blank:?} applied silently"));
+        assert_eq!(fallback.reason, FallbackReason::Missing, "{blank:?}");
+        assert_eq!(fallback.to_string(), "field `x`: no type given; using `text`");
+    }
+}
+
+#[test]
+fn normalisations_are_reported_separately_in_field_order_and_never_as_fallbacks() {
+    let fields = [
+        Field::new("a").with("type_override", " Numeric "),
+        Field::new("b").with("type_override", "numeric"),
+        Field::new("c").with("type_override", "money"),
+        Field::new("d").with("type_override", "DATE"),
+        Field::new("e").with("type_override", ""),
+    ];
+    let mapped = TypeMap::default().map_fields(&fields);
+    let types: Vec<&str> = mapped.columns.iter().map(|c| c.column_type.as_str()).collect();
+    assert_eq!(types, ["numeric", "numeric", "text", "date", "text"]);
+    let normalised: Vec<(&str, &str, &str)> = mapped
+        .normalised
+        .iter()
+        .map(|n| (n.field.as_str(), n.from.as_str(), n.to.as_str()))
+        .collect();
+    assert_eq!(normalised, [("a", " Numeric ", "numeric"), ("d", "DATE", "date")]);
+    assert_eq!(mapped.normalised[0].to_string(), "field `a`: type \" Numeric \" read as `numeric`");
+    let fallbacks: Vec<(&str, FallbackReason)> =
+        mapped.fallbacks.iter().map(|f| (f.field.as_str(), f.reason.clone())).collect();
+    assert_eq!(
+        fallbacks,
+        [("c", FallbackReason::NotValid("money".into())), ("e", FallbackReason::Missing)]
+    );
+    // An exact, valid name is neither.
+    let exact = TypeMap::default().map_fields(&fields[1..2]);
+    assert!(exact.normalised.is_empty() && exact.fallbacks.is_empty());
+}
+
+#[test]
+fn exact_matching_is_available_and_keeps_the_old_byte_for_byte_rule() {
+    let map = TypeMap::default().matching(Matching::Exact);
+    assert_eq!(map.matching_mode(), Matching::Exact);
+    assert_eq!(TypeMap::default().matching_mode(), Matching::Normalise, "the default");
+    for given in ["Numeric", "", " ", "TEXT", " text", "date "] {
+        let mapped = map.map_fields(&[Field::new("x").with("type_override", given)]);
+        assert_eq!(mapped.columns[0].column_type, "text", "{given:?}");
+        assert_eq!(mapped.fallbacks[0].reason, FallbackReason::NotValid(given.to_owned()));
+        assert!(mapped.normalised.is_empty());
+    }
+    for t in DEFAULT_VALID {
+        let (column, fallback) = map.map_field(&Field::new("x").with("type_override", t));
+        assert_eq!((column.column_type.as_str(), fallback), (t, None));
+    }
+    // Missing and null stay missing.
+    assert_eq!(map.map_field(&Field::new("x")).1.unwrap().reason, FallbackReason::Missing);
+}
+
+#[test]
+fn a_custom_map_normalises_onto_its_own_spelling_and_refuses_to_guess_between_two() {
+    let map = TypeMap::new(["Int4", "VarChar"], "VarChar").unwrap().attribute("pg_type");
+    let mapped = map.map_fields(&[
+        Field::new("a").with("pg_type", " int4"),
+        Field::new("b").with("pg_type", "Int4"),
+        Field::new("c").with("pg_type", "numeric"),
+    ]);
+    let types: Vec<&str> = mapped.columns.iter().map(|c| c.column_type.as_str()).collect();
+    assert_eq!(types, ["Int4", "Int4", "VarChar"]);
+    assert_eq!(mapped.normalised.len(), 1);
+    assert_eq!(mapped.normalised[0].to, "Int4");
+
+    // Two valid types that differ only by case: an exact name is taken, any
+    // other spelling is ambiguous and falls back, reported.
+    let map = TypeMap::new(["Int", "int", "text"], "text").unwrap();
+    let mapped = map.map_fields(&[
+        Field::new("a").with("type_override", "int"),
+        Field::new("b").with("type_override", "Int"),
+        Field::new("c").with("type_override", "INT"),
+    ]);
+    let types: Vec<&str> = mapped.columns.iter().map(|c| c.column_type.as_str()).collect();
+    assert_eq!(types, ["int", "Int", "text"]);
+    assert_eq!(mapped.fallbacks[0].reason, FallbackReason::Ambiguous("INT".into()));
+    assert_eq!(
+        mapped.fallbacks[0].to_string(),
+        "field `c`: type \"INT\" matches several valid types but for case; using `text`"
+    );
+}
+
+#[test]
+fn only_ascii_case_is_folded() {
+    // U+212A KELVIN SIGN lower-cases to `k` in Unicode; no look-alike is
+    // folded onto a valid type.
+    let map = TypeMap::new(["key", "text"], "text").unwrap();
+    let (column, fallback) = map.map_field(&Field::new("x").with("type_override", "\u{212a}ey"));
+    assert_eq!(column.column_type, "text");
+    assert_eq!(fallback.unwrap().reason, FallbackReason::NotValid("\u{212a}ey".into()));
+}
+
+// ---------------------------------------------------------------------------
+// issue 12.7: field info order
+// ---------------------------------------------------------------------------
+
+const UNSORTED: [&str; 6] = ["type_override", "label", "zeta", "notes", "alpha", "Mixed"];
+
+fn unsorted_field() -> Field {
+    UNSORTED.iter().enumerate().fold(Field::new("amount"), |f, (i, k)| f.with(k, i))
+}
+
+fn info_keys(field: &Field) -> Vec<&str> {
+    field.info.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[test]
+fn field_info_keeps_insertion_order() {
+    assert_eq!(info_keys(&unsorted_field()), UNSORTED);
+}
+
+#[test]
+fn field_info_order_survives_serde_json_both_ways() {
+    let field = unsorted_field();
+    let text = serde_json::to_string(&field).unwrap();
+    let positions: Vec<usize> =
+        UNSORTED.iter().map(|k| text.find(&format!("\"{k}\":")).unwrap()).collect();
+    assert!(positions.is_sorted(), "written out of order: {text}");
+
+    let read: Field = serde_json::from_str(&text).unwrap();
+    assert_eq!(info_keys(&read), UNSORTED);
+    assert_eq!(read, field);
+
+    let read: Field =
+        serde_json::from_str(r#"{"id": "c", "info": {"z": 1, "b": [2], "a": {"y": 1}}}"#).unwrap();
+    assert_eq!(info_keys(&read), ["z", "b", "a"]);
+    // The same bytes back out, in the same order.
+    assert_eq!(
+        serde_json::to_string(&read).unwrap(),
+        r#"{"id":"c","info":{"z":1,"b":[2],"a":{"y":1}}}"#
+    );
+}
+
+#[test]
+fn field_info_order_survives_a_store_save_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = StashKey::new("orders.dictionary").unwrap();
+    let dictionary: FieldDictionary = vec![
+        unsorted_field(),
+        Field::new("b").with("z", 1).with("y", 2).with("x", 3),
+        Field::new("a"),
+    ];
+    store.save(&key, &dictionary).unwrap();
+    let loaded = store.load::<FieldDictionary>(&key).unwrap().expect("just saved");
+    assert_eq!(info_keys(&loaded.value()[0]), UNSORTED);
+    assert_eq!(info_keys(&loaded.value()[1]), ["z", "y", "x"]);
+    assert_eq!(loaded.value(), &dictionary);
+    // And the mapped columns keep it too.
+    let mapped = TypeMap::default().map_fields(loaded.value());
+    let column_keys: Vec<&str> = mapped.columns[0].info.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(column_keys, UNSORTED);
+}
+
+#[test]
+fn duplicate_info_keys_last_value_wins_at_the_first_position() {
+    let read: Field =
+        serde_json::from_str(r#"{"id": "c", "info": {"b": 1, "a": 2, "b": 3}}"#).unwrap();
+    assert_eq!(info_keys(&read), ["b", "a"]);
+    assert_eq!(read.info["b"], 3);
+    assert_eq!(serde_json::to_string(&read).unwrap(), r#"{"id":"c","info":{"b":3,"a":2}}"#);
+    // `with` on an existing key replaces the value in place, too.
+    let f = Field::new("c").with("b", 1).with("a", 2).with("b", 3);
+    assert_eq!((info_keys(&f), &f.info["b"]), (vec!["b", "a"], &Value::from(3)));
+}
+
+#[test]
+fn field_info_edits_keep_order_and_convert_to_and_from_serde_json_maps() {
+    let mut info: FieldInfo = [("c", 1), ("a", 2), ("b", 3)].into_iter().collect();
+    assert_eq!(info.insert("a", 20), Some(Value::from(2)));
+    assert_eq!(info.insert("d", 4), None);
+    assert_eq!(info.remove("c"), Some(Value::from(1)));
+    assert_eq!(info.keys().collect::<Vec<_>>(), ["a", "b", "d"]);
+    assert_eq!(info.len(), 3);
+    // Equality is order-sensitive: verbatim means in the same order too.
+    let reordered: FieldInfo = [("b", 3), ("a", 20), ("d", 4)].into_iter().collect();
+    assert_ne!(info, reordered);
+    // To and from serde_json's map (which may sort): same entries.
+    let map: Map<String, Value> = info.clone().into();
+    assert_eq!(FieldInfo::from(map.clone()).len(), 3);
+    assert_eq!(Value::from(info.clone()), Value::Object(map));
+    // A stash written before FieldInfo (sorted keys) loads as written.
+    let old: Field =
+        serde_json::from_str(r#"{"id":"x","info":{"a":1,"label":"L","type_override":"date"}}"#)
+            .unwrap();
+    assert_eq!(old.info.keys().collect::<Vec<_>>(), ["a", "label", "type_override"]);
+    let no_info: Field = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
+    assert!(no_info.info.is_empty());
+    // Anything but an object is refused.
+    assert!(serde_json::from_str::<Field>(r#"{"id":"x","info":[["a",1]]}"#).is_err());
 }

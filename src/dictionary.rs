@@ -1,0 +1,990 @@
+//! Field dictionaries and type mapping, for restoring a data dictionary.
+//!
+//! The payload most often stashed before a destructive reload is a *field
+//! dictionary*: the operator-written labels, notes and type overrides of a
+//! table's columns, which live nowhere else. When the table is recreated,
+//! each field's `type_override` is mapped back onto a column type by a
+//! [`TypeMap`], which accepts only valid target types (forgiving, by
+//! default, the case and surrounding whitespace a person typed, and saying
+//! so) and falls back (to `text`, by default) otherwise — and reports every
+//! fallback it applied. A field's info map is a [`FieldInfo`], which keeps
+//! its attributes in the order they were stored.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One field of a [`FieldDictionary`]: its id and an info map (label, notes,
+/// `type_override`, anything else), kept verbatim and in order.
+///
+/// The info map is a [`FieldInfo`]: its keys come back in the order they
+/// were stored — through `serde_json` and through a [`Store`](crate::Store)
+/// save and load — whether or not anything in the build enables
+/// `serde_json`'s `preserve_order`. On disk it is a plain JSON object, as it
+/// always was.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::Field;
+///
+/// let f = Field::new("amount").with("type_override", "numeric").with("label", "Amount");
+/// assert_eq!(f.get("label"), Some("Amount"));
+/// let keys: Vec<&str> = f.info.keys().collect();
+/// assert_eq!(keys, ["type_override", "label"]); // as written, not sorted
+/// assert_eq!(
+///     serde_json::to_string(&f)?,
+///     r#"{"id":"amount","info":{"type_override":"numeric","label":"Amount"}}"#,
+/// );
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    /// The column's id.
+    pub id: String,
+    /// Everything the operator wrote about it, in the order it was written.
+    #[serde(default)]
+    pub info: FieldInfo,
+}
+
+impl Field {
+    /// A field with an empty info map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(safestash::Field::new("id").info.is_empty());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Field {
+        Field { id: id.into(), info: FieldInfo::new() }
+    }
+
+    /// Sets an info attribute: appended if new, replaced in place if the
+    /// field already has it (see [`FieldInfo::insert`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("id").with("notes", "primary key");
+    /// assert_eq!(f.get("notes"), Some("primary key"));
+    /// ```
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Field {
+        self.info.insert(name, value);
+        self
+    }
+
+    /// A string info attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("id").with("n", 1);
+    /// assert_eq!(f.get("n"), None); // not a string
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.info.get(name).and_then(Value::as_str)
+    }
+}
+
+/// A field's info map: attribute names and JSON values, **in the order they
+/// were stored**.
+///
+/// It serializes as a JSON object written in that order, and deserializes
+/// from a JSON object read in document order, without going through
+/// [`serde_json::Map`] (which sorts its keys unless some crate in the build
+/// turns on `serde_json`'s `preserve_order`). So the on-disk shape is the
+/// same JSON object as before, and a stash written with sorted keys loads
+/// unchanged.
+///
+/// - **Duplicate keys** in the input: the last value wins, at the position
+///   of the key's first occurrence — what Python's `json` module (and so
+///   CKAN) and JavaScript's `JSON.parse` do. [`insert`](FieldInfo::insert)
+///   and [`FromIterator`] follow the same rule, so a `FieldInfo` never holds
+///   a key twice.
+/// - **Equality** is order-sensitive: the same entries in another order are
+///   a different (not verbatim) info map.
+/// - Only the top level is ordered by this type. A value that is itself a
+///   JSON object is a [`serde_json::Value`], whose object keys follow
+///   `serde_json`'s `Map` (sorted unless `preserve_order` is on).
+/// - Lookups are linear scans: it is sized for a field's handful of
+///   attributes (deserializing a large object stays linear).
+///
+/// # Examples
+///
+/// ```
+/// use safestash::FieldInfo;
+/// use serde_json::json;
+///
+/// let mut info = FieldInfo::new();
+/// info.insert("type_override", "numeric");
+/// info.insert("label", "Amount");
+/// assert_eq!(info.insert("type_override", "date"), Some(json!("numeric"))); // replaced in place
+/// assert_eq!(info.keys().collect::<Vec<_>>(), ["type_override", "label"]);
+/// assert_eq!(info["label"], "Amount");
+///
+/// // A JSON object, read and written in document order; duplicates: last wins.
+/// let read: FieldInfo = serde_json::from_str(r#"{"z": 1, "a": 2, "z": 3}"#)?;
+/// assert_eq!(serde_json::to_string(&read)?, r#"{"z":3,"a":2}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldInfo {
+    entries: Vec<(String, Value)>,
+}
+
+impl FieldInfo {
+    /// An empty info map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(safestash::FieldInfo::new().is_empty());
+    /// ```
+    pub fn new() -> FieldInfo {
+        FieldInfo { entries: Vec::new() }
+    }
+
+    /// How many attributes it holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::Field::new("c").with("a", 1).with("a", 2).info.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!safestash::Field::new("c").with("a", 1).info.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value of an attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("c").with("n", 1);
+    /// assert_eq!(f.info.get("n"), Some(&serde_json::json!(1)));
+    /// assert_eq!(f.info.get("m"), None);
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The value of an attribute, to change it in place.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut f = safestash::Field::new("c").with("n", 1);
+    /// *f.info.get_mut("n").unwrap() = 2.into();
+    /// assert_eq!(f.info["n"], 2);
+    /// ```
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.entries.iter_mut().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// Whether it holds this attribute.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(safestash::Field::new("c").with("n", 1).info.contains_key("n"));
+    /// ```
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets an attribute and returns its previous value. A new attribute is
+    /// appended; an existing one keeps its position and gets the new value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut info = safestash::FieldInfo::new();
+    /// assert_eq!(info.insert("b", 1), None);
+    /// info.insert("a", 2);
+    /// assert_eq!(info.insert("b", 3), Some(1.into()));
+    /// assert_eq!(info.keys().collect::<Vec<_>>(), ["b", "a"]);
+    /// ```
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
+        let name = name.into();
+        let value = value.into();
+        match self.get_mut(&name) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.entries.push((name, value));
+                None
+            }
+        }
+    }
+
+    /// Removes an attribute and returns its value; the others keep their
+    /// order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut f = safestash::Field::new("c").with("a", 1).with("b", 2).with("c", 3);
+    /// assert_eq!(f.info.remove("b"), Some(2.into()));
+    /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["a", "c"]);
+    /// ```
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let at = self.entries.iter().position(|(k, _)| k == name)?;
+        Some(self.entries.remove(at).1)
+    }
+
+    /// The attributes, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let pairs: Vec<(&String, &serde_json::Value)> = f.info.iter().collect();
+    /// assert_eq!(pairs[0].0, "z");
+    /// ```
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &Value)> + ExactSizeIterator {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The attribute names, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["z", "a"]);
+    /// ```
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// The attribute values, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// assert_eq!(f.info.values().collect::<Vec<_>>(), [&1.into(), &2.into()] as [&serde_json::Value; 2]);
+    /// ```
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// Adds entries, under [`insert`](FieldInfo::insert)'s rule, staying
+    /// linear however many there are.
+    fn extend_entries(&mut self, entries: impl IntoIterator<Item = (String, Value)>) {
+        let mut index: std::collections::HashMap<String, usize> =
+            self.entries.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+        for (name, value) in entries {
+            match index.get(&name) {
+                Some(&at) => self.entries[at].1 = value,
+                None => {
+                    index.insert(name.clone(), self.entries.len());
+                    self.entries.push((name, value));
+                }
+            }
+        }
+    }
+}
+
+impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for FieldInfo {
+    /// Collects entries in order; a repeated key: last value, first position.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> FieldInfo {
+        let mut info = FieldInfo::new();
+        info.extend(iter);
+        info
+    }
+}
+
+impl<K: Into<String>, V: Into<Value>> Extend<(K, V)> for FieldInfo {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        self.extend_entries(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+    }
+}
+
+impl IntoIterator for FieldInfo {
+    type Item = (String, Value);
+    type IntoIter = std::vec::IntoIter<(String, Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a FieldInfo {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Value)>,
+        fn(&'a (String, Value)) -> (&'a String, &'a Value),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl std::ops::Index<&str> for FieldInfo {
+    type Output = Value;
+
+    /// The value of an attribute.
+    ///
+    /// # Panics
+    ///
+    /// When there is no such attribute (use [`FieldInfo::get`] to ask), as
+    /// with [`serde_json::Map`].
+    fn index(&self, name: &str) -> &Value {
+        self.get(name).unwrap_or_else(|| panic!("no info attribute {name:?}"))
+    }
+}
+
+impl From<Map<String, Value>> for FieldInfo {
+    /// In the map's own iteration order (sorted, unless `preserve_order`).
+    fn from(map: Map<String, Value>) -> FieldInfo {
+        map.into_iter().collect()
+    }
+}
+
+impl From<FieldInfo> for Map<String, Value> {
+    /// Into a `serde_json` map, which may sort the keys.
+    fn from(info: FieldInfo) -> Map<String, Value> {
+        info.entries.into_iter().collect()
+    }
+}
+
+impl From<FieldInfo> for Value {
+    /// Into a JSON object value, which may sort the keys.
+    fn from(info: FieldInfo) -> Value {
+        Value::Object(info.into())
+    }
+}
+
+impl Serialize for FieldInfo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (k, v) in &self.entries {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<FieldInfo, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FieldInfo;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of field info attributes")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<FieldInfo, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = access.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                let mut info = FieldInfo::new();
+                info.extend_entries(entries);
+                Ok(info)
+            }
+        }
+
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A table's data dictionary: its fields, in column order.
+///
+/// # Examples
+///
+/// ```
+/// let dictionary: safestash::FieldDictionary = vec![safestash::Field::new("id")];
+/// assert_eq!(dictionary[0].id, "id");
+/// ```
+pub type FieldDictionary = Vec<Field>;
+
+/// A recreated column: a field with the type it was given.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("n").with("type_override", "numeric")]);
+/// assert_eq!(restored.columns[0].column_type, "numeric");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Column {
+    /// The field's id.
+    pub id: String,
+    /// The column type to create it with.
+    pub column_type: String,
+    /// The field's whole info map, verbatim and in order.
+    pub info: FieldInfo,
+}
+
+/// Why a [`TypeMap`] used its fallback type.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{FallbackReason, Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[
+///     Field::new("x").with("type_override", "money"),
+///     Field::new("y").with("type_override", ""), // CKAN's "no override"
+/// ]);
+/// assert_eq!(restored.fallbacks[0].reason, FallbackReason::NotValid("money".into()));
+/// assert_eq!(restored.fallbacks[1].reason, FallbackReason::Missing);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FallbackReason {
+    /// The field has no such attribute, or it is null — or, under
+    /// [`Matching::Normalise`] (the default), an empty or whitespace-only
+    /// string.
+    Missing,
+    /// The attribute is not a string (the JSON it holds).
+    NotAString(String),
+    /// The attribute names a type outside the valid set (as written).
+    NotValid(String),
+    /// A source type with no mapping (see [`TypeMap::map_source`]).
+    UnknownSource(String),
+    /// Under [`Matching::Normalise`], the attribute (as written) matches
+    /// more than one valid type once case and surrounding whitespace are
+    /// ignored (a custom map with, say, both `Int` and `int`), so no one of
+    /// them is picked.
+    Ambiguous(String),
+}
+
+impl fmt::Display for FallbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FallbackReason::Missing => f.write_str("no type given"),
+            FallbackReason::NotAString(json) => write!(f, "type is not a string: {json}"),
+            FallbackReason::NotValid(t) => write!(f, "type {t:?} is not a valid target type"),
+            FallbackReason::UnknownSource(t) => write!(f, "source type {t:?} has no mapping"),
+            FallbackReason::Ambiguous(t) => {
+                write!(f, "type {t:?} matches several valid types but for case")
+            }
+        }
+    }
+}
+
+/// A fallback a [`TypeMap`] applied: never silent.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("note")]);
+/// let fb = &restored.fallbacks[0];
+/// assert_eq!((fb.field.as_str(), fb.used.as_str()), ("note", "text"));
+/// assert_eq!(fb.to_string(), "field `note`: no type given; using `text`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Fallback {
+    /// The field (or source type) it was applied to.
+    pub field: String,
+    /// Why.
+    pub reason: FallbackReason,
+    /// The type used instead.
+    pub used: String,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}; using `{}`", self.field, self.reason, self.used)
+    }
+}
+
+/// A type name a [`TypeMap`] accepted only after normalising it (case and
+/// surrounding whitespace, see [`Matching::Normalise`]): the field got the
+/// valid type it names, so this is **not** a [`Fallback`], but it is
+/// reported, so the operator can fix the spelling.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, TypeMap};
+///
+/// let restored = TypeMap::default().map_fields(&[Field::new("amount").with("type_override", " Numeric ")]);
+/// assert_eq!(restored.columns[0].column_type, "numeric");
+/// assert!(restored.fallbacks.is_empty());
+/// let n = &restored.normalised[0];
+/// assert_eq!((n.field.as_str(), n.from.as_str(), n.to.as_str()), ("amount", " Numeric ", "numeric"));
+/// assert_eq!(n.to_string(), "field `amount`: type \" Numeric \" read as `numeric`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Normalised {
+    /// The field it was applied to.
+    pub field: String,
+    /// The type as written in the field's info map (which keeps it as is).
+    pub from: String,
+    /// The valid type it was read as, spelled as in the map's valid set.
+    pub to: String,
+}
+
+impl fmt::Display for Normalised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: type {:?} read as `{}`", self.field, self.from, self.to)
+    }
+}
+
+/// What [`TypeMap::map_fields`] produced: the columns in field order, every
+/// fallback applied, and every type name that was normalised.
+///
+/// # Examples
+///
+/// See [`TypeMap`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Mapped {
+    /// One column per field, in the fields' order.
+    pub columns: Vec<Column>,
+    /// Every fallback applied, in field order.
+    pub fallbacks: Vec<Fallback>,
+    /// Every field whose type was accepted only after normalising its case
+    /// or surrounding whitespace, in field order. Never also a fallback.
+    #[serde(default)]
+    pub normalised: Vec<Normalised>,
+}
+
+/// How a [`TypeMap`] compares a field's type name with its valid types.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{FallbackReason, Field, Matching, TypeMap};
+///
+/// let fields = [Field::new("a").with("type_override", "NUMERIC"), Field::new("b").with("type_override", "")];
+///
+/// // The default: a person's spelling is normalised (and reported), "" is missing.
+/// let lenient = TypeMap::default().map_fields(&fields);
+/// assert_eq!(lenient.columns[0].column_type, "numeric");
+/// assert_eq!(lenient.normalised[0].from, "NUMERIC");
+/// assert_eq!(lenient.fallbacks[0].reason, FallbackReason::Missing);
+///
+/// // Exact: byte for byte, as written.
+/// let exact = TypeMap::default().matching(Matching::Exact);
+/// assert_eq!(exact.matching_mode(), Matching::Exact);
+/// let strict = exact.map_fields(&fields);
+/// assert_eq!(strict.columns[0].column_type, "text");
+/// assert_eq!(strict.fallbacks[0].reason, FallbackReason::NotValid("NUMERIC".into()));
+/// assert_eq!(strict.fallbacks[1].reason, FallbackReason::NotValid("".into()));
+/// assert!(strict.normalised.is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Matching {
+    /// The default, for names typed by a person. A name that is exactly a
+    /// valid type is taken as is. Otherwise surrounding whitespace (Unicode
+    /// `White_Space`, so a pasted no-break space too) is ignored and ASCII
+    /// letters are compared without case; a name that then matches exactly
+    /// one valid type gets that type, reported as [`Normalised`], not as a
+    /// fallback. A name that is empty or only whitespace counts as
+    /// [`FallbackReason::Missing`] (CKAN's "no override"). Non-ASCII letters
+    /// must match exactly, so no look-alike character is folded onto a type.
+    #[default]
+    Normalise,
+    /// Only a name that is exactly (byte for byte) a valid type is taken;
+    /// anything else, `""` included, is [`FallbackReason::NotValid`]. This
+    /// is how every `TypeMap` matched before normalising was added.
+    Exact,
+}
+
+/// Maps stashed fields onto column types, with a safe, reported fallback.
+///
+/// A field's type is read from an info attribute (default `type_override`)
+/// and accepted if it names one of the valid target types. By default
+/// ([`Matching::Normalise`]) the case and surrounding whitespace of a name
+/// are forgiven — `" Numeric "` and `"NUMERIC"` are `numeric`, reported in
+/// [`Mapped::normalised`] — and an empty name counts as missing; with
+/// [`Matching::Exact`] only the exact spelling is accepted. Any other case
+/// (missing, not a string, unknown) uses the fallback type (default
+/// `text`) and is reported as a [`Fallback`].
+///
+/// The default map is the one of the ingestion worker this library comes
+/// from: valid targets `text`, `numeric`, `timestamp`, `date`; source types
+/// `String`→`text`, `Integer`→`numeric`, `Float`→`numeric`,
+/// `DateTime`→`timestamp`, `Date`→`date`, `NULL`→`text`.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::{Field, Matching, TypeMap};
+///
+/// let dictionary = vec![
+///     Field::new("amount").with("label", "Amount").with("type_override", "numeric"),
+///     Field::new("code").with("type_override", "money"),
+///     Field::new("comment"),
+///     Field::new("placed").with("type_override", " Timestamp"),
+/// ];
+/// let restored = TypeMap::default().map_fields(&dictionary);
+/// let types: Vec<&str> = restored.columns.iter().map(|c| c.column_type.as_str()).collect();
+/// assert_eq!(types, ["numeric", "text", "text", "timestamp"]);
+/// assert_eq!(restored.fallbacks.len(), 2); // `code` and `comment`, both reported
+/// assert_eq!(restored.normalised[0].field, "placed"); // reported, not a fallback
+/// assert_eq!(restored.columns[0].info["label"], "Amount");
+///
+/// // A custom map: other attribute, other targets, other fallback, exact matching.
+/// let custom = TypeMap::new(["int4", "varchar"], "varchar")?.attribute("pg_type").matching(Matching::Exact);
+/// let c = custom.map_fields(&[Field::new("n").with("pg_type", "int4"), Field::new("m").with("pg_type", "INT4")]);
+/// assert_eq!((c.columns[0].column_type.as_str(), c.columns[1].column_type.as_str()), ("int4", "varchar"));
+/// # Ok::<(), safestash::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeMap {
+    attribute: String,
+    valid: BTreeSet<String>,
+    fallback: String,
+    sources: Vec<(String, String)>,
+    matching: Matching,
+}
+
+/// What a [`TypeMap`] made of one field's attribute.
+enum Decision<'a> {
+    /// Exactly a valid type.
+    Exact(&'a str),
+    /// The valid type `to`, after normalising `from`.
+    Normalised { from: &'a str, to: &'a str },
+    /// No valid type: use the fallback.
+    Fallback(FallbackReason),
+}
+
+impl Default for TypeMap {
+    fn default() -> TypeMap {
+        let pairs = [
+            ("String", "text"),
+            ("Integer", "numeric"),
+            ("Float", "numeric"),
+            ("DateTime", "timestamp"),
+            ("Date", "date"),
+            ("NULL", "text"),
+        ];
+        TypeMap {
+            attribute: "type_override".to_owned(),
+            valid: ["text", "numeric", "timestamp", "date"].map(str::to_owned).into(),
+            fallback: "text".to_owned(),
+            sources: pairs.iter().map(|(s, t)| ((*s).to_owned(), (*t).to_owned())).collect(),
+            matching: Matching::default(),
+        }
+    }
+}
+
+impl TypeMap {
+    /// A map with these valid target types and this fallback, reading
+    /// `type_override`, with no source types and [`Matching::Normalise`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`](crate::Error::InvalidOption) when the fallback
+    /// is not one of the valid types (a fallback must always be safe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::TypeMap;
+    /// assert!(TypeMap::new(["int", "text"], "text").is_ok());
+    /// assert!(TypeMap::new(["int"], "text").is_err());
+    /// ```
+    pub fn new(
+        valid: impl IntoIterator<Item = impl Into<String>>,
+        fallback: impl Into<String>,
+    ) -> Result<TypeMap, crate::Error> {
+        let valid: BTreeSet<String> = valid.into_iter().map(Into::into).collect();
+        let fallback = fallback.into();
+        if !valid.contains(&fallback) {
+            return Err(crate::Error::InvalidOption {
+                field: "fallback",
+                value: fallback,
+                rule: "the fallback type must be one of the valid types",
+            });
+        }
+        Ok(TypeMap {
+            attribute: "type_override".to_owned(),
+            valid,
+            fallback,
+            sources: Vec::new(),
+            matching: Matching::default(),
+        })
+    }
+
+    /// Reads the type from this info attribute instead of `type_override`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default().attribute("pg_type");
+    /// assert_eq!(map.attribute_name(), "pg_type");
+    /// ```
+    #[must_use]
+    pub fn attribute(mut self, name: impl Into<String>) -> TypeMap {
+        self.attribute = name.into();
+        self
+    }
+
+    /// Compares type names this way (default [`Matching::Normalise`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Field, Matching, TypeMap};
+    ///
+    /// let field = Field::new("n").with("type_override", "Numeric");
+    /// assert_eq!(TypeMap::default().map_field(&field).0.column_type, "numeric");
+    /// let exact = TypeMap::default().matching(Matching::Exact);
+    /// assert_eq!(exact.map_field(&field).0.column_type, "text");
+    /// ```
+    #[must_use]
+    pub fn matching(mut self, matching: Matching) -> TypeMap {
+        self.matching = matching;
+        self
+    }
+
+    /// How this map compares type names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Matching, TypeMap};
+    /// assert_eq!(TypeMap::default().matching_mode(), Matching::Normalise);
+    /// ```
+    pub fn matching_mode(&self) -> Matching {
+        self.matching
+    }
+
+    /// Maps the source type `source` to `target` in
+    /// [`map_source`](TypeMap::map_source).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`](crate::Error::InvalidOption) when `target` is
+    /// not a valid type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default().source("Decimal", "numeric")?;
+    /// assert_eq!(map.map_source("Decimal"), Ok("numeric"));
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn source(
+        mut self,
+        source: impl Into<String>,
+        target: impl Into<String>,
+    ) -> Result<TypeMap, crate::Error> {
+        let target = target.into();
+        if !self.valid.contains(&target) {
+            return Err(crate::Error::InvalidOption {
+                field: "target type",
+                value: target,
+                rule: "a source type must map to one of the valid types",
+            });
+        }
+        let source = source.into();
+        self.sources.retain(|(s, _)| *s != source);
+        self.sources.push((source, target));
+        Ok(self)
+    }
+
+    /// The attribute the type is read from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::TypeMap::default().attribute_name(), "type_override");
+    /// ```
+    pub fn attribute_name(&self) -> &str {
+        &self.attribute
+    }
+
+    /// The fallback type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(safestash::TypeMap::default().fallback(), "text");
+    /// ```
+    pub fn fallback(&self) -> &str {
+        &self.fallback
+    }
+
+    /// Whether `t` is exactly (byte for byte) a valid target type, whatever
+    /// the map's [`Matching`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default();
+    /// assert!(map.is_valid("date") && !map.is_valid("Date"));
+    /// ```
+    pub fn is_valid(&self, t: &str) -> bool {
+        self.valid.contains(t)
+    }
+
+    /// The column type for a source data type (as a loader detects it), or
+    /// the fallback with the reason. Source types come from a program, not
+    /// a person: they are always matched exactly.
+    ///
+    /// # Errors
+    ///
+    /// A [`Fallback`] naming the unknown source type and the type to use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let map = safestash::TypeMap::default();
+    /// assert_eq!(map.map_source("Integer"), Ok("numeric"));
+    /// assert_eq!(map.map_source("Blob").unwrap_err().used, "text");
+    /// ```
+    pub fn map_source(&self, source: &str) -> Result<&str, Fallback> {
+        self.sources.iter().find(|(s, _)| s == source).map(|(_, t)| t.as_str()).ok_or_else(|| {
+            Fallback {
+                field: source.to_owned(),
+                reason: FallbackReason::UnknownSource(source.to_owned()),
+                used: self.fallback.clone(),
+            }
+        })
+    }
+
+    /// What a field's type attribute comes to under this map's matching.
+    fn decide<'a>(&'a self, value: Option<&'a Value>) -> Decision<'a> {
+        let t = match value {
+            None | Some(Value::Null) => return Decision::Fallback(FallbackReason::Missing),
+            Some(Value::String(t)) => t.as_str(),
+            Some(other) => {
+                return Decision::Fallback(FallbackReason::NotAString(other.to_string()));
+            }
+        };
+        let trimmed = t.trim();
+        if self.matching == Matching::Normalise && trimmed.is_empty() {
+            return Decision::Fallback(FallbackReason::Missing);
+        }
+        if let Some(valid) = self.valid.get(t) {
+            return Decision::Exact(valid);
+        }
+        if self.matching == Matching::Exact {
+            return Decision::Fallback(FallbackReason::NotValid(t.to_owned()));
+        }
+        let mut candidates = self.valid.iter().filter(|v| v.trim().eq_ignore_ascii_case(trimmed));
+        match (candidates.next(), candidates.next()) {
+            (Some(to), None) => Decision::Normalised { from: t, to },
+            (Some(_), Some(_)) => Decision::Fallback(FallbackReason::Ambiguous(t.to_owned())),
+            (None, _) => Decision::Fallback(FallbackReason::NotValid(t.to_owned())),
+        }
+    }
+
+    /// One field: its column, the fallback applied, or the normalisation.
+    fn map_one(&self, field: &Field) -> (Column, Option<Fallback>, Option<Normalised>) {
+        let (column_type, fallback, normalised) = match self.decide(field.info.get(&self.attribute))
+        {
+            Decision::Exact(t) => (t.to_owned(), None, None),
+            Decision::Normalised { from, to } => (
+                to.to_owned(),
+                None,
+                Some(Normalised {
+                    field: field.id.clone(),
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                }),
+            ),
+            Decision::Fallback(reason) => (
+                self.fallback.clone(),
+                Some(Fallback { field: field.id.clone(), reason, used: self.fallback.clone() }),
+                None,
+            ),
+        };
+        let column = Column { id: field.id.clone(), column_type, info: field.info.clone() };
+        (column, fallback, normalised)
+    }
+
+    /// The column for one field, and the fallback if one was applied.
+    ///
+    /// A normalised type name (see [`Matching::Normalise`]) is not a
+    /// fallback: the column gets the valid type, and the normalisation is
+    /// reported by [`map_fields`](TypeMap::map_fields) in
+    /// [`Mapped::normalised`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{Field, TypeMap};
+    /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "date"));
+    /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
+    /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "DATE "));
+    /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
+    /// ```
+    pub fn map_field(&self, field: &Field) -> (Column, Option<Fallback>) {
+        let (column, fallback, _) = self.map_one(field);
+        (column, fallback)
+    }
+
+    /// Maps every field, keeping their order and whole info maps, and
+    /// reports every fallback (also as a `tracing` warning) and every
+    /// normalised type name (also as a `tracing` info event).
+    ///
+    /// # Examples
+    ///
+    /// See [`TypeMap`].
+    pub fn map_fields(&self, fields: &[Field]) -> Mapped {
+        let mut columns = Vec::with_capacity(fields.len());
+        let mut fallbacks = Vec::new();
+        let mut normalised = Vec::new();
+        for field in fields {
+            let (column, fallback, normalisation) = self.map_one(field);
+            if let Some(fb) = fallback {
+                tracing::warn!(field = %fb.field, reason = %fb.reason, used = %fb.used, "type fallback applied");
+                fallbacks.push(fb);
+            }
+            if let Some(n) = normalisation {
+                tracing::info!(field = %n.field, from = ?n.from, to = %n.to, "type name normalised");
+                normalised.push(n);
+            }
+            columns.push(column);
+        }
+        Mapped { columns, fallbacks, normalised }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_json_shape_is_id_and_info() {
+        let f: Field = serde_json::from_str(r#"{"id":"a","info":{"label":"A","x":[1]}}"#).unwrap();
+        assert_eq!(f.get("label"), Some("A"));
+        assert_eq!(f.info["x"], serde_json::json!([1]));
+        let bare: Field = serde_json::from_str(r#"{"id":"b"}"#).unwrap();
+        assert!(bare.info.is_empty());
+    }
+
+    #[test]
+    fn not_a_string_is_reported_with_its_json() {
+        let (col, fb) = TypeMap::default().map_field(&Field::new("n").with("type_override", 5));
+        assert_eq!(col.column_type, "text");
+        assert_eq!(fb.unwrap().reason, FallbackReason::NotAString("5".into()));
+    }
+}
