@@ -31,8 +31,8 @@ use std::process::Command;
 
 use rusqlite::{Connection, params, types::Value as SqlValue};
 use safestash::{
-    Checked, Field, FieldDictionary, LoadPolicy, SaveOptions, Source, StashKey, Stashed, Store,
-    TypeMap, choose_source,
+    LoadPolicy, Resume, SaveOptions, StashKey, Stashed, Store,
+    dictionary::{Field, FieldDictionary, TypeMap},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -224,7 +224,13 @@ fn upload(bad_row_at: Option<usize>) -> Vec<Vec<Value>> {
         .collect()
 }
 
-/// The reload job: stash, drop, rebuild; roll back on failure.
+/// How old a stash this job will resume on its own: older ones, or another
+/// upload's, are the operator's to decide.
+const MAX_STASH_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The reload job: the retry decision first (a crashed earlier attempt may
+/// have left the only copy of the table in the stash), then stash, drop,
+/// rebuild; roll back on failure.
 fn reload(
     conn: &Connection,
     store: &Store,
@@ -233,9 +239,43 @@ fn reload(
     rows: &[Vec<Value>],
 ) -> Result<(), Error> {
     let map = TypeMap::default();
-    let live = snapshot(conn)?.ok_or("nothing to reload")?;
     let opts = SaveOptions::new().kind("table-snapshot").origin(upload_id);
-    let guard = store.begin_with(key, &live, &opts)?; // durable: permit to destroy
+    let policy = LoadPolicy::new().origin(upload_id).max_age(MAX_STASH_AGE);
+    let live = snapshot(conn)?;
+    let guard = match store.resume(key, live.as_ref(), &opts, &policy)? {
+        // The table exists: it is stashed now, the permit to destroy it.
+        Resume::Live { guard, replaced } => {
+            if let Some(old) = replaced {
+                println!(
+                    "    the live table wins over a leftover stash of {:?}",
+                    old.header.origin()
+                );
+            }
+            guard
+        }
+        // No table, and this upload's fresh stash: an earlier attempt died
+        // after the drop. Put the table back from the stash, then reload.
+        Resume::Stash(guard) => {
+            println!(
+                "    no live table; resuming from the stash written {:?} ago",
+                age(guard.receipt())
+            );
+            guard
+                .rollback(&mut |stashed: Stashed<TableSnapshot>| {
+                    restore_table(conn, stashed.value(), &map)
+                })
+                .map_err(safestash::Error::from)?;
+            println!("    restored the table from the stash; retrying the reload");
+            return reload(conn, store, key, upload_id, rows);
+        }
+        // A stash that is too old or another upload's is never applied unasked.
+        Resume::Refused(checked) => {
+            return Err(format!("stash is not this job's to apply: {checked:?}").into());
+        }
+        Resume::Nothing => return Err("nothing to reload: no table and no stash".into()),
+        _ => return Err("unexpected retry decision".into()),
+    };
+    let live = live.ok_or("no live table")?;
     println!(
         "    stashed {} fields and {} rows ({} bytes)",
         live.dictionary.len(),
@@ -256,7 +296,7 @@ fn reload(
         .try_for_each(|(i, row)| insert_row(conn, row).map_err(|e| format!("row {i}: {e}")));
     match loaded {
         Ok(()) => {
-            let removed = guard.commit().map_err(|e| e.error)?;
+            let removed = guard.commit().map_err(safestash::Error::from)?;
             println!("    loaded {} rows; committed, stash cleared: {removed}", rows.len());
             Ok(())
         }
@@ -266,10 +306,15 @@ fn reload(
                 .rollback(&mut |stashed: Stashed<TableSnapshot>| {
                     restore_table(conn, stashed.value(), &map)
                 })
-                .map_err(|e| e.error)?;
+                .map_err(safestash::Error::from)?;
             Err(format!("reload of upload {upload_id} failed and was rolled back: {why}").into())
         }
     }
+}
+
+/// How long ago a receipt's stash was written.
+fn age(receipt: &safestash::Receipt) -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(receipt.created).unwrap_or_default()
 }
 
 /// The restore hook: recreate the table exactly as stashed.
@@ -373,29 +418,16 @@ fn main() -> Result<(), Error> {
     println!("    worker died: {status}");
     let conn = open(&db)?;
     assert!(!table_exists(&conn)?, "the table is gone");
-    let live = snapshot(&conn)?;
-    let policy =
-        LoadPolicy::new().origin("upload-2").max_age(std::time::Duration::from_secs(24 * 3600));
-    let stash = match store.load_checked::<TableSnapshot>(&key, &policy)? {
-        Some(Checked::Fresh(stashed)) => Some(stashed),
-        Some(other) => return Err(format!("stash is not this job's to apply: {other:?}").into()),
-        None => None,
-    };
-    match choose_source(live, stash) {
-        Source::Stash { stashed, age } => {
-            println!(
-                "    no live table; found the stash of {} ({age:?} old)",
-                stashed.meta().header.origin().unwrap_or("?")
-            );
-            restore_table(&conn, stashed.value(), &TypeMap::default())?;
-            assert!(store.clear_if(&key, &stashed.meta().digest)?, "the restored stash is cleared");
-        }
-        other => return Err(format!("expected to pick up the stash, got {other:?}").into()),
-    }
-    assert_eq!(columns(&conn)?, before, "the retry restored types and dictionary");
-    assert_eq!(snapshot(&conn)?, Some(before_snapshot.clone()));
-    println!("    ok: restored from the stash; retrying the reload");
+    // The retry runs the same job: its retry decision finds no table and
+    // this upload's fresh stash, restores the table from it, then reloads.
+    let before_retry = before_snapshot.clone();
     reload(&conn, &store, &key, "upload-2", &upload(None))?;
+    assert_eq!(columns(&conn)?, before, "the retry kept the types and dictionary");
+    let reloaded = snapshot(&conn)?.ok_or("no table after the retry")?;
+    assert_eq!(reloaded.dictionary, before_retry.dictionary);
+    assert_eq!(reloaded.rows.len(), 10, "the retry loaded the upload");
+    assert!(store.load::<TableSnapshot>(&key)?.is_none(), "the retry's commit cleared the stash");
+    println!("    ok: resumed from the stash, table restored, upload reloaded");
 
     // Run 3: a clean reload carries the dictionary over and clears the stash.
     println!("\nrun 3: a clean reload");

@@ -32,8 +32,10 @@ use std::path::PathBuf;
 
 use rusqlite::{Connection, params};
 use safestash::{
-    CanonicalUuid, IdSet, ReconcileError, Reconciler, Rule, Stashed, Store, plan, restore_tenant,
-    tenant_key,
+    Stashed, Store,
+    reconcile::{
+        CanonicalUuid, IdSet, ReconcileError, Reconciler, Rule, plan, restore_tenant, tenant_key,
+    },
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -380,7 +382,7 @@ fn main() -> Result<(), Error> {
 
     // Run 4: deleted again, re-created, deleted once more within retention.
     println!("\nrun 4: {} is deleted, signs up again, and is deleted again", TENANTS[GONE]);
-    let sync = |what: &str| -> Result<safestash::ExecutionReport<CanonicalUuid>, Error> {
+    let sync = |what: &str| -> Result<safestash::reconcile::ExecutionReport<CanonicalUuid>, Error> {
         let local: IdSet<CanonicalUuid> = IdSet::canonicalize(local_tenants(&conn)?);
         let billing: IdSet<CanonicalUuid> = IdSet::canonicalize(billing_tenants(&[GONE]));
         let p = plan(&local, &billing);

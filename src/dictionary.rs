@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 /// # Examples
 ///
 /// ```
-/// use safestash::Field;
+/// use safestash::dictionary::Field;
 ///
 /// let f = Field::new("amount").with("type_override", "numeric").with("label", "Amount");
 /// assert_eq!(f.get("label"), Some("Amount"));
@@ -55,7 +55,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::Field::new("id").info.is_empty());
+    /// assert!(safestash::dictionary::Field::new("id").info.is_empty());
     /// ```
     pub fn new(id: impl Into<String>) -> Field {
         Field { id: id.into(), info: FieldInfo::new() }
@@ -67,7 +67,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("id").with("notes", "primary key");
+    /// let f = safestash::dictionary::Field::new("id").with("notes", "primary key");
     /// assert_eq!(f.get("notes"), Some("primary key"));
     /// ```
     #[must_use]
@@ -81,7 +81,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("id").with("n", 1);
+    /// let f = safestash::dictionary::Field::new("id").with("n", 1);
     /// assert_eq!(f.get("n"), None); // not a string
     /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -115,7 +115,7 @@ impl Field {
 /// # Examples
 ///
 /// ```
-/// use safestash::FieldInfo;
+/// use safestash::dictionary::FieldInfo;
 /// use serde_json::json;
 ///
 /// let mut info = FieldInfo::new();
@@ -141,7 +141,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::FieldInfo::new().is_empty());
+    /// assert!(safestash::dictionary::FieldInfo::new().is_empty());
     /// ```
     pub fn new() -> FieldInfo {
         FieldInfo { entries: Vec::new() }
@@ -152,7 +152,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::Field::new("c").with("a", 1).with("a", 2).info.len(), 1);
+    /// assert_eq!(safestash::dictionary::Field::new("c").with("a", 1).with("a", 2).info.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -163,7 +163,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(!safestash::Field::new("c").with("a", 1).info.is_empty());
+    /// assert!(!safestash::dictionary::Field::new("c").with("a", 1).info.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -174,7 +174,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("n", 1);
+    /// let f = safestash::dictionary::Field::new("c").with("n", 1);
     /// assert_eq!(f.info.get("n"), Some(&serde_json::json!(1)));
     /// assert_eq!(f.info.get("m"), None);
     /// ```
@@ -187,7 +187,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut f = safestash::Field::new("c").with("n", 1);
+    /// let mut f = safestash::dictionary::Field::new("c").with("n", 1);
     /// *f.info.get_mut("n").unwrap() = 2.into();
     /// assert_eq!(f.info["n"], 2);
     /// ```
@@ -200,7 +200,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::Field::new("c").with("n", 1).info.contains_key("n"));
+    /// assert!(safestash::dictionary::Field::new("c").with("n", 1).info.contains_key("n"));
     /// ```
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -212,7 +212,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut info = safestash::FieldInfo::new();
+    /// let mut info = safestash::dictionary::FieldInfo::new();
     /// assert_eq!(info.insert("b", 1), None);
     /// info.insert("a", 2);
     /// assert_eq!(info.insert("b", 3), Some(1.into()));
@@ -236,7 +236,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut f = safestash::Field::new("c").with("a", 1).with("b", 2).with("c", 3);
+    /// let mut f = safestash::dictionary::Field::new("c").with("a", 1).with("b", 2).with("c", 3);
     /// assert_eq!(f.info.remove("b"), Some(2.into()));
     /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["a", "c"]);
     /// ```
@@ -250,7 +250,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// let pairs: Vec<(&String, &serde_json::Value)> = f.info.iter().collect();
     /// assert_eq!(pairs[0].0, "z");
     /// ```
@@ -263,7 +263,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["z", "a"]);
     /// ```
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
@@ -275,7 +275,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// assert_eq!(f.info.values().collect::<Vec<_>>(), [&1.into(), &2.into()] as [&serde_json::Value; 2]);
     /// ```
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
@@ -415,7 +415,7 @@ impl<'de> Deserialize<'de> for FieldInfo {
 /// # Examples
 ///
 /// ```
-/// let dictionary: safestash::FieldDictionary = vec![safestash::Field::new("id")];
+/// let dictionary: safestash::dictionary::FieldDictionary = vec![safestash::dictionary::Field::new("id")];
 /// assert_eq!(dictionary[0].id, "id");
 /// ```
 pub type FieldDictionary = Vec<Field>;
@@ -425,7 +425,7 @@ pub type FieldDictionary = Vec<Field>;
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::{dictionary::{Field, TypeMap}};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("n").with("type_override", "numeric")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -446,7 +446,7 @@ pub struct Column {
 /// # Examples
 ///
 /// ```
-/// use safestash::{FallbackReason, Field, TypeMap};
+/// use safestash::{dictionary::{FallbackReason, Field, TypeMap}};
 ///
 /// let restored = TypeMap::default().map_fields(&[
 ///     Field::new("x").with("type_override", "money"),
@@ -494,7 +494,7 @@ impl fmt::Display for FallbackReason {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::{dictionary::{Field, TypeMap}};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("note")]);
 /// let fb = &restored.fallbacks[0];
@@ -526,7 +526,7 @@ impl fmt::Display for Fallback {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::{dictionary::{Field, TypeMap}};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("amount").with("type_override", " Numeric ")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -576,7 +576,7 @@ pub struct Mapped {
 /// # Examples
 ///
 /// ```
-/// use safestash::{FallbackReason, Field, Matching, TypeMap};
+/// use safestash::{dictionary::{FallbackReason, Field, Matching, TypeMap}};
 ///
 /// let fields = [Field::new("a").with("type_override", "NUMERIC"), Field::new("b").with("type_override", "")];
 ///
@@ -633,7 +633,7 @@ pub enum Matching {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, Matching, TypeMap};
+/// use safestash::{dictionary::{Field, Matching, TypeMap}};
 ///
 /// let dictionary = vec![
 ///     Field::new("amount").with("label", "Amount").with("type_override", "numeric"),
@@ -705,7 +705,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::TypeMap;
+    /// use safestash::dictionary::TypeMap;
     /// assert!(TypeMap::new(["int", "text"], "text").is_ok());
     /// assert!(TypeMap::new(["int"], "text").is_err());
     /// ```
@@ -736,7 +736,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default().attribute("pg_type");
+    /// let map = safestash::dictionary::TypeMap::default().attribute("pg_type");
     /// assert_eq!(map.attribute_name(), "pg_type");
     /// ```
     #[must_use]
@@ -750,7 +750,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Field, Matching, TypeMap};
+    /// use safestash::{dictionary::{Field, Matching, TypeMap}};
     ///
     /// let field = Field::new("n").with("type_override", "Numeric");
     /// assert_eq!(TypeMap::default().map_field(&field).0.column_type, "numeric");
@@ -768,7 +768,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Matching, TypeMap};
+    /// use safestash::{dictionary::{Matching, TypeMap}};
     /// assert_eq!(TypeMap::default().matching_mode(), Matching::Normalise);
     /// ```
     pub fn matching_mode(&self) -> Matching {
@@ -786,7 +786,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default().source("Decimal", "numeric")?;
+    /// let map = safestash::dictionary::TypeMap::default().source("Decimal", "numeric")?;
     /// assert_eq!(map.map_source("Decimal"), Ok("numeric"));
     /// # Ok::<(), safestash::Error>(())
     /// ```
@@ -814,7 +814,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::TypeMap::default().attribute_name(), "type_override");
+    /// assert_eq!(safestash::dictionary::TypeMap::default().attribute_name(), "type_override");
     /// ```
     pub fn attribute_name(&self) -> &str {
         &self.attribute
@@ -825,7 +825,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::TypeMap::default().fallback(), "text");
+    /// assert_eq!(safestash::dictionary::TypeMap::default().fallback(), "text");
     /// ```
     pub fn fallback(&self) -> &str {
         &self.fallback
@@ -837,7 +837,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default();
+    /// let map = safestash::dictionary::TypeMap::default();
     /// assert!(map.is_valid("date") && !map.is_valid("Date"));
     /// ```
     pub fn is_valid(&self, t: &str) -> bool {
@@ -855,7 +855,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default();
+    /// let map = safestash::dictionary::TypeMap::default();
     /// assert_eq!(map.map_source("Integer"), Ok("numeric"));
     /// assert_eq!(map.map_source("Blob").unwrap_err().used, "text");
     /// ```
@@ -930,7 +930,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Field, TypeMap};
+    /// use safestash::{dictionary::{Field, TypeMap}};
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "date"));
     /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "DATE "));

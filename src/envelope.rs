@@ -44,7 +44,7 @@ use crate::key::StashKey;
 ///
 /// ```
 /// assert!(safestash::envelope::encode(
-///     &safestash::Header::new(safestash::StashKey::new("k").unwrap(), "value", None, std::time::SystemTime::now()).unwrap(),
+///     &safestash::envelope::Header::new(safestash::StashKey::new("k").unwrap(), "value", None, std::time::SystemTime::now()).unwrap(),
 ///     b"1",
 /// ).starts_with(safestash::envelope::MAGIC));
 /// ```
@@ -122,7 +122,7 @@ const MAX_UNIX_SECS: u64 = 253_402_300_800;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::Encoding::Json.as_str(), "json");
+/// assert_eq!(safestash::envelope::Encoding::Json.as_str(), "json");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -137,7 +137,7 @@ impl Encoding {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::Encoding::Json.to_string(), "json");
+    /// assert_eq!(safestash::envelope::Encoding::Json.to_string(), "json");
     /// ```
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -283,7 +283,7 @@ impl Header {
     ///
     /// ```
     /// # use std::time::SystemTime;
-    /// # use safestash::{envelope::Header, Encoding, StashKey};
+    /// # use safestash::{StashKey, envelope::{Encoding, Header}};
     /// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
     /// assert_eq!(h.encoding(), Encoding::Json);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::FileKind::Symlink.to_string(), "symbolic link");
+/// assert_eq!(safestash::fs::FileKind::Symlink.to_string(), "symbolic link");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -89,7 +89,7 @@ pub enum Opened<R> {
 ///
 /// ```
 /// use safestash::fs::{Fs, OsFs};
-/// use safestash::FileKind;
+/// use safestash::fs::FileKind;
 ///
 /// let dir = tempfile::tempdir()?;
 /// std::fs::write(dir.path().join("a"), b"")?;

@@ -118,7 +118,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod canonical;
 #[cfg(feature = "sim")]
 pub mod crash;
 pub mod dictionary;
@@ -132,15 +131,13 @@ mod meta;
 #[cfg(feature = "sim")]
 pub mod model;
 mod observe;
-mod plan;
 mod policy;
-mod reconcile;
+pub mod reconcile;
 mod rollback;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod store;
 
-pub use canonical::{CanonicalId, CanonicalUuid, Canonicalize, IdSet, Unparseable, canonicalize};
 pub use digest::{Digest, DigestParseError};
 pub use envelope::{Encoding, Header};
 pub use error::{BoxError, Corruption, Error, IoOp, ObserverError, Result};
@@ -153,19 +150,11 @@ pub use journal::{
 pub use key::{KeyError, KeyErrorKind, MAX_KEY_LEN, StashKey};
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 pub use observe::Event;
-pub use plan::{Fingerprint, Limits, Overrides, Plan, Refusal, Rule, UnparseableIds, plan};
 pub use policy::{Checked, LoadPolicy};
-pub use reconcile::{
-    ExecutionReport, PurgeReport, ReconcileError, Reconciler, StashedTenant, Stopped,
-    TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key,
-};
 pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
 pub use store::{
     Batch, BatchError, EntryName, KeyLock, Precondition, Restorer, Store, temp_file_key,
 };
-/// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
-/// `Uuid`, so callers use the same major version.
-pub use uuid;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use safestash::fs::{DirEntry, Fs, Opened, OsFs};
-use safestash::{Error, FileKind, IoOp, StashKey, Store};
+use safestash::{Error, IoOp, StashKey, Store, fs::FileKind};
 
 use common::temp_files;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use safestash::{Error, FileKind, IoOp, StashKey, Store};
+use safestash::{Error, IoOp, StashKey, Store, fs::FileKind};
 
 use common::{names, temp_files};
 

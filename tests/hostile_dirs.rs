@@ -21,7 +21,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use safestash::{Error, FileKind, IoOp, StashKey, Store};
+use safestash::{Error, IoOp, StashKey, Store, fs::FileKind};
 
 use common::{names, temp_files};
 use harness::{assert_child_passed, effective_uid, self_command};

@@ -1,13 +1,12 @@
 //! Deciding what to do with a stash found on load: `load_checked` marks a
 //! stash too old or from another origin (foreign before stale), and
-//! `choose_source` lets a live resource win over a leftover stash.
+//! `Store::resume` lets a live resource win over a leftover stash, and
+//! resumes a stash only when it passes the policy.
 
 use std::time::{Duration, SystemTime};
 
 use safestash::envelope::{Header, encode};
-use safestash::{
-    Checked, Error, LoadPolicy, SaveOptions, Source, StashKey, Stashed, Store, choose_source,
-};
+use safestash::{Checked, Error, LoadPolicy, Resume, SaveOptions, StashKey, Stashed, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -227,74 +226,82 @@ fn load_checked_of_nothing_is_none_and_of_damage_is_an_error() {
 }
 
 // ---------------------------------------------------------------------------
-// retry: choose_source
+// retry: Store::resume
 // ---------------------------------------------------------------------------
 
 #[test]
-fn the_live_resource_wins_over_a_stash_and_reports_it_as_leftover() {
+fn the_live_resource_wins_over_a_stash_and_reports_it_as_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let k = key("orders.dictionary");
     let receipt = store.save_with(&k, &labels(), &SaveOptions::new().origin("job-1")).unwrap();
 
     let live = vec!["live label".to_owned()];
-    match choose_source(Some(live.clone()), store.load::<Vec<String>>(&k).unwrap()) {
-        Source::Live { value, leftover } => {
-            assert_eq!(value, live);
-            let leftover = leftover.expect("the superseded stash is reported");
-            assert_eq!(leftover.digest, receipt.digest);
-            assert_eq!(leftover.path, receipt.path);
-            assert_eq!(leftover.header.origin(), Some("job-1"));
+    let opts = SaveOptions::new().origin("job-2");
+    match store.resume(&k, Some(&live), &opts, &LoadPolicy::new()).unwrap() {
+        Resume::Live { guard, replaced } => {
+            let replaced = replaced.expect("the superseded stash is reported");
+            assert_eq!(replaced.digest, receipt.digest);
+            assert_eq!(replaced.path, receipt.path);
+            assert_eq!(replaced.header.origin(), Some("job-1"));
+            guard.keep();
         }
         other => panic!("expected Live, got {other:?}"),
     }
-    // Choosing reads nothing and removes nothing.
-    assert!(store.load::<Vec<String>>(&k).unwrap().is_some());
+    // The live resource is what is stashed now.
+    let now = store.load::<Vec<String>>(&k).unwrap().unwrap();
+    assert_eq!(now.value(), &live);
+    assert_eq!(now.meta().header.origin(), Some("job-2"));
 }
 
 #[test]
-fn the_live_resource_alone_has_no_leftover() {
+fn the_live_resource_alone_replaces_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     let live = vec!["live label".to_owned()];
-    match choose_source::<Vec<String>>(Some(live.clone()), None) {
-        Source::Live { value, leftover } => {
-            assert_eq!(value, live);
-            assert!(leftover.is_none());
+    match store.resume(&key("k"), Some(&live), &SaveOptions::new(), &LoadPolicy::new()).unwrap() {
+        Resume::Live { guard, replaced } => {
+            assert!(replaced.is_none());
+            guard.commit().unwrap();
         }
         other => panic!("expected Live, got {other:?}"),
     }
 }
 
 #[test]
-fn the_stash_is_used_when_nothing_is_live_with_its_age() {
+fn the_stash_is_resumed_when_nothing_is_live_and_it_is_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let k = key("orders.dictionary");
     plant(&store, &k, &labels(), Some("job-1"), SystemTime::now() - HOUR);
+    let policy = LoadPolicy::new().max_age(2 * HOUR).origin("job-1");
 
-    match choose_source(None, store.load::<Vec<String>>(&k).unwrap()) {
-        Source::Stash { stashed, age } => {
-            assert_eq!(stashed.value(), &labels());
-            assert!(age > Duration::ZERO);
-            assert_about(age, HOUR);
+    match store.resume::<Vec<String>>(&k, None, &SaveOptions::new(), &policy).unwrap() {
+        Resume::Stash(guard) => {
+            assert_about(SystemTime::now().duration_since(guard.receipt().created).unwrap(), HOUR);
+            guard.keep();
         }
         other => panic!("expected Stash, got {other:?}"),
     }
-
-    // A just-written stash is young.
-    let k2 = key("fresh");
-    store.save(&k2, &labels()).unwrap();
-    match choose_source(None, store.load::<Vec<String>>(&k2).unwrap()) {
-        Source::Stash { age, .. } => assert!(age < SLACK, "{age:?}"),
-        other => panic!("expected Stash, got {other:?}"),
+    // Stale under a tighter policy: refused, and kept.
+    let tight = LoadPolicy::new().max_age(HOUR / 2).origin("job-1");
+    match store.resume::<Vec<String>>(&k, None, &SaveOptions::new(), &tight).unwrap() {
+        Resume::Refused(Checked::Stale { age, max_age, .. }) => {
+            assert_about(age, HOUR);
+            assert_eq!(max_age, HOUR / 2);
+        }
+        other => panic!("expected Stale, got {other:?}"),
     }
+    assert!(store.load::<Vec<String>>(&k).unwrap().is_some());
 }
 
 #[test]
 fn nothing_when_there_is_neither() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let loaded: Option<Stashed<Vec<String>>> = store.load(&key("absent")).unwrap();
-    assert!(matches!(choose_source(None, loaded), Source::Nothing));
+    let outcome =
+        store.resume::<Vec<String>>(&key("absent"), None, &SaveOptions::new(), &LoadPolicy::new());
+    assert!(matches!(outcome.unwrap(), Resume::Nothing));
 }
 
 /// A stash dated in the future has no knowable age: with a maximum age it is

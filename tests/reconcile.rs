@@ -11,9 +11,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rusqlite::{Connection, params};
 use safestash::{
-    CanonicalUuid, Canonicalize, Error, IdSet, Limits, Overrides, Plan, ReconcileError, Reconciler,
-    Rule, SaveOptions, Stashed, Store, TENANT_SNAPSHOT_KIND, Unparseable, plan, purge_expired,
-    restore_tenant, tenant_key,
+    Error, SaveOptions, Stashed, Store,
+    reconcile::{
+        CanonicalUuid, Canonicalize, IdSet, Limits, Overrides, Plan, ReconcileError, Reconciler,
+        Rule, TENANT_SNAPSHOT_KIND, Unparseable, plan, purge_expired, restore_tenant, tenant_key,
+    },
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -379,7 +381,7 @@ impl Model {
         p: &Plan<CanonicalUuid>,
         local: &IdSet<CanonicalUuid>,
         truth: &IdSet<CanonicalUuid>,
-    ) -> Result<safestash::ExecutionReport<CanonicalUuid>, ReconcileError> {
+    ) -> Result<safestash::reconcile::ExecutionReport<CanonicalUuid>, ReconcileError> {
         r.execute(p, local, truth, |id| self.export(id), |id| self.delete(id))
     }
 }

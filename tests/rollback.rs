@@ -14,9 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use safestash::sim::SimFs;
-use safestash::{
-    Error, Restorer, SaveOptions, Source, StashKey, Stashed, Store, choose_source, envelope,
-};
+use safestash::{Error, Restorer, SaveOptions, StashKey, Stashed, Store, envelope};
 use serde::{Deserialize, Serialize};
 
 use common::temp_files;
@@ -396,9 +394,11 @@ fn a_panic_between_begin_and_commit_keeps_the_stash_for_the_next_attempt() {
 
     let stashed = store.load::<Snapshot>(&k).unwrap().expect("a panic must not lose the stash");
     assert_eq!(Some(stashed.meta().digest), digest);
-    // The next attempt finds nothing live and picks the stash up.
-    match choose_source(None, Some(stashed)) {
-        Source::Stash { stashed, .. } => assert_eq!(stashed.value(), &snap),
+    assert_eq!(stashed.value(), &snap);
+    // The next attempt finds nothing live and resumes the stash.
+    let policy = safestash::LoadPolicy::new();
+    match store.resume::<Snapshot>(&k, None, &SaveOptions::new(), &policy).unwrap() {
+        safestash::Resume::Stash(guard) => assert_eq!(Some(guard.receipt().digest), digest),
         other => panic!("expected the stash, got {other:?}"),
     }
 }

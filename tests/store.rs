@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use safestash::{Corruption, Error, FileKind, SaveOptions, StashKey, Store};
+use safestash::{Corruption, Error, SaveOptions, StashKey, Store, fs::FileKind};
 use serde::{Deserialize, Serialize};
 
 use common::{names, temp_files};

@@ -6,8 +6,8 @@
 use proptest::prelude::*;
 use safestash::sim::SimFs;
 use safestash::{
-    Error, Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, Matching, StashKey, Store,
-    TypeMap,
+    Error, StashKey, Store,
+    dictionary::{Fallback, FallbackReason, Field, FieldDictionary, FieldInfo, Matching, TypeMap},
 };
 use serde_json::{Map, Value, json};
 

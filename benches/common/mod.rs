@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use safestash::{Field, StashKey, Store};
+use safestash::{StashKey, Store, dictionary::Field};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
@@ -310,8 +310,8 @@ pub fn populated_store(dir: &Path, n: usize, temps: usize) -> Store {
     let now = std::time::SystemTime::now();
     for i in 0..n {
         let key = StashKey::new(format!("stash-{i:06}")).expect("key");
-        let header =
-            safestash::Header::new(key.clone(), "value", Some("bench"), now).expect("header");
+        let header = safestash::envelope::Header::new(key.clone(), "value", Some("bench"), now)
+            .expect("header");
         let bytes = safestash::envelope::encode(&header, br#"{"n":1}"#);
         std::fs::write(dir.join(key.as_str()), bytes).expect("write");
     }

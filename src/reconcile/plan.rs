@@ -18,9 +18,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::canonical::{CanonicalId, IdSet, Unparseable};
+use super::canonical::{CanonicalId, IdSet, Unparseable};
+use super::error::ReconcileError;
+use super::rules::{Limits, Overrides, Refusal};
 use crate::error::Result;
-use crate::reconcile::ReconcileError;
 
 /// The SHA-256 of a plan's canonical, sorted inputs (both sides' ids and
 /// unparseable inputs): a plan executes only against inputs with the same
@@ -29,7 +30,7 @@ use crate::reconcile::ReconcileError;
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, IdSet, plan};
+/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
 ///
 /// let a: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
 /// let b: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1)]);
@@ -46,7 +47,7 @@ impl Fingerprint {
     /// # Examples
     ///
     /// ```
-    /// # let p = safestash::plan::<safestash::CanonicalUuid>(&Default::default(), &Default::default());
+    /// # let p = safestash::reconcile::plan::<safestash::reconcile::CanonicalUuid>(&Default::default(), &Default::default());
     /// assert_eq!(p.fingerprint().as_bytes().len(), 32);
     /// ```
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -163,7 +164,7 @@ impl UnparseableIds {
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, IdSet, plan};
+/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
 ///
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)]);
 /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
@@ -196,7 +197,7 @@ pub struct Plan<I> {
 ///
 /// ```compile_fail,E0308
 /// use std::collections::HashSet;
-/// use safestash::{CanonicalUuid, IdSet, plan};
+/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
 ///
 /// let local: HashSet<String> = HashSet::from(["6f9619ff-8b86-d011-b42d-00c04fc964ff".to_owned()]);
 /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["6F9619FF-8B86-D011-B42D-00C04FC964FF"]);
@@ -207,7 +208,7 @@ pub struct Plan<I> {
 /// [`CanonicalId`].
 ///
 /// ```compile_fail,E0277
-/// use safestash::{IdSet, plan};
+/// use safestash::{reconcile::{IdSet, plan}};
 ///
 /// let local: IdSet<String> = Default::default();
 /// let p = plan(&local, &local); // the trait `CanonicalId` is not implemented for `String`
@@ -219,7 +220,7 @@ pub struct Plan<I> {
 /// of truth the same ids as upper-case strings, and one tenant is gone.
 ///
 /// ```
-/// use safestash::{CanonicalUuid, IdSet, plan};
+/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
 /// use uuid::Uuid;
 ///
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(Uuid::from_u128));
@@ -283,7 +284,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, IdSet, plan};
+    /// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(["tenant-7"]);
     /// let p = plan(&local, &IdSet::new());
@@ -300,7 +301,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&local, &IdSet::new()).local_count(), 3);
     /// ```
@@ -313,7 +314,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_count(), 3);
     /// ```
@@ -327,7 +328,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{CanonicalUuid, IdSet, plan};
+    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_only(), 3);
     /// ```
@@ -353,7 +354,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, IdSet, Limits, Rule, plan};
+    /// use safestash::{reconcile::{CanonicalUuid, IdSet, Limits, plan, Rule}};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=9).map(uuid::Uuid::from_u128));
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=2).map(uuid::Uuid::from_u128));
@@ -418,7 +419,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, IdSet, Limits, Overrides, Rule, plan};
+    /// use safestash::{reconcile::{CanonicalUuid, IdSet, Limits, Overrides, plan, Rule}};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// let p = plan(&local, &IdSet::new()); // the source of truth returned nothing
@@ -428,7 +429,7 @@ impl<I: CanonicalId> Plan<I> {
     /// // Deleting every tenant takes lifting both rules, by name.
     /// let both = Overrides::allow(Rule::EmptyAuthority).and(Rule::TooLargeShare);
     /// assert_eq!(p.check(&Limits::default(), &both)?.len(), 2);
-    /// # Ok::<(), safestash::ReconcileError>(())
+    /// # Ok::<(), safestash::reconcile::ReconcileError>(())
     /// ```
     pub fn check(
         &self,
@@ -471,277 +472,10 @@ impl<I: CanonicalId> fmt::Display for Plan<I> {
     }
 }
 
-/// A rule that refuses a plan unless the caller lifts it by name.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::{Overrides, Rule};
-///
-/// let overrides = Overrides::allow(Rule::TooMany);
-/// assert!(overrides.allows(Rule::TooMany));
-/// assert_eq!(Rule::TooMany.to_string(), "TooMany");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Rule {
-    /// The source of truth lists no tenant while the local side has some:
-    /// it probably failed or returned nothing.
-    EmptyAuthority,
-    /// More tenants to delete than [`Limits::max_count`].
-    TooMany,
-    /// A larger share of the local tenants to delete than
-    /// [`Limits::max_share`].
-    TooLargeShare,
-    /// An input id, on either side, could not be canonicalised, and the
-    /// plan deletes something (a plan that deletes nothing is never
-    /// refused for it).
-    Unparseable,
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Rule::EmptyAuthority => "EmptyAuthority",
-            Rule::TooMany => "TooMany",
-            Rule::TooLargeShare => "TooLargeShare",
-            Rule::Unparseable => "Unparseable",
-        })
-    }
-}
-
-/// The rules a caller explicitly lifts for one run. None by default.
-///
-/// Lifting a rule lifts it entirely; to allow a somewhat larger run, prefer
-/// raising [`Limits`], which keeps a ceiling in place.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::{Overrides, Rule};
-///
-/// let o = Overrides::allow(Rule::EmptyAuthority).and(Rule::TooLargeShare);
-/// assert!(o.allows(Rule::TooLargeShare));
-/// assert!(!o.allows(Rule::TooMany));
-/// assert!(!Overrides::none().allows(Rule::Unparseable));
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    rules: BTreeSet<Rule>,
-}
-
-impl Overrides {
-    /// No rule lifted.
-    ///
-    /// # Examples
-    ///
-    /// See [`Overrides`].
-    pub fn none() -> Overrides {
-        Overrides::default()
-    }
-
-    /// Lifts `rule`.
-    ///
-    /// # Examples
-    ///
-    /// See [`Overrides`].
-    pub fn allow(rule: Rule) -> Overrides {
-        Overrides::none().and(rule)
-    }
-
-    /// Lifts `rule` too.
-    ///
-    /// # Examples
-    ///
-    /// See [`Overrides`].
-    #[must_use]
-    pub fn and(mut self, rule: Rule) -> Overrides {
-        self.rules.insert(rule);
-        self
-    }
-
-    /// Whether `rule` is lifted.
-    ///
-    /// # Examples
-    ///
-    /// See [`Overrides`].
-    pub fn allows(&self, rule: Rule) -> bool {
-        self.rules.contains(&rule)
-    }
-}
-
-impl FromIterator<Rule> for Overrides {
-    fn from_iter<T: IntoIterator<Item = Rule>>(iter: T) -> Self {
-        Overrides { rules: iter.into_iter().collect() }
-    }
-}
-
-/// The blast-radius limits of one run. A plan *exceeds* a limit when it
-/// deletes strictly more: by default more than 10% of the local tenants or
-/// more than 5 tenants.
-///
-/// # Examples
-///
-/// ```
-/// use safestash::Limits;
-///
-/// let limits = Limits::default();
-/// assert_eq!((limits.max_share, limits.max_count), (0.10, 5));
-/// // A migration that retires a batch of 20 tenants, and says so:
-/// let batch = Limits::default().max_count(20).max_share(0.25);
-/// assert_eq!(batch.max_count, 20);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// The largest share of the local tenants one run may delete, from 0.0
-    /// to 1.0.
-    pub max_share: f64,
-    /// The most tenants one run may delete.
-    pub max_count: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_share: 0.10, max_count: 5 }
-    }
-}
-
-impl Limits {
-    /// The defaults: 10%, 5 tenants.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(safestash::Limits::new(), safestash::Limits::default());
-    /// ```
-    pub fn new() -> Limits {
-        Limits::default()
-    }
-
-    /// Sets the largest share of local tenants to delete.
-    ///
-    /// # Examples
-    ///
-    /// See [`Limits`].
-    #[must_use]
-    pub fn max_share(mut self, share: f64) -> Limits {
-        self.max_share = share;
-        self
-    }
-
-    /// Sets the most tenants to delete.
-    ///
-    /// # Examples
-    ///
-    /// See [`Limits`].
-    #[must_use]
-    pub fn max_count(mut self, count: usize) -> Limits {
-        self.max_count = count;
-        self
-    }
-}
-
-/// Why a plan is refused: the rule that fired, with the numbers.
-///
-/// # Examples
-///
-/// See [`Plan::refusals`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// [`Rule::EmptyAuthority`].
-    EmptyAuthority {
-        /// Local tenants.
-        local: usize,
-    },
-    /// [`Rule::TooMany`].
-    TooMany {
-        /// Tenants to delete.
-        delete: usize,
-        /// Local tenants.
-        local: usize,
-        /// The limit.
-        max_count: usize,
-    },
-    /// [`Rule::TooLargeShare`].
-    TooLargeShare {
-        /// Tenants to delete.
-        delete: usize,
-        /// Local tenants.
-        local: usize,
-        /// The limit.
-        max_share: f64,
-    },
-    /// [`Rule::Unparseable`].
-    Unparseable {
-        /// Local inputs that could not be canonicalised.
-        local: usize,
-        /// Inputs of the source of truth that could not be canonicalised.
-        authoritative: usize,
-    },
-}
-
-impl Refusal {
-    /// The rule that fired.
-    ///
-    /// # Examples
-    ///
-    /// See [`Plan::refusals`].
-    pub fn rule(&self) -> Rule {
-        match self {
-            Refusal::EmptyAuthority { .. } => Rule::EmptyAuthority,
-            Refusal::TooMany { .. } => Rule::TooMany,
-            Refusal::TooLargeShare { .. } => Rule::TooLargeShare,
-            Refusal::Unparseable { .. } => Rule::Unparseable,
-        }
-    }
-}
-
-/// `share` as a percentage with at most two decimals, without trailing zeros.
-fn percent(share: f64) -> String {
-    let s = format!("{:.2}", share * 100.0);
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Refusal::EmptyAuthority { local } => write!(
-                f,
-                "refusing to delete: the source of truth lists no tenants while {local} exist \
-                 locally (it may have failed)"
-            )?,
-            Refusal::TooMany { delete, local, max_count } => write!(
-                f,
-                "refusing to delete {delete} of {local} tenants: more than the limit of {max_count}"
-            )?,
-            Refusal::TooLargeShare { delete, local, max_share } => write!(
-                f,
-                "refusing to delete {delete} of {local} tenants ({}%): more than the limit of {}%",
-                percent(delete as f64 / local as f64),
-                percent(max_share)
-            )?,
-            Refusal::Unparseable { local, authoritative } => write!(
-                f,
-                "refusing to delete: {} input ids could not be canonicalised ({local} local, \
-                 {authoritative} in the source of truth)",
-                local + authoritative
-            )?,
-        }
-        let rule = self.rule();
-        write!(f, " (rule {rule}; override with Overrides::allow(Rule::{rule}))")
-    }
-}
-
-pub(crate) fn join_refusals(refusals: &[Refusal]) -> String {
-    refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::CanonicalUuid;
+    use crate::reconcile::{CanonicalUuid, Rule};
     use uuid::Uuid;
 
     fn id(n: u128) -> CanonicalUuid {

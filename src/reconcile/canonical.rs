@@ -41,7 +41,7 @@ use crate::error::Result;
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalId, Canonicalize, IdSet, Unparseable};
+/// use safestash::{reconcile::{CanonicalId, Canonicalize, IdSet, Unparseable}};
 /// use serde::{Deserialize, Serialize};
 ///
 /// /// Account numbers, canonically without leading zeros.
@@ -83,12 +83,12 @@ pub trait CanonicalId:
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, Canonicalize};
+/// use safestash::{reconcile::{Canonicalize, CanonicalUuid}};
 ///
 /// let from_text: CanonicalUuid = "{6F9619FF-8B86-D011-B42D-00C04FC964FF}".canonicalize()?;
 /// let from_value: CanonicalUuid = uuid::Uuid::from_u128(0x6f9619ff_8b86_d011_b42d_00c04fc964ff).canonicalize()?;
 /// assert_eq!(from_text, from_value);
-/// # Ok::<(), safestash::Unparseable>(())
+/// # Ok::<(), safestash::reconcile::Unparseable>(())
 /// ```
 pub trait Canonicalize<I: CanonicalId> {
     /// The canonical id this input denotes.
@@ -118,12 +118,12 @@ impl<I: CanonicalId, T: Canonicalize<I> + ?Sized> Canonicalize<I> for &T {
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, canonicalize};
+/// use safestash::{reconcile::{canonicalize, CanonicalUuid}};
 ///
 /// let id = canonicalize::<CanonicalUuid>("urn:uuid:6f9619ff-8b86-d011-b42d-00c04fc964ff")?;
 /// assert_eq!(id.to_string(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
 /// assert!(canonicalize::<CanonicalUuid>("6f9619ff").is_err());
-/// # Ok::<(), safestash::Unparseable>(())
+/// # Ok::<(), safestash::reconcile::Unparseable>(())
 /// ```
 pub fn canonicalize<I: CanonicalId>(
     raw: &(impl Canonicalize<I> + ?Sized),
@@ -137,7 +137,7 @@ pub fn canonicalize<I: CanonicalId>(
 /// # Examples
 ///
 /// ```
-/// let err = "not-a-uuid".parse::<safestash::CanonicalUuid>().unwrap_err();
+/// let err = "not-a-uuid".parse::<safestash::reconcile::CanonicalUuid>().unwrap_err();
 /// assert_eq!(err.input(), "not-a-uuid");
 /// assert!(err.to_string().starts_with("\"not-a-uuid\" is not a valid id: "));
 /// ```
@@ -153,7 +153,7 @@ impl Unparseable {
     /// # Examples
     ///
     /// ```
-    /// let u = safestash::Unparseable::new("x", "too short");
+    /// let u = safestash::reconcile::Unparseable::new("x", "too short");
     /// assert_eq!(u.reason(), "too short");
     /// ```
     pub fn new(input: impl Into<String>, reason: impl fmt::Display) -> Unparseable {
@@ -202,7 +202,7 @@ impl std::error::Error for Unparseable {}
 /// # Examples
 ///
 /// ```
-/// use safestash::CanonicalUuid;
+/// use safestash::reconcile::CanonicalUuid;
 ///
 /// let spellings = [
 ///     "6f9619ff-8b86-d011-b42d-00c04fc964ff",
@@ -216,7 +216,7 @@ impl std::error::Error for Unparseable {}
 /// assert_eq!(ids[0], CanonicalUuid::from(uuid::Uuid::from_u128(0x6f9619ff_8b86_d011_b42d_00c04fc964ff)));
 /// assert_eq!(ids[0].to_string(), spellings[0]);
 /// assert!(" 6f9619ff-8b86-d011-b42d-00c04fc964ff".parse::<CanonicalUuid>().is_err());
-/// # Ok::<(), safestash::Unparseable>(())
+/// # Ok::<(), safestash::reconcile::Unparseable>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CanonicalUuid(Uuid);
@@ -228,7 +228,7 @@ impl CanonicalUuid {
     ///
     /// ```
     /// let u = uuid::Uuid::from_u128(7);
-    /// assert_eq!(safestash::CanonicalUuid::from(u).uuid(), u);
+    /// assert_eq!(safestash::reconcile::CanonicalUuid::from(u).uuid(), u);
     /// ```
     pub fn uuid(&self) -> Uuid {
         self.0
@@ -346,7 +346,7 @@ impl<'de> Deserialize<'de> for CanonicalUuid {
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, IdSet};
+/// use safestash::{reconcile::{CanonicalUuid, IdSet}};
 ///
 /// // The local side yields uuid values, the source of truth strings.
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1)]);
@@ -373,7 +373,7 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::IdSet::<safestash::CanonicalUuid>::new().is_empty());
+    /// assert!(safestash::reconcile::IdSet::<safestash::reconcile::CanonicalUuid>::new().is_empty());
     /// ```
     pub fn new() -> IdSet<I> {
         IdSet::default()
@@ -386,7 +386,7 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, IdSet};
+    /// use safestash::{reconcile::{CanonicalUuid, IdSet}};
     ///
     /// let ids: IdSet<CanonicalUuid> = IdSet::canonicalize(vec![
     ///     "6f9619ff-8b86-d011-b42d-00c04fc964ff".to_owned(),
@@ -407,8 +407,8 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// let mut ids = safestash::IdSet::new();
-    /// assert!(ids.insert(safestash::CanonicalUuid::from(uuid::Uuid::from_u128(1))));
+    /// let mut ids = safestash::reconcile::IdSet::new();
+    /// assert!(ids.insert(safestash::reconcile::CanonicalUuid::from(uuid::Uuid::from_u128(1))));
     /// ```
     pub fn insert(&mut self, id: I) -> bool {
         self.ids.insert(id)
@@ -421,7 +421,7 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// let mut ids = safestash::IdSet::<safestash::CanonicalUuid>::new();
+    /// let mut ids = safestash::reconcile::IdSet::<safestash::reconcile::CanonicalUuid>::new();
     /// assert!(ids.insert_raw("00000000000000000000000000000001"));
     /// assert!(!ids.insert_raw("not an id"));
     /// assert_eq!((ids.len(), ids.unparseable().len()), (1, 1));
@@ -459,8 +459,8 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// let id = safestash::CanonicalUuid::from(uuid::Uuid::from_u128(1));
-    /// assert!(safestash::IdSet::from_iter([id]).contains(&id));
+    /// let id = safestash::reconcile::CanonicalUuid::from(uuid::Uuid::from_u128(1));
+    /// assert!(safestash::reconcile::IdSet::from_iter([id]).contains(&id));
     /// ```
     pub fn contains(&self, id: &I) -> bool {
         self.ids.contains(id)
@@ -481,7 +481,7 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// let ids = safestash::IdSet::<safestash::CanonicalUuid>::canonicalize(["x"]);
+    /// let ids = safestash::reconcile::IdSet::<safestash::reconcile::CanonicalUuid>::canonicalize(["x"]);
     /// assert!(ids.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {

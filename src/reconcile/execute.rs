@@ -1,0 +1,557 @@
+//! [`Reconciler`]: a checked plan executed, stashing each tenant before
+//! deleting it.
+
+use super::*;
+
+/// A tenant stashed by a run.
+///
+/// # Examples
+///
+/// See [`Reconciler::execute`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StashedTenant<I> {
+    /// The tenant.
+    pub tenant: I,
+    /// The durable stash of its snapshot.
+    pub receipt: Receipt,
+    /// The snapshot's generation (1 unless earlier ones were kept).
+    pub generation: u64,
+    /// The tenant's earlier stashes, oldest first, all kept untouched.
+    pub earlier: Vec<StashKey>,
+}
+
+/// Where and why a run stopped.
+///
+/// # Examples
+///
+/// See [`Reconciler::execute`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Stopped<I> {
+    /// The tenant the run stopped at. It was not deleted, or not completely:
+    /// if it was stashed, the stash is kept.
+    pub tenant: I,
+    /// What went wrong: [`ReconcileError::Export`], [`Stash`](ReconcileError::Stash)
+    /// (also when a hook or observer calls back into a run for a tenant its
+    /// own thread is stashing: [`Error::Locked`] as the source),
+    /// [`StashExists`](ReconcileError::StashExists) or
+    /// [`Delete`](ReconcileError::Delete).
+    pub error: ReconcileError,
+}
+
+/// What a run did. A run stops at the first tenant that fails (fail
+/// closed): check [`is_complete`](ExecutionReport::is_complete).
+///
+/// # Examples
+///
+/// See [`Reconciler::execute`].
+#[derive(Debug)]
+#[non_exhaustive]
+#[must_use = "a run may have stopped early: check `is_complete` or `stopped`"]
+pub struct ExecutionReport<I> {
+    /// The executed plan's fingerprint (the origin of every stash written).
+    pub fingerprint: Fingerprint,
+    /// Tenants deleted, in order. Each was stashed first.
+    pub deleted: Vec<I>,
+    /// Stashes written, in order (including that of a tenant whose delete
+    /// failed).
+    pub stashed: Vec<StashedTenant<I>>,
+    /// Where the run stopped, if it did not complete.
+    pub stopped: Option<Stopped<I>>,
+    /// Tenants planned for deletion and not attempted because the run
+    /// stopped.
+    pub not_attempted: Vec<I>,
+    /// The refusals that explicit overrides lifted for this run.
+    pub overridden: Vec<Refusal>,
+    /// The inputs that could not be canonicalised (as in
+    /// [`Plan::unparseable`]): never deleted, and reported even when the
+    /// plan deletes nothing and so was not refused for them.
+    pub unparseable: UnparseableIds,
+    /// How long the stashes are to be kept (see [`purge_expired`]).
+    pub retention: Duration,
+}
+
+impl<I> ExecutionReport<I> {
+    /// Whether every planned tenant was stashed and deleted.
+    ///
+    /// # Examples
+    ///
+    /// See [`Reconciler::execute`].
+    pub fn is_complete(&self) -> bool {
+        self.stopped.is_none()
+    }
+}
+
+impl<I: fmt::Display> fmt::Display for ExecutionReport<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} deleted, {} stashed", self.deleted.len(), self.stashed.len())?;
+        if !self.unparseable.is_empty() {
+            write!(f, ", {} unparseable ids left alone", self.unparseable.len())?;
+        }
+        if let Some(stopped) = &self.stopped {
+            write!(
+                f,
+                "; stopped at tenant {}: {} ({} not attempted)",
+                stopped.tenant,
+                stopped.error,
+                self.not_attempted.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs plans against a store: checks them against [`Limits`] and
+/// [`Overrides`], then stashes each tenant before deleting it.
+///
+/// # Examples
+///
+/// See [`Reconciler::execute`].
+pub struct Reconciler<'s, F: Fs = OsFs> {
+    store: &'s Store<F>,
+    limits: Limits,
+    overrides: Overrides,
+    retention: Duration,
+}
+
+impl<F: Fs> fmt::Debug for Reconciler<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reconciler")
+            .field("store", &self.store.dir())
+            .field("limits", &self.limits)
+            .field("overrides", &self.overrides)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl<'s, F: Fs> Reconciler<'s, F> {
+    /// A reconciler stashing into `store`, with the default [`Limits`], no
+    /// overrides, and a retention of 30 days.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path())?;
+    /// let reconciler = safestash::Reconciler::new(&store);
+    /// assert_eq!(reconciler.retention(), std::time::Duration::from_secs(30 * 24 * 3600));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(store: &'s Store<F>) -> Reconciler<'s, F> {
+        Reconciler {
+            store,
+            limits: Limits::default(),
+            overrides: Overrides::none(),
+            retention: DEFAULT_RETENTION,
+        }
+    }
+
+    /// Sets the limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let r = safestash::Reconciler::new(&store).limits(safestash::Limits::default().max_count(20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Reconciler<'s, F> {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the rules lifted for this reconciler's runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// use safestash::{Overrides, Reconciler, Rule};
+    /// let r = Reconciler::new(&store).overrides(Overrides::allow(Rule::Unparseable));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn overrides(mut self, overrides: Overrides) -> Reconciler<'s, F> {
+        self.overrides = overrides;
+        self
+    }
+
+    /// Sets how long tenant stashes are kept (see
+    /// [`purge_expired`](Reconciler::purge_expired)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    /// assert_eq!(safestash::Reconciler::new(&store).retain_for(week).retention(), week);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn retain_for(mut self, retention: Duration) -> Reconciler<'s, F> {
+        self.retention = retention;
+        self
+    }
+
+    /// How long tenant stashes are kept.
+    ///
+    /// # Examples
+    ///
+    /// See [`Reconciler::new`].
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// [`Plan::check`] with this reconciler's limits and overrides: the
+    /// dry run's verdict.
+    ///
+    /// # Errors
+    ///
+    /// [`ReconcileError::Refused`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// use safestash::{CanonicalUuid, IdSet, Reconciler, plan};
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=20).map(uuid::Uuid::from_u128));
+    /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=19).map(uuid::Uuid::from_u128));
+    /// assert!(Reconciler::new(&store).check(&plan(&local, &truth))?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check<I: CanonicalId>(&self, plan: &Plan<I>) -> Result<Vec<Refusal>, ReconcileError> {
+        plan.check(&self.limits, &self.overrides)
+    }
+
+    /// Executes `plan` against the inputs it was computed from.
+    ///
+    /// First, with nothing done yet: recomputes the plan from `local` and
+    /// `authoritative` and refuses a different fingerprint
+    /// ([`ReconcileError::Stale`]) or a different plan
+    /// ([`ReconcileError::Altered`]), then refuses a plan that breaks a rule
+    /// not lifted ([`ReconcileError::Refused`]).
+    ///
+    /// A plan that deletes nothing is never refused, whatever its
+    /// unparseable ids; they are reported in
+    /// [`ExecutionReport::unparseable`].
+    ///
+    /// Then, for each tenant to delete, in the plan's (sorted) order:
+    ///
+    /// 1. with the tenant locked against other reconcilers, the tenant's
+    ///    stashes are listed ([`Reconciler::tenant_stashes`]) and the new snapshot's
+    ///    key chosen: [`tenant_key`] if there is none, else one generation
+    ///    past the newest. An earlier snapshot (of a tenant re-created and
+    ///    due for deletion again, or of a run whose delete failed) is never
+    ///    overwritten and does not stop the run;
+    /// 2. `exporter(id)` takes the snapshot;
+    /// 3. the snapshot is saved durably under that key, with kind
+    ///    [`TENANT_SNAPSHOT_KIND`] and the plan's fingerprint as origin;
+    /// 4. only then, `deleter(id)` deletes the tenant (the tenant lock
+    ///    released).
+    ///
+    /// The first failure stops the run (fail closed): a failed export or
+    /// stash deletes nothing for that tenant, a failed delete keeps its
+    /// stash. The report says what was done and where the run stopped.
+    ///
+    /// Observers of the store see each snapshot's `Saved` event with no
+    /// lock on the snapshot's key held, so one may read, rewrite or clear
+    /// that key; one that calls back into a run for the same tenant on the
+    /// same thread gets a [`ReconcileError::Stash`] (source
+    /// [`Error::Locked`]) rather than waiting for itself.
+    ///
+    /// # Errors
+    ///
+    /// `Stale`, `Altered` or `Refused`, before anything is done. Failures
+    /// during the run are in [`ExecutionReport::stopped`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::collections::BTreeMap;
+    /// use safestash::{CanonicalUuid, IdSet, Reconciler, Store, TENANT_SNAPSHOT_KIND, plan, tenant_key};
+    /// use uuid::Uuid;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// // Twenty tenants and their data; the source of truth lists all but one.
+    /// let db: RefCell<BTreeMap<Uuid, Vec<String>>> =
+    ///     RefCell::new((1..=20).map(|n| (Uuid::from_u128(n), vec![format!("call {n}")])).collect());
+    /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(db.borrow().keys().copied());
+    /// let truth: Vec<String> = (2..=20).map(|n| Uuid::from_u128(n).simple().to_string().to_uppercase()).collect();
+    /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(&truth);
+    ///
+    /// let p = plan(&local, &truth);
+    /// let report = Reconciler::new(&store).execute(
+    ///     &p,
+    ///     &local,
+    ///     &truth,
+    ///     |id| db.borrow().get(&id.uuid()).cloned().ok_or("no such tenant"),
+    ///     |id| db.borrow_mut().remove(&id.uuid()).map(drop).ok_or("no such tenant"),
+    /// )?;
+    /// assert!(report.is_complete());
+    /// let gone = CanonicalUuid::from(Uuid::from_u128(1));
+    /// assert_eq!(report.deleted, [gone]);
+    /// assert_eq!(db.borrow().len(), 19);
+    /// let stash = store.load::<Vec<String>>(&tenant_key(&gone))?.expect("stashed first");
+    /// assert_eq!(stash.value(), &["call 1"]);
+    /// assert_eq!(stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
+    /// assert_eq!(stash.meta().header.origin(), Some(p.fingerprint().to_string().as_str()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn execute<I, T, X, XE, D, DE>(
+        &self,
+        plan: &Plan<I>,
+        local: &IdSet<I>,
+        authoritative: &IdSet<I>,
+        mut exporter: X,
+        mut deleter: D,
+    ) -> Result<ExecutionReport<I>, ReconcileError>
+    where
+        I: CanonicalId,
+        T: Serialize,
+        X: FnMut(&I) -> Result<T, XE>,
+        XE: Into<BoxError>,
+        D: FnMut(&I) -> Result<(), DE>,
+        DE: Into<BoxError>,
+    {
+        let current = self::plan(local, authoritative);
+        if current.fingerprint != plan.fingerprint {
+            return Err(ReconcileError::Stale {
+                planned: plan.fingerprint,
+                current: current.fingerprint,
+            });
+        }
+        if current != *plan {
+            return Err(ReconcileError::Altered { fingerprint: plan.fingerprint });
+        }
+        let overridden = self.check(&current)?;
+        for refusal in &overridden {
+            tracing::warn!(rule = %refusal.rule(), plan = %current.fingerprint, "explicit override: {refusal}");
+        }
+        if !current.unparseable().is_empty() {
+            tracing::warn!(
+                plan = %current.fingerprint,
+                local = current.unparseable().local.len(),
+                authoritative = current.unparseable().authoritative.len(),
+                "input ids could not be canonicalised; they are left alone"
+            );
+        }
+        let opts =
+            SaveOptions::new().kind(TENANT_SNAPSHOT_KIND).origin(current.fingerprint.to_string());
+        let mut report = ExecutionReport {
+            fingerprint: current.fingerprint,
+            deleted: Vec::new(),
+            stashed: Vec::new(),
+            stopped: None,
+            not_attempted: Vec::new(),
+            overridden,
+            unparseable: current.unparseable().clone(),
+            retention: self.retention,
+        };
+        let mut pending = current.delete.into_iter();
+        while let Some(id) = pending.next() {
+            match self.stash_and_delete(&id, &opts, &mut exporter, &mut deleter, &mut report) {
+                Ok(()) => {
+                    tracing::info!(tenant = %id, plan = %report.fingerprint, "tenant stashed and deleted");
+                    report.deleted.push(id);
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = %id, error = %error, "run stopped");
+                    report.stopped = Some(Stopped { tenant: id, error });
+                    report.not_attempted = pending.collect();
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn stash_and_delete<I, T, X, XE, D, DE>(
+        &self,
+        id: &I,
+        opts: &SaveOptions,
+        exporter: &mut X,
+        deleter: &mut D,
+        report: &mut ExecutionReport<I>,
+    ) -> Result<(), ReconcileError>
+    where
+        I: CanonicalId,
+        T: Serialize,
+        X: FnMut(&I) -> Result<T, XE>,
+        XE: Into<BoxError>,
+        D: FnMut(&I) -> Result<(), DE>,
+        DE: Into<BoxError>,
+    {
+        let first = tenant_key(id);
+        let stash_err = |key: &StashKey| {
+            let key = key.clone();
+            move |source| ReconcileError::Stash {
+                tenant: id.to_string(),
+                key,
+                source: Box::new(source),
+            }
+        };
+        // Held from the look to the save, so two runs cannot pick the same
+        // key (and the second overwrite the first's snapshot). It is not the
+        // snapshot key's own lock: the store releases that one before it
+        // notifies observers, so an observer may write the key.
+        let tenant_lock = TenantLock::acquire(self.store, id).map_err(stash_err(&first))?;
+        let earlier = tenant_stashes(self.store, id).map_err(stash_err(&first))?;
+        let generation = match earlier.last() {
+            None => 1,
+            Some((newest, _)) => newest.saturating_add(1),
+        };
+        let key = generation_key(&first, generation).map_err(stash_err(&first))?;
+        // Only a writer that ignores the tenant lock can have put one there.
+        if let Some(existing) = self.store.load::<IgnoredAny>(&key).map_err(stash_err(&key))? {
+            let header = &existing.meta().header;
+            return Err(ReconcileError::StashExists {
+                tenant: id.to_string(),
+                key: key.clone(),
+                origin: header.origin().map(str::to_owned),
+                created: header.created(),
+            });
+        }
+        let snapshot = exporter(id)
+            .map_err(|e| ReconcileError::Export { tenant: id.to_string(), source: e.into() })?;
+        let receipt = self.store.save_with(&key, &snapshot, opts).map_err(stash_err(&key))?;
+        drop(tenant_lock);
+        let earlier: Vec<StashKey> = earlier.into_iter().map(|(_, info)| info.key).collect();
+        if !earlier.is_empty() {
+            tracing::info!(tenant = %id, key = %key, earlier = earlier.len(), "tenant stashed next to its earlier snapshots");
+        }
+        report.stashed.push(StashedTenant { tenant: id.clone(), receipt, generation, earlier });
+        // The stash is durable: only now may the tenant go.
+        deleter(id).map_err(|e| ReconcileError::Delete {
+            tenant: id.to_string(),
+            key: key.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Restores a deleted tenant from the snapshot at `key`, one of its keys
+    /// (from [`Reconciler::tenant_stashes`] or a [`StashedTenant`]): loads and verifies it,
+    /// hands it to `restorer` to put the tenant back, and only if that
+    /// succeeded, clears it (if it is still the one restored). The same
+    /// semantics as [`RollbackGuard::rollback`](crate::RollbackGuard::rollback),
+    /// and what [`restore_tenant`] does with the newest key.
+    /// Observers are notified with no lock held.
+    ///
+    /// # Errors
+    ///
+    /// - [`ReconcileError::NotTheTenantsKey`] when `key` is not one of the
+    ///   tenant's keys;
+    /// - [`ReconcileError::NoStash`] when there is no stash at `key`;
+    /// - [`ReconcileError::Load`] when it cannot be loaded (a damaged stash is
+    ///   never restored);
+    /// - [`ReconcileError::NotATenantSnapshot`] when the stash there has
+    ///   another kind;
+    /// - [`ReconcileError::Restore`] when the hook fails (the stash is kept);
+    /// - [`ReconcileError::ClearAfterRestore`] when the tenant was restored but
+    ///   its stash could not be cleared.
+    ///
+    /// # Examples
+    ///
+    /// A tenant deleted twice has two snapshots; restore the first life's.
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Stashed, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
+    /// let opts = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
+    /// store.save_with(&tenant_key(&id), &"first life", &opts)?;
+    /// let second = safestash::StashKey::new(format!("{}_g2", tenant_key(&id)))?; // as a run names it
+    /// store.save_with(&second, &"second life", &opts)?;
+    ///
+    /// let reconciler = Reconciler::new(&store);
+    /// let stashes = reconciler.tenant_stashes(&id)?;
+    /// assert_eq!(stashes.iter().map(|s| &s.key).collect::<Vec<_>>(), [&tenant_key(&id), &second]);
+    /// let mut got = String::new();
+    /// reconciler.restore_tenant_stash(&id, &stashes[0].key, &mut |s: Stashed<String>| {
+    ///     got = s.into_value();
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(got, "first life");
+    /// assert_eq!(reconciler.tenant_stashes(&id)?[0].key, second); // the other one is kept
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn restore_tenant_stash<I, T, R>(
+        &self,
+        id: &I,
+        key: &StashKey,
+        restorer: &mut R,
+    ) -> Result<Restored, ReconcileError>
+    where
+        I: CanonicalId,
+        T: DeserializeOwned,
+        R: Restorer<T>,
+    {
+        restore_from(self.store, id, key, restorer)
+    }
+
+    /// Every stash at one of `id`'s snapshot keys, oldest first: the first
+    /// snapshot at [`tenant_key`], later ones (of a tenant deleted again
+    /// while an earlier snapshot was kept) at that key followed by `_g2`,
+    /// `_g3`, ... Damaged stashes, and stashes of another kind at a tenant
+    /// key, are listed too (with the reason in [`StashInfo::header`]):
+    /// they are never overwritten either, and count when a run chooses the
+    /// next generation. Reads only the headers.
+    ///
+    /// [`restore_tenant`] restores the last (newest) one;
+    /// [`restore_tenant_stash`](Reconciler::restore_tenant_stash) the one
+    /// you choose.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the store's directory cannot be listed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
+    /// let reconciler = Reconciler::new(&store);
+    /// assert!(reconciler.tenant_stashes(&id)?.is_empty());
+    /// store.save_with(&tenant_key(&id), &"first life", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
+    /// let stashes = reconciler.tenant_stashes(&id)?;
+    /// assert_eq!(stashes.len(), 1);
+    /// assert_eq!(stashes[0].key, tenant_key(&id));
+    /// assert_eq!(stashes[0].header.as_ref().unwrap().kind(), TENANT_SNAPSHOT_KIND);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tenant_stashes<I: CanonicalId>(&self, id: &I) -> Result<Vec<StashInfo>> {
+        Ok(tenant_stashes(self.store, id)?.into_iter().map(|(_, info)| info).collect())
+    }
+
+    /// [`purge_expired`] with this reconciler's retention.
+    ///
+    /// # Errors
+    ///
+    /// As [`purge_expired`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let purged = safestash::Reconciler::new(&store).purge_expired()?;
+    /// assert!(purged.removed.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn purge_expired(&self) -> Result<PurgeReport> {
+        purge_expired(self.store, self.retention)
+    }
+}
