@@ -425,7 +425,7 @@ pub type FieldDictionary = Vec<Field>;
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{Field, TypeMap}};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("n").with("type_override", "numeric")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -446,7 +446,7 @@ pub struct Column {
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{FallbackReason, Field, TypeMap}};
+/// use safestash::dictionary::{FallbackReason, Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[
 ///     Field::new("x").with("type_override", "money"),
@@ -494,7 +494,7 @@ impl fmt::Display for FallbackReason {
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{Field, TypeMap}};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("note")]);
 /// let fb = &restored.fallbacks[0];
@@ -526,7 +526,7 @@ impl fmt::Display for Fallback {
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{Field, TypeMap}};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("amount").with("type_override", " Numeric ")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -576,7 +576,7 @@ pub struct Mapped {
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{FallbackReason, Field, Matching, TypeMap}};
+/// use safestash::dictionary::{FallbackReason, Field, Matching, TypeMap};
 ///
 /// let fields = [Field::new("a").with("type_override", "NUMERIC"), Field::new("b").with("type_override", "")];
 ///
@@ -633,7 +633,7 @@ pub enum Matching {
 /// # Examples
 ///
 /// ```
-/// use safestash::{dictionary::{Field, Matching, TypeMap}};
+/// use safestash::dictionary::{Field, Matching, TypeMap};
 ///
 /// let dictionary = vec![
 ///     Field::new("amount").with("label", "Amount").with("type_override", "numeric"),
@@ -750,7 +750,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{dictionary::{Field, Matching, TypeMap}};
+    /// use safestash::dictionary::{Field, Matching, TypeMap};
     ///
     /// let field = Field::new("n").with("type_override", "Numeric");
     /// assert_eq!(TypeMap::default().map_field(&field).0.column_type, "numeric");
@@ -768,7 +768,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{dictionary::{Matching, TypeMap}};
+    /// use safestash::dictionary::{Matching, TypeMap};
     /// assert_eq!(TypeMap::default().matching_mode(), Matching::Normalise);
     /// ```
     pub fn matching_mode(&self) -> Matching {
@@ -930,7 +930,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{dictionary::{Field, TypeMap}};
+    /// use safestash::dictionary::{Field, TypeMap};
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "date"));
     /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "DATE "));

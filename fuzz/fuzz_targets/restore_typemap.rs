@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use safestash::{dictionary::{FallbackReason, Field, FieldDictionary, FieldInfo, Matching, TypeMap}};
+use safestash::dictionary::{FallbackReason, Field, FieldDictionary, FieldInfo, Matching, TypeMap};
 use serde_json::Value;
 
 const DEFAULT_VALID: [&str; 4] = ["text", "numeric", "timestamp", "date"];

@@ -41,7 +41,7 @@ use crate::error::Result;
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{CanonicalId, Canonicalize, IdSet, Unparseable}};
+/// use safestash::reconcile::{CanonicalId, Canonicalize, IdSet, Unparseable};
 /// use serde::{Deserialize, Serialize};
 ///
 /// /// Account numbers, canonically without leading zeros.
@@ -83,7 +83,7 @@ pub trait CanonicalId:
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{Canonicalize, CanonicalUuid}};
+/// use safestash::reconcile::{Canonicalize, CanonicalUuid};
 ///
 /// let from_text: CanonicalUuid = "{6F9619FF-8B86-D011-B42D-00C04FC964FF}".canonicalize()?;
 /// let from_value: CanonicalUuid = uuid::Uuid::from_u128(0x6f9619ff_8b86_d011_b42d_00c04fc964ff).canonicalize()?;
@@ -118,7 +118,7 @@ impl<I: CanonicalId, T: Canonicalize<I> + ?Sized> Canonicalize<I> for &T {
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{canonicalize, CanonicalUuid}};
+/// use safestash::reconcile::{canonicalize, CanonicalUuid};
 ///
 /// let id = canonicalize::<CanonicalUuid>("urn:uuid:6f9619ff-8b86-d011-b42d-00c04fc964ff")?;
 /// assert_eq!(id.to_string(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
@@ -346,7 +346,7 @@ impl<'de> Deserialize<'de> for CanonicalUuid {
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{CanonicalUuid, IdSet}};
+/// use safestash::reconcile::{CanonicalUuid, IdSet};
 ///
 /// // The local side yields uuid values, the source of truth strings.
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1)]);
@@ -386,7 +386,7 @@ impl<I: CanonicalId> IdSet<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{reconcile::{CanonicalUuid, IdSet}};
+    /// use safestash::reconcile::{CanonicalUuid, IdSet};
     ///
     /// let ids: IdSet<CanonicalUuid> = IdSet::canonicalize(vec![
     ///     "6f9619ff-8b86-d011-b42d-00c04fc964ff".to_owned(),

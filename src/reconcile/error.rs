@@ -8,7 +8,7 @@ use super::*;
 /// # Examples
 ///
 /// ```
-/// use safestash::{CanonicalUuid, IdSet, Limits, Overrides, ReconcileError, Rule, plan};
+/// use safestash::reconcile::{CanonicalUuid, IdSet, Limits, Overrides, plan, ReconcileError, Rule};
 ///
 /// let mut raw: Vec<String> = (1..=20).map(|n| uuid::Uuid::from_u128(n).to_string()).collect();
 /// raw.push("not-a-uuid".into());

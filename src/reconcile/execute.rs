@@ -135,7 +135,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// let store = safestash::Store::open(dir.path())?;
-    /// let reconciler = safestash::Reconciler::new(&store);
+    /// let reconciler = safestash::reconcile::Reconciler::new(&store);
     /// assert_eq!(reconciler.retention(), std::time::Duration::from_secs(30 * 24 * 3600));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -155,7 +155,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let store = safestash::Store::open(dir.path())?;
-    /// let r = safestash::Reconciler::new(&store).limits(safestash::Limits::default().max_count(20));
+    /// let r = safestash::reconcile::Reconciler::new(&store).limits(safestash::reconcile::Limits::default().max_count(20));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -171,7 +171,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let store = safestash::Store::open(dir.path())?;
-    /// use safestash::{Overrides, Reconciler, Rule};
+    /// use safestash::reconcile::{Overrides, Reconciler, Rule};
     /// let r = Reconciler::new(&store).overrides(Overrides::allow(Rule::Unparseable));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -190,7 +190,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # let dir = tempfile::tempdir()?;
     /// # let store = safestash::Store::open(dir.path())?;
     /// let week = std::time::Duration::from_secs(7 * 24 * 3600);
-    /// assert_eq!(safestash::Reconciler::new(&store).retain_for(week).retention(), week);
+    /// assert_eq!(safestash::reconcile::Reconciler::new(&store).retain_for(week).retention(), week);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
@@ -220,7 +220,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let store = safestash::Store::open(dir.path())?;
-    /// use safestash::{CanonicalUuid, IdSet, Reconciler, plan};
+    /// use safestash::reconcile::{CanonicalUuid, IdSet, plan, Reconciler};
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=20).map(uuid::Uuid::from_u128));
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=19).map(uuid::Uuid::from_u128));
     /// assert!(Reconciler::new(&store).check(&plan(&local, &truth))?.is_empty());
@@ -276,7 +276,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// use std::cell::RefCell;
     /// use std::collections::BTreeMap;
-    /// use safestash::{CanonicalUuid, IdSet, Reconciler, Store, TENANT_SNAPSHOT_KIND, plan, tenant_key};
+    /// use safestash::{Store, reconcile::{CanonicalUuid, IdSet, plan, Reconciler, tenant_key, TENANT_SNAPSHOT_KIND}};
     /// use uuid::Uuid;
     ///
     /// let dir = tempfile::tempdir()?;
@@ -463,7 +463,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// A tenant deleted twice has two snapshots; restore the first life's.
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Stashed, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    /// use safestash::{SaveOptions, Stashed, Store, reconcile::{CanonicalUuid, Reconciler, tenant_key, TENANT_SNAPSHOT_KIND}};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
@@ -518,7 +518,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{CanonicalUuid, Reconciler, SaveOptions, Store, TENANT_SNAPSHOT_KIND, tenant_key};
+    /// use safestash::{SaveOptions, Store, reconcile::{CanonicalUuid, Reconciler, tenant_key, TENANT_SNAPSHOT_KIND}};
     ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
@@ -547,7 +547,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let store = safestash::Store::open(dir.path())?;
-    /// let purged = safestash::Reconciler::new(&store).purge_expired()?;
+    /// let purged = safestash::reconcile::Reconciler::new(&store).purge_expired()?;
     /// assert!(purged.removed.is_empty());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -30,7 +30,7 @@ use crate::error::Result;
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+/// use safestash::reconcile::{CanonicalUuid, IdSet, plan};
 ///
 /// let a: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
 /// let b: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1)]);
@@ -164,7 +164,7 @@ impl UnparseableIds {
 /// # Examples
 ///
 /// ```
-/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+/// use safestash::reconcile::{CanonicalUuid, IdSet, plan};
 ///
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize([uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)]);
 /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["00000000-0000-0000-0000-000000000001"]);
@@ -197,7 +197,7 @@ pub struct Plan<I> {
 ///
 /// ```compile_fail,E0308
 /// use std::collections::HashSet;
-/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+/// use safestash::reconcile::{CanonicalUuid, IdSet, plan};
 ///
 /// let local: HashSet<String> = HashSet::from(["6f9619ff-8b86-d011-b42d-00c04fc964ff".to_owned()]);
 /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(["6F9619FF-8B86-D011-B42D-00C04FC964FF"]);
@@ -208,7 +208,7 @@ pub struct Plan<I> {
 /// [`CanonicalId`].
 ///
 /// ```compile_fail,E0277
-/// use safestash::{reconcile::{IdSet, plan}};
+/// use safestash::reconcile::{IdSet, plan};
 ///
 /// let local: IdSet<String> = Default::default();
 /// let p = plan(&local, &local); // the trait `CanonicalId` is not implemented for `String`
@@ -220,7 +220,7 @@ pub struct Plan<I> {
 /// of truth the same ids as upper-case strings, and one tenant is gone.
 ///
 /// ```
-/// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+/// use safestash::reconcile::{CanonicalUuid, IdSet, plan};
 /// use uuid::Uuid;
 ///
 /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(Uuid::from_u128));
@@ -284,7 +284,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+    /// use safestash::reconcile::{CanonicalUuid, IdSet, plan};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize(["tenant-7"]);
     /// let p = plan(&local, &IdSet::new());
@@ -301,7 +301,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+    /// # use safestash::reconcile::{CanonicalUuid, IdSet, plan};
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&local, &IdSet::new()).local_count(), 3);
     /// ```
@@ -314,7 +314,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+    /// # use safestash::reconcile::{CanonicalUuid, IdSet, plan};
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_count(), 3);
     /// ```
@@ -328,7 +328,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// # use safestash::{reconcile::{CanonicalUuid, IdSet, plan}};
+    /// # use safestash::reconcile::{CanonicalUuid, IdSet, plan};
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// assert_eq!(plan(&IdSet::new(), &truth).authoritative_only(), 3);
     /// ```
@@ -354,7 +354,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{reconcile::{CanonicalUuid, IdSet, Limits, plan, Rule}};
+    /// use safestash::reconcile::{CanonicalUuid, IdSet, Limits, plan, Rule};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=9).map(uuid::Uuid::from_u128));
     /// let truth: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=2).map(uuid::Uuid::from_u128));
@@ -419,7 +419,7 @@ impl<I: CanonicalId> Plan<I> {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{reconcile::{CanonicalUuid, IdSet, Limits, Overrides, plan, Rule}};
+    /// use safestash::reconcile::{CanonicalUuid, IdSet, Limits, Overrides, plan, Rule};
     ///
     /// let local: IdSet<CanonicalUuid> = IdSet::canonicalize((1..=3).map(uuid::Uuid::from_u128));
     /// let p = plan(&local, &IdSet::new()); // the source of truth returned nothing

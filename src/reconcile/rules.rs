@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// # Examples
 ///
 /// ```
-/// use safestash::{Overrides, Rule};
+/// use safestash::reconcile::{Overrides, Rule};
 ///
 /// let overrides = Overrides::allow(Rule::TooMany);
 /// assert!(overrides.allows(Rule::TooMany));
@@ -53,7 +53,7 @@ impl fmt::Display for Rule {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Overrides, Rule};
+/// use safestash::reconcile::{Overrides, Rule};
 ///
 /// let o = Overrides::allow(Rule::EmptyAuthority).and(Rule::TooLargeShare);
 /// assert!(o.allows(Rule::TooLargeShare));
@@ -118,7 +118,7 @@ impl FromIterator<Rule> for Overrides {
 /// # Examples
 ///
 /// ```
-/// use safestash::Limits;
+/// use safestash::reconcile::Limits;
 ///
 /// let limits = Limits::default();
 /// assert_eq!((limits.max_share, limits.max_count), (0.10, 5));
@@ -148,7 +148,7 @@ impl Limits {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::Limits::new(), safestash::Limits::default());
+    /// assert_eq!(safestash::reconcile::Limits::new(), safestash::reconcile::Limits::default());
     /// ```
     pub fn new() -> Limits {
         Limits::default()

@@ -7,7 +7,7 @@ use super::*;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::TENANT_SNAPSHOT_KIND, "tenant-snapshot");
+/// assert_eq!(safestash::reconcile::TENANT_SNAPSHOT_KIND, "tenant-snapshot");
 /// ```
 pub const TENANT_SNAPSHOT_KIND: &str = "tenant-snapshot";
 
@@ -40,9 +40,9 @@ pub(super) const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 360
 /// # Examples
 ///
 /// ```
-/// let id: safestash::CanonicalUuid = "6F9619FF-8B86-D011-B42D-00C04FC964FF".parse()?;
-/// assert_eq!(safestash::tenant_key(&id).as_str(), "tenant_2F6f9619ff-8b86-d011-b42d-00c04fc964ff");
-/// # Ok::<(), safestash::Unparseable>(())
+/// let id: safestash::reconcile::CanonicalUuid = "6F9619FF-8B86-D011-B42D-00C04FC964FF".parse()?;
+/// assert_eq!(safestash::reconcile::tenant_key(&id).as_str(), "tenant_2F6f9619ff-8b86-d011-b42d-00c04fc964ff");
+/// # Ok::<(), safestash::reconcile::Unparseable>(())
 /// ```
 pub fn tenant_key<I: CanonicalId>(id: &I) -> StashKey {
     StashKey::from_any(&format!("tenant/{id}"))
@@ -157,10 +157,10 @@ impl<F: Fs> Drop for TenantLock<'_, F> {
 /// ```
 /// use std::cell::RefCell;
 /// use std::collections::BTreeMap;
-/// use safestash::{
-///     CanonicalUuid, IdSet, Overrides, Reconciler, Rule, Stashed, Store, plan, restore_tenant,
-///     tenant_key,
+/// use safestash::reconcile::{
+///     CanonicalUuid, IdSet, Overrides, Reconciler, Rule, plan, restore_tenant, tenant_key,
 /// };
+/// use safestash::{Stashed, Store};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path())?;
@@ -297,7 +297,7 @@ pub(super) fn expired(created: SystemTime, now: SystemTime, retention: Duration)
 ///
 /// ```
 /// use std::time::Duration;
-/// use safestash::{CanonicalUuid, SaveOptions, Store, purge_expired, tenant_key, TENANT_SNAPSHOT_KIND};
+/// use safestash::{SaveOptions, Store, reconcile::{CanonicalUuid, purge_expired, tenant_key, TENANT_SNAPSHOT_KIND}};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path())?;
