@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 /// # Examples
 ///
 /// ```
-/// use safestash::Field;
+/// use safestash::dictionary::Field;
 ///
 /// let f = Field::new("amount").with("type_override", "numeric").with("label", "Amount");
 /// assert_eq!(f.get("label"), Some("Amount"));
@@ -44,7 +44,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::Field::new("id").info.is_empty());
+    /// assert!(safestash::dictionary::Field::new("id").info.is_empty());
     /// ```
     pub fn new(id: impl Into<String>) -> Field {
         Field { id: id.into(), info: FieldInfo::new() }
@@ -56,7 +56,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("id").with("notes", "primary key");
+    /// let f = safestash::dictionary::Field::new("id").with("notes", "primary key");
     /// assert_eq!(f.get("notes"), Some("primary key"));
     /// ```
     #[must_use]
@@ -70,7 +70,7 @@ impl Field {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("id").with("n", 1);
+    /// let f = safestash::dictionary::Field::new("id").with("n", 1);
     /// assert_eq!(f.get("n"), None); // not a string
     /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -104,7 +104,7 @@ impl Field {
 /// # Examples
 ///
 /// ```
-/// use safestash::FieldInfo;
+/// use safestash::dictionary::FieldInfo;
 /// use serde_json::json;
 ///
 /// let mut info = FieldInfo::new();
@@ -130,7 +130,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::FieldInfo::new().is_empty());
+    /// assert!(safestash::dictionary::FieldInfo::new().is_empty());
     /// ```
     pub fn new() -> FieldInfo {
         FieldInfo { entries: Vec::new() }
@@ -141,7 +141,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::Field::new("c").with("a", 1).with("a", 2).info.len(), 1);
+    /// assert_eq!(safestash::dictionary::Field::new("c").with("a", 1).with("a", 2).info.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -152,7 +152,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(!safestash::Field::new("c").with("a", 1).info.is_empty());
+    /// assert!(!safestash::dictionary::Field::new("c").with("a", 1).info.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -163,7 +163,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("n", 1);
+    /// let f = safestash::dictionary::Field::new("c").with("n", 1);
     /// assert_eq!(f.info.get("n"), Some(&serde_json::json!(1)));
     /// assert_eq!(f.info.get("m"), None);
     /// ```
@@ -176,7 +176,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut f = safestash::Field::new("c").with("n", 1);
+    /// let mut f = safestash::dictionary::Field::new("c").with("n", 1);
     /// *f.info.get_mut("n").unwrap() = 2.into();
     /// assert_eq!(f.info["n"], 2);
     /// ```
@@ -189,7 +189,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::Field::new("c").with("n", 1).info.contains_key("n"));
+    /// assert!(safestash::dictionary::Field::new("c").with("n", 1).info.contains_key("n"));
     /// ```
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -201,7 +201,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut info = safestash::FieldInfo::new();
+    /// let mut info = safestash::dictionary::FieldInfo::new();
     /// assert_eq!(info.insert("b", 1), None);
     /// info.insert("a", 2);
     /// assert_eq!(info.insert("b", 3), Some(1.into()));
@@ -225,7 +225,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let mut f = safestash::Field::new("c").with("a", 1).with("b", 2).with("c", 3);
+    /// let mut f = safestash::dictionary::Field::new("c").with("a", 1).with("b", 2).with("c", 3);
     /// assert_eq!(f.info.remove("b"), Some(2.into()));
     /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["a", "c"]);
     /// ```
@@ -239,7 +239,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// let pairs: Vec<(&String, &serde_json::Value)> = f.info.iter().collect();
     /// assert_eq!(pairs[0].0, "z");
     /// ```
@@ -252,7 +252,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// assert_eq!(f.info.keys().collect::<Vec<_>>(), ["z", "a"]);
     /// ```
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
@@ -264,7 +264,7 @@ impl FieldInfo {
     /// # Examples
     ///
     /// ```
-    /// let f = safestash::Field::new("c").with("z", 1).with("a", 2);
+    /// let f = safestash::dictionary::Field::new("c").with("z", 1).with("a", 2);
     /// assert_eq!(f.info.values().collect::<Vec<_>>(), [&1.into(), &2.into()] as [&serde_json::Value; 2]);
     /// ```
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
@@ -404,7 +404,7 @@ impl<'de> Deserialize<'de> for FieldInfo {
 /// # Examples
 ///
 /// ```
-/// let dictionary: safestash::FieldDictionary = vec![safestash::Field::new("id")];
+/// let dictionary: safestash::dictionary::FieldDictionary = vec![safestash::dictionary::Field::new("id")];
 /// assert_eq!(dictionary[0].id, "id");
 /// ```
 pub type FieldDictionary = Vec<Field>;

@@ -14,7 +14,7 @@ use super::field::{Field, FieldInfo};
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("n").with("type_override", "numeric")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -35,7 +35,7 @@ pub struct Column {
 /// # Examples
 ///
 /// ```
-/// use safestash::{FallbackReason, Field, TypeMap};
+/// use safestash::dictionary::{FallbackReason, Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[
 ///     Field::new("x").with("type_override", "money"),
@@ -83,7 +83,7 @@ impl fmt::Display for FallbackReason {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("note")]);
 /// let fb = &restored.fallbacks[0];
@@ -115,7 +115,7 @@ impl fmt::Display for Fallback {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, TypeMap};
+/// use safestash::dictionary::{Field, TypeMap};
 ///
 /// let restored = TypeMap::default().map_fields(&[Field::new("amount").with("type_override", " Numeric ")]);
 /// assert_eq!(restored.columns[0].column_type, "numeric");
@@ -165,7 +165,7 @@ pub struct Mapped {
 /// # Examples
 ///
 /// ```
-/// use safestash::{FallbackReason, Field, Matching, TypeMap};
+/// use safestash::dictionary::{FallbackReason, Field, Matching, TypeMap};
 ///
 /// let fields = [Field::new("a").with("type_override", "NUMERIC"), Field::new("b").with("type_override", "")];
 ///
@@ -222,7 +222,7 @@ pub enum Matching {
 /// # Examples
 ///
 /// ```
-/// use safestash::{Field, Matching, TypeMap};
+/// use safestash::dictionary::{Field, Matching, TypeMap};
 ///
 /// let dictionary = vec![
 ///     Field::new("amount").with("label", "Amount").with("type_override", "numeric"),
@@ -294,7 +294,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::TypeMap;
+    /// use safestash::dictionary::TypeMap;
     /// assert!(TypeMap::new(["int", "text"], "text").is_ok());
     /// assert!(TypeMap::new(["int"], "text").is_err());
     /// ```
@@ -325,7 +325,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default().attribute("pg_type");
+    /// let map = safestash::dictionary::TypeMap::default().attribute("pg_type");
     /// assert_eq!(map.attribute_name(), "pg_type");
     /// ```
     #[must_use]
@@ -339,7 +339,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Field, Matching, TypeMap};
+    /// use safestash::dictionary::{Field, Matching, TypeMap};
     ///
     /// let field = Field::new("n").with("type_override", "Numeric");
     /// assert_eq!(TypeMap::default().map_field(&field).0.column_type, "numeric");
@@ -357,7 +357,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Matching, TypeMap};
+    /// use safestash::dictionary::{Matching, TypeMap};
     /// assert_eq!(TypeMap::default().matching_mode(), Matching::Normalise);
     /// ```
     pub fn matching_mode(&self) -> Matching {
@@ -375,7 +375,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default().source("Decimal", "numeric")?;
+    /// let map = safestash::dictionary::TypeMap::default().source("Decimal", "numeric")?;
     /// assert_eq!(map.map_source("Decimal"), Ok("numeric"));
     /// # Ok::<(), safestash::Error>(())
     /// ```
@@ -403,7 +403,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::TypeMap::default().attribute_name(), "type_override");
+    /// assert_eq!(safestash::dictionary::TypeMap::default().attribute_name(), "type_override");
     /// ```
     pub fn attribute_name(&self) -> &str {
         &self.attribute
@@ -414,7 +414,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(safestash::TypeMap::default().fallback(), "text");
+    /// assert_eq!(safestash::dictionary::TypeMap::default().fallback(), "text");
     /// ```
     pub fn fallback(&self) -> &str {
         &self.fallback
@@ -426,7 +426,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default();
+    /// let map = safestash::dictionary::TypeMap::default();
     /// assert!(map.is_valid("date") && !map.is_valid("Date"));
     /// ```
     pub fn is_valid(&self, t: &str) -> bool {
@@ -444,7 +444,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// let map = safestash::TypeMap::default();
+    /// let map = safestash::dictionary::TypeMap::default();
     /// assert_eq!(map.map_source("Integer"), Ok("numeric"));
     /// assert_eq!(map.map_source("Blob").unwrap_err().used, "text");
     /// ```
@@ -519,7 +519,7 @@ impl TypeMap {
     /// # Examples
     ///
     /// ```
-    /// use safestash::{Field, TypeMap};
+    /// use safestash::dictionary::{Field, TypeMap};
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "date"));
     /// assert_eq!((col.column_type.as_str(), fallback), ("date", None));
     /// let (col, fallback) = TypeMap::default().map_field(&Field::new("d").with("type_override", "DATE "));
