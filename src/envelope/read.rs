@@ -1,0 +1,416 @@
+//! Reading an envelope: [`decode`] from memory, [`verify_reader`] streaming,
+//! [`read_header`] for listing.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use sha2::{Digest as _, Sha256};
+
+use super::header::{Header, WireHeader};
+use super::{
+    MAGIC, MAX_HEADER_LEN, MAX_PREFIX_LEN, MIN_LEN, TRAILER_HASHED, TRAILER_LEN, TRAILER_TAG,
+    VERSION,
+};
+use crate::digest::Digest;
+use crate::error::Corruption;
+
+/// Why bytes do not decode as an envelope.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::envelope::{decode, DecodeError};
+/// use safestash::Corruption;
+///
+/// assert_eq!(decode(b"").unwrap_err(), DecodeError::Corrupt(Corruption::Truncated { len: 0 }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are damaged or not an envelope.
+    #[error("{0}")]
+    Corrupt(Corruption),
+    /// The bytes are an intact envelope of a version this build cannot read.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u32),
+}
+
+impl From<Corruption> for DecodeError {
+    fn from(c: Corruption) -> DecodeError {
+        DecodeError::Corrupt(c)
+    }
+}
+
+/// A verified envelope.
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{decode, encode, Header}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"[]");
+/// let d = decode(&bytes)?;
+/// assert_eq!((d.header.key().as_str(), d.payload), ("k", &b"[]"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Decoded<'a> {
+    /// The header.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+    /// The digest recorded in the trailer, verified.
+    pub digest: Digest,
+}
+
+/// Checks the magic and the minimum length.
+fn check_start(bytes_start: &[u8], len: u64) -> Result<(), Corruption> {
+    let n = bytes_start.len().min(MAGIC.len());
+    if bytes_start[..n] != MAGIC[..n] {
+        return Err(Corruption::NotAStash);
+    }
+    if len < MIN_LEN as u64 {
+        return Err(Corruption::Truncated { len });
+    }
+    Ok(())
+}
+
+struct Trailer {
+    payload_len: u64,
+    digest: Digest,
+}
+
+fn parse_trailer(t: &[u8]) -> Result<Trailer, Corruption> {
+    if t.len() != TRAILER_LEN
+        || !t.starts_with(TRAILER_TAG)
+        || &t[39..TRAILER_HASHED] != b" sha256="
+        || t[TRAILER_LEN - 1] != b'\n'
+    {
+        return Err(Corruption::BadTrailer);
+    }
+    let mut payload_len: u64 = 0;
+    for &c in &t[TRAILER_TAG.len()..39] {
+        if !c.is_ascii_digit() {
+            return Err(Corruption::BadTrailer);
+        }
+        payload_len = payload_len
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(c - b'0')))
+            .ok_or(Corruption::BadTrailer)?;
+    }
+    let digest =
+        Digest::from_hex(&t[TRAILER_HASHED..TRAILER_LEN - 1]).ok_or(Corruption::BadTrailer)?;
+    Ok(Trailer { payload_len, digest })
+}
+
+/// The digest recorded in a file's last [`TRAILER_LEN`] bytes, without
+/// verifying anything else (used to tell whose stash a file is).
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{encode, recorded_digest, decode, Header, TRAILER_LEN}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"1");
+/// assert_eq!(recorded_digest(&bytes[bytes.len() - TRAILER_LEN..]), Some(decode(&bytes)?.digest));
+/// assert_eq!(recorded_digest(b"short"), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn recorded_digest(trailer: &[u8]) -> Option<Digest> {
+    parse_trailer(trailer).ok().map(|t| t.digest)
+}
+
+/// Parses the magic line and header at the start of `body` (the file without
+/// its trailer). Returns the header and the offset where the payload starts.
+fn parse_prefix(body: &[u8]) -> Result<(Header, usize), DecodeError> {
+    if !body.starts_with(MAGIC) {
+        return Err(Corruption::NotAStash.into());
+    }
+    let rest = &body[MAGIC.len()..];
+    let line_end = rest.iter().take(6).position(|&b| b == b'\n').ok_or(Corruption::BadVersion)?;
+    let digits = &rest[..line_end];
+    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Corruption::BadVersion.into());
+    }
+    // At most five digits: no overflow.
+    let version = digits.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let header_start = MAGIC.len() + line_end + 1;
+    let header_area = &body[header_start..];
+    let header_len = header_area
+        .iter()
+        .take(MAX_HEADER_LEN)
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| Corruption::BadHeader("no line feed within 8192 bytes".to_owned()))?;
+    let wire: WireHeader = serde_json::from_slice(&header_area[..header_len])
+        .map_err(|e| Corruption::BadHeader(e.to_string()))?;
+    let header = wire.validate().map_err(Corruption::BadHeader)?;
+    Ok((header, header_start + header_len + 1))
+}
+
+/// Reads the header from the first bytes of a file, without verifying the
+/// digest (which needs the whole file). Used to list stashes cheaply; use
+/// [`decode`] to trust anything.
+///
+/// `prefix` should hold the first [`MAX_PREFIX_LEN`] bytes of the file, or
+/// all of it if shorter.
+///
+/// # Errors
+///
+/// A [`DecodeError`] when the prefix is not a version-1 magic line and header.
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{encode, read_header, Header}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"{}");
+/// assert_eq!(read_header(&bytes[..60.min(bytes.len())]).is_err(), true);
+/// assert_eq!(read_header(&bytes)?, h);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_header(prefix: &[u8]) -> Result<Header, DecodeError> {
+    check_start(prefix, prefix.len() as u64)?;
+    parse_prefix(prefix).map(|(header, _)| header)
+}
+
+/// Decodes and verifies a whole envelope.
+///
+/// Never panics and never allocates according to a length read from the
+/// bytes. The key is not checked against anything: the store does that.
+///
+/// # Errors
+///
+/// [`DecodeError::Corrupt`] when the bytes are damaged or not an envelope,
+/// [`DecodeError::UnsupportedVersion`] when they are an intact envelope of an
+/// unknown version.
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{decode, encode, Header}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let mut bytes = encode(&h, b"{}");
+/// assert!(decode(&bytes).is_ok());
+/// bytes[20] ^= 1;
+/// assert!(decode(&bytes).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    check_start(bytes, bytes.len() as u64)?;
+    let body_end = bytes.len() - TRAILER_LEN;
+    let trailer = parse_trailer(&bytes[body_end..])?;
+    let actual = Digest::of(&bytes[..body_end + TRAILER_HASHED]);
+    if actual != trailer.digest {
+        return Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into());
+    }
+    let (header, payload_start) = parse_prefix(&bytes[..body_end])?;
+    let payload = &bytes[payload_start..body_end];
+    if payload.len() as u64 != trailer.payload_len {
+        return Err(Corruption::LengthMismatch {
+            recorded: trailer.payload_len,
+            actual: payload.len() as u64,
+        }
+        .into());
+    }
+    Ok(Decoded { header, payload, digest: trailer.digest })
+}
+
+/// Where a verified envelope's payload sits in a file read by [`verify_reader`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::{io::Cursor, time::SystemTime};
+/// # use safestash::{envelope::{encode, verify_reader, Header}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"[1]");
+/// let layout = verify_reader(&mut Cursor::new(&bytes), bytes.len() as u64)??;
+/// assert_eq!(layout.payload_len, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Layout {
+    /// The header.
+    pub header: Header,
+    /// The verified digest.
+    pub digest: Digest,
+    /// Where the payload starts.
+    pub payload_offset: u64,
+    /// How long the payload is.
+    pub payload_len: u64,
+}
+
+/// Verifies an envelope of `len` bytes read from `r` without holding it in
+/// memory: one pass to check the digest, then a read of the header. The
+/// payload can then be read from `payload_offset`.
+///
+/// # Errors
+///
+/// The outer error is an I/O error from `r`; the inner one is a
+/// [`DecodeError`] as from [`decode`].
+///
+/// # Examples
+///
+/// See [`Layout`].
+pub fn verify_reader<R: Read + Seek>(
+    r: &mut R,
+    len: u64,
+) -> io::Result<Result<Layout, DecodeError>> {
+    let mut start = [0u8; MAGIC.len()];
+    let n = read_up_to(r, 0, &mut start)?;
+    if let Err(c) = check_start(&start[..n], len) {
+        return Ok(Err(c.into()));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    let body_end = len - TRAILER_LEN as u64;
+    if read_up_to(r, body_end, &mut trailer)? != TRAILER_LEN {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let trailer = match parse_trailer(&trailer) {
+        Ok(t) => t,
+        Err(c) => return Ok(Err(c.into())),
+    };
+    r.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut remaining = body_end + TRAILER_HASHED as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
+        let got = r.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        hasher.update(&buf[..got]);
+        remaining -= got as u64;
+    }
+    let actual = Digest::from_bytes(hasher.finalize().into());
+    if actual != trailer.digest {
+        return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
+    }
+    let prefix_len = usize::try_from(body_end).unwrap_or(usize::MAX).min(MAX_PREFIX_LEN);
+    buf.truncate(prefix_len);
+    if read_up_to(r, 0, &mut buf)? != prefix_len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let (header, payload_start) = match parse_prefix(&buf) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let actual_len = body_end - payload_start as u64;
+    if actual_len != trailer.payload_len {
+        return Ok(Err(Corruption::LengthMismatch {
+            recorded: trailer.payload_len,
+            actual: actual_len,
+        }
+        .into()));
+    }
+    Ok(Ok(Layout {
+        header,
+        digest: trailer.digest,
+        payload_offset: payload_start as u64,
+        payload_len: actual_len,
+    }))
+}
+
+/// Reads from `offset` until `buf` is full or the end; returns bytes read.
+fn read_up_to<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    r.seek(SeekFrom::Start(offset))?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::encode;
+    use crate::envelope::test_header as header;
+    use std::io::Cursor;
+
+    #[test]
+    fn empty_payload_decodes() {
+        let bytes = encode(&header(), b"");
+        assert_eq!(decode(&bytes).unwrap().payload, b"");
+    }
+
+    #[test]
+    fn reader_agrees_with_slice() {
+        let bytes = encode(&header(), &vec![b'7'; 3 << 20]);
+        let layout = verify_reader(&mut Cursor::new(&bytes), bytes.len() as u64).unwrap().unwrap();
+        let d = decode(&bytes).unwrap();
+        assert_eq!(layout.header, d.header);
+        assert_eq!(layout.digest, d.digest);
+        assert_eq!(layout.payload_len, 3 << 20);
+        let mut damaged = bytes.clone();
+        damaged[2 << 20] ^= 4;
+        let err = verify_reader(&mut Cursor::new(&damaged), bytes.len() as u64).unwrap();
+        assert!(matches!(err, Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))));
+    }
+
+    #[test]
+    fn version_is_checked_after_the_digest() {
+        let good = encode(&header(), b"1");
+        // A flipped version digit is corruption, not a newer format.
+        let mut flipped = good.clone();
+        flipped[10] = b'2';
+        assert!(matches!(
+            decode(&flipped),
+            Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))
+        ));
+        // A genuine version 2 file (valid digest) is reported as such.
+        let mut v2 = good[..good.len() - TRAILER_LEN].to_vec();
+        v2[10] = b'2';
+        let mut w = Vec::new();
+        w.extend_from_slice(&v2);
+        w.extend_from_slice(TRAILER_TAG);
+        w.extend_from_slice(b"00000000000000000001 sha256=");
+        let d = Digest::of(&w);
+        w.extend_from_slice(&d.hex());
+        w.push(b'\n');
+        assert_eq!(decode(&w).unwrap_err(), DecodeError::UnsupportedVersion(2));
+    }
+
+    #[test]
+    fn rejects_uppercase_digest_and_unknown_members() {
+        let good = encode(&header(), b"1");
+        let mut upper = good.clone();
+        let pos = upper.len() - 2;
+        upper[pos] = upper[pos].to_ascii_uppercase();
+        if upper != good {
+            assert_eq!(decode(&upper).unwrap_err(), DecodeError::Corrupt(Corruption::BadTrailer));
+        }
+        let body = b"SAFESTASH 1\n{\"key\":\"k\",\"kind\":\"v\",\"created\":\"2026-01-01T00:00:00Z\",\"origin\":null,\"encoding\":\"json\",\"writer\":\"x\",\"extra\":1}\n1";
+        let mut w = body.to_vec();
+        w.extend_from_slice(TRAILER_TAG);
+        w.extend_from_slice(b"00000000000000000001 sha256=");
+        let d = Digest::of(&w);
+        w.extend_from_slice(&d.hex());
+        w.push(b'\n');
+        assert!(matches!(decode(&w), Err(DecodeError::Corrupt(Corruption::BadHeader(_)))));
+    }
+
+    #[test]
+    fn short_inputs() {
+        assert_eq!(
+            decode(b"SAFE").unwrap_err(),
+            DecodeError::Corrupt(Corruption::Truncated { len: 4 })
+        );
+        assert_eq!(decode(b"nope").unwrap_err(), DecodeError::Corrupt(Corruption::NotAStash));
+        assert_eq!(decode(&[0xFF; 500]).unwrap_err(), DecodeError::Corrupt(Corruption::NotAStash));
+    }
+}
