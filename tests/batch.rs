@@ -30,6 +30,7 @@ fn setup(old: usize) -> SimFs {
     sim
 }
 
+#[allow(clippy::result_large_err)]
 fn run_batch(
     store: &Store<SimFs>,
     n: usize,

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use safestash::envelope::{Header, encode};
-use safestash::{Checked, Error, LoadPolicy, Resume, SaveOptions, StashKey, Stashed, Store};
+use safestash::{Checked, Error, LoadPolicy, Resume, SaveOptions, StashKey, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR: Duration = Duration::from_secs(3600);

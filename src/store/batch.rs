@@ -202,6 +202,7 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
     /// # Examples
     ///
     /// See [`Batch`].
+    #[allow(clippy::result_large_err)] // the error carries every receipt it saved
     pub fn commit(self) -> std::result::Result<Vec<Receipt>, BatchError> {
         let Batch { store, items, .. } = self;
         if items.is_empty() {
