@@ -357,7 +357,7 @@ fn main() -> Result<(), Error> {
     let rules: Vec<Rule> = refusals.iter().map(|r| r.rule()).collect();
     assert_eq!(rules, [Rule::EmptyAuthority, Rule::TooMany, Rule::TooLargeShare]);
     assert_eq!(rows(&conn, None)?, after_run_1, "nothing was touched");
-    assert_eq!(store.list()?.len(), 1, "and nothing new was stashed");
+    assert_eq!(reconciler.snapshots().list()?.len(), 1, "and nothing new was stashed");
     println!("    ok: nothing deleted, nothing stashed");
 
     // Run 3: the tenant removed in run 1 was dropped from billing by mistake.
@@ -372,7 +372,10 @@ fn main() -> Result<(), Error> {
     assert_eq!(export(&conn, &gone)?, gone_snapshot, "every row back, same ids and bytes");
     assert_eq!(rows_per_tenant(&conn)?, original, "every tenant as before run 1");
     print_rows("rows before run 1 and now:", total, rows(&conn, None)?, [0, 0, 0]);
-    assert!(store.load::<TenantSnapshot>(&tenant_key(&gone))?.is_none(), "the stash is cleared");
+    assert!(
+        store.namespace("tenants")?.load::<TenantSnapshot>(&tenant_key(&gone))?.is_none(),
+        "the stash is cleared"
+    );
     println!(
         "    ok: {} is back with {} call logs and {} recordings; stash cleared",
         TENANTS[GONE],
@@ -417,9 +420,15 @@ fn main() -> Result<(), Error> {
     assert_eq!(new.generation, 2);
     let kept: Vec<_> = reconciler.tenant_stashes(&gone)?.into_iter().map(|s| s.key).collect();
     assert_eq!(kept, [old.receipt.key.clone(), new.receipt.key.clone()]);
-    let full = store.load::<TenantSnapshot>(&old.receipt.key)?.ok_or("first snapshot gone")?;
+    let full = reconciler
+        .snapshots()
+        .load::<TenantSnapshot>(&old.receipt.key)?
+        .ok_or("first snapshot gone")?;
     assert_eq!(full.value(), &gone_snapshot, "the first life, untouched");
-    let newest = store.load::<TenantSnapshot>(&new.receipt.key)?.ok_or("second snapshot gone")?;
+    let newest = reconciler
+        .snapshots()
+        .load::<TenantSnapshot>(&new.receipt.key)?
+        .ok_or("second snapshot gone")?;
     assert_eq!(newest.value().call_logs.len(), 1, "the second life: one new call");
     println!(
         "    ok: both kept; restore_tenant would restore the newest, \

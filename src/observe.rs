@@ -73,7 +73,7 @@ impl fmt::Debug for Observer {
 
 /// Runs every observer on `event`; a panic is caught and reported like an
 /// error.
-pub(crate) fn notify(observers: &[Observer], event: &Event<'_>) -> Vec<ObserverError> {
+pub(crate) fn notify(observers: &[Arc<Observer>], event: &Event<'_>) -> Vec<ObserverError> {
     let mut failed = Vec::new();
     for observer in observers {
         let outcome = catch_unwind(AssertUnwindSafe(|| (observer.f)(event)));

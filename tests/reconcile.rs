@@ -22,6 +22,11 @@ use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The store of tenant snapshots: the reserved namespace `tenants`.
+fn tenants<F: safestash::fs::Fs + Clone>(store: &safestash::Store<F>) -> safestash::Store<F> {
+    store.namespace("tenants").unwrap()
+}
+
 fn uid(n: u128) -> Uuid {
     // Version-4-looking ids with every hex digit in play, so case matters.
     Uuid::from_u128(0xabcdef01_2345_4678_9abc_def000000000 | n)
@@ -252,8 +257,10 @@ fn incident_2_regression_removes_exactly_the_gone_tenant() {
     assert_eq!(db.tenant_counts(gone), [0, 0, 0]);
 
     // And the removed tenant is in the store, whole.
-    let stash =
-        store.load::<TenantSnapshot>(&tenant_key(&CanonicalUuid::from(gone))).unwrap().unwrap();
+    let stash = tenants(&store)
+        .load::<TenantSnapshot>(&tenant_key(&CanonicalUuid::from(gone)))
+        .unwrap()
+        .unwrap();
     assert_eq!(stash.value().call_logs.len(), 9);
     assert_eq!(stash.value().recordings.len(), 10);
 }
@@ -286,7 +293,10 @@ fn restore_puts_a_wrongly_deleted_tenant_back_with_all_rows() {
     assert_eq!(restored.meta.header.origin(), Some(p.fingerprint().to_string().as_str()));
     assert_eq!(db.export(&victim).unwrap(), original, "every row back, same ids and bytes");
     assert_eq!(db.counts(), before);
-    assert!(store.load::<TenantSnapshot>(&tenant_key(&victim)).unwrap().is_none(), "cleared");
+    assert!(
+        tenants(&store).load::<TenantSnapshot>(&tenant_key(&victim)).unwrap().is_none(),
+        "cleared"
+    );
     // A second restore has nothing to restore.
     let again =
         restore_tenant(&store, &victim, &mut |_: Stashed<TenantSnapshot>| Ok::<(), BoxError>(()));
@@ -299,7 +309,7 @@ fn a_failed_restore_keeps_the_stash_for_a_retry() {
     let store = Store::open(dir.path()).unwrap();
     let id = cid(1);
     let opts = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
-    store.save_with(&tenant_key(&id), &vec!["row"], &opts).unwrap();
+    tenants(&store).save_with(&tenant_key(&id), &vec!["row"], &opts).unwrap();
 
     let err = restore_tenant(&store, &id, &mut |_: Stashed<Vec<String>>| Err::<(), _>("db down"))
         .unwrap_err();
@@ -307,7 +317,7 @@ fn a_failed_restore_keeps_the_stash_for_a_retry() {
         ReconcileError::Restore { source, .. } if matches!(**source, Error::Restore { .. }) => {}
         other => panic!("expected a restore error, got {other:?}"),
     }
-    assert!(store.load::<Vec<String>>(&tenant_key(&id)).unwrap().is_some(), "kept");
+    assert!(tenants(&store).load::<Vec<String>>(&tenant_key(&id)).unwrap().is_some(), "kept");
 
     let mut got = Vec::new();
     restore_tenant(&store, &id, &mut |s: Stashed<Vec<String>>| {
@@ -316,7 +326,7 @@ fn a_failed_restore_keeps_the_stash_for_a_retry() {
     })
     .unwrap();
     assert_eq!(got, ["row"]);
-    assert!(store.load::<Vec<String>>(&tenant_key(&id)).unwrap().is_none());
+    assert!(tenants(&store).load::<Vec<String>>(&tenant_key(&id)).unwrap().is_none());
 }
 
 #[test]
@@ -324,13 +334,13 @@ fn restore_refuses_a_stash_of_another_kind_and_a_damaged_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (a, b) = (cid(1), cid(2));
-    store.save(&tenant_key(&a), &1).unwrap(); // kind "value"
+    tenants(&store).save(&tenant_key(&a), &1).unwrap(); // kind "value"
     let hook = &mut |_: Stashed<i32>| -> Result<(), BoxError> { panic!("never restored") };
     let err = restore_tenant(&store, &a, hook).unwrap_err();
     assert!(matches!(err, ReconcileError::NotATenantSnapshot { ref kind, .. } if kind == "value"));
 
     let opts = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
-    let receipt = store.save_with(&tenant_key(&b), &2, &opts).unwrap();
+    let receipt = tenants(&store).save_with(&tenant_key(&b), &2, &opts).unwrap();
     flip_last_payload_byte(&receipt.path);
     let err = restore_tenant(&store, &b, hook).unwrap_err();
     assert!(
@@ -438,7 +448,7 @@ fn empty_authority_is_refused_unless_overridden() {
         [Rule::EmptyAuthority, Rule::TooLargeShare]
     );
     assert!(model.tenants.borrow().is_empty());
-    assert_eq!(store.list().unwrap().len(), 3, "every deleted tenant stashed");
+    assert_eq!(tenants(&store).list().unwrap().len(), 3, "every deleted tenant stashed");
 }
 
 #[test]
@@ -619,9 +629,17 @@ fn each_tenant_is_durably_stashed_before_its_delete() {
             &truth,
             |id| model.export(id),
             |id| {
-                // At delete time the stash is already there, verified, with the plan's origin.
-                let stash =
-                    store.load::<String>(&tenant_key(id)).unwrap().expect("stashed before delete");
+                // At the first delete every snapshot of the plan is durable.
+                for n in 1..=3 {
+                    assert!(
+                        tenants(&store).load::<String>(&tenant_key(&cid(n))).unwrap().is_some()
+                    );
+                }
+                // Each verified, with the plan's origin.
+                let stash = tenants(&store)
+                    .load::<String>(&tenant_key(id))
+                    .unwrap()
+                    .expect("stashed before delete");
                 assert_eq!(
                     stash.value(),
                     &format!("data of {}", (1..=3).find(|&n| cid(n) == *id).unwrap())
@@ -635,9 +653,10 @@ fn each_tenant_is_durably_stashed_before_its_delete() {
         .unwrap();
     assert!(report.is_complete());
     assert_eq!(*seen.borrow(), [cid(1), cid(2), cid(3)]);
-    // Strictly export, then delete, tenant by tenant, in sorted order.
+    // Every export (and one batch of stashes) before the first delete, in sorted order.
     let expected: Vec<String> = (1..=3)
-        .flat_map(|n| [format!("export {}", cid(n)), format!("delete {}", cid(n))])
+        .map(|n| format!("export {}", cid(n)))
+        .chain((1..=3).map(|n| format!("delete {}", cid(n))))
         .collect();
     assert_eq!(*model.calls.borrow(), expected);
     let keys: Vec<_> = report.stashed.iter().map(|s| s.receipt.key.clone()).collect();
@@ -662,19 +681,19 @@ fn a_failing_exporter_deletes_nothing_and_stops_the_run() {
         )
         .unwrap();
     assert!(!report.is_complete());
-    assert_eq!(report.deleted, [cid(1)]);
-    assert_eq!(report.stashed.len(), 1);
+    // Nothing is deleted before every snapshot of the plan is durable.
+    assert!(report.deleted.is_empty());
+    assert!(report.stashed.is_empty());
     let stopped = report.stopped.as_ref().unwrap();
     assert_eq!(stopped.tenant, cid(2));
     assert!(matches!(stopped.error, ReconcileError::Export { .. }), "{:?}", stopped.error);
-    assert_eq!(report.not_attempted, [cid(3)]);
-    // Tenants 2 and 3 are untouched and have no stash.
+    assert_eq!(report.not_attempted, [cid(1), cid(3)]);
+    // Every tenant is untouched and none has a stash.
+    assert!((1..=3).all(|n| model.tenants.borrow().contains_key(&cid(n))));
+    assert_eq!(*model.calls.borrow(), [format!("export {}", cid(1))]);
     assert!(
-        model.tenants.borrow().contains_key(&cid(2))
-            && model.tenants.borrow().contains_key(&cid(3))
+        (1..=3).all(|n| tenants(&store).load::<String>(&tenant_key(&cid(n))).unwrap().is_none())
     );
-    assert_eq!(*model.calls.borrow(), [format!("export {}", cid(1)), format!("delete {}", cid(1))]);
-    assert!(store.load::<String>(&tenant_key(&cid(2))).unwrap().is_none());
     assert!(report.to_string().contains("stopped at tenant"), "{report}");
 }
 
@@ -721,10 +740,10 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it()
     assert!(matches!(stopped.error, ReconcileError::Delete { .. }));
     assert!(stopped.error.to_string().contains("is kept"));
     assert!(report.deleted.is_empty());
-    assert_eq!(report.stashed.len(), 1);
+    assert_eq!(report.stashed.len(), 3, "the whole plan was stashed before the first delete");
     assert_eq!(report.not_attempted, [cid(2), cid(3)]);
     let key = tenant_key(&cid(1));
-    assert_eq!(store.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+    assert_eq!(tenants(&store).load::<String>(&key).unwrap().unwrap().value(), "data of 1");
 
     // A rerun never overwrites the full snapshot with what is left: what is
     // left gets a snapshot of its own, and the run goes on.
@@ -735,8 +754,11 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it()
     let second = &rerun.stashed[0];
     assert_eq!((second.generation, &second.earlier), (2, &vec![key.clone()]));
     assert_ne!(second.receipt.key, key);
-    assert_eq!(store.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
-    assert_eq!(store.load::<String>(&second.receipt.key).unwrap().unwrap().value(), "half deleted");
+    assert_eq!(tenants(&store).load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+    assert_eq!(
+        tenants(&store).load::<String>(&second.receipt.key).unwrap().unwrap().value(),
+        "half deleted"
+    );
 
     // The full copy is the older one: listed, and restored by choice.
     let stashes = r.tenant_stashes(&cid(1)).unwrap();
@@ -748,7 +770,7 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it()
     })
     .unwrap();
     assert_eq!(model.tenants.borrow()[&cid(1)], "data of 1");
-    assert!(store.load::<String>(&key).unwrap().is_none(), "the restored one is cleared");
+    assert!(tenants(&store).load::<String>(&key).unwrap().is_none(), "the restored one is cleared");
     let left: Vec<_> = r.tenant_stashes(&cid(1)).unwrap().into_iter().map(|s| s.key).collect();
     assert_eq!(left, std::slice::from_ref(&second.receipt.key), "the other one is kept");
 }
@@ -757,11 +779,11 @@ fn a_failing_deleter_keeps_the_stash_and_stops_and_a_rerun_never_overwrites_it()
 fn purge_expired_removes_only_old_intact_tenant_stashes() {
     let (_dir, store) = setup();
     let kind = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
-    store.save_with(&tenant_key(&cid(1)), &"intact", &kind).unwrap();
-    let damaged = store.save_with(&tenant_key(&cid(2)), &"damaged", &kind).unwrap();
+    tenants(&store).save_with(&tenant_key(&cid(1)), &"intact", &kind).unwrap();
+    let damaged = tenants(&store).save_with(&tenant_key(&cid(2)), &"damaged", &kind).unwrap();
     flip_last_payload_byte(&damaged.path);
     // Not tenant snapshots: another kind at a tenant key, and the kind elsewhere.
-    store.save(&tenant_key(&cid(3)), &"value").unwrap();
+    tenants(&store).save(&tenant_key(&cid(3)), &"value").unwrap();
     let elsewhere = safestash::StashKey::new("orders.dictionary").unwrap();
     store.save_with(&elsewhere, &"other", &kind).unwrap();
 
@@ -778,12 +800,13 @@ fn purge_expired_removes_only_old_intact_tenant_stashes() {
     assert!(matches!(old.kept[0].1, Error::Corrupt { .. }));
     assert!(damaged.path.exists(), "a damaged stash is never removed");
     let left: BTreeSet<String> =
-        store.list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
-    let want: BTreeSet<String> = [tenant_key(&cid(2)), tenant_key(&cid(3)), elsewhere]
-        .into_iter()
-        .map(|k| k.into_string())
-        .collect();
+        tenants(&store).list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
+    let want: BTreeSet<String> =
+        [tenant_key(&cid(2)), tenant_key(&cid(3))].into_iter().map(|k| k.into_string()).collect();
     assert_eq!(left, want);
+    // The user's own stashes are another keyspace: never a tenant's, never purged.
+    let user: Vec<_> = store.list().unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(user, [elsewhere]);
 }
 
 // ---------------------------------------------------------------------------
@@ -939,13 +962,13 @@ fn a_recreated_tenant_due_again_keeps_both_snapshots_and_the_run_goes_on() {
     assert_eq!(second.deleted, [cid(1)]);
     assert_ne!(second.stashed[0].receipt.key, tenant_key(&cid(1)), "a name of its own");
     // The first snapshot is untouched.
-    let first_stash = store.load::<String>(&tenant_key(&cid(1))).unwrap().unwrap();
+    let first_stash = tenants(&store).load::<String>(&tenant_key(&cid(1))).unwrap().unwrap();
     assert_eq!(first_stash.value(), "data of 1");
     let stashed = &second.stashed[0];
     assert_eq!(stashed.generation, 2);
     assert_eq!(stashed.earlier, [tenant_key(&cid(1))]);
     assert!(stashed.receipt.key.as_str().starts_with(tenant_key(&cid(1)).as_str()));
-    let new_stash = store.load::<String>(&stashed.receipt.key).unwrap().unwrap();
+    let new_stash = tenants(&store).load::<String>(&stashed.receipt.key).unwrap().unwrap();
     assert_eq!(new_stash.value(), "data of 1, second life");
     assert_eq!(new_stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
     assert_eq!(new_stash.meta().header.origin(), Some(p.fingerprint().to_string().as_str()));
@@ -979,7 +1002,7 @@ fn a_recreated_tenant_due_again_keeps_both_snapshots_and_the_run_goes_on() {
         })
         .unwrap_err();
     assert!(matches!(err, ReconcileError::NotTheTenantsKey { .. }), "{err:?}");
-    assert!(store.load::<String>(&tenant_key(&cid(2))).unwrap().is_some());
+    assert!(tenants(&store).load::<String>(&tenant_key(&cid(2))).unwrap().is_some());
 }
 
 #[test]
@@ -1007,7 +1030,7 @@ fn retention_purges_each_expired_snapshot_of_a_tenant_on_its_own() {
     model.tenants.borrow_mut().insert(cid(1), "third life".to_owned());
     let third = model.run(&r, &p, &local, &truth).unwrap();
     assert_eq!(third.stashed[0].generation, 3);
-    assert_eq!(store.load::<String>(&young).unwrap().unwrap().value(), "second life");
+    assert_eq!(tenants(&store).load::<String>(&young).unwrap().unwrap().value(), "second life");
 }
 
 /// Runs `f` on a thread and fails the test if it does not finish in time
@@ -1032,10 +1055,10 @@ fn an_observer_that_writes_the_tenant_stash_key_does_not_hang_the_run() {
         let mut store = Store::open(&path).unwrap();
         // Re-writes every tenant stash it is told about, through another
         // handle on the same directory (a mirror or re-encryption step).
-        let mirror_dir = path.clone();
         store.observe("rewrite", move |event| {
             if let safestash::Event::Saved(receipt) = event {
-                let other = Store::open(&mirror_dir)?;
+                // The snapshot's own directory: the tenant guard's namespace.
+                let other = Store::open(receipt.path.parent().ok_or("no parent")?)?;
                 let stash = other.load::<serde_json::Value>(&receipt.key)?.ok_or("no stash")?;
                 let header = &stash.meta().header;
                 let mut opts = SaveOptions::new().kind(header.kind());
@@ -1052,7 +1075,8 @@ fn an_observer_that_writes_the_tenant_stash_key_does_not_hang_the_run() {
         let report = report.unwrap();
         assert!(report.is_complete(), "{report}");
         assert!(report.stashed[0].receipt.observer_errors.is_empty());
-        let stash = store.load::<String>(&report.stashed[0].receipt.key).unwrap().unwrap();
+        let stash =
+            tenants(&store).load::<String>(&report.stashed[0].receipt.key).unwrap().unwrap();
         assert_eq!(stash.value(), "data of 1");
         assert_eq!(stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
 
@@ -1063,7 +1087,7 @@ fn an_observer_that_writes_the_tenant_stash_key_does_not_hang_the_run() {
             Ok::<(), BoxError>(())
         })
         .unwrap();
-        assert!(store.load::<String>(&tenant_key(&cid(1))).unwrap().is_none());
+        assert!(tenants(&store).load::<String>(&tenant_key(&cid(1))).unwrap().is_none());
     });
 }
 
@@ -1105,8 +1129,83 @@ fn an_observer_that_reruns_the_same_tenant_gets_a_clear_error_not_a_hang() {
         assert!(report.stashed[0].receipt.observer_errors.is_empty());
         let seen = inner.lock().unwrap();
         assert_eq!(seen.len(), 1);
-        assert!(seen[0].starts_with("Stash {") && seen[0].contains("Locked {"), "{}", seen[0]);
+        assert!(
+            seen[0].starts_with("Stash {") && seen[0].contains("LockedByThisThread {"),
+            "{}",
+            seen[0]
+        );
         // Only the outer run's snapshot was written.
         assert_eq!(Reconciler::new(&store).tenant_stashes(&cid(1)).unwrap().len(), 1);
     });
+}
+
+/// A power cut at every call of a run: a delete happens only after the
+/// whole plan's snapshots are durable, so a cut during the batch deletes
+/// nothing, and in every crash image after a delete every snapshot of the
+/// plan is there, intact.
+#[test]
+fn a_power_cut_mid_batch_deletes_nothing() {
+    use safestash::sim::SimFs;
+    let (local, truth) = (ids(1..=10), ids(4..=10));
+    let p = plan(&local, &truth);
+    let limits = Limits::default().max_share(0.5);
+    let run = |sim: &SimFs, cut: Option<u64>| -> Vec<CanonicalUuid> {
+        let store = Store::with_fs("/s", sim.clone()).unwrap();
+        if let Some(k) = cut {
+            sim.crash_after(sim.calls() + k);
+        }
+        let deleted = RefCell::new(Vec::new());
+        let _ = Reconciler::new(&store).limits(limits.clone()).execute(
+            &p,
+            &local,
+            &truth,
+            |id| Ok::<_, BoxError>(format!("data of {id}")),
+            |id| {
+                deleted.borrow_mut().push(*id);
+                Ok::<_, BoxError>(())
+            },
+        );
+        deleted.into_inner()
+    };
+    let total = {
+        let sim = SimFs::new();
+        let start = sim.calls();
+        assert_eq!(run(&sim, None).len(), 3);
+        sim.calls() - start
+    };
+    let (mut cut_before_deletes, mut images) = (0, 0);
+    for k in 0..total {
+        let sim = SimFs::new();
+        let deleted = run(&sim, Some(k));
+        if deleted.is_empty() {
+            cut_before_deletes += 1;
+        }
+        let check = |image: SimFs| {
+            let snapshots = Store::with_fs("/s", image).unwrap().namespace("tenants").unwrap();
+            for id in &deleted {
+                let s = snapshots.load::<String>(&tenant_key(id)).unwrap();
+                assert_eq!(s.map(|s| s.into_value()), Some(format!("data of {id}")), "cut {k}");
+            }
+            // Whatever was deleted, the plan's snapshots are all there or
+            // (when nothing was deleted) each intact or absent.
+            for n in 1..=3 {
+                let _ = snapshots.load::<String>(&tenant_key(&cid(n))).expect("never corrupt");
+            }
+        };
+        if sim.crash_image_count() <= 64 {
+            sim.for_each_crash_image(|image| {
+                images += 1;
+                check(image);
+            });
+        } else {
+            for m in 0..64 {
+                images += 1;
+                check(sim.crash_image(m));
+            }
+        }
+    }
+    println!(
+        "{total} crash points ({cut_before_deletes} before the first delete), {images} images"
+    );
+    assert!(cut_before_deletes > 10, "the batch spans many calls, and a cut in it deletes nothing");
 }

@@ -110,6 +110,8 @@ impl<I: fmt::Display> fmt::Display for ExecutionReport<I> {
 /// See [`Reconciler::execute`].
 pub struct Reconciler<'s, F: Fs = OsFs> {
     store: &'s Store<F>,
+    /// The reserved namespace `tenants` of `store`, where the snapshots live.
+    snapshots: Store<F>,
     limits: Limits,
     overrides: Overrides,
     retention: Duration,
@@ -126,7 +128,7 @@ impl<F: Fs> fmt::Debug for Reconciler<'_, F> {
     }
 }
 
-impl<'s, F: Fs> Reconciler<'s, F> {
+impl<'s, F: Fs + Clone> Reconciler<'s, F> {
     /// A reconciler stashing into `store`, with the default [`Limits`], no
     /// overrides, and a retention of 30 days.
     ///
@@ -142,10 +144,30 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     pub fn new(store: &'s Store<F>) -> Reconciler<'s, F> {
         Reconciler {
             store,
+            snapshots: snapshot_store(store),
             limits: Limits::default(),
             overrides: Overrides::none(),
             retention: DEFAULT_RETENTION,
         }
+    }
+
+    /// The store of tenant snapshots: the reserved namespace `tenants` of
+    /// the reconciler's store (see [`Store::namespace`]). No user key can
+    /// collide with a snapshot's, and tools over the user's stashes (the
+    /// operator CLI's `gc`, a plain [`Store::list`]) never reach them; its
+    /// saves still reach the store's observers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path())?;
+    /// let reconciler = safestash::reconcile::Reconciler::new(&store);
+    /// assert_eq!(reconciler.snapshots().dir(), dir.path().join(".ns.tenants"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshots(&self) -> &Store<F> {
+        &self.snapshots
     }
 
     /// Sets the limits.
@@ -300,7 +322,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// let gone = CanonicalUuid::from(Uuid::from_u128(1));
     /// assert_eq!(report.deleted, [gone]);
     /// assert_eq!(db.borrow().len(), 19);
-    /// let stash = store.load::<Vec<String>>(&tenant_key(&gone))?.expect("stashed first");
+    /// let stash = store.namespace("tenants")?.load::<Vec<String>>(&tenant_key(&gone))?.expect("stashed first");
     /// assert_eq!(stash.value(), &["call 1"]);
     /// assert_eq!(stash.meta().header.kind(), TENANT_SNAPSHOT_KIND);
     /// assert_eq!(stash.meta().header.origin(), Some(p.fingerprint().to_string().as_str()));
@@ -356,17 +378,146 @@ impl<'s, F: Fs> Reconciler<'s, F> {
             unparseable: current.unparseable().clone(),
             retention: self.retention,
         };
+        let Some(first_tenant) = current.delete.first().cloned() else {
+            return Ok(report);
+        };
+        // Phase 1: every snapshot of the plan, durable in one batch, before
+        // the first delete. The run lock keeps two runs from choosing the
+        // same generation keys (and, held by this thread, turns a callback
+        // into a run on the same store into a clear error, not a wait).
+        let prepared = RunLock::acquire(&self.snapshots)
+            .and_then(|lock| Ok((lock, all_generations(&self.snapshots)?)));
+        let (run_lock, generations) = match prepared {
+            Ok(prepared) => prepared,
+            Err(source) => {
+                let error = ReconcileError::Stash {
+                    tenant: first_tenant.to_string(),
+                    key: tenant_key(&first_tenant),
+                    source: Box::new(source),
+                };
+                tracing::warn!(tenant = %first_tenant, error = %error, "run stopped before any delete");
+                report.stopped = Some(Stopped { tenant: first_tenant, error });
+                report.not_attempted = current.delete.into_iter().skip(1).collect();
+                return Ok(report);
+            }
+        };
+        let mut chosen: Vec<(I, StashKey, u64, Vec<StashKey>)> = Vec::new();
+        let mut snapshots = Vec::with_capacity(current.delete.len());
         let mut pending = current.delete.into_iter();
         while let Some(id) = pending.next() {
-            match self.stash_and_delete(&id, &opts, &mut exporter, &mut deleter, &mut report) {
+            match self.choose_key(&id, &generations).and_then(|(key, generation, earlier)| {
+                let snapshot = exporter(&id).map_err(|e| ReconcileError::Export {
+                    tenant: id.to_string(),
+                    source: e.into(),
+                })?;
+                Ok((key, generation, earlier, snapshot))
+            }) {
+                Ok((key, generation, earlier, snapshot)) => {
+                    chosen.push((id, key, generation, earlier));
+                    snapshots.push(snapshot);
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = %id, error = %error, "run stopped before any delete");
+                    report.stopped = Some(Stopped { tenant: id, error });
+                    report.not_attempted =
+                        chosen.into_iter().map(|(id, ..)| id).chain(pending).collect();
+                    return Ok(report);
+                }
+            }
+        }
+        let mut batch = self.snapshots.batch();
+        for ((id, key, ..), snapshot) in chosen.iter().zip(&snapshots) {
+            batch.add_if(key, snapshot, &opts, Precondition::Absent).map_err(|source| {
+                ReconcileError::Stash {
+                    tenant: id.to_string(),
+                    key: key.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        let receipts = match batch.commit() {
+            Ok(receipts) => receipts,
+            Err(e) => {
+                // Nothing is deleted: the plan's snapshots are not all durable.
+                let failed = e.not_saved.first().cloned();
+                let saved: Vec<StashKey> = e.saved.iter().map(|r| r.key.clone()).collect();
+                let mut stopped_at = None;
+                for ((id, key, generation, earlier), receipt) in
+                    chosen.iter().filter(|(_, k, ..)| saved.contains(k)).zip(e.saved)
+                {
+                    debug_assert_eq!(&receipt.key, key);
+                    report.stashed.push(StashedTenant {
+                        tenant: id.clone(),
+                        receipt,
+                        generation: *generation,
+                        earlier: earlier.clone(),
+                    });
+                }
+                for (id, key, ..) in &chosen {
+                    if Some(key) == failed.as_ref() && stopped_at.is_none() {
+                        stopped_at = Some(id.clone());
+                    } else {
+                        report.not_attempted.push(id.clone());
+                    }
+                }
+                let tenant = stopped_at.unwrap_or_else(|| chosen[0].0.clone());
+                let key = failed.unwrap_or_else(|| chosen[0].1.clone());
+                let error = match e.error {
+                    Error::StashExists { .. } => {
+                        let existing = self.snapshots.load::<IgnoredAny>(&key).ok().flatten();
+                        ReconcileError::StashExists {
+                            tenant: tenant.to_string(),
+                            key: key.clone(),
+                            origin: existing
+                                .as_ref()
+                                .and_then(|s| s.meta().header.origin().map(str::to_owned)),
+                            created: existing
+                                .as_ref()
+                                .map_or(SystemTime::UNIX_EPOCH, |s| s.meta().header.created()),
+                        }
+                    }
+                    other => ReconcileError::Stash {
+                        tenant: tenant.to_string(),
+                        key: key.clone(),
+                        source: Box::new(other),
+                    },
+                };
+                tracing::warn!(tenant = %tenant, error = %error, "run stopped before any delete");
+                report.stopped = Some(Stopped { tenant, error });
+                return Ok(report);
+            }
+        };
+        drop(snapshots);
+        drop(run_lock);
+        // Phase 2: the snapshots are durable; only now may the tenants go.
+        let mut rest = chosen.into_iter().zip(receipts);
+        while let Some(((id, key, generation, earlier), receipt)) = rest.next() {
+            if !earlier.is_empty() {
+                tracing::info!(tenant = %id, key = %key, earlier = earlier.len(), "tenant stashed next to its earlier snapshots");
+            }
+            report.stashed.push(StashedTenant { tenant: id.clone(), receipt, generation, earlier });
+            match deleter(&id) {
                 Ok(()) => {
                     tracing::info!(tenant = %id, plan = %report.fingerprint, "tenant stashed and deleted");
                     report.deleted.push(id);
                 }
-                Err(error) => {
+                Err(e) => {
+                    let error = ReconcileError::Delete {
+                        tenant: id.to_string(),
+                        key: key.clone(),
+                        source: e.into(),
+                    };
                     tracing::warn!(tenant = %id, error = %error, "run stopped");
                     report.stopped = Some(Stopped { tenant: id, error });
-                    report.not_attempted = pending.collect();
+                    for ((id, _, generation, earlier), receipt) in rest.by_ref() {
+                        report.stashed.push(StashedTenant {
+                            tenant: id.clone(),
+                            receipt,
+                            generation,
+                            earlier,
+                        });
+                        report.not_attempted.push(id);
+                    }
                     break;
                 }
             }
@@ -374,67 +525,22 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         Ok(report)
     }
 
-    fn stash_and_delete<I, T, X, XE, D, DE>(
+    /// The key of `id`'s next snapshot: generation 1, or one past the
+    /// newest present.
+    fn choose_key<I: CanonicalId>(
         &self,
         id: &I,
-        opts: &SaveOptions,
-        exporter: &mut X,
-        deleter: &mut D,
-        report: &mut ExecutionReport<I>,
-    ) -> Result<(), ReconcileError>
-    where
-        I: CanonicalId,
-        T: Serialize,
-        X: FnMut(&I) -> Result<T, XE>,
-        XE: Into<BoxError>,
-        D: FnMut(&I) -> Result<(), DE>,
-        DE: Into<BoxError>,
-    {
+        generations: &std::collections::BTreeMap<StashKey, Vec<(u64, StashKey)>>,
+    ) -> Result<(StashKey, u64, Vec<StashKey>), ReconcileError> {
         let first = tenant_key(id);
-        let stash_err = |key: &StashKey| {
-            let key = key.clone();
-            move |source| ReconcileError::Stash {
-                tenant: id.to_string(),
-                key,
-                source: Box::new(source),
-            }
-        };
-        // Held from the look to the save, so two runs cannot pick the same
-        // key (and the second overwrite the first's snapshot). It is not the
-        // snapshot key's own lock: the store releases that one before it
-        // notifies observers, so an observer may write the key.
-        let tenant_lock = TenantLock::acquire(self.store, id).map_err(stash_err(&first))?;
-        let earlier = tenant_stashes(self.store, id).map_err(stash_err(&first))?;
-        let generation = match earlier.last() {
-            None => 1,
-            Some((newest, _)) => newest.saturating_add(1),
-        };
-        let key = generation_key(&first, generation).map_err(stash_err(&first))?;
-        // Only a writer that ignores the tenant lock can have put one there.
-        if let Some(existing) = self.store.load::<IgnoredAny>(&key).map_err(stash_err(&key))? {
-            let header = &existing.meta().header;
-            return Err(ReconcileError::StashExists {
-                tenant: id.to_string(),
-                key: key.clone(),
-                origin: header.origin().map(str::to_owned),
-                created: header.created(),
-            });
-        }
-        let snapshot = exporter(id)
-            .map_err(|e| ReconcileError::Export { tenant: id.to_string(), source: e.into() })?;
-        let receipt = self.store.save_with(&key, &snapshot, opts).map_err(stash_err(&key))?;
-        drop(tenant_lock);
-        let earlier: Vec<StashKey> = earlier.into_iter().map(|(_, info)| info.key).collect();
-        if !earlier.is_empty() {
-            tracing::info!(tenant = %id, key = %key, earlier = earlier.len(), "tenant stashed next to its earlier snapshots");
-        }
-        report.stashed.push(StashedTenant { tenant: id.clone(), receipt, generation, earlier });
-        // The stash is durable: only now may the tenant go.
-        deleter(id).map_err(|e| ReconcileError::Delete {
+        let earlier: Vec<(u64, StashKey)> = generations.get(&first).cloned().unwrap_or_default();
+        let generation = earlier.last().map_or(1, |(newest, _)| newest.saturating_add(1));
+        let key = generation_key(&first, generation).map_err(|source| ReconcileError::Stash {
             tenant: id.to_string(),
-            key: key.clone(),
-            source: e.into(),
-        })
+            key: first.clone(),
+            source: Box::new(source),
+        })?;
+        Ok((key, generation, earlier.into_iter().map(|(_, k)| k).collect()))
     }
 
     /// Restores a deleted tenant from the snapshot at `key`, one of its keys
@@ -469,11 +575,12 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// let store = Store::open(dir.path())?;
     /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
     /// let opts = SaveOptions::new().kind(TENANT_SNAPSHOT_KIND);
-    /// store.save_with(&tenant_key(&id), &"first life", &opts)?;
-    /// let second = safestash::StashKey::new(format!("{}_g2", tenant_key(&id)))?; // as a run names it
-    /// store.save_with(&second, &"second life", &opts)?;
-    ///
     /// let reconciler = Reconciler::new(&store);
+    /// let snapshots = reconciler.snapshots();
+    /// snapshots.save_with(&tenant_key(&id), &"first life", &opts)?;
+    /// let second = safestash::StashKey::new(format!("{}_g2", tenant_key(&id)))?; // as a run names it
+    /// snapshots.save_with(&second, &"second life", &opts)?;
+    ///
     /// let stashes = reconciler.tenant_stashes(&id)?;
     /// assert_eq!(stashes.iter().map(|s| &s.key).collect::<Vec<_>>(), [&tenant_key(&id), &second]);
     /// let mut got = String::new();
@@ -496,7 +603,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
         T: DeserializeOwned,
         R: Restorer<T>,
     {
-        restore_from(self.store, id, key, restorer)
+        restore_from(&self.snapshots, id, key, restorer)
     }
 
     /// Every stash at one of `id`'s snapshot keys, oldest first: the first
@@ -525,7 +632,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(7));
     /// let reconciler = Reconciler::new(&store);
     /// assert!(reconciler.tenant_stashes(&id)?.is_empty());
-    /// store.save_with(&tenant_key(&id), &"first life", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
+    /// store.namespace("tenants")?.save_with(&tenant_key(&id), &"first life", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
     /// let stashes = reconciler.tenant_stashes(&id)?;
     /// assert_eq!(stashes.len(), 1);
     /// assert_eq!(stashes[0].key, tenant_key(&id));
@@ -533,7 +640,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn tenant_stashes<I: CanonicalId>(&self, id: &I) -> Result<Vec<StashInfo>> {
-        Ok(tenant_stashes(self.store, id)?.into_iter().map(|(_, info)| info).collect())
+        Ok(tenant_stashes(&self.snapshots, id)?.into_iter().map(|(_, info)| info).collect())
     }
 
     /// [`purge_expired`] with this reconciler's retention.

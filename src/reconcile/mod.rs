@@ -42,7 +42,7 @@ use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashInfo};
 use crate::rollback::Restored;
-use crate::store::{KeyLock, RestoreFailure, RestoreOutcome, Restorer, Store};
+use crate::store::{KeyLock, Precondition, RestoreFailure, RestoreOutcome, Restorer, Store};
 
 mod canonical;
 mod error;

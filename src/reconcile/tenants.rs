@@ -87,51 +87,55 @@ pub(super) fn tenant_stashes<I: CanonicalId, F: Fs>(
     Ok(out)
 }
 
-/// The key whose lock serialises reconcilers choosing and writing a
-/// tenant's next snapshot. It is never a stash key, so a stash's own lock
-/// is free while its observers run.
-pub(super) fn tenant_lock_key<I: CanonicalId>(id: &I) -> StashKey {
-    StashKey::from_any(&format!("tenant-lock/{id}"))
+/// The reserved namespace holding tenant snapshots.
+pub(super) const TENANTS_NS: &str = "tenants";
+
+/// `store`'s namespace of tenant snapshots. Its saves reach `store`'s
+/// observers (a snapshot is user data), but no user key can collide with a
+/// snapshot key, and tools over the user's stashes never reach them.
+pub(super) fn snapshot_store<F: Fs + Clone>(store: &Store<F>) -> Store<F> {
+    store.reserved(TENANTS_NS, true)
 }
 
-thread_local! {
-    /// The tenant locks this thread holds, by store directory and key: an
-    /// observer or hook that calls back into a reconciler for the same
-    /// tenant gets [`Error::Locked`] instead of waiting for itself.
-    static HELD: std::cell::RefCell<Vec<(std::path::PathBuf, StashKey)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// The key whose lock serialises runs on one store, so two runs never
+/// choose the same generation keys. It is never a stash key, so a stash's
+/// own lock is free while its observers run.
+pub(super) fn run_lock_key() -> StashKey {
+    StashKey::from_any("run")
 }
 
-/// A held tenant lock (see [`tenant_lock_key`]).
-pub(super) struct TenantLock<'s, F: Fs> {
+/// A held run lock (see [`run_lock_key`]). This thread asking again (an
+/// observer or hook calling back into a run on the same store) gets
+/// [`Error::LockedByThisThread`] instead of waiting for itself.
+pub(super) struct RunLock<'s, F: Fs> {
     _lock: KeyLock<'s, F>,
-    slot: (std::path::PathBuf, StashKey),
 }
 
-impl<'s, F: Fs> TenantLock<'s, F> {
-    pub(super) fn acquire<I: CanonicalId>(
-        store: &'s Store<F>,
-        id: &I,
-    ) -> Result<TenantLock<'s, F>> {
-        let key = tenant_lock_key(id);
-        let slot = (store.dir().to_owned(), key);
-        let reentrant = HELD.with(|held| held.borrow().contains(&slot));
-        // Waiting for a lock this thread holds would wait forever.
-        let lock = if reentrant { store.try_lock(&slot.1)? } else { store.lock(&slot.1)? };
-        HELD.with(|held| held.borrow_mut().push(slot.clone()));
-        Ok(TenantLock { _lock: lock, slot })
+impl<'s, F: Fs> RunLock<'s, F> {
+    pub(super) fn acquire(snapshots: &'s Store<F>) -> Result<RunLock<'s, F>> {
+        Ok(RunLock { _lock: snapshots.lock(&run_lock_key())? })
     }
 }
 
-impl<F: Fs> Drop for TenantLock<'_, F> {
-    fn drop(&mut self) {
-        HELD.with(|held| {
-            let mut held = held.borrow_mut();
-            if let Some(at) = held.iter().rposition(|s| *s == self.slot) {
-                held.remove(at);
-            }
-        });
+/// Every tenant's snapshot keys with their generations, oldest first, by
+/// the tenant's first key: one listing for a whole run.
+pub(super) fn all_generations<F: Fs>(
+    snapshots: &Store<F>,
+) -> Result<std::collections::BTreeMap<StashKey, Vec<(u64, StashKey)>>> {
+    let mut by_first: std::collections::BTreeMap<StashKey, Vec<(u64, StashKey)>> =
+        std::collections::BTreeMap::new();
+    for info in snapshots.list()? {
+        let split = info.key.as_str().rsplit_once(GENERATION_INFIX);
+        let (first, generation) = split
+            .and_then(|(first, _)| StashKey::new(first).ok())
+            .and_then(|first| Some((generation_of(&first, &info.key)?, first)))
+            .map_or_else(|| (info.key.clone(), 1), |(g, first)| (first, g));
+        by_first.entry(first).or_default().push((generation, info.key));
     }
+    for list in by_first.values_mut() {
+        list.sort_by_key(|(g, _)| *g);
+    }
+    Ok(by_first)
 }
 
 /// Restores a deleted tenant from its **newest** snapshot: the highest
@@ -196,8 +200,9 @@ where
     I: CanonicalId,
     T: DeserializeOwned,
     R: Restorer<T>,
-    F: Fs,
+    F: Fs + Clone,
 {
+    let store = &snapshot_store(store);
     let first = tenant_key(id);
     let stashes = tenant_stashes(store, id).map_err(|source| ReconcileError::Load {
         tenant: id.to_string(),
@@ -302,7 +307,8 @@ pub(super) fn expired(created: SystemTime, now: SystemTime, retention: Duration)
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path())?;
 /// let id = CanonicalUuid::from(uuid::Uuid::from_u128(1));
-/// store.save_with(&tenant_key(&id), &"snapshot", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
+/// let snapshots = store.namespace("tenants")?; // where a run keeps them
+/// snapshots.save_with(&tenant_key(&id), &"snapshot", &SaveOptions::new().kind(TENANT_SNAPSHOT_KIND))?;
 ///
 /// let report = purge_expired(&store, Duration::from_secs(3600))?;
 /// assert_eq!((report.removed.len(), report.retained), (0, 1)); // young: kept
@@ -311,7 +317,8 @@ pub(super) fn expired(created: SystemTime, now: SystemTime, retention: Duration)
 /// assert_eq!(report.removed, [tenant_key(&id)]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn purge_expired<F: Fs>(store: &Store<F>, retention: Duration) -> Result<PurgeReport> {
+pub fn purge_expired<F: Fs + Clone>(store: &Store<F>, retention: Duration) -> Result<PurgeReport> {
+    let store = &snapshot_store(store);
     let now = SystemTime::now();
     let mut report = PurgeReport::default();
     for info in store.list()? {

@@ -25,6 +25,7 @@ pub(crate) use restore::{RestoreFailure, RestoreOutcome};
 use std::fmt;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -101,7 +102,7 @@ pub enum Precondition {
 pub struct Store<F: Fs = OsFs> {
     dir: PathBuf,
     fs: F,
-    observers: Vec<Observer>,
+    observers: Vec<Arc<Observer>>,
     /// Whether this store has fsynced every ancestor of `dir` (done before
     /// its first save: an earlier writer may have created the chain and
     /// failed or crashed before making it durable).
@@ -229,7 +230,7 @@ impl<F: Fs> Store<F> {
         name: impl Into<String>,
         observer: impl Fn(&Event<'_>) -> Result<(), BoxError> + Send + Sync + 'static,
     ) -> &mut Self {
-        self.observers.push(Observer::new(name.into(), observer));
+        self.observers.push(Arc::new(Observer::new(name.into(), observer)));
         self
     }
 
@@ -267,6 +268,24 @@ impl<F: Fs> Store<F> {
     {
         let ns = StashKey::new(ns)?;
         Store::with_fs(self.dir.join(names::namespace_dir(ns.as_str())), self.fs.clone())
+    }
+
+    /// The store of reserved namespace `ns`, for the library's own use:
+    /// infallible (`ns` is a constant, and nothing is inspected until the
+    /// first call), and with this store's observers when `observed` (the
+    /// tenant guard's snapshots are user data; the journal's records are
+    /// not, and are written where user observers do not see them).
+    pub(crate) fn reserved(&self, ns: &'static str, observed: bool) -> Store<F>
+    where
+        F: Clone,
+    {
+        debug_assert!(StashKey::new(ns).is_ok());
+        Store {
+            dir: self.dir.join(names::namespace_dir(ns)),
+            fs: self.fs.clone(),
+            observers: if observed { self.observers.clone() } else { Vec::new() },
+            chain_synced: AtomicBool::new(false),
+        }
     }
 
     /// The reserved namespaces present in this store, sorted (see
