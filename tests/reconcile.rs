@@ -1155,7 +1155,7 @@ fn a_power_cut_mid_batch_deletes_nothing() {
             sim.crash_after(sim.calls() + k);
         }
         let deleted = RefCell::new(Vec::new());
-        let _ = Reconciler::new(&store).limits(limits.clone()).execute(
+        let _ = Reconciler::new(&store).limits(limits).execute(
             &p,
             &local,
             &truth,
