@@ -146,8 +146,8 @@ pub use error::{Corruption, Error, IoOp, KeyError, KeyErrorKind, Result};
 pub use fs::FileKind;
 pub use journal::{
     Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
-    OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
-    Unreadable, Updated, aggregate,
+    OperationView, PartInfo, PartRollback, PartState, PartStatus, RollbackOutcome, RollbackReport,
+    Transition, Unreadable, Updated, aggregate, aggregate_parts,
 };
 pub use key::{MAX_KEY_LEN, StashKey};
 pub use lock::KeyLock;

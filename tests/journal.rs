@@ -21,8 +21,8 @@ use safestash::PartState::{
 };
 use safestash::sim::SimFs;
 use safestash::{
-    Aggregate, Change, Derivation, Error, Expect, JournalError, Operation, PartState,
-    RollbackOutcome, Stashed, Store, Unreadable, aggregate,
+    Aggregate, Change, Derivation, Error, Expect, JournalError, Operation, PartState, PartStatus,
+    RollbackOutcome, Stashed, Store, Unreadable, aggregate, aggregate_parts,
 };
 
 // ---------------------------------------------------------------------------
@@ -30,15 +30,22 @@ use safestash::{
 // predicates over counts (the implementation folds a bit set instead).
 // ---------------------------------------------------------------------------
 
-fn oracle(states: &[PartState]) -> Aggregate {
-    let n = |s: PartState| states.iter().filter(|&&x| x == s).count();
-    let total = states.len();
+//
+// The same oracle is in fuzz/fuzz_targets/journal.rs (`oracle_parts`,
+// `oracle`); keep the two in step.
+
+/// The aggregate of parts given as (state, holds an unrestored stash).
+fn oracle_parts(parts: &[(PartState, bool)]) -> Aggregate {
+    let n = |s: PartState| parts.iter().filter(|&&(x, _)| x == s).count();
+    let total = parts.len();
     let active = n(Pending) + n(Running) + n(FailedRetryable);
+    // A settled part whose resource may be half destroyed.
+    let held = parts.iter().any(|&(s, h)| h && matches!(s, Failed | Cancelled | RolledBack));
     let rules = [
         (total == 0, Aggregate::Pending),
         (n(RollbackFailed) > 0, Aggregate::RollbackFailed),
         (n(Failed) > 0 && active > 0, Aggregate::Failing),
-        (n(Failed) > 0 && n(Completed) > 0, Aggregate::NeedsRollback),
+        (n(Failed) > 0 && (n(Completed) > 0 || held), Aggregate::NeedsRollback),
         (n(Failed) > 0, Aggregate::Failed),
         (n(FailedRetryable) > 0, Aggregate::FailedRetryable),
         (n(Running) > 0, Aggregate::Running),
@@ -46,17 +53,28 @@ fn oracle(states: &[PartState]) -> Aggregate {
         (n(Pending) > 0, Aggregate::Running),
         (n(Completed) == total, Aggregate::Completed),
         (n(Completed) > 0, Aggregate::NeedsRollback),
+        (held, Aggregate::NeedsRollback),
         (n(Cancelled) > 0, Aggregate::Cancelled),
         (n(RolledBack) == total, Aggregate::RolledBack),
     ];
     rules.iter().find(|(hit, _)| *hit).map(|&(_, a)| a).expect("the table covers every multiset")
 }
 
-/// What "terminal" must mean, stated a third way: nothing left to happen
-/// and nothing half applied.
+/// The aggregate of parts none of which holds a stash.
+fn oracle(states: &[PartState]) -> Aggregate {
+    oracle_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
+}
+
+/// What "terminal" must mean, stated a third way: nothing left to happen,
+/// nothing half applied, no stash of an undone part left unrestored.
+fn must_be_terminal_parts(parts: &[(PartState, bool)]) -> bool {
+    let all = |allowed: &[PartState]| parts.iter().all(|(s, _)| allowed.contains(s));
+    let none_held = parts.iter().all(|&(_, held)| !held);
+    !parts.is_empty() && (all(&[Completed]) || (all(&[Failed, Cancelled, RolledBack]) && none_held))
+}
+
 fn must_be_terminal(states: &[PartState]) -> bool {
-    let all = |allowed: &[PartState]| states.iter().all(|s| allowed.contains(s));
-    !states.is_empty() && (all(&[Completed]) || all(&[Failed, Cancelled, RolledBack]))
+    must_be_terminal_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
 }
 
 fn any_state() -> impl Strategy<Value = PartState> {
@@ -166,6 +184,31 @@ fn aggregate_matches_the_oracle_on_every_sequence_of_up_to_four_parts() {
         }
     }
     assert_eq!(checked, 8 + 64 + 512 + 4096);
+}
+
+#[test]
+fn aggregate_parts_matches_the_oracle_on_every_sequence_of_up_to_three_parts() {
+    let all: Vec<(PartState, bool)> =
+        PartState::ALL.iter().flat_map(|&s| [(s, false), (s, true)]).collect();
+    let mut seqs: Vec<Vec<(PartState, bool)>> = vec![Vec::new()];
+    let mut checked = 0;
+    for _ in 0..3 {
+        seqs = seqs
+            .iter()
+            .flat_map(|s| all.iter().map(move |&x| [s.as_slice(), &[x]].concat()))
+            .collect();
+        for s in &seqs {
+            let got = aggregate_parts(s.iter().map(|&(st, h)| PartStatus::new(st, h)));
+            assert_eq!(got, oracle_parts(s), "{s:?}");
+            // A held completed part does not matter for "terminal": the
+            // operation succeeded, its stashes are pre-images of what stands.
+            let settled: Vec<(PartState, bool)> =
+                s.iter().map(|&(st, h)| (st, h && st != Completed)).collect();
+            assert_eq!(got.is_terminal(), must_be_terminal_parts(&settled), "{s:?} gave {got}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 16 + 256 + 4096);
 }
 
 proptest! {
@@ -762,28 +805,6 @@ fn a_part_stashes_once_and_a_retry_picks_the_stash_up() {
     assert_eq!(state_of(&op, "t"), RollbackFailed);
 }
 
-/// Found by the journal fuzz target (its model was missing the rule): a
-/// part its worker marked rolled back itself has no use for its stash, and
-/// the next rollback of the operation clears it without restoring it again.
-#[test]
-fn a_part_rolled_back_by_its_worker_loses_its_stash_at_the_next_rollback() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
-    stash_and_complete(&op, "t");
-    drive(&op, "t", &[RolledBack]);
-    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_some(), "kept until rollback");
-    drive(&op, "u", &[Running, Failed]);
-    let report = op
-        .rollback(&mut |_: Stashed<String>| -> Result<(), std::io::Error> {
-            panic!("a part already rolled back is restored again")
-        })
-        .unwrap();
-    assert!(report.outcomes.iter().all(|p| p.part != "t"), "{report:?}");
-    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_none(), "stash cleared");
-    assert_eq!(state_of(&op, "t"), RolledBack);
-}
-
 // ---------------------------------------------------------------------------
 // Power cuts
 // ---------------------------------------------------------------------------
@@ -942,6 +963,10 @@ fn a_failed_retryable_part_whose_restore_fails_keeps_the_operation_open_until_re
     assert!(!report.derivation.is_terminal(), "{}", report.derivation);
     let view = op.view().unwrap();
     assert!(!view.derivation.is_terminal() && !view.stored.is_terminal(), "{}", view.derivation);
+    // The report names every part still holding data: the failed one and
+    // the one not attempted after it.
+    assert_eq!(report.unrestored, ["orders", "customers"]);
+    assert!(view.part("orders").unwrap().unwrap().holds_stash());
     assert_eq!(state_of(&op, "orders"), RollbackFailed);
     assert_eq!(stash_of(&store, &op, "orders").as_deref(), Some("orders before"));
 
@@ -956,6 +981,7 @@ fn a_failed_retryable_part_whose_restore_fails_keeps_the_operation_open_until_re
     assert!(restored.contains(&"orders before".to_owned()), "{restored:?}");
     assert_eq!(report.outcome("orders"), Some(&RollbackOutcome::Restored));
     assert!(report.derivation.is_terminal(), "{}", report.derivation);
+    assert!(report.unrestored.is_empty());
     assert_eq!(stash_of(&store, &op, "orders"), None);
 }
 
@@ -981,6 +1007,7 @@ fn update_cannot_mark_a_part_rolled_back_and_a_rollback_never_drops_an_unrestore
     let g = op.view().unwrap().generation;
     let err = op.update("t", Expect::Operation(g), RolledBack);
     assert!(err.is_err(), "a completed part was marked rolled back without a restore");
+    assert!(matches!(err, Err(JournalError::RestoreRequired { .. })), "{err:?}");
     assert_eq!(op.view().unwrap().generation, g, "a refused update wrote");
     drive(&op, "u", &[Running, Failed]);
     let mut restored = Vec::new();
@@ -1025,9 +1052,15 @@ fn a_restore_hook_that_calls_back_into_the_operation_does_not_hang() {
                 assert!(op.load_stash::<String>("a").unwrap().is_some());
                 // Changing the operation under its own rollback is refused.
                 let g = view.generation;
-                assert!(op.update("b", Expect::Operation(g), Failed).is_err());
-                assert!(op.refresh().is_err());
-                assert!(op.rollback(&mut |_: Stashed<String>| Ok::<(), Error>(())).is_err());
+                let refused = |r: Result<(), JournalError>, call: &str| match r {
+                    Err(JournalError::InsideRestoreHook { call: c, .. }) => assert_eq!(c, call),
+                    other => panic!("{call} from inside a hook gave {other:?}"),
+                };
+                refused(op.update("b", Expect::Operation(g), Failed).map(drop), "update");
+                refused(op.refresh().map(drop), "refresh");
+                let nested = op.rollback(&mut |_: Stashed<String>| Ok::<(), Error>(()));
+                refused(nested.map(drop), "rollback");
+                refused(op.discard_stash("a", Expect::Operation(g)).map(drop), "discard_stash");
                 assert_eq!(s.value(), "a before");
                 Ok(())
             })
@@ -1107,7 +1140,10 @@ fn crash_rollback_of_a_failed_retryable_part() -> (Vec<String>, u64) {
             let stash = store.load::<String>(&op.stash_key("orders")).unwrap();
             let terminal = view.derivation.is_terminal() || view.stored.is_terminal();
             if !restored && terminal {
-                violations.push(format!("{at}: terminal ({}) with orders unrestored", view.stored));
+                violations.push(format!(
+                    "{at}: terminal (derived {}, stored {}) with orders unrestored",
+                    view.derivation, view.stored
+                ));
             }
             if !restored && stash.as_ref().map(Stashed::value).map(String::as_str) != Some(ORIGINAL)
             {
@@ -1134,5 +1170,48 @@ fn a_power_cut_during_a_rollback_of_a_failed_retryable_part_never_loses_its_data
     let (violations, images) = crash_rollback_of_a_failed_retryable_part();
     println!("{images} crash images checked");
     assert!(images > 20, "{images} images");
-    assert!(violations.is_empty(), "{} violations: {:#?}", violations.len(), &violations[..violations.len().min(10)]);
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:#?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+}
+
+#[test]
+fn a_stash_goes_only_when_the_caller_discards_it_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
+    // Nothing to discard yet.
+    let g = op.view().unwrap().generation;
+    let err = op.discard_stash("t", Expect::Operation(g)).unwrap_err();
+    assert!(matches!(err, JournalError::StashRefused { .. }), "{err}");
+    // An operator restored `t` by hand and discards its stash: the rollback
+    // then has nothing to restore for it.
+    stash_then(&op, "t", &[Failed]);
+    let g = op.view().unwrap().generation;
+    let u = op.discard_stash("t", Expect::Operation(g)).unwrap();
+    assert!(!u.part.holds_stash() && u.part.stash.is_none());
+    assert_eq!(u.part.state, Failed);
+    assert!(u.part.history.last().unwrap().note.as_deref().unwrap().contains("discarded"));
+    assert_eq!(stash_of(&store, &op, "t"), None);
+    assert_eq!(u.stored, Aggregate::Failing, "u is still pending");
+    drive(&op, "u", &[Cancelled]);
+    assert_eq!(op.view().unwrap().stored, Aggregate::Failed);
+
+    // On a completed operation too: its pre-images can go.
+    let done = Operation::create(&store, "done", ["a"]).unwrap();
+    stash_and_complete(&done, "a");
+    let g = done.view().unwrap().generation;
+    let u = done.discard_stash("a", Expect::Operation(g)).unwrap();
+    assert_eq!(u.stored, Aggregate::Completed);
+    assert_eq!(stash_of(&store, &done, "a"), None);
+    // A stale expectation discards nothing.
+    let again = Operation::create(&store, "again", ["a"]).unwrap();
+    stash_and_complete(&again, "a");
+    let stale = Expect::Operation(safestash::Generation::new(1));
+    let err = again.discard_stash("a", stale).unwrap_err();
+    assert!(matches!(err, JournalError::Conflict { .. }), "{err}");
+    assert!(stash_of(&store, &again, "a").is_some());
 }
