@@ -60,6 +60,7 @@
 //! - `error`: [`JournalError`];
 //! - `keys`: how records and stashes are named in the store;
 //! - `operation`: [`Operation`] and its compare-and-swap;
+//! - `stash`: a part's stash: take, load, discard;
 //! - `rollback`: [`Operation::rollback`] and its verified-restore step.
 
 mod error;
@@ -67,6 +68,7 @@ mod keys;
 mod operation;
 mod record;
 mod rollback;
+mod stash;
 mod state;
 
 pub use error::JournalError;
