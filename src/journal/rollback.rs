@@ -10,8 +10,11 @@ use serde::de::DeserializeOwned;
 use super::error::{JournalError, describe};
 use super::keys::stash_key;
 use super::operation::{Operation, State};
-use super::record::{Generation, PartRollback, RollbackOutcome, RollbackReport, transition};
+use super::record::{
+    Generation, PartInfo, PartRollback, RollbackOutcome, RollbackReport, transition,
+};
 use super::state::{Aggregate, PartState};
+use crate::envelope::Digest;
 use crate::error::Error;
 use crate::fs::Fs;
 use crate::lock::KeyLock;
@@ -44,6 +47,18 @@ impl Drop for HookScope {
     fn drop(&mut self) {
         IN_HOOK.with(|held| held.borrow_mut().pop());
     }
+}
+
+/// The note a rollback records with `rolled_back` after restoring the stash
+/// with `digest`.
+fn restored_note(digest: Digest) -> String {
+    format!("restored from stash sha256 {digest}")
+}
+
+/// Whether `rec`'s last change is a rollback's record of restoring the
+/// stash with `digest` (`rolled_back` is final, so it stays the last).
+fn restored(rec: &PartInfo, digest: Digest) -> bool {
+    rec.history.last().and_then(|t| t.note.as_deref()) == Some(restored_note(digest).as_str())
 }
 
 /// What [`Operation::restore_part`] did.
@@ -180,10 +195,12 @@ impl<'s, F: Fs> Operation<'s, F> {
         }
 
         // A crash between recording a restore and clearing its stash leaves
-        // the stash behind: finish those restores.
+        // the stash behind: finish those restores. Only where the record
+        // says a rollback restored that very stash (a part an older version
+        // let an update mark rolled back keeps its stash).
         for idx in 0..state.parts.len() {
             let rec = state.record(idx);
-            if rec.state == PartState::RolledBack && rec.stash.is_some() {
+            if rec.state == PartState::RolledBack && rec.stash.is_some_and(|d| restored(rec, d)) {
                 self.restore_part(&lock, &mut state, idx, restorer)?;
             }
         }
@@ -305,8 +322,7 @@ impl<'s, F: Fs> Operation<'s, F> {
                 self.step(lock, state, idx, PartState::RollbackFailed, note)?;
                 return Ok(Restore::Failed(e));
             }
-            let note = format!("restored from stash sha256 {digest}");
-            self.step(lock, state, idx, PartState::RolledBack, note)?;
+            self.step(lock, state, idx, PartState::RolledBack, restored_note(digest))?;
             tracing::info!(op = %self.id, part = %rec.name, "part rolled back");
             outcome = Restore::Restored;
         }
