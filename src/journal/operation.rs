@@ -17,6 +17,8 @@ use super::record::{
     transition,
 };
 use super::rollback::inside_hook;
+#[cfg(doc)]
+use super::state::aggregate;
 use super::state::{Aggregate, Derivation, PartState, Unreadable};
 use crate::envelope::Digest;
 use crate::error::Error;
@@ -171,8 +173,8 @@ impl State {
 /// state, through a [`Restorer`], clearing each stash only after its
 /// restore succeeded; an operation is never terminal while a stash of one
 /// of its parts is unrestored. The rules, and what a crash or a failing
-/// restore leaves, are in the [module documentation](super) (also at
-/// [`rollback`](Operation::rollback)).
+/// restore leaves, are at [`rollback`](Operation::rollback); which states a
+/// rollback moves parts to is at [`PartState`].
 ///
 /// # Limitations
 ///

@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use super::error::JournalError;
 use super::keys::stash_key;
 use super::operation::{Operation, STASH_KIND};
+#[cfg(doc)]
+use super::record::PartInfo;
 use super::record::{Expect, Updated, transition};
 use super::state::PartState;
 #[cfg(doc)]

@@ -242,11 +242,13 @@ pub enum Aggregate {
     /// Every part completed. Terminal.
     Completed,
     /// A part failed and every other part is failed, cancelled or rolled
-    /// back: nothing is active and nothing is half applied. Terminal.
+    /// back: nothing is active, nothing is half applied, and no part holds
+    /// an unrestored stash. Terminal.
     Failed,
     /// A part failed and may be retried.
     FailedRetryable,
-    /// Parts were cancelled and the rest rolled back. Terminal.
+    /// Parts were cancelled and the rest rolled back, and no part holds an
+    /// unrestored stash. Terminal.
     Cancelled,
     /// Every part was rolled back. Terminal.
     RolledBack,
@@ -256,7 +258,8 @@ pub enum Aggregate {
     /// A part failed for good while others are still active.
     Failing,
     /// Nothing is active, the operation cannot complete, and completed parts
-    /// remain: roll them back ([`Operation::rollback`]).
+    /// remain, or a failed or cancelled part holds a stash no rollback has
+    /// restored: roll back ([`Operation::rollback`]).
     NeedsRollback,
 }
 
