@@ -112,6 +112,10 @@ pub struct DirEntry {
 /// directory. Implementations must not follow a symbolic link at the last
 /// component of a path, except for `sync_dir` and `create_dir`.
 ///
+/// A filesystem is a cheap handle (`Clone`): a store's reserved namespaces
+/// (see [`Store::namespace`](crate::Store::namespace)) are stores of their
+/// own on the same filesystem.
+///
 /// # Examples
 ///
 /// A store on the real filesystem is `Store<OsFs>`; another implementation is
@@ -124,7 +128,7 @@ pub struct DirEntry {
 /// let store = Store::with_fs(dir.path(), OsFs)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub trait Fs: fmt::Debug {
+pub trait Fs: fmt::Debug + Clone {
     /// A file being written.
     type File: Write;
     /// A file open for reading.

@@ -125,7 +125,7 @@ mod digest;
 pub mod envelope;
 mod error;
 pub mod fs;
-mod journal;
+pub mod journal;
 mod key;
 mod meta;
 #[cfg(feature = "sim")]
@@ -139,14 +139,7 @@ pub mod sim;
 mod store;
 
 pub use digest::{Digest, DigestParseError};
-pub use envelope::{Encoding, Header};
 pub use error::{BoxError, Corruption, Error, IoOp, ObserverError, Result};
-pub use fs::FileKind;
-pub use journal::{
-    Aggregate, Change, Derivation, Expect, Generation, JournalError, MAX_HISTORY, Operation,
-    OperationView, PartInfo, PartRollback, PartState, RollbackOutcome, RollbackReport, Transition,
-    Unreadable, Updated, aggregate,
-};
 pub use key::{KeyError, KeyErrorKind, MAX_KEY_LEN, StashKey};
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 pub use observe::Event;

@@ -481,7 +481,7 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
         restorer: &mut R,
     ) -> Result<Restored, GuardError<'s, T, F>> {
         let (key, digest) = (self.receipt.key.clone(), self.receipt.digest);
-        match self.store.restore_verified(&key, &digest, restorer) {
+        match self.store.restore_and_clear(&key, &digest, restorer) {
             Ok(RestoreOutcome { meta, observer_errors }) => {
                 self.done = true;
                 Ok(Restored { meta, observer_errors })

@@ -37,16 +37,17 @@ enum Fault {
 }
 
 /// `OsFs` with one kind of call made to fail, recording the temp files made.
-#[derive(Debug)]
+/// Clones share what they record.
+#[derive(Debug, Clone)]
 struct FaultyFs {
     fault: Fault,
-    temps: Mutex<Vec<PathBuf>>,
-    renamed: AtomicBool,
+    temps: std::sync::Arc<Mutex<Vec<PathBuf>>>,
+    renamed: std::sync::Arc<AtomicBool>,
 }
 
 impl FaultyFs {
     fn new(fault: Fault) -> FaultyFs {
-        FaultyFs { fault, temps: Mutex::new(Vec::new()), renamed: AtomicBool::new(false) }
+        FaultyFs { fault, temps: Default::default(), renamed: Default::default() }
     }
 
     fn temps(&self) -> Vec<PathBuf> {

@@ -16,13 +16,16 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use safestash::PartState::{
+use safestash::journal::PartState::{
     Cancelled, Completed, Failed, FailedRetryable, Pending, RollbackFailed, RolledBack, Running,
 };
 use safestash::sim::SimFs;
 use safestash::{
-    Aggregate, Change, Derivation, Error, Expect, JournalError, Operation, PartState,
-    RollbackOutcome, Stashed, Store, Unreadable, aggregate,
+    Error, Stashed, Store,
+    journal::{
+        Aggregate, Change, Derivation, Expect, JournalError, Operation, PartState, PartStatus,
+        RollbackOutcome, Unreadable, aggregate, aggregate_parts,
+    },
 };
 
 // ---------------------------------------------------------------------------
@@ -30,15 +33,22 @@ use safestash::{
 // predicates over counts (the implementation folds a bit set instead).
 // ---------------------------------------------------------------------------
 
-fn oracle(states: &[PartState]) -> Aggregate {
-    let n = |s: PartState| states.iter().filter(|&&x| x == s).count();
-    let total = states.len();
+//
+// The same oracle is in fuzz/fuzz_targets/journal.rs (`oracle_parts`,
+// `oracle`); keep the two in step.
+
+/// The aggregate of parts given as (state, holds an unrestored stash).
+fn oracle_parts(parts: &[(PartState, bool)]) -> Aggregate {
+    let n = |s: PartState| parts.iter().filter(|&&(x, _)| x == s).count();
+    let total = parts.len();
     let active = n(Pending) + n(Running) + n(FailedRetryable);
+    // A settled part whose resource may be half destroyed.
+    let held = parts.iter().any(|&(s, h)| h && matches!(s, Failed | Cancelled | RolledBack));
     let rules = [
         (total == 0, Aggregate::Pending),
         (n(RollbackFailed) > 0, Aggregate::RollbackFailed),
         (n(Failed) > 0 && active > 0, Aggregate::Failing),
-        (n(Failed) > 0 && n(Completed) > 0, Aggregate::NeedsRollback),
+        (n(Failed) > 0 && (n(Completed) > 0 || held), Aggregate::NeedsRollback),
         (n(Failed) > 0, Aggregate::Failed),
         (n(FailedRetryable) > 0, Aggregate::FailedRetryable),
         (n(Running) > 0, Aggregate::Running),
@@ -46,17 +56,28 @@ fn oracle(states: &[PartState]) -> Aggregate {
         (n(Pending) > 0, Aggregate::Running),
         (n(Completed) == total, Aggregate::Completed),
         (n(Completed) > 0, Aggregate::NeedsRollback),
+        (held, Aggregate::NeedsRollback),
         (n(Cancelled) > 0, Aggregate::Cancelled),
         (n(RolledBack) == total, Aggregate::RolledBack),
     ];
     rules.iter().find(|(hit, _)| *hit).map(|&(_, a)| a).expect("the table covers every multiset")
 }
 
-/// What "terminal" must mean, stated a third way: nothing left to happen
-/// and nothing half applied.
+/// The aggregate of parts none of which holds a stash.
+fn oracle(states: &[PartState]) -> Aggregate {
+    oracle_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
+}
+
+/// What "terminal" must mean, stated a third way: nothing left to happen,
+/// nothing half applied, no stash of an undone part left unrestored.
+fn must_be_terminal_parts(parts: &[(PartState, bool)]) -> bool {
+    let all = |allowed: &[PartState]| parts.iter().all(|(s, _)| allowed.contains(s));
+    let none_held = parts.iter().all(|&(_, held)| !held);
+    !parts.is_empty() && (all(&[Completed]) || (all(&[Failed, Cancelled, RolledBack]) && none_held))
+}
+
 fn must_be_terminal(states: &[PartState]) -> bool {
-    let all = |allowed: &[PartState]| states.iter().all(|s| allowed.contains(s));
-    !states.is_empty() && (all(&[Completed]) || all(&[Failed, Cancelled, RolledBack]))
+    must_be_terminal_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
 }
 
 fn any_state() -> impl Strategy<Value = PartState> {
@@ -168,6 +189,31 @@ fn aggregate_matches_the_oracle_on_every_sequence_of_up_to_four_parts() {
     assert_eq!(checked, 8 + 64 + 512 + 4096);
 }
 
+#[test]
+fn aggregate_parts_matches_the_oracle_on_every_sequence_of_up_to_three_parts() {
+    let all: Vec<(PartState, bool)> =
+        PartState::ALL.iter().flat_map(|&s| [(s, false), (s, true)]).collect();
+    let mut seqs: Vec<Vec<(PartState, bool)>> = vec![Vec::new()];
+    let mut checked = 0;
+    for _ in 0..3 {
+        seqs = seqs
+            .iter()
+            .flat_map(|s| all.iter().map(move |&x| [s.as_slice(), &[x]].concat()))
+            .collect();
+        for s in &seqs {
+            let got = aggregate_parts(s.iter().map(|&(st, h)| PartStatus::new(st, h)));
+            assert_eq!(got, oracle_parts(s), "{s:?}");
+            // A held completed part does not matter for "terminal": the
+            // operation succeeded, its stashes are pre-images of what stands.
+            let settled: Vec<(PartState, bool)> =
+                s.iter().map(|&(st, h)| (st, h && st != Completed)).collect();
+            assert_eq!(got.is_terminal(), must_be_terminal_parts(&settled), "{s:?} gave {got}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 16 + 256 + 4096);
+}
+
 proptest! {
     #[test]
     fn aggregate_does_not_depend_on_part_order(
@@ -228,7 +274,7 @@ fn drive<F: safestash::fs::Fs>(
     op: &Operation<'_, F>,
     part: &str,
     steps: &[PartState],
-) -> safestash::Updated {
+) -> safestash::journal::Updated {
     let mut last = None;
     for &step in steps {
         let g = op.view().unwrap().generation;
@@ -762,28 +808,6 @@ fn a_part_stashes_once_and_a_retry_picks_the_stash_up() {
     assert_eq!(state_of(&op, "t"), RollbackFailed);
 }
 
-/// Found by the journal fuzz target (its model was missing the rule): a
-/// part its worker marked rolled back itself has no use for its stash, and
-/// the next rollback of the operation clears it without restoring it again.
-#[test]
-fn a_part_rolled_back_by_its_worker_loses_its_stash_at_the_next_rollback() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
-    stash_and_complete(&op, "t");
-    drive(&op, "t", &[RolledBack]);
-    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_some(), "kept until rollback");
-    drive(&op, "u", &[Running, Failed]);
-    let report = op
-        .rollback(&mut |_: Stashed<String>| -> Result<(), std::io::Error> {
-            panic!("a part already rolled back is restored again")
-        })
-        .unwrap();
-    assert!(report.outcomes.iter().all(|p| p.part != "t"), "{report:?}");
-    assert!(store.load::<String>(&op.stash_key("t")).unwrap().is_none(), "stash cleared");
-    assert_eq!(state_of(&op, "t"), RolledBack);
-}
-
 // ---------------------------------------------------------------------------
 // Power cuts
 // ---------------------------------------------------------------------------
@@ -864,4 +888,333 @@ fn a_power_cut_during_an_update_leaves_the_old_or_the_new_state_and_a_fresh_gene
     }
     println!("{calls} calls, {images} crash images checked");
     assert_eq!(seen_states, [Running, Completed].into(), "both outcomes should be reachable");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 12: a rollback never abandons a stash (12.1, 12.2), hooks that call
+// back never hang (12.5)
+// ---------------------------------------------------------------------------
+
+/// Runs `part` to `running`, stashes `"{part} before"`, then applies `then`.
+fn stash_then(op: &Operation<'_>, part: &str, then: &[PartState]) {
+    let u = drive(op, part, &[Running]);
+    op.stash(part, Expect::Part(u.part.generation), &format!("{part} before")).unwrap();
+    if !then.is_empty() {
+        drive(op, part, then);
+    }
+}
+
+fn stash_of(store: &Store, op: &Operation<'_>, part: &str) -> Option<String> {
+    store.load::<String>(&op.stash_key(part)).unwrap().map(Stashed::into_value)
+}
+
+#[test]
+fn a_rollback_restores_every_part_that_holds_a_stash_whatever_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let parts = ["retryable", "abandoned", "cancelled", "completed", "plain"];
+    let op = Operation::create(&store, "reload", parts).unwrap();
+    // Each stashed, destroyed its resource, then ended in a different state.
+    stash_then(&op, "retryable", &[FailedRetryable]);
+    stash_then(&op, "abandoned", &[Failed]); // its worker died running; the operator failed it
+    stash_then(&op, "cancelled", &[Cancelled]);
+    stash_then(&op, "completed", &[Completed]);
+    drive(&op, "plain", &[Running, Failed]); // stashed nothing
+    assert!(!op.view().unwrap().derivation.is_terminal());
+
+    let mut restored = Vec::new();
+    let report = op
+        .rollback(&mut |s: Stashed<String>| -> Result<(), std::io::Error> {
+            restored.push(s.into_value());
+            Ok(())
+        })
+        .unwrap();
+    restored.sort();
+    assert_eq!(
+        restored,
+        ["abandoned before", "cancelled before", "completed before", "retryable before"]
+    );
+    for part in ["retryable", "abandoned", "cancelled", "completed"] {
+        assert_eq!(report.outcome(part), Some(&RollbackOutcome::Restored), "{part}");
+        assert_eq!(state_of(&op, part), RolledBack, "{part}");
+        assert_eq!(stash_of(&store, &op, part), None, "{part}: a restored stash is cleared");
+    }
+    assert_eq!(state_of(&op, "plain"), Failed);
+    assert_eq!(report.derivation, Derivation::Known(Aggregate::Failed));
+}
+
+#[test]
+fn a_failed_retryable_part_whose_restore_fails_keeps_the_operation_open_until_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "reload", ["orders", "customers"]).unwrap();
+    stash_then(&op, "orders", &[FailedRetryable]); // half destroyed
+    stash_and_complete(&op, "customers");
+
+    let err = op
+        .rollback(&mut |s: Stashed<String>| -> Result<(), std::io::Error> {
+            if s.value() == "orders before" {
+                return Err(std::io::Error::other("injected: database is down"));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    let JournalError::RollbackIncomplete { part, report, .. } = &err else {
+        panic!("expected an incomplete rollback, got {err}");
+    };
+    assert_eq!(part, "orders", "{err}");
+    assert!(!report.derivation.is_terminal(), "{}", report.derivation);
+    let view = op.view().unwrap();
+    assert!(!view.derivation.is_terminal() && !view.stored.is_terminal(), "{}", view.derivation);
+    // The report names every part still holding data: the failed one and
+    // the one not attempted after it.
+    assert_eq!(report.unrestored, ["orders", "customers"]);
+    assert!(view.part("orders").unwrap().unwrap().holds_stash());
+    assert_eq!(state_of(&op, "orders"), RollbackFailed);
+    assert_eq!(stash_of(&store, &op, "orders").as_deref(), Some("orders before"));
+
+    // A second rollback retries what is left, and only then is it over.
+    let mut restored = Vec::new();
+    let report = op
+        .rollback(&mut |s: Stashed<String>| -> Result<(), std::io::Error> {
+            restored.push(s.into_value());
+            Ok(())
+        })
+        .unwrap();
+    assert!(restored.contains(&"orders before".to_owned()), "{restored:?}");
+    assert_eq!(report.outcome("orders"), Some(&RollbackOutcome::Restored));
+    assert!(report.derivation.is_terminal(), "{}", report.derivation);
+    assert!(report.unrestored.is_empty());
+    assert_eq!(stash_of(&store, &op, "orders"), None);
+}
+
+#[test]
+fn a_settled_part_that_holds_a_stash_keeps_the_aggregate_non_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "op", ["a", "b"]).unwrap();
+    stash_then(&op, "a", &[Cancelled]);
+    let u = drive(&op, "b", &[Running, Failed]);
+    // `a`'s resource may be half destroyed: the operation is not over.
+    assert!(!u.derivation.is_terminal(), "{}", u.derivation);
+    assert!(!u.stored.is_terminal(), "{}", u.stored);
+    assert_eq!(u.stored, Aggregate::NeedsRollback);
+}
+
+#[test]
+fn update_cannot_mark_a_part_rolled_back_and_a_rollback_never_drops_an_unrestored_stash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
+    stash_and_complete(&op, "t");
+    let g = op.view().unwrap().generation;
+    let err = op.update("t", Expect::Operation(g), RolledBack);
+    assert!(err.is_err(), "a completed part was marked rolled back without a restore");
+    assert!(matches!(err, Err(JournalError::RestoreRequired { .. })), "{err:?}");
+    assert_eq!(op.view().unwrap().generation, g, "a refused update wrote");
+    drive(&op, "u", &[Running, Failed]);
+    let mut restored = Vec::new();
+    op.rollback(&mut |s: Stashed<String>| -> Result<(), std::io::Error> {
+        restored.push(s.into_value());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(restored, ["t before"], "the stash was not handed to the restorer");
+    assert_eq!(state_of(&op, "t"), RolledBack);
+}
+
+/// Runs `f` on a thread and fails (instead of hanging) if it does not finish
+/// within a minute.
+fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what} hung for a minute"),
+    }
+}
+
+#[test]
+fn a_restore_hook_that_calls_back_into_the_operation_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    within_a_minute("a restore hook calling back into its operation", move || {
+        let store = Store::open(&path).unwrap();
+        let op = Operation::create(&store, "op", ["a", "b"]).unwrap();
+        stash_and_complete(&op, "a");
+        drive(&op, "b", &[Running, Failed]);
+        let mut seen = Vec::new();
+        let report = op
+            .rollback(&mut |s: Stashed<String>| -> Result<(), std::io::Error> {
+                // Reading works, and shows the part still completed.
+                let view = op.view().expect("view from inside a restore hook");
+                seen.push(view.part("a").unwrap().unwrap().state);
+                assert!(op.load_stash::<String>("a").unwrap().is_some());
+                // Changing the operation under its own rollback is refused.
+                let g = view.generation;
+                let refused = |r: Result<(), JournalError>, call: &str| match r {
+                    Err(JournalError::InsideRestoreHook { call: c, .. }) => assert_eq!(c, call),
+                    other => panic!("{call} from inside a hook gave {other:?}"),
+                };
+                refused(op.update("b", Expect::Operation(g), Failed).map(drop), "update");
+                refused(op.refresh().map(drop), "refresh");
+                let nested = op.rollback(&mut |_: Stashed<String>| Ok::<(), Error>(()));
+                refused(nested.map(drop), "rollback");
+                refused(op.discard_stash("a", Expect::Operation(g)).map(drop), "discard_stash");
+                assert_eq!(s.value(), "a before");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, [Completed]);
+        assert_eq!(report.outcome("a"), Some(&RollbackOutcome::Restored));
+        // Outside the hook everything works again.
+        assert!(op.view().unwrap().derivation.is_terminal());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Power cuts during a rollback that restores a failed-retryable part
+// ---------------------------------------------------------------------------
+
+const RESOURCE_DIR: &str = "/data";
+const RESOURCE: &str = "/data/orders";
+
+/// The restore hook of a real user: recreates the resource durably on the
+/// same filesystem (temp file, fsync, rename, fsync of the directory).
+fn restore_resource(fs: &SimFs, s: &Stashed<String>) -> std::io::Result<()> {
+    use safestash::fs::Fs;
+    use std::io::Write;
+    let (mut file, tmp) = fs.create_temp(Path::new(RESOURCE_DIR), ".orders.", ".tmp")?;
+    file.write_all(s.value().as_bytes())?;
+    fs.sync_file(&mut file)?;
+    drop(file);
+    fs.rename(&tmp, Path::new(RESOURCE))?;
+    fs.sync_dir(Path::new(RESOURCE_DIR))
+}
+
+/// Every crash image of a rollback cut at every call: the part's data is
+/// restored, or the operation is non-terminal with its stash in place.
+/// Returns the violations found and the number of images checked.
+fn crash_rollback_of_a_failed_retryable_part() -> (Vec<String>, u64) {
+    const DIR: &str = "/journal";
+    const ORIGINAL: &str = "orders: 3 rows";
+    let fs = SimFs::new();
+    fs.mkdir_durable(RESOURCE_DIR).unwrap();
+    fs.write_durable(RESOURCE, ORIGINAL.as_bytes()).unwrap();
+    let store = Store::with_fs(DIR, fs.clone()).unwrap();
+    let op = Operation::create(&store, "reload", ["orders", "audit"]).unwrap();
+    // `orders` stashes, destroys its resource half way, fails retryably.
+    let u = drive(&op, "orders", &[Running]);
+    op.stash("orders", Expect::Part(u.part.generation), ORIGINAL).unwrap();
+    fs.write_durable(RESOURCE, b"orders: 1 ro").unwrap();
+    drive(&op, "orders", &[FailedRetryable]);
+    drive(&op, "audit", &[Running, Failed]);
+    drop(op);
+
+    let rollback = |fs: &SimFs| {
+        let store = Store::with_fs(DIR, fs.clone()).map_err(|e| e.to_string())?;
+        let op = Operation::open(&store, "reload").map_err(|e| e.to_string())?;
+        op.rollback(&mut |s: Stashed<String>| restore_resource(fs, &s))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let probe = fs.fork();
+    let start = probe.calls();
+    rollback(&probe).unwrap();
+    let calls = probe.calls() - start;
+    assert!(calls > 10, "{calls} calls");
+
+    let mut violations = Vec::new();
+    let mut images = 0;
+    for cut in 0..=calls {
+        let live = fs.fork();
+        live.crash_after(live.calls() + cut);
+        let _ = rollback(&live);
+        live.for_each_crash_image(|image| {
+            images += 1;
+            let at = format!("cut after {cut}/{calls}, image {images}");
+            let restored = image.read(RESOURCE).as_deref() == Some(ORIGINAL.as_bytes());
+            let store = Store::with_fs(DIR, image.clone()).unwrap();
+            let op = Operation::open(&store, "reload").unwrap();
+            let view = op.view().unwrap();
+            let stash = store.load::<String>(&op.stash_key("orders")).unwrap();
+            let terminal = view.derivation.is_terminal() || view.stored.is_terminal();
+            if !restored && terminal {
+                violations.push(format!(
+                    "{at}: terminal (derived {}, stored {}) with orders unrestored",
+                    view.derivation, view.stored
+                ));
+            }
+            if !restored && stash.as_ref().map(Stashed::value).map(String::as_str) != Some(ORIGINAL)
+            {
+                violations.push(format!("{at}: orders unrestored and its stash is gone"));
+            }
+            // From any image a rollback goes on and finishes the job.
+            match op.rollback(&mut |s: Stashed<String>| restore_resource(&image, &s)) {
+                Ok(report) if report.derivation.is_terminal() => {}
+                other => violations.push(format!("{at}: the next rollback gave {other:?}")),
+            }
+            if image.read(RESOURCE).as_deref() != Some(ORIGINAL.as_bytes()) {
+                violations.push(format!("{at}: orders unrestored after the next rollback"));
+            }
+            if store.load::<String>(&op.stash_key("orders")).unwrap().is_some() {
+                violations.push(format!("{at}: stash left after the next rollback"));
+            }
+        });
+    }
+    (violations, images)
+}
+
+#[test]
+fn a_power_cut_during_a_rollback_of_a_failed_retryable_part_never_loses_its_data() {
+    let (violations, images) = crash_rollback_of_a_failed_retryable_part();
+    println!("{images} crash images checked");
+    assert!(images > 20, "{images} images");
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:#?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+}
+
+#[test]
+fn a_stash_goes_only_when_the_caller_discards_it_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let op = Operation::create(&store, "op", ["t", "u"]).unwrap();
+    // Nothing to discard yet.
+    let g = op.view().unwrap().generation;
+    let err = op.discard_stash("t", Expect::Operation(g)).unwrap_err();
+    assert!(matches!(err, JournalError::StashRefused { .. }), "{err}");
+    // An operator restored `t` by hand and discards its stash: the rollback
+    // then has nothing to restore for it.
+    stash_then(&op, "t", &[Failed]);
+    let g = op.view().unwrap().generation;
+    let u = op.discard_stash("t", Expect::Operation(g)).unwrap();
+    assert!(!u.part.holds_stash() && u.part.stash.is_none());
+    assert_eq!(u.part.state, Failed);
+    assert!(u.part.history.last().unwrap().note.as_deref().unwrap().contains("discarded"));
+    assert_eq!(stash_of(&store, &op, "t"), None);
+    assert_eq!(u.stored, Aggregate::Failing, "u is still pending");
+    drive(&op, "u", &[Cancelled]);
+    assert_eq!(op.view().unwrap().stored, Aggregate::Failed);
+
+    // On a completed operation too: its pre-images can go.
+    let done = Operation::create(&store, "done", ["a"]).unwrap();
+    stash_and_complete(&done, "a");
+    let g = done.view().unwrap().generation;
+    let u = done.discard_stash("a", Expect::Operation(g)).unwrap();
+    assert_eq!(u.stored, Aggregate::Completed);
+    assert_eq!(stash_of(&store, &done, "a"), None);
+    // A stale expectation discards nothing.
+    let again = Operation::create(&store, "again", ["a"]).unwrap();
+    stash_and_complete(&again, "a");
+    let stale = Expect::Operation(safestash::journal::Generation::new(1));
+    let err = again.discard_stash("a", stale).unwrap_err();
+    assert!(matches!(err, JournalError::Conflict { .. }), "{err}");
+    assert!(stash_of(&store, &again, "a").is_some());
 }

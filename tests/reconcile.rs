@@ -23,7 +23,7 @@ use uuid::Uuid;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The store of tenant snapshots: the reserved namespace `tenants`.
-fn tenants<F: safestash::fs::Fs + Clone>(store: &safestash::Store<F>) -> safestash::Store<F> {
+fn tenants<F: safestash::fs::Fs>(store: &safestash::Store<F>) -> safestash::Store<F> {
     store.namespace("tenants").unwrap()
 }
 

@@ -7,6 +7,12 @@
 //! written as ordered predicates over counts, for order independence, and
 //! for failing closed: with an unreadable part it is never terminal and the
 //! stored aggregate does not move (unless every possibility agrees).
+//!
+//! The stash rules of issue 12 are modelled too: a rollback restores every
+//! part that holds a stash whatever its state, a failed or cancelled part
+//! holding one keeps the aggregate non-terminal, an update never marks a
+//! part rolled back, and a stash goes only by the restore that used it or
+//! by an explicit discard.
 #![no_main]
 
 use PartState::{
@@ -16,10 +22,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use safestash::fs::Fs;
 use safestash::sim::SimFs;
-use safestash::{
-    Aggregate, Derivation, Expect, JournalError, MAX_HISTORY, Operation, OperationView, PartState,
-    RollbackOutcome, Stashed, Store, aggregate,
-};
+use safestash::{Stashed, Store, journal::{Aggregate, aggregate, aggregate_parts, Derivation, Expect, JournalError, MAX_HISTORY, Operation, OperationView, PartState, PartStatus, RollbackOutcome}};
 
 const DIR: &str = "/j";
 const MAX_PARTS: u8 = 5;
@@ -41,7 +44,9 @@ enum Step {
     Update { part: u8, state: u8, unreadable: Unread, stale: bool, by_part: bool },
     /// Put a damaged record's bytes back.
     Heal { part: u8 },
-    /// Stash a snapshot for a part.
+    /// Stash a snapshot for part `part % n`; with the high bit of `part`
+    /// set, discard its stash instead (kept in one variant so the committed
+    /// seeds decode as before).
     Stash { part: u8 },
     /// Roll back; restoring part `i` fails when bit `i` is set.
     Rollback { fail: u8 },
@@ -55,16 +60,22 @@ struct Input {
     steps: Vec<Step>,
 }
 
-/// The documented precedence, as ordered predicates over counts.
-fn oracle(states: &[PartState]) -> Aggregate {
-    let n = |s: PartState| states.iter().filter(|&&x| x == s).count();
-    let total = states.len();
+// The oracle: the same as in tests/journal.rs (`oracle_parts`, `oracle`);
+// keep the two in step.
+
+/// The documented precedence, as ordered predicates over counts, of parts
+/// given as (state, holds an unrestored stash).
+fn oracle_parts(parts: &[(PartState, bool)]) -> Aggregate {
+    let n = |s: PartState| parts.iter().filter(|&&(x, _)| x == s).count();
+    let total = parts.len();
     let active = n(Pending) + n(Running) + n(FailedRetryable);
+    // A settled part whose resource may be half destroyed.
+    let held = parts.iter().any(|&(s, h)| h && matches!(s, Failed | Cancelled | RolledBack));
     let rules = [
         (total == 0, Aggregate::Pending),
         (n(RollbackFailed) > 0, Aggregate::RollbackFailed),
         (n(Failed) > 0 && active > 0, Aggregate::Failing),
-        (n(Failed) > 0 && n(Completed) > 0, Aggregate::NeedsRollback),
+        (n(Failed) > 0 && (n(Completed) > 0 || held), Aggregate::NeedsRollback),
         (n(Failed) > 0, Aggregate::Failed),
         (n(FailedRetryable) > 0, Aggregate::FailedRetryable),
         (n(Running) > 0, Aggregate::Running),
@@ -72,17 +83,24 @@ fn oracle(states: &[PartState]) -> Aggregate {
         (n(Pending) > 0, Aggregate::Running),
         (n(Completed) == total, Aggregate::Completed),
         (n(Completed) > 0, Aggregate::NeedsRollback),
+        (held, Aggregate::NeedsRollback),
         (n(Cancelled) > 0, Aggregate::Cancelled),
         (n(RolledBack) == total, Aggregate::RolledBack),
     ];
     rules.iter().find(|(hit, _)| *hit).map(|&(_, a)| a).expect("the table covers every multiset")
 }
 
-/// Which changes a part accepts, stated from the other side.
+/// The aggregate of parts none of which holds a stash.
+fn oracle(states: &[PartState]) -> Aggregate {
+    oracle_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
+}
+
+/// Which changes an update accepts, stated from the other side (an update
+/// to `rolled_back` is refused before this: only a rollback records it).
 fn allowed(from: PartState, to: PartState) -> bool {
     match from {
         Pending | Running | FailedRetryable => !matches!(to, RolledBack | RollbackFailed),
-        Completed | RollbackFailed => matches!(to, RolledBack | RollbackFailed),
+        Completed | RollbackFailed => to == RollbackFailed,
         _ => false,
     }
 }
@@ -109,9 +127,25 @@ struct Model {
     stored: Aggregate,
 }
 
+impl MPart {
+    /// Holds a stash no rollback has restored.
+    fn held(&self) -> bool {
+        self.stash && self.state != RolledBack
+    }
+}
+
 impl Model {
     fn states(&self) -> Vec<PartState> {
         self.parts.iter().map(|p| p.state).collect()
+    }
+
+    fn statuses(&self) -> Vec<(PartState, bool)> {
+        self.parts.iter().map(|p| (p.state, p.held())).collect()
+    }
+
+    /// The aggregate of every part, read or not.
+    fn truth(&self) -> Aggregate {
+        oracle_parts(&self.statuses())
     }
 
     fn all_readable(&self) -> bool {
@@ -121,7 +155,7 @@ impl Model {
     /// The aggregate the parts determine, if they do.
     fn determined(&self) -> Option<Aggregate> {
         if self.all_readable() {
-            Some(oracle(&self.states()))
+            Some(self.truth())
         } else if self.parts.iter().any(|p| p.readable && p.state == RollbackFailed) {
             Some(Aggregate::RollbackFailed)
         } else {
@@ -131,7 +165,7 @@ impl Model {
 
     /// The operation finished: derived terminal, or stored terminal earlier.
     fn terminal(&self) -> bool {
-        (self.all_readable() && oracle(&self.states()).is_terminal()) || self.stored.is_terminal()
+        (self.all_readable() && self.truth().is_terminal()) || self.stored.is_terminal()
     }
 
     /// A change of part `i` to `to` was written.
@@ -161,6 +195,8 @@ fn kind<T>(r: &Result<T, JournalError>) -> &'static str {
         Err(JournalError::Undetermined { .. }) => "undetermined",
         Err(JournalError::Active { .. }) => "active",
         Err(JournalError::RollbackIncomplete { .. }) => "rollback incomplete",
+        Err(JournalError::RestoreRequired { .. }) => "restore required",
+        Err(JournalError::InsideRestoreHook { .. }) => "inside restore hook",
         Err(e) => panic!("unexpected error: {e}"),
     }
 }
@@ -173,13 +209,19 @@ fn check_view(
 ) {
     assert_eq!(view.generation.get(), model.generation, "generation");
     assert_eq!(view.stored, model.stored, "stored aggregate");
-    let truth = oracle(&model.states());
-    // The pure function: the oracle, in any order.
-    assert_eq!(aggregate(model.states()), truth);
-    assert_eq!(aggregate(model.states().into_iter().rev()), truth);
-    let mut rotated = model.states();
+    let truth = model.truth();
+    // The pure functions: the oracle, in any order.
+    let statuses = || model.statuses().into_iter().map(|(s, h)| PartStatus::new(s, h));
+    assert_eq!(aggregate_parts(statuses()), truth);
+    assert_eq!(aggregate_parts(statuses().rev()), truth);
+    let mut rotated: Vec<PartStatus> = statuses().collect();
     rotated.rotate_left(1);
-    assert_eq!(aggregate(rotated), truth);
+    assert_eq!(aggregate_parts(rotated), truth);
+    assert_eq!(aggregate(model.states()), oracle(&model.states()));
+    // Never over while a settled part's stash is unrestored.
+    if model.parts.iter().any(|p| p.held() && matches!(p.state, Failed | Cancelled)) {
+        assert!(!truth.is_terminal(), "terminal ({truth}) with an unrestored stash");
+    }
     match &view.derivation {
         Derivation::Known(a) => {
             assert!(model.all_readable(), "known with an unreadable part");
@@ -207,6 +249,7 @@ fn check_view(
                 assert_eq!(p.updates, m.updates, "{}", m.name);
                 assert_eq!(p.completed_at.map(|g| g.get()), m.completed_at, "{}", m.name);
                 assert_eq!(p.stash.is_some(), m.stash, "{}", m.name);
+                assert_eq!(p.holds_stash(), m.held(), "{}", m.name);
                 assert_eq!(p.history.len() as u64, m.updates.min(MAX_HISTORY as u64));
                 assert!(p.op_generation.get() <= model.generation);
                 let live = store.load::<String>(&op.stash_key(&m.name)).expect("stash loads");
@@ -254,13 +297,13 @@ fuzz_target!(|input: Input| {
                 let m = &model.parts[i];
                 let expect = match (by_part, stale) {
                     (false, false) => {
-                        Expect::Operation(safestash::Generation::new(model.generation))
+                        Expect::Operation(safestash::journal::Generation::new(model.generation))
                     }
                     (false, true) => {
-                        Expect::Operation(safestash::Generation::new(model.generation - 1))
+                        Expect::Operation(safestash::journal::Generation::new(model.generation - 1))
                     }
-                    (true, false) => Expect::Part(safestash::Generation::new(m.generation)),
-                    (true, true) => Expect::Part(safestash::Generation::new(m.generation - 1)),
+                    (true, false) => Expect::Part(safestash::journal::Generation::new(m.generation)),
+                    (true, true) => Expect::Part(safestash::journal::Generation::new(m.generation - 1)),
                 };
                 let want = if stale && !by_part {
                     "conflict"
@@ -270,6 +313,8 @@ fuzz_target!(|input: Input| {
                     "conflict"
                 } else if model.terminal() {
                     "finished"
+                } else if to == RolledBack {
+                    "restore required"
                 } else if !allowed(m.state, to) {
                     "transition"
                 } else {
@@ -326,6 +371,26 @@ fuzz_target!(|input: Input| {
                     m.readable = true;
                 }
             }
+            Step::Stash { part } if part & 0x80 != 0 => {
+                let i = usize::from(part & 0x7f) % n;
+                let m = &model.parts[i];
+                let want = if !m.readable {
+                    "part unreadable"
+                } else if !m.held() {
+                    "stash refused"
+                } else {
+                    "ok"
+                };
+                let expect = Expect::Part(safestash::journal::Generation::new(m.generation));
+                let got = op.discard_stash(&names[i], expect);
+                assert_eq!(kind(&got), want, "discard {}: {:?}", names[i], got.as_ref().err());
+                if got.is_ok() {
+                    let state = model.parts[i].state;
+                    model.parts[i].stash = false;
+                    model.parts[i].stash_live = false;
+                    model.wrote(i, state);
+                }
+            }
             Step::Stash { part } => {
                 let i = usize::from(part) % n;
                 let m = &model.parts[i];
@@ -338,7 +403,7 @@ fuzz_target!(|input: Input| {
                 } else {
                     "ok"
                 };
-                let expect = Expect::Part(safestash::Generation::new(m.generation));
+                let expect = Expect::Part(safestash::journal::Generation::new(m.generation));
                 let got = op.stash(&names[i], expect, &format!("snapshot of {}", names[i]));
                 assert_eq!(kind(&got), want, "stash {}: {:?}", names[i], got.as_ref().err());
                 if got.is_ok() {
@@ -356,7 +421,7 @@ fuzz_target!(|input: Input| {
                     .collect();
                 let precheck = if !model.all_readable() {
                     Some("undetermined")
-                } else if oracle(&model.states()) == Aggregate::Completed {
+                } else if model.truth() == Aggregate::Completed {
                     Some("finished")
                 } else if !running.is_empty() {
                     Some("active")
@@ -365,6 +430,9 @@ fuzz_target!(|input: Input| {
                 };
                 let mut calls: Vec<String> = Vec::new();
                 let got = op.rollback(&mut |s: Stashed<String>| -> Result<(), String> {
+                    // Calling back: reads work, changes are refused, nothing hangs.
+                    op.view().expect("view from inside a restore hook");
+                    assert_eq!(kind(&op.refresh()), "inside restore hook");
                     let name = s.meta().header.origin().expect("origin is the part").to_owned();
                     assert_eq!(s.value(), &format!("snapshot of {name}"));
                     calls.push(name.clone());
@@ -397,22 +465,30 @@ fuzz_target!(|input: Input| {
                             _ => {}
                         }
                     }
-                    // A part already rolled back (by its worker's own update)
-                    // needs its stash no more: the rollback clears it.
-                    for p in model.parts.iter_mut().filter(|p| p.state == RolledBack) {
-                        p.stash_live = false;
+                    // Only a rollback's restore makes a part with a stash
+                    // rolled back, and it cleared the stash then.
+                    for p in model.parts.iter().filter(|p| p.state == RolledBack && p.stash) {
+                        assert!(!p.stash_live, "{}: restored, stash file left", p.name);
                     }
+                    // Every part holding a stash, whatever its state, and
+                    // every completed one: never-completed first, then latest
+                    // completed first.
                     let mut targets: Vec<usize> = (0..n)
-                        .filter(|&i| matches!(model.parts[i].state, Completed | RollbackFailed))
+                        .filter(|&i| {
+                            let p = &model.parts[i];
+                            p.held() || matches!(p.state, Completed | RollbackFailed)
+                        })
                         .collect();
-                    targets.sort_by_key(|&i| std::cmp::Reverse((model.parts[i].completed_at, i)));
+                    targets.sort_by_key(|&i| {
+                        std::cmp::Reverse((model.parts[i].completed_at.unwrap_or(u64::MAX), i))
+                    });
                     let mut stopped = None;
                     let mut want_calls = Vec::new();
                     for i in targets {
                         let name = names[i].clone();
                         if stopped.is_some() {
                             outcomes.push((name, RollbackOutcome::NotAttempted));
-                        } else if !model.parts[i].stash {
+                        } else if !model.parts[i].held() {
                             model.wrote(i, RolledBack);
                             outcomes.push((name, RollbackOutcome::NothingToRestore));
                         } else {
@@ -459,7 +535,13 @@ fuzz_target!(|input: Input| {
                         .collect();
                     assert_eq!(got_outcomes, outcomes);
                     assert_eq!(report.generation.get(), model.generation);
-                    assert_eq!(report.derivation, Derivation::Known(oracle(&model.states())));
+                    assert_eq!(report.derivation, Derivation::Known(model.truth()));
+                    let unrestored: Vec<&str> =
+                        model.parts.iter().filter(|p| p.held()).map(|p| p.name.as_str()).collect();
+                    assert_eq!(report.unrestored, unrestored, "unrestored parts");
+                    if !unrestored.is_empty() {
+                        assert!(!report.derivation.is_terminal(), "over with unrestored stashes");
+                    }
                 }
             }
             Step::Refresh => {

@@ -8,12 +8,12 @@
 //! **Canonical ids only.** Both sides are converted to one [`CanonicalId`]
 //! type before any set arithmetic: an [`IdSet`] can only be built from
 //! canonical ids, or by canonicalising raw inputs (any [`Canonicalize`]
-//! type), and [`plan`](fn@crate::plan) accepts nothing else. For UUIDs,
+//! type), and [`plan`](fn@crate::reconcile::plan) accepts nothing else. For UUIDs,
 //! [`CanonicalUuid`] maps values and strings in any case, braced, with a
 //! `urn:uuid:` prefix or without hyphens onto one form. An id that cannot be
 //! canonicalised is reported ([`Unparseable`]), never deleted.
 //!
-//! The rest of the guard is in [`plan`](mod@crate::plan) (what to delete, and
+//! The rest of the guard is in [`plan`](mod@crate::reconcile::plan) (what to delete, and
 //! when to refuse) and [`reconcile`](crate::reconcile) (stash before delete).
 
 use std::collections::BTreeSet;
@@ -34,8 +34,8 @@ use crate::error::Result;
 /// never for a raw representation such as a `String` that may hold the same
 /// id in several spellings. `Display` must be injective (two ids display the
 /// same only if they are equal): it names the tenant's stash
-/// ([`tenant_key`](crate::tenant_key)) and feeds the plan's
-/// [`Fingerprint`](crate::Fingerprint). Raw inputs are turned into the type
+/// ([`tenant_key`](crate::reconcile::tenant_key)) and feeds the plan's
+/// [`Fingerprint`](crate::reconcile::Fingerprint). Raw inputs are turned into the type
 /// through [`Canonicalize`].
 ///
 /// # Examples
@@ -340,7 +340,7 @@ impl<'de> Deserialize<'de> for CanonicalUuid {
 }
 
 /// One side of a reconciliation: a set of canonical ids, and the inputs
-/// that could not be canonicalised. The only input [`plan`](fn@crate::plan)
+/// that could not be canonicalised. The only input [`plan`](fn@crate::reconcile::plan)
 /// takes.
 ///
 /// # Examples

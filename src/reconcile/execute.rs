@@ -128,7 +128,7 @@ impl<F: Fs> fmt::Debug for Reconciler<'_, F> {
     }
 }
 
-impl<'s, F: Fs + Clone> Reconciler<'s, F> {
+impl<'s, F: Fs> Reconciler<'s, F> {
     /// A reconciler stashing into `store`, with the default [`Limits`], no
     /// overrides, and a retention of 30 days.
     ///

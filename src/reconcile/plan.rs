@@ -5,7 +5,7 @@
 //! ids](crate::canonical) and yields a [`Plan`].
 //!
 //! **Refuse plans that look wrong.**
-//! [`Reconciler::execute`](crate::Reconciler::execute) refuses an empty
+//! [`Reconciler::execute`](crate::reconcile::Reconciler::execute) refuses an empty
 //! source of truth, a delete of too many tenants or too large a share
 //! ([`Limits`]), and unparseable input, unless the caller lifts the
 //! [`Rule`] by name ([`Overrides`]). A plan only executes against the inputs
@@ -154,7 +154,7 @@ impl UnparseableIds {
 
 /// What a reconciliation would do: which local tenants to keep, which to
 /// delete, and which inputs could not be canonicalised. Computed by
-/// [`plan`], checked and run by [`Reconciler`](crate::Reconciler).
+/// [`plan`], checked and run by [`Reconciler`](crate::reconcile::Reconciler).
 ///
 /// A plan is `Serialize` (for a dry run's log or an approval step) and
 /// `Display` (for a person). It can be deserialized too: execution
@@ -349,7 +349,7 @@ impl<I: CanonicalId> Plan<I> {
     /// A plan that deletes nothing breaks no rule: an unparseable id then
     /// cannot make a nightly run fail, and is still reported in
     /// [`unparseable`](Plan::unparseable) (and in
-    /// [`ExecutionReport::unparseable`](crate::ExecutionReport::unparseable)).
+    /// [`ExecutionReport::unparseable`](crate::reconcile::ExecutionReport::unparseable)).
     ///
     /// # Examples
     ///

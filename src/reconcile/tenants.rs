@@ -93,7 +93,7 @@ pub(super) const TENANTS_NS: &str = "tenants";
 /// `store`'s namespace of tenant snapshots. Its saves reach `store`'s
 /// observers (a snapshot is user data), but no user key can collide with a
 /// snapshot key, and tools over the user's stashes never reach them.
-pub(super) fn snapshot_store<F: Fs + Clone>(store: &Store<F>) -> Store<F> {
+pub(super) fn snapshot_store<F: Fs>(store: &Store<F>) -> Store<F> {
     store.reserved(TENANTS_NS, true)
 }
 
@@ -200,7 +200,7 @@ where
     I: CanonicalId,
     T: DeserializeOwned,
     R: Restorer<T>,
-    F: Fs + Clone,
+    F: Fs,
 {
     let store = &snapshot_store(store);
     let first = tenant_key(id);
@@ -247,7 +247,7 @@ where
     // observers are told as for any rollback.
     let digest = stashed.meta().digest;
     drop(stashed);
-    match store.restore_verified::<T, R>(&key, &digest, restorer) {
+    match store.restore_and_clear::<T, R>(&key, &digest, restorer) {
         Ok(RestoreOutcome { meta, observer_errors }) => {
             tracing::info!(tenant = %tenant, age_secs = meta.age().as_secs_f64(), "tenant restored");
             Ok(Restored { meta, observer_errors })
@@ -317,7 +317,7 @@ pub(super) fn expired(created: SystemTime, now: SystemTime, retention: Duration)
 /// assert_eq!(report.removed, [tenant_key(&id)]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn purge_expired<F: Fs + Clone>(store: &Store<F>, retention: Duration) -> Result<PurgeReport> {
+pub fn purge_expired<F: Fs>(store: &Store<F>, retention: Duration) -> Result<PurgeReport> {
     let store = &snapshot_store(store);
     let now = SystemTime::now();
     let mut report = PurgeReport::default();

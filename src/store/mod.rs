@@ -262,10 +262,7 @@ impl<F: Fs> Store<F> {
     /// assert_eq!(journal.dir(), dir.path().join(".ns.journal"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn namespace(&self, ns: &str) -> Result<Store<F>>
-    where
-        F: Clone,
-    {
+    pub fn namespace(&self, ns: &str) -> Result<Store<F>> {
         let ns = StashKey::new(ns)?;
         Store::with_fs(self.dir.join(names::namespace_dir(ns.as_str())), self.fs.clone())
     }
@@ -275,10 +272,7 @@ impl<F: Fs> Store<F> {
     /// first call), and with this store's observers when `observed` (the
     /// tenant guard's snapshots are user data; the journal's records are
     /// not, and are written where user observers do not see them).
-    pub(crate) fn reserved(&self, ns: &'static str, observed: bool) -> Store<F>
-    where
-        F: Clone,
-    {
+    pub(crate) fn reserved(&self, ns: &'static str, observed: bool) -> Store<F> {
         debug_assert!(StashKey::new(ns).is_ok());
         Store {
             dir: self.dir.join(names::namespace_dir(ns)),

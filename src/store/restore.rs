@@ -78,22 +78,62 @@ pub(crate) struct RestoreFailure {
     pub(crate) restored: bool,
 }
 
+/// A restore that succeeded, its stash not yet cleared: [`clear`](Restoring::clear)
+/// it once the caller has recorded the restore (the journal writes
+/// `rolled_back` in between, so a crash never leaves a cleared stash with
+/// no record of its restore).
+pub(crate) struct Restoring<'s, F: Fs> {
+    store: &'s Store<F>,
+    key: StashKey,
+    digest: Digest,
+    meta: StashMeta,
+}
+
+impl<F: Fs> Restoring<'_, F> {
+    /// Clears the restored stash if it is still the one restored, then
+    /// notifies observers: `Cleared` (if it was removed), then `Restored`.
+    pub(crate) fn clear(self) -> std::result::Result<RestoreOutcome, RestoreFailure> {
+        let Restoring { store, key, digest, meta } = self;
+        let mut observer_errors = Vec::new();
+        match store.clear_if_unannounced(&key, &digest) {
+            Ok(true) => observer_errors.extend(store.notify(&Event::Cleared { key: &key })),
+            Ok(false) => {
+                tracing::warn!(key = %key, "restored stash was replaced meanwhile; left in place");
+            }
+            Err(error) => return Err(RestoreFailure { error, restored: true }),
+        }
+        observer_errors.extend(store.notify(&Event::Restored { meta: &meta }));
+        Ok(RestoreOutcome { meta, observer_errors })
+    }
+}
+
 impl<F: Fs> Store<F> {
     /// Restores the stash of `key` through `restorer`, and clears it only if
-    /// that succeeded and the stash is still the one with digest `expected`.
-    ///
-    /// - no stash, or one with another digest: [`Error::Replaced`], nothing
-    ///   restored (another writer's snapshot is never restored);
-    /// - a damaged stash: the load error, nothing restored;
-    /// - the hook fails: [`Error::Restore`], the stash is kept;
-    /// - the clear fails after a successful restore: that error with
-    ///   `restored` set, so the caller retries the clear, not the restore.
-    pub(crate) fn restore_verified<T: DeserializeOwned, R: Restorer<T> + ?Sized>(
+    /// that succeeded and the stash is still the one with digest `expected`:
+    /// [`restore_verified`](Store::restore_verified), then
+    /// [`Restoring::clear`].
+    pub(crate) fn restore_and_clear<T: DeserializeOwned, R: Restorer<T> + ?Sized>(
         &self,
         key: &StashKey,
         expected: &Digest,
         restorer: &mut R,
     ) -> std::result::Result<RestoreOutcome, RestoreFailure> {
+        self.restore_verified(key, expected, restorer)?.clear()
+    }
+
+    /// Loads the stash of `key`, checks it is the one with digest
+    /// `expected`, and hands it to `restorer`. Nothing is cleared yet.
+    ///
+    /// - no stash, or one with another digest: [`Error::Replaced`], nothing
+    ///   restored (another writer's snapshot is never restored);
+    /// - a damaged stash: the load error, nothing restored;
+    /// - the hook fails: [`Error::Restore`], the stash is kept.
+    pub(crate) fn restore_verified<T: DeserializeOwned, R: Restorer<T> + ?Sized>(
+        &self,
+        key: &StashKey,
+        expected: &Digest,
+        restorer: &mut R,
+    ) -> std::result::Result<Restoring<'_, F>, RestoreFailure> {
         let fail = |error| RestoreFailure { error, restored: false };
         let replaced =
             || Error::Replaced { key: key.clone(), path: self.path_of(key), expected: *expected };
@@ -110,15 +150,6 @@ impl<F: Fs> Store<F> {
             return Err(fail(error));
         }
         tracing::info!(key = %key, age_secs = meta.age().as_secs_f64(), "stash restored");
-        // The resource is back: only now may the stash go, and only if it is
-        // still the one restored.
-        let mut observer_errors = Vec::new();
-        match self.clear_if_unannounced(key, expected) {
-            Ok(true) => observer_errors.extend(self.notify(&Event::Cleared { key })),
-            Ok(false) => {}
-            Err(error) => return Err(RestoreFailure { error, restored: true }),
-        }
-        observer_errors.extend(self.notify(&Event::Restored { meta: &meta }));
-        Ok(RestoreOutcome { meta, observer_errors })
+        Ok(Restoring { store: self, key: key.clone(), digest: *expected, meta })
     }
 }

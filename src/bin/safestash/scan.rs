@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use safestash::envelope::{self, MAX_PREFIX_LEN};
-use safestash::{Digest, Error, Header, StashKey, Store};
+use safestash::{Digest, Error, StashKey, Store, envelope::Header};
 
 use crate::Failure;
 
