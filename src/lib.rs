@@ -119,8 +119,6 @@
 #![warn(missing_docs)]
 
 mod canonical;
-#[cfg(feature = "sim")]
-pub mod crash;
 pub mod envelope;
 mod error;
 pub mod fs;
@@ -128,8 +126,6 @@ mod journal;
 mod key;
 mod lock;
 mod meta;
-#[cfg(feature = "sim")]
-pub mod model;
 mod observe;
 mod plan;
 mod policy;
