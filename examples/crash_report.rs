@@ -6,7 +6,7 @@
 //! cargo run --release --example crash_report
 //! ```
 
-use safestash::crash::{Protocol, explore_all};
+use safestash_testkit::crash::{Protocol, explore_all};
 
 fn main() {
     // Value sizes: under one sector, six sectors (every combination), and a value

@@ -118,8 +118,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "sim")]
-pub mod crash;
 pub mod dictionary;
 mod digest;
 pub mod envelope;
@@ -128,8 +126,6 @@ pub mod fs;
 pub mod journal;
 mod key;
 mod meta;
-#[cfg(feature = "sim")]
-pub mod model;
 mod observe;
 mod policy;
 pub mod reconcile;

@@ -1,8 +1,9 @@
 //! The `safestash` operator CLI, run as a real process against a real store
 //! holding good, corrupt, stale and temp-leftover entries.
 //!
-//! The binary is built by a plain `cargo test`: the crate's dev-dependency on
-//! itself enables the `cli` feature, which the `[[bin]]` target requires, so
+//! The binary is built by a plain `cargo test`: the dev-dependency on
+//! `safestash-testkit` with its `cli` feature turns on this crate's `cli`
+//! feature, which the `[[bin]]` target requires, so
 //! `CARGO_BIN_EXE_safestash` is always set here.
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 //! This is the bounded version (small values); the exhaustive one is
 //! `cargo run --release --example crash_report`.
 
-use safestash::crash::{Protocol, Scenario, explore};
+use safestash_testkit::crash::{Protocol, Scenario, explore, explore_all};
 
 /// Values from under one sector to six sectors (every sector combination).
 const SIZES: [usize; 4] = [40, 700, 1500, 2600];
@@ -50,7 +50,7 @@ fn cleanup_survives_every_crash() {
     assert_clean(Scenario::Cleanup);
 }
 
-fn assert_caught(protocol: Protocol, expect: &str) -> safestash::crash::Report {
+fn assert_caught(protocol: Protocol, expect: &str) -> safestash_testkit::crash::Report {
     let r = explore(Scenario::SaveOverExisting, protocol, 1500);
     assert!(r.violations > 0, "{protocol} went undetected: {r:?}");
     assert!(
@@ -97,4 +97,79 @@ fn negative_control_clear_before_restore_is_caught() {
         r.examples.iter().any(|e| e.contains("the snapshot is lost")),
         "clear-before-restore went undetected: {r:?}"
     );
+}
+
+#[test]
+fn a_report_counts_every_crash_point_and_io_error_case() {
+    let r = explore(Scenario::SaveOverExisting, Protocol::Correct, 2600);
+    assert_eq!(r.crash_points, r.calls + 1, "{r:?}");
+    assert_eq!(r.io_error_cases, 2 * r.calls, "{r:?}");
+    assert!(r.states > 100, "{r:?}");
+    assert_eq!((r.violations, r.lost_after_ok), (0, 0), "{:#?}", r.examples);
+}
+
+#[test]
+fn explore_all_runs_every_scenario_under_the_correct_protocol() {
+    let results = explore_all(&[40]);
+    for scenario in Scenario::ALL {
+        assert!(
+            results.iter().any(|(s, p, _)| *s == scenario && *p == Protocol::Correct),
+            "{scenario} is missing from explore_all"
+        );
+    }
+    assert!(results.iter().all(|(_, p, r)| *p != Protocol::Correct || r.violations == 0));
+}
+
+#[test]
+fn explore_all_runs_every_broken_protocol_and_each_is_caught() {
+    // crash_report's "every broken protocol was caught" relies on this.
+    let results = explore_all(&[40]);
+    assert!(!Protocol::BROKEN.contains(&Protocol::Correct));
+    for protocol in Protocol::BROKEN {
+        let runs: Vec<_> = results.iter().filter(|(_, p, _)| *p == protocol).collect();
+        assert!(!runs.is_empty(), "{protocol} is missing from explore_all");
+        assert!(runs.iter().all(|(_, _, r)| r.violations > 0), "{protocol} went undetected");
+    }
+}
+
+#[test]
+fn explore_all_adds_up_the_reports_of_each_value_length() {
+    let results = explore_all(&[40, 700]);
+    let (_, _, total) = results
+        .iter()
+        .find(|(s, p, _)| *s == Scenario::SaveOverExisting && *p == Protocol::NoDirSync)
+        .expect("explored");
+    let (a, b) = (
+        explore(Scenario::SaveOverExisting, Protocol::NoDirSync, 40),
+        explore(Scenario::SaveOverExisting, Protocol::NoDirSync, 700),
+    );
+    assert_eq!(total.calls, a.calls.max(b.calls));
+    assert_eq!(total.crash_points, a.crash_points + b.crash_points);
+    assert_eq!(total.states, a.states + b.states);
+    assert_eq!(total.io_error_cases, a.io_error_cases + b.io_error_cases);
+    assert_eq!(total.violations, a.violations + b.violations);
+    assert!(total.examples.iter().all(|e| e.starts_with("[40 B] ") || e.starts_with("[700 B] ")));
+}
+
+#[test]
+fn scenario_names_are_distinct() {
+    // crash_report prints one table row per name.
+    let names: std::collections::BTreeSet<String> =
+        Scenario::ALL.iter().map(Scenario::to_string).collect();
+    assert_eq!(names.len(), Scenario::ALL.len(), "{names:?}");
+    assert_eq!(Scenario::Clear.to_string(), "clear");
+}
+
+#[test]
+fn protocol_names_are_distinct() {
+    let all = [Protocol::Correct].into_iter().chain(Protocol::BROKEN);
+    let names: std::collections::BTreeSet<String> = all.map(|p| p.to_string()).collect();
+    assert_eq!(names.len(), 1 + Protocol::BROKEN.len(), "{names:?}");
+    assert_eq!(Protocol::NoFileSync.to_string(), "no file fsync");
+}
+
+#[test]
+fn scenarios_use_the_documented_directory() {
+    assert_eq!(safestash_testkit::crash::DIR, "/data/stashes");
+    assert_ne!(safestash_testkit::crash::DIR, safestash_testkit::model::DIR);
 }

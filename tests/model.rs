@@ -4,7 +4,7 @@
 //! runner backs the `store_ops` fuzz target.
 
 use proptest::prelude::*;
-use safestash::model::{ModelOp, run};
+use safestash_testkit::model::{ModelOp, run};
 
 fn op() -> impl Strategy<Value = ModelOp> {
     prop_oneof![
@@ -89,4 +89,31 @@ fn regression_clear_of_nothing_after_a_failed_clear() {
         ModelOp::Save { key: 2, value: 0, len: 0 },
     ];
     run(&ops).unwrap();
+}
+
+#[test]
+fn stats_count_operations_crashes_and_loads() {
+    let ops = [
+        ModelOp::Save { key: 0, value: 7, len: 10 },
+        ModelOp::Crash { after: 3, image: 5 },
+        ModelOp::Save { key: 0, value: 8, len: 2000 },
+        ModelOp::Load { key: 0 },
+        ModelOp::Clear { key: 0 },
+        ModelOp::Load { key: 0 },
+    ];
+    let stats = run(&ops).expect("no violation");
+    // The final cleanup counts as an operation; the final loads of every key too.
+    assert_eq!(stats.ops, 7);
+    assert_eq!(stats.crashes, 1);
+    assert_eq!(stats.failed, 1, "the save cut off by the power cut");
+    assert_eq!(stats.loads, 2 + 3);
+}
+
+#[test]
+fn an_operation_failed_by_an_injected_error_is_counted() {
+    let ops =
+        [ModelOp::Fail { at: 1, persistent: true }, ModelOp::Save { key: 2, value: 1, len: 5 }];
+    let stats = run(&ops).expect("no violation");
+    assert_eq!((stats.crashes, stats.failed), (0, 1));
+    assert_eq!(safestash_testkit::model::DIR, "/model/stashes");
 }

@@ -1,7 +1,8 @@
 //! A model check of the store: any sequence of operations, power cuts and
 //! I/O errors on a [`SimFs`], against a `BTreeMap` of what each key may
-//! load as. Enabled by the `sim` feature; driven by the `store_ops` fuzz
-//! target and by a property test.
+//! load as. Driven by the `store_ops` fuzz target (with the `arbitrary`
+//! feature, [`ModelOp`] derives `arbitrary::Arbitrary`) and by a property
+//! test.
 //!
 //! The model keeps, for every key, the **set** of outcomes `load` may give.
 //! A successful operation makes it exact (a save that returned `Ok` must load
@@ -13,7 +14,7 @@
 //! # Examples
 //!
 //! ```
-//! use safestash::model::{run, ModelOp};
+//! use safestash_testkit::model::{run, ModelOp};
 //!
 //! let ops = [
 //!     ModelOp::Save { key: 0, value: 7, len: 10 },
@@ -30,27 +31,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::error::Error;
-use crate::key::StashKey;
-use crate::sim::SimFs;
-use crate::store::{Store, temp_file_key};
+use safestash::sim::SimFs;
+use safestash::{Error, StashKey, Store, temp_file_key};
 
 /// The store's directory in a model run.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::model::DIR, "/model/stashes");
+/// assert_eq!(safestash_testkit::model::DIR, "/model/stashes");
 /// ```
 pub const DIR: &str = "/model/stashes";
 const KEYS: [&str; 3] = ["alpha", "b.c", "d-3"];
 
 /// One step of a model run. Keys are taken modulo 3.
 ///
+/// With the `arbitrary` feature it derives `arbitrary::Arbitrary`, variants
+/// and fields in this order: a fuzz input's bytes keep their meaning only as
+/// long as the order does (the committed `store_ops` seeds depend on it).
+///
 /// # Examples
 ///
 /// See the [module documentation](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum ModelOp {
     /// Save a string of about `len` bytes derived from `value`.
     Save {

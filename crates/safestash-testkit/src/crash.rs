@@ -1,5 +1,5 @@
 //! The crash harness: every store operation, cut off at every call, checked
-//! in every state the disk could be left in. Enabled by the `sim` feature.
+//! in every state the disk could be left in.
 //!
 //! For a [`Scenario`] (an operation on a prepared store) and a [`Protocol`]
 //! (the store's real save, or a deliberately broken one as a negative
@@ -22,7 +22,7 @@
 //! # Examples
 //!
 //! ```
-//! use safestash::crash::{explore, Protocol, Scenario};
+//! use safestash_testkit::crash::{explore, Protocol, Scenario};
 //!
 //! let report = explore(Scenario::SaveOverExisting, Protocol::Correct, 2600);
 //! assert!(report.states > 100);
@@ -39,20 +39,17 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::envelope::{self, Header};
-use crate::error::Error;
-use crate::fs::Fs;
-use crate::key::StashKey;
-use crate::meta::Stashed;
-use crate::sim::SimFs;
-use crate::store::{Store, temp_file_key};
+use safestash::envelope::{self, Header};
+use safestash::fs::Fs;
+use safestash::sim::SimFs;
+use safestash::{Error, StashKey, Stashed, Store, temp_file_key};
 
 /// The store's directory in every scenario.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::crash::DIR, "/data/stashes");
+/// assert_eq!(safestash_testkit::crash::DIR, "/data/stashes");
 /// ```
 pub const DIR: &str = "/data/stashes";
 /// How many violation descriptions a report keeps.
@@ -63,7 +60,7 @@ const MAX_EXAMPLES: usize = 8;
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::crash::Scenario::Clear.to_string(), "clear");
+/// assert_eq!(safestash_testkit::crash::Scenario::Clear.to_string(), "clear");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -92,7 +89,7 @@ impl Scenario {
     /// # Examples
     ///
     /// ```
-    /// assert!(safestash::crash::Scenario::ALL.contains(&safestash::crash::Scenario::Clear));
+    /// assert!(safestash_testkit::crash::Scenario::ALL.contains(&safestash_testkit::crash::Scenario::Clear));
     /// ```
     pub const ALL: [Scenario; 7] = [
         Scenario::SaveCreatingDirs,
@@ -132,7 +129,7 @@ impl fmt::Display for Scenario {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(safestash::crash::Protocol::NoFileSync.to_string(), "no file fsync");
+/// assert_eq!(safestash_testkit::crash::Protocol::NoFileSync.to_string(), "no file fsync");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -155,7 +152,7 @@ impl Protocol {
     /// # Examples
     ///
     /// ```
-    /// assert!(!safestash::crash::Protocol::BROKEN.contains(&safestash::crash::Protocol::Correct));
+    /// assert!(!safestash_testkit::crash::Protocol::BROKEN.contains(&safestash_testkit::crash::Protocol::Correct));
     /// ```
     pub const BROKEN: [Protocol; 4] = [
         Protocol::NoFileSync,
@@ -551,7 +548,7 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
 /// # Examples
 ///
 /// ```no_run
-/// for (scenario, protocol, report) in safestash::crash::explore_all(&[64, 1500]) {
+/// for (scenario, protocol, report) in safestash_testkit::crash::explore_all(&[64, 1500]) {
 ///     println!("{scenario} ({protocol}): {} states, {} violations", report.states, report.violations);
 /// }
 /// ```
