@@ -97,6 +97,29 @@
 //! The byte-exact specification and version policy are in `docs/FORMAT.md`;
 //! the [`envelope`] module encodes and decodes it.
 //!
+//! # Cargo features
+//!
+//! - `sim`: [`sim::SimFs`](crate::sim), an in-memory filesystem that
+//!   simulates power cuts and I/O errors, for crash-testing code built on
+//!   the store.
+//! - `cli`: the `safestash` operator binary (`list`, `show`, `verify`,
+//!   `quarantine`, `clear`, `gc`), on clap.
+//!
+//! With no features the crate pulls in no async runtime, no HTTP stack and
+//! no database client.
+//!
+//! # Modules
+//!
+//! The store core is at the crate root ([`Store`], [`StashKey`], [`Error`],
+//! [`RollbackGuard`], [`Store::resume`], [`Batch`], ...). Around it:
+//! [`journal`] (multi-part operations whose aggregate never lies),
+//! [`reconcile`] (the destructive-plan guard for deletes),
+//! [`dictionary`] (field dictionaries and type mapping for restores),
+//! [`envelope`] (the format, bytes only) and [`fs`] (the I/O seam). The
+//! journal and the tenant guard keep their records in reserved namespaces
+//! of the store ([`Store::namespace`]), where no user key can collide with
+//! them.
+//!
 //! # Limitations
 //!
 //! - POSIX only (Linux is what is tested). The durability promise relies on

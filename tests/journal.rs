@@ -310,8 +310,8 @@ enum Damage {
     Foreign,
 }
 
-fn damage(store: &Store, op: &Operation<'_>, part: &str, how: Damage) {
-    let path = store.path_of(&op.part_key(part));
+fn damage(op: &Operation<'_>, part: &str, how: Damage) {
+    let path = op.records().path_of(&op.part_key(part));
     match how {
         Damage::Garbage => std::fs::write(&path, b"SAFESTASH 1\nnot a record").unwrap(),
         Damage::Truncated => {
@@ -321,7 +321,7 @@ fn damage(store: &Store, op: &Operation<'_>, part: &str, how: Damage) {
         Damage::Missing => std::fs::remove_file(&path).unwrap(),
         Damage::Foreign => {
             let other = op.parts().unwrap().into_iter().find(|p| p != part).unwrap();
-            std::fs::copy(store.path_of(&op.part_key(&other)), &path).unwrap();
+            std::fs::copy(op.records().path_of(&op.part_key(&other)), &path).unwrap();
         }
     }
 }
@@ -336,9 +336,9 @@ fn unreadable_sibling_with_a_terminal_current_part_leaves_the_stored_aggregate_u
         drive(&op, "b", &[Running]);
         assert_eq!(op.view().unwrap().stored, Aggregate::Running);
 
-        let a_path = store.path_of(&op.part_key("a"));
+        let a_path = op.records().path_of(&op.part_key("a"));
         let a_bytes = std::fs::read(&a_path).unwrap();
-        damage(&store, &op, "a", how);
+        damage(&op, "a", how);
         let damaged = std::fs::read(&a_path).ok();
 
         // `b` reaches a terminal state: its update is made, the aggregate is not.
@@ -387,7 +387,7 @@ fn non_terminal_updates_proceed_next_to_an_unreadable_part() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let op = Operation::create(&store, "op", ["a", "b", "c"]).unwrap();
-    damage(&store, &op, "c", Damage::Garbage);
+    damage(&op, "c", Damage::Garbage);
     // Undetermined: the update is made, the stored aggregate stays.
     let u = drive(&op, "a", &[Running, Completed]);
     assert_eq!((u.part.state, u.stored), (Completed, Aggregate::Pending));
@@ -417,7 +417,7 @@ fn a_stale_update_is_a_conflict_and_writes_nothing() {
     assert_eq!(seen1.generation, seen2.generation);
     op1.update("a", Expect::Operation(seen1.generation), Running).unwrap();
 
-    let b_path = store2.path_of(&op2.part_key("b"));
+    let b_path = op2.records().path_of(&op2.part_key("b"));
     let b_before = std::fs::read(&b_path).unwrap();
     let err = op2.update("b", Expect::Operation(seen2.generation), Running).unwrap_err();
     match &err {
@@ -469,7 +469,7 @@ fn invalid_changes_are_refused_and_a_finished_operation_takes_no_more() {
     let two = Operation::create(&store, "two", ["a", "b"]).unwrap();
     drive(&two, "a", &[Running, Completed]);
     drive(&two, "b", &[Running, Completed]);
-    damage(&store, &two, "a", Damage::Garbage);
+    damage(&two, "a", Damage::Garbage);
     let g = two.view().unwrap().generation;
     let err = two.update("b", Expect::Operation(g), RolledBack).unwrap_err();
     assert!(matches!(err, JournalError::Finished { aggregate: Aggregate::Completed, .. }), "{err}");
@@ -492,14 +492,16 @@ fn records_are_checksummed_stashes_under_readable_keys() {
     let store = Store::open(dir.path()).unwrap();
     let op = Operation::create(&store, "deploy.42", ["eu west", "us"]).unwrap();
     let keys: Vec<String> =
-        store.list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
+        op.records().list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
     assert_eq!(
         keys,
         ["op.deploy_252E42", "op.deploy_252E42.part.eu_20west", "op.deploy_252E42.part.us"]
     );
-    assert!(store.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    assert!(op.records().verify().unwrap().iter().all(|r| r.result.is_ok()));
+    // In the reserved namespace `journal`: not among the user's stashes.
+    assert!(store.list().unwrap().is_empty());
     // A flipped byte in the header is an error naming the file, never a guess.
-    let path = store.path_of(op.key());
+    let path = op.records().path_of(op.key());
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes.iter().position(|&b| b == b'"').unwrap() + 1;
     bytes[at] ^= 0x20;
@@ -701,7 +703,8 @@ fn rollback_across_three_parts_with_one_failing_restore() {
     assert_eq!(state_of(&op, "audit"), Failed);
     let orders = view.part("orders").unwrap().unwrap();
     assert!(orders.history.last().unwrap().note.as_deref().unwrap().contains("injected"));
-    let stash = |p: &str| store.load::<String>(&op.stash_key(p)).unwrap().map(Stashed::into_value);
+    let stash =
+        |p: &str| op.records().load::<String>(&op.stash_key(p)).unwrap().map(Stashed::into_value);
     assert_eq!(stash("invoices"), None, "a restored stash is cleared");
     assert_eq!(stash("orders").as_deref(), Some("orders before"));
     assert_eq!(stash("customers").as_deref(), Some("customers before"));
@@ -791,7 +794,7 @@ fn a_part_stashes_once_and_a_retry_picks_the_stash_up() {
     drive(&op, "t", &[FailedRetryable, Running]);
     assert_eq!(op.load_stash::<String>("t").unwrap().unwrap().value(), "original");
     // Someone else's stash under the part's key is never taken for it.
-    store.save(&op.stash_key("t"), &"foreign").unwrap();
+    op.records().save(&op.stash_key("t"), &"foreign").unwrap();
     let err = op.load_stash::<String>("t").unwrap_err();
     match &err {
         JournalError::Store { source, .. } => {
@@ -904,8 +907,8 @@ fn stash_then(op: &Operation<'_>, part: &str, then: &[PartState]) {
     }
 }
 
-fn stash_of(store: &Store, op: &Operation<'_>, part: &str) -> Option<String> {
-    store.load::<String>(&op.stash_key(part)).unwrap().map(Stashed::into_value)
+fn stash_of(op: &Operation<'_>, part: &str) -> Option<String> {
+    op.records().load::<String>(&op.stash_key(part)).unwrap().map(Stashed::into_value)
 }
 
 #[test]
@@ -937,7 +940,7 @@ fn a_rollback_restores_every_part_that_holds_a_stash_whatever_its_state() {
     for part in ["retryable", "abandoned", "cancelled", "completed"] {
         assert_eq!(report.outcome(part), Some(&RollbackOutcome::Restored), "{part}");
         assert_eq!(state_of(&op, part), RolledBack, "{part}");
-        assert_eq!(stash_of(&store, &op, part), None, "{part}: a restored stash is cleared");
+        assert_eq!(stash_of(&op, part), None, "{part}: a restored stash is cleared");
     }
     assert_eq!(state_of(&op, "plain"), Failed);
     assert_eq!(report.derivation, Derivation::Known(Aggregate::Failed));
@@ -971,7 +974,7 @@ fn a_failed_retryable_part_whose_restore_fails_keeps_the_operation_open_until_re
     assert_eq!(report.unrestored, ["orders", "customers"]);
     assert!(view.part("orders").unwrap().unwrap().holds_stash());
     assert_eq!(state_of(&op, "orders"), RollbackFailed);
-    assert_eq!(stash_of(&store, &op, "orders").as_deref(), Some("orders before"));
+    assert_eq!(stash_of(&op, "orders").as_deref(), Some("orders before"));
 
     // A second rollback retries what is left, and only then is it over.
     let mut restored = Vec::new();
@@ -985,7 +988,7 @@ fn a_failed_retryable_part_whose_restore_fails_keeps_the_operation_open_until_re
     assert_eq!(report.outcome("orders"), Some(&RollbackOutcome::Restored));
     assert!(report.derivation.is_terminal(), "{}", report.derivation);
     assert!(report.unrestored.is_empty());
-    assert_eq!(stash_of(&store, &op, "orders"), None);
+    assert_eq!(stash_of(&op, "orders"), None);
 }
 
 #[test]
@@ -1140,7 +1143,7 @@ fn crash_rollback_of_a_failed_retryable_part() -> (Vec<String>, u64) {
             let store = Store::with_fs(DIR, image.clone()).unwrap();
             let op = Operation::open(&store, "reload").unwrap();
             let view = op.view().unwrap();
-            let stash = store.load::<String>(&op.stash_key("orders")).unwrap();
+            let stash = op.records().load::<String>(&op.stash_key("orders")).unwrap();
             let terminal = view.derivation.is_terminal() || view.stored.is_terminal();
             if !restored && terminal {
                 violations.push(format!(
@@ -1160,7 +1163,7 @@ fn crash_rollback_of_a_failed_retryable_part() -> (Vec<String>, u64) {
             if image.read(RESOURCE).as_deref() != Some(ORIGINAL.as_bytes()) {
                 violations.push(format!("{at}: orders unrestored after the next rollback"));
             }
-            if store.load::<String>(&op.stash_key("orders")).unwrap().is_some() {
+            if op.records().load::<String>(&op.stash_key("orders")).unwrap().is_some() {
                 violations.push(format!("{at}: stash left after the next rollback"));
             }
         });
@@ -1198,7 +1201,7 @@ fn a_stash_goes_only_when_the_caller_discards_it_by_name() {
     assert!(!u.part.holds_stash() && u.part.stash.is_none());
     assert_eq!(u.part.state, Failed);
     assert!(u.part.history.last().unwrap().note.as_deref().unwrap().contains("discarded"));
-    assert_eq!(stash_of(&store, &op, "t"), None);
+    assert_eq!(stash_of(&op, "t"), None);
     assert_eq!(u.stored, Aggregate::Failing, "u is still pending");
     drive(&op, "u", &[Cancelled]);
     assert_eq!(op.view().unwrap().stored, Aggregate::Failed);
@@ -1209,12 +1212,12 @@ fn a_stash_goes_only_when_the_caller_discards_it_by_name() {
     let g = done.view().unwrap().generation;
     let u = done.discard_stash("a", Expect::Operation(g)).unwrap();
     assert_eq!(u.stored, Aggregate::Completed);
-    assert_eq!(stash_of(&store, &done, "a"), None);
+    assert_eq!(stash_of(&done, "a"), None);
     // A stale expectation discards nothing.
     let again = Operation::create(&store, "again", ["a"]).unwrap();
     stash_and_complete(&again, "a");
     let stale = Expect::Operation(safestash::journal::Generation::new(1));
     let err = again.discard_stash("a", stale).unwrap_err();
     assert!(matches!(err, JournalError::Conflict { .. }), "{err}");
-    assert!(stash_of(&store, &again, "a").is_some());
+    assert!(stash_of(&again, "a").is_some());
 }

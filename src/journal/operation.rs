@@ -373,6 +373,27 @@ impl<'s, F: Fs> Operation<'s, F> {
         &self.id
     }
 
+    /// The store that holds this operation's records and its parts'
+    /// stashes: the reserved namespace `journal` of the store it was opened
+    /// on (see [`Store::namespace`]). User keys cannot collide with its keys,
+    /// and tools over the user's stashes (the CLI's `gc`, [`Store::list`])
+    /// never reach them. Read it to inspect; write through the operation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = safestash::Store::open(dir.path())?;
+    /// let op = safestash::journal::Operation::create(&store, "nightly", ["orders"])?;
+    /// assert_eq!(op.records().dir(), dir.path().join(".ns.journal"));
+    /// assert!(op.records().load::<serde_json::Value>(op.key())?.is_some());
+    /// assert!(store.list()?.is_empty()); // not among the user's stashes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn records(&self) -> &Store<F> {
+        &self.records
+    }
+
     /// The key of the operation's header (and of its lock).
     ///
     /// # Examples

@@ -7,16 +7,16 @@
 //! were purged. This module and its two companions make that class of bug
 //! unrepresentable and survivable:
 //!
-//! 1. **Canonical ids only** ([`canonical`](crate::canonical)). Both sides
+//! 1. **Canonical ids only.** Both sides
 //!    are converted to one [`CanonicalId`] type before any set arithmetic:
 //!    an [`IdSet`] can only be built from canonical ids, or by
-//!    canonicalising raw inputs (any [`Canonicalize`](crate::reconcile::Canonicalize)
+//!    canonicalising raw inputs (any [`Canonicalize`]
 //!    type), and [`plan`] accepts nothing else. For UUIDs,
-//!    [`CanonicalUuid`](crate::reconcile::CanonicalUuid) maps values and strings in any
+//!    [`CanonicalUuid`] maps values and strings in any
 //!    case, braced, with a `urn:uuid:` prefix or without hyphens onto one
 //!    form. An id that cannot be canonicalised is reported
-//!    ([`Unparseable`](crate::reconcile::Unparseable)), never deleted.
-//! 2. **Refuse plans that look wrong** ([`plan`](mod@crate::reconcile::plan)).
+//!    ([`Unparseable`]), never deleted.
+//! 2. **Refuse plans that look wrong** ([`plan`] and [`Rule`]).
 //!    [`Reconciler::execute`] refuses an empty source of truth, a delete of
 //!    too many tenants or too large a share ([`Limits`]), and a delete
 //!    while some input is unparseable, unless the caller lifts the [`Rule`]

@@ -338,12 +338,12 @@ impl<I: CanonicalId> Plan<I> {
 
     /// Every rule the plan breaks under `limits`, whatever the overrides.
     ///
-    /// - [`Rule::EmptyAuthority`]: the source of truth lists no tenant while
+    /// - [`Rule::EmptyAuthority`](super::Rule::EmptyAuthority): the source of truth lists no tenant while
     ///   the local side has some;
-    /// - [`Rule::TooMany`]: more than `limits.max_count` tenants to delete;
-    /// - [`Rule::TooLargeShare`]: more than `limits.max_share` of the local
+    /// - [`Rule::TooMany`](super::Rule::TooMany): more than `limits.max_count` tenants to delete;
+    /// - [`Rule::TooLargeShare`](super::Rule::TooLargeShare): more than `limits.max_share` of the local
     ///   tenants to delete (a `max_share` that is NaN refuses any delete);
-    /// - [`Rule::Unparseable`]: the plan deletes something and any input,
+    /// - [`Rule::Unparseable`](super::Rule::Unparseable): the plan deletes something and any input,
     ///   on either side, could not be canonicalised.
     ///
     /// A plan that deletes nothing breaks no rule: an unparseable id then

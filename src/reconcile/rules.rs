@@ -181,7 +181,7 @@ impl Limits {
 ///
 /// # Examples
 ///
-/// See [`Plan::refusals`].
+/// See [`Plan::refusals`](super::Plan::refusals).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -222,7 +222,7 @@ impl Refusal {
     ///
     /// # Examples
     ///
-    /// See [`Plan::refusals`].
+    /// See [`Plan::refusals`](super::Plan::refusals).
     pub fn rule(&self) -> Rule {
         match self {
             Refusal::EmptyAuthority { .. } => Rule::EmptyAuthority,
