@@ -18,6 +18,8 @@ fn op() -> impl Strategy<Value = ModelOp> {
         1 => (0u8..3).prop_map(|key| ModelOp::Damage { key }),
         2 => (0u8..14, any::<u16>()).prop_map(|(after, image)| ModelOp::Crash { after, image }),
         2 => (1u8..14, any::<bool>()).prop_map(|(at, persistent)| ModelOp::Fail { at, persistent }),
+        2 => (0u8..8, any::<u16>(), prop_oneof![0u16..100, 400u16..3000])
+            .prop_map(|(keys, value, len)| ModelOp::Batch { keys, value, len }),
     ]
 }
 
@@ -62,6 +64,26 @@ fn damage_is_corrupt_and_an_acknowledged_save_survives_a_crash() {
 /// present, did not fsync its parent, returned Ok, and a power cut then lost
 /// the whole chain and the acknowledged stash. Stores now fsync every
 /// ancestor of their directory before their first save.
+#[test]
+fn a_batch_cut_at_every_call_leaves_each_key_old_or_new() {
+    for after in 0..30 {
+        for image in 0..4 {
+            let ops = [
+                ModelOp::Save { key: 0, value: 1, len: 10 },
+                ModelOp::Crash { after, image },
+                ModelOp::Batch { keys: 0b111, value: 9, len: 600 },
+                ModelOp::Load { key: 0 },
+                ModelOp::Load { key: 1 },
+                ModelOp::Load { key: 2 },
+                ModelOp::Batch { keys: 0b011, value: 4, len: 10 },
+                ModelOp::Load { key: 0 },
+                ModelOp::Load { key: 1 },
+            ];
+            run(&ops).unwrap_or_else(|v| panic!("cut after {after}, image {image}: {v}"));
+        }
+    }
+}
+
 #[test]
 fn regression_directory_left_unsynced_by_a_failed_save() {
     let ops = [

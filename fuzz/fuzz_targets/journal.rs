@@ -20,6 +20,7 @@ use PartState::{
 };
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use safestash_testkit::journal_oracle::{oracle, oracle_parts};
 use safestash::fs::Fs;
 use safestash::sim::SimFs;
 use safestash::{Stashed, Store, journal::{Aggregate, aggregate, aggregate_parts, Derivation, Expect, JournalError, MAX_HISTORY, Operation, OperationView, PartState, PartStatus, RollbackOutcome}};
@@ -60,40 +61,8 @@ struct Input {
     steps: Vec<Step>,
 }
 
-// The oracle: the same as in tests/journal.rs (`oracle_parts`, `oracle`);
-// keep the two in step.
-
-/// The documented precedence, as ordered predicates over counts, of parts
-/// given as (state, holds an unrestored stash).
-fn oracle_parts(parts: &[(PartState, bool)]) -> Aggregate {
-    let n = |s: PartState| parts.iter().filter(|&&(x, _)| x == s).count();
-    let total = parts.len();
-    let active = n(Pending) + n(Running) + n(FailedRetryable);
-    // A settled part whose resource may be half destroyed.
-    let held = parts.iter().any(|&(s, h)| h && matches!(s, Failed | Cancelled | RolledBack));
-    let rules = [
-        (total == 0, Aggregate::Pending),
-        (n(RollbackFailed) > 0, Aggregate::RollbackFailed),
-        (n(Failed) > 0 && active > 0, Aggregate::Failing),
-        (n(Failed) > 0 && (n(Completed) > 0 || held), Aggregate::NeedsRollback),
-        (n(Failed) > 0, Aggregate::Failed),
-        (n(FailedRetryable) > 0, Aggregate::FailedRetryable),
-        (n(Running) > 0, Aggregate::Running),
-        (n(Pending) == total, Aggregate::Pending),
-        (n(Pending) > 0, Aggregate::Running),
-        (n(Completed) == total, Aggregate::Completed),
-        (n(Completed) > 0, Aggregate::NeedsRollback),
-        (held, Aggregate::NeedsRollback),
-        (n(Cancelled) > 0, Aggregate::Cancelled),
-        (n(RolledBack) == total, Aggregate::RolledBack),
-    ];
-    rules.iter().find(|(hit, _)| *hit).map(|&(_, a)| a).expect("the table covers every multiset")
-}
-
-/// The aggregate of parts none of which holds a stash.
-fn oracle(states: &[PartState]) -> Aggregate {
-    oracle_parts(&states.iter().map(|&s| (s, false)).collect::<Vec<_>>())
-}
+// The oracle (`oracle_parts`, `oracle`) is the test kit's, shared with
+// tests/journal.rs.
 
 /// Which changes an update accepts, stated from the other side (an update
 /// to `rolled_back` is refused before this: only a rollback records it).

@@ -11,6 +11,9 @@
 //!   protocols the harness must catch).
 //! - [`model`]: any sequence of operations, power cuts and I/O errors,
 //!   checked against a `BTreeMap` of what each key may load as.
+//! - [`journal_oracle`]: the journal's aggregate and terminal rules written
+//!   a second way, shared by `tests/journal.rs` and the `journal` fuzz
+//!   target.
 //!
 //! # Cargo features
 //!
@@ -24,4 +27,5 @@
 #![warn(missing_docs)]
 
 pub mod crash;
+pub mod journal_oracle;
 pub mod model;

@@ -107,6 +107,17 @@ pub enum ModelOp {
         /// Whether every call after it fails too.
         persistent: bool,
     },
+    /// Save the keys whose bits are set in `keys` (bit `i` for key `i`) in
+    /// one [`Store::batch`], each a string derived from `value` and its key.
+    /// Added last, so older fuzz inputs keep their meaning.
+    Batch {
+        /// Which keys (a bit set; no bit set is an empty batch).
+        keys: u8,
+        /// Makes the strings distinct.
+        value: u16,
+        /// Their length in bytes (at most 4096 are used).
+        len: u16,
+    },
 }
 
 /// What `load` gives, in the model's terms.
@@ -199,8 +210,7 @@ impl Run {
     /// updates the model with `effect` (the outcome it leads to, if any).
     fn mutate(
         &mut self,
-        target: Option<usize>,
-        effect: Outcome,
+        targets: Vec<(usize, Outcome)>,
         op: impl FnOnce(&Store<SimFs>) -> Result<(), Error>,
     ) -> Result<(), String> {
         let base = self.fs.calls();
@@ -218,13 +228,13 @@ impl Run {
         match (&result, fault) {
             (Err(e), None) => return Err(format!("operation failed with no fault injected: {e}")),
             (Ok(()), _) if !crashed => {
-                if let Some(i) = target {
+                for (i, effect) in targets {
                     *self.possible(i) = [effect].into();
                 }
             }
             _ => {
                 self.stats.failed += 1;
-                if let Some(i) = target {
+                for (i, effect) in targets {
                     self.possible(i).insert(effect);
                 }
             }
@@ -243,19 +253,37 @@ impl Run {
             ModelOp::Save { key: k, value, len } => {
                 let (i, key) = key(k);
                 let v = value_of(value, len);
-                self.mutate(Some(i), Outcome::Value(v.clone()), |s| s.save(&key, &v).map(drop))
+                self.mutate(vec![(i, Outcome::Value(v.clone()))], |s| s.save(&key, &v).map(drop))
+            }
+            ModelOp::Batch { keys, value, len } => {
+                let chosen: Vec<(usize, StashKey, String)> = (0..KEYS.len())
+                    .filter(|i| keys & (1 << i) != 0)
+                    .map(|i| {
+                        let (i, key) = key(i as u8);
+                        (i, key, value_of(value.wrapping_add(i as u16), len))
+                    })
+                    .collect();
+                let targets =
+                    chosen.iter().map(|(i, _, v)| (*i, Outcome::Value(v.clone()))).collect();
+                self.mutate(targets, |s| {
+                    let mut batch = s.batch();
+                    for (_, key, v) in &chosen {
+                        batch.add(key, v, &safestash::SaveOptions::new())?;
+                    }
+                    batch.commit().map(drop).map_err(Error::from)
+                })
             }
             ModelOp::Clear { key: k } => {
                 let (i, key) = key(k);
-                self.mutate(Some(i), Outcome::Missing, |s| s.clear(&key).map(drop))
+                self.mutate(vec![(i, Outcome::Missing)], |s| s.clear(&key).map(drop))
             }
             ModelOp::Quarantine { key: k } => {
                 let (i, key) = key(k);
-                self.mutate(Some(i), Outcome::Missing, |s| s.quarantine(&key).map(drop))
+                self.mutate(vec![(i, Outcome::Missing)], |s| s.quarantine(&key).map(drop))
             }
             ModelOp::Cleanup => {
                 let faulty = self.fault.is_some();
-                self.mutate(None, Outcome::Missing, |s| s.cleanup().map(drop))?;
+                self.mutate(Vec::new(), |s| s.cleanup().map(drop))?;
                 let temps = self.fs.list(DIR).into_iter().filter(|n| temp_file_key(n).is_some());
                 match temps.collect::<Vec<_>>().first() {
                     Some(tmp) if !faulty => Err(format!("cleanup left {tmp}")),
