@@ -819,7 +819,10 @@ fn list_shows_journal_records_apart_from_user_stashes() {
     let listed: Vec<&String> = journal.iter().flat_map(|(_, rows)| rows).collect();
     assert_eq!(listed.len(), records.len(), "{text}");
     for (heading, rows) in &journal {
-        let n = format!("({} entries)", rows.len());
+        let n = match rows.len() {
+            1 => "(1 entry)".to_owned(),
+            n => format!("({n} entries)"),
+        };
         assert!(heading.ends_with(&n), "{heading:?} counts its entries: {n}");
     }
 
@@ -881,4 +884,49 @@ fn tenant_snapshots_are_listed_under_their_namespace_and_never_removed_by_gc() {
         tenants.list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
     assert_eq!(after, snapshots, "the snapshot is kept");
     assert!(tenants.verify().unwrap().iter().all(|r| r.result.is_ok()));
+}
+
+#[test]
+fn verify_reports_damage_in_journal_records_and_removals_need_the_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stashes");
+    live_operation(&dir);
+    let records = journal_records(&dir);
+    let (damaged, _) = records.iter().find(|(f, _)| f.contains(".part.invoices")).unwrap();
+    let path = dir.join(damaged);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 70;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = run(&[&"verify", &dir]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "damage in a journal record is damage: {text}");
+    let record = path.file_name().unwrap().to_str().unwrap();
+    let line = text.lines().find(|l| l.contains(record)).expect("the record is named");
+    assert!(line.contains("journal") && line.contains("is corrupt"), "{text}");
+    assert!(text.lines().any(|l| l.contains("--namespace journal")), "{text}");
+    let doc = json(&run(&[&"verify", &dir, &"--json"]));
+    assert_eq!(doc["result"], "corrupt");
+    let in_journal = doc["namespaces"]["journal"].as_array().expect("a journal group");
+    assert!(in_journal.iter().any(|e| e["key"] == record && e["status"] == "corrupt"), "{doc}");
+    let stashes: Vec<&Value> = doc["stashes"].as_array().unwrap().iter().collect();
+    assert!(stashes.iter().all(|e| e["key"] == "user.stash"), "user stashes apart: {doc}");
+
+    // gc keeps it, like every record, and says nothing of removing it.
+    let out = run(&[&"gc", &dir, &"--older-than", &"0s"]);
+    assert!(!stdout(&out).contains(record), "{}", stdout(&out));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    // A removal of a journal record without --namespace is refused.
+    for cmd in ["clear", "quarantine"] {
+        let out = run(&[&cmd, &dir, &record, &"--yes"]);
+        assert_eq!(code(&out), 2, "{cmd}");
+        assert_one_line_error(&out, "pass --namespace journal");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{cmd} left it alone");
+    }
+    let out = run(&[&"quarantine", &dir, &record, &"--namespace", &"journal", &"--yes"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with(&format!("quarantined `{record}`")), "{}", stdout(&out));
+    assert!(!journal_records(&dir).contains_key(damaged.as_str()));
 }
