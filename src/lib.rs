@@ -165,7 +165,7 @@ pub use observe::Event;
 pub use policy::{Checked, LoadPolicy};
 pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
 pub use store::{
-    Batch, BatchError, EntryName, KeyLock, Precondition, Restorer, Store, temp_file_key,
+    Batch, BatchError, EntryName, Inspected, KeyLock, Precondition, Restorer, Store, temp_file_key,
 };
 
 /// The README's examples, compiled and run as doctests.

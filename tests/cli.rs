@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use assert_cmd::Command;
 use safestash::envelope::{Header, encode};
 use safestash::{Digest, SaveOptions, StashKey, Store};
+// The journal's public path (moving to `safestash::journal::`): this line only.
+use safestash::journal::{Expect, Operation, PartState};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -719,4 +721,216 @@ fn usage_errors_are_one_line_and_exit_2() {
         assert!(out.stdout.is_empty());
         assert_one_line_error(&out, needle);
     }
+}
+
+// ---------------------------------------------------------------- reserved records
+
+/// Every journal record in the store at `dir`, by file (relative to `dir`),
+/// with its verified digest: the records in the reserved namespace
+/// `journal`, and the transitional `op.*` keys of the user keyspace.
+fn journal_records(dir: &Path) -> BTreeMap<String, Digest> {
+    let store = Store::open(dir).unwrap();
+    let journal = store.namespace("journal").unwrap();
+    let mut records = BTreeMap::new();
+    for (prefix, s) in [(".ns.journal/", &journal), ("", &store)] {
+        for r in s.verify().unwrap() {
+            if prefix.is_empty() && !r.key.as_str().starts_with("op.") {
+                continue;
+            }
+            let meta = r.result.unwrap_or_else(|e| panic!("journal record {}: {e}", r.key));
+            records.insert(format!("{prefix}{}", r.key), meta.digest);
+        }
+    }
+    records
+}
+
+/// A store with a user stash and a live operation: part `orders` running
+/// with a stash, part `invoices` pending.
+fn live_operation(dir: &Path) {
+    let store = Store::open(dir).unwrap();
+    store.save(&key("user.stash"), &"mine").unwrap();
+    let op = Operation::create(&store, "nightly reload", ["orders", "invoices"]).unwrap();
+    let g = op.view().unwrap().generation;
+    op.update("orders", Expect::Operation(g), PartState::Running).unwrap();
+    let g = op.view().unwrap().generation;
+    op.stash("orders", Expect::Operation(g), &vec!["row 1", "row 2"]).unwrap();
+}
+
+#[test]
+fn gc_never_removes_the_records_of_a_live_journal_operation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stashes");
+    live_operation(&dir);
+    let before = journal_records(&dir);
+    assert!(before.len() >= 4, "header, two parts, one stash: {before:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let out = run(&[&"gc", &dir, &"--older-than", &"1s"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.contains("removed stash `user.stash`"), "gc did run: {text}");
+    assert!(!dir.join("user.stash").exists());
+    assert!(!text.contains("op."), "no journal record named as removed: {text}");
+
+    assert_eq!(journal_records(&dir), before, "every record kept, unchanged");
+    let store = Store::open(&dir).unwrap();
+    let op = Operation::open(&store, "nightly reload").unwrap();
+    let view = op.view().unwrap();
+    assert_eq!(view.part("orders").unwrap().unwrap().state, PartState::Running);
+    assert_eq!(view.part("invoices").unwrap().unwrap().state, PartState::Pending);
+    let stash = op.load_stash::<Vec<String>>("orders").unwrap().expect("the part's stash");
+    assert_eq!(stash.value(), &["row 1", "row 2"]);
+}
+
+/// The table rows (first column) of each group of `list`'s output: the
+/// user stashes under `""`, then each group under its heading.
+fn list_groups(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut groups = vec![(String::new(), Vec::new())];
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("namespace ") || line.starts_with("journal records") {
+            groups.push((line.to_owned(), Vec::new()));
+        } else if !line.starts_with("KEY ") && !line.starts_with("no stashes") {
+            let first = line.split_whitespace().next().unwrap().to_owned();
+            groups.last_mut().unwrap().1.push(first);
+        }
+    }
+    groups
+}
+
+#[test]
+fn list_shows_journal_records_apart_from_user_stashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stashes");
+    live_operation(&dir);
+    let records = journal_records(&dir);
+
+    let out = run(&[&"list", &dir]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    let groups = list_groups(&text);
+    assert_eq!(groups[0].1, ["user.stash"], "only user stashes in the first table: {text}");
+    let journal: Vec<&(String, Vec<String>)> = groups[1..]
+        .iter()
+        .filter(|(h, _)| h.starts_with("namespace journal") || h.starts_with("journal records"))
+        .collect();
+    assert!(!journal.is_empty(), "a journal heading: {text}");
+    let listed: Vec<&String> = journal.iter().flat_map(|(_, rows)| rows).collect();
+    assert_eq!(listed.len(), records.len(), "{text}");
+    for (heading, rows) in &journal {
+        let n = match rows.len() {
+            1 => "(1 entry)".to_owned(),
+            n => format!("({n} entries)"),
+        };
+        assert!(heading.ends_with(&n), "{heading:?} counts its entries: {n}");
+    }
+
+    let doc = json(&run(&[&"list", &dir, &"--json"]));
+    let files: Vec<&str> =
+        doc["entries"].as_array().unwrap().iter().map(|e| e["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["user.stash"], "{doc}");
+    let in_journal = doc["namespaces"]["journal"].as_array().expect("a journal group");
+    in_journal.iter().for_each(assert_entry_shape);
+    let mut files: Vec<&str> = in_journal.iter().map(|e| e["file"].as_str().unwrap()).collect();
+    files.sort_unstable();
+    let expected: Vec<&str> = records.keys().map(String::as_str).collect();
+    assert_eq!(files, expected, "{doc}");
+    assert!(in_journal.iter().all(|e| e["status"] == "ok"), "{doc}");
+}
+
+#[test]
+fn tenant_snapshots_are_listed_under_their_namespace_and_never_removed_by_gc() {
+    use safestash::reconcile::{CanonicalUuid, IdSet, Reconciler, plan};
+    use std::cell::RefCell;
+    use uuid::Uuid;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stashes");
+    let store = Store::open(&dir).unwrap();
+    store.save(&key("user.stash"), &"mine").unwrap();
+    let db: RefCell<BTreeMap<Uuid, Vec<String>>> =
+        RefCell::new((1..=10).map(|n| (Uuid::from_u128(n), vec![format!("call {n}")])).collect());
+    let local: IdSet<CanonicalUuid> = IdSet::canonicalize(db.borrow().keys().copied());
+    let truth: Vec<String> = (2..=10).map(|n| Uuid::from_u128(n).to_string()).collect();
+    let truth: IdSet<CanonicalUuid> = IdSet::canonicalize(&truth);
+    let report = Reconciler::new(&store)
+        .execute(
+            &plan(&local, &truth),
+            &local,
+            &truth,
+            |id| db.borrow().get(&id.uuid()).cloned().ok_or("no such tenant"),
+            |id| db.borrow_mut().remove(&id.uuid()).map(drop).ok_or("no such tenant"),
+        )
+        .unwrap();
+    assert!(report.is_complete());
+    let tenants = store.namespace("tenants").unwrap();
+    let snapshots: Vec<String> =
+        tenants.list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
+    assert_eq!(snapshots.len(), 1, "one tenant deleted, one snapshot");
+
+    let groups = list_groups(&stdout(&run(&[&"list", &dir])));
+    assert_eq!(groups[0].1, ["user.stash"]);
+    let group = groups.iter().find(|(h, _)| h.starts_with("namespace tenants"));
+    assert_eq!(group.map(|g| &g.1), Some(&snapshots), "{groups:?}");
+    let doc = json(&run(&[&"list", &dir, &"--json"]));
+    assert_eq!(doc["namespaces"]["tenants"][0]["key"], snapshots[0].as_str(), "{doc}");
+    assert_eq!(doc["namespaces"]["tenants"][0]["status"], "ok", "{doc}");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = run(&[&"gc", &dir, &"--older-than", &"1s"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(!dir.join("user.stash").exists(), "gc did run");
+    let after: Vec<String> =
+        tenants.list().unwrap().into_iter().map(|i| i.key.into_string()).collect();
+    assert_eq!(after, snapshots, "the snapshot is kept");
+    assert!(tenants.verify().unwrap().iter().all(|r| r.result.is_ok()));
+}
+
+#[test]
+fn verify_reports_damage_in_journal_records_and_removals_need_the_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stashes");
+    live_operation(&dir);
+    let records = journal_records(&dir);
+    // A part's record (any record would do, should record names change).
+    let (damaged, _) =
+        records.iter().find(|(f, _)| f.contains("invoices")).or(records.iter().last()).unwrap();
+    let path = dir.join(damaged);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 70;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = run(&[&"verify", &dir]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "damage in a journal record is damage: {text}");
+    let record = path.file_name().unwrap().to_str().unwrap();
+    let line = text.lines().find(|l| l.contains(record)).expect("the record is named");
+    assert!(line.contains("journal") && line.contains("is corrupt"), "{text}");
+    assert!(text.lines().any(|l| l.contains("--namespace journal")), "{text}");
+    let doc = json(&run(&[&"verify", &dir, &"--json"]));
+    assert_eq!(doc["result"], "corrupt");
+    let in_journal = doc["namespaces"]["journal"].as_array().expect("a journal group");
+    assert!(in_journal.iter().any(|e| e["key"] == record && e["status"] == "corrupt"), "{doc}");
+    let stashes: Vec<&Value> = doc["stashes"].as_array().unwrap().iter().collect();
+    assert!(stashes.iter().all(|e| e["key"] == "user.stash"), "user stashes apart: {doc}");
+
+    // gc keeps it, like every record, and says nothing of removing it.
+    let out = run(&[&"gc", &dir, &"--older-than", &"0s"]);
+    assert!(!stdout(&out).contains(record), "{}", stdout(&out));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    // A removal of a journal record without --namespace is refused.
+    for cmd in ["clear", "quarantine"] {
+        let out = run(&[&cmd, &dir, &record, &"--yes"]);
+        assert_eq!(code(&out), 2, "{cmd}");
+        assert_one_line_error(&out, "pass --namespace journal");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{cmd} left it alone");
+    }
+    let out = run(&[&"quarantine", &dir, &record, &"--namespace", &"journal", &"--yes"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).starts_with(&format!("quarantined `{record}`")), "{}", stdout(&out));
+    assert!(!journal_records(&dir).contains_key(damaged.as_str()));
 }

@@ -12,6 +12,13 @@
 //! safestash gc DIR --older-than 7d [--dry-run]
 //! ```
 //!
+//! The library's own records (reserved namespaces such as `journal` and
+//! `tenants`) are listed and
+//! verified in groups of their own, never removed by `gc`, and reached by
+//! `show`, `quarantine` and `clear` only with `--namespace NAME`. Every file
+//! is reached through the library's `Store`: the CLI never builds an
+//! on-disk name or opens a stash file itself.
+//!
 //! Built with `--features cli`. Exit codes: 0 done (or nothing to do), 1 a
 //! damaged stash was found (or, for `show`, the stash is absent), 2 usage or
 //! I/O error, or something could not be done or checked. Errors are one line
@@ -68,7 +75,9 @@ enum Command {
     /// corrupt, temp-leftover, quarantined, …), sorted by key.
     ///
     /// Every stash is read in full to check its SHA-256. Kind, origin and
-    /// age of a damaged stash come from its unverified header.
+    /// age of a damaged stash come from its unverified header. The
+    /// library's own records follow, each group under a heading of its own
+    /// (`namespace journal`, `namespace tenants`, …).
     #[command(after_help = "\
 Examples:
   safestash list /var/lib/etl/stashes
@@ -94,11 +103,16 @@ Examples:
         /// The stash's key (its file name).
         #[arg(value_parser = parse_key)]
         key: StashKey,
+        /// The reserved namespace holding the record (`journal`,
+        /// `tenants`, …): the library's own records are reached with it.
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
         /// Print only the payload, byte for byte as stored, for piping.
         #[arg(long)]
         raw: bool,
     },
-    /// Check every stash's SHA-256, header and key.
+    /// Check every stash's SHA-256, header and key, the library's own
+    /// records included (reported in their groups).
     ///
     /// Exit 0 when every stash is intact (or there are none), 1 when any is
     /// corrupt (each is listed), 2 on usage or I/O error or when a stash
@@ -119,7 +133,8 @@ Examples:
     ///
     /// Asks for confirmation on a terminal; without a terminal, refuses
     /// unless `--yes` is given. Fails rather than waits when a writer holds
-    /// the key's lock.
+    /// the key's lock. A record of the library's own (a journal record, a
+    /// tenant snapshot) is refused unless `--namespace` names its namespace.
     #[command(after_help = "\
 Examples:
   safestash quarantine /var/lib/etl/stashes orders.dictionary
@@ -130,6 +145,10 @@ Examples:
         /// The stash's key (its file name).
         #[arg(value_parser = parse_key)]
         key: StashKey,
+        /// The reserved namespace holding the record (`journal`,
+        /// `tenants`, …): the library's own records are reached only with it.
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
         /// Do not ask for confirmation.
         #[arg(short, long)]
         yes: bool,
@@ -138,7 +157,8 @@ Examples:
     ///
     /// Asks for confirmation on a terminal; without a terminal, refuses
     /// unless `--yes` is given. Fails rather than waits when a writer holds
-    /// the key's lock.
+    /// the key's lock. A record of the library's own (a journal record, a
+    /// tenant snapshot) is refused unless `--namespace` names its namespace.
     #[command(after_help = "\
 Examples:
   safestash clear /var/lib/etl/stashes orders.dictionary
@@ -149,6 +169,10 @@ Examples:
         /// The stash's key (its file name).
         #[arg(value_parser = parse_key)]
         key: StashKey,
+        /// The reserved namespace holding the record (`journal`,
+        /// `tenants`, …): the library's own records are reached only with it.
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
         /// Do not ask for confirmation.
         #[arg(short, long)]
         yes: bool,
@@ -161,7 +185,9 @@ Examples:
     /// its age cannot be read) it is reported, with a hint to quarantine it,
     /// and the exit code is 1. A temp file is removed whatever its age, but
     /// only while no writer holds its key's lock. Quarantined files and lock
-    /// files are left alone. A stash whose key is locked is skipped.
+    /// files are left alone. A stash whose key is locked is skipped. The
+    /// library's own records are never removed: nothing in a reserved
+    /// namespace.
     #[command(after_help = "\
 Examples:
   safestash gc /var/lib/etl/stashes --older-than 7d --dry-run
@@ -340,13 +366,15 @@ fn clap_one_line(e: &clap::Error) -> String {
 fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
     match command {
         Command::List { dir, json } => list(&dir, json, out),
-        Command::Show { dir, key, raw } => show(&dir, &key, raw, out),
-        Command::Verify { dir, json } => verify(&dir, json, out),
-        Command::Quarantine { dir, key, yes } => {
-            remove::run(&dir, &key, remove::Removal::Quarantine, yes, out)
+        Command::Show { dir, key, namespace, raw } => {
+            show(&dir, &key, namespace.as_deref(), raw, out)
         }
-        Command::Clear { dir, key, yes } => {
-            remove::run(&dir, &key, remove::Removal::Clear, yes, out)
+        Command::Verify { dir, json } => verify(&dir, json, out),
+        Command::Quarantine { dir, key, namespace, yes } => {
+            remove::run(&dir, &key, namespace.as_deref(), remove::Removal::Quarantine, yes, out)
+        }
+        Command::Clear { dir, key, namespace, yes } => {
+            remove::run(&dir, &key, namespace.as_deref(), remove::Removal::Clear, yes, out)
         }
         Command::Gc { dir, older_than, dry_run } => gc::run(&dir, older_than, dry_run, out),
     }
@@ -356,26 +384,41 @@ fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
 /// here, not an empty store, since an operator who names one means a store
 /// that should be there.
 fn open_store(dir: &Path) -> Result<Store, Failure> {
-    std::fs::metadata(dir).map_err(|e| {
-        Failure::io(format!("failed to open store directory `{}`", dir.display()), e)
-    })?;
-    Ok(Store::open(dir)?)
+    Store::open_existing(dir).map_err(|e| match e {
+        Error::Io { source, .. } => {
+            Failure::io(format!("failed to open store directory `{}`", dir.display()), source)
+        }
+        other => other.into(),
+    })
 }
 
 fn list(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
     let store = open_store(dir)?;
-    let entries = scan::scan(&store)?;
+    let found = scan::scan(&store)?;
     let now = SystemTime::now();
     if json {
         let doc = render::JsonList {
             dir: dir.display().to_string(),
-            entries: entries.iter().map(|e| render::JsonEntry::new(e, now)).collect(),
+            entries: found.user.iter().map(|e| render::JsonEntry::new(e, now)).collect(),
+            namespaces: render::json_namespaces(&found.groups, now, |_| true),
         };
         out.line(to_json(&doc))?;
-    } else if entries.is_empty() {
-        out.line(format_args!("no stashes in `{}`", dir.display()))?;
+        return Ok(Outcome::Ok);
+    }
+    if found.user.is_empty() {
+        let whose = if found.groups.is_empty() { "" } else { "user " };
+        out.line(format_args!("no {whose}stashes in `{}`", dir.display()))?;
     } else {
-        out.bytes(render::list_table(&entries, now).as_bytes())?;
+        out.bytes(render::list_table(&found.user, now).as_bytes())?;
+    }
+    // The library's own records, each group under its heading.
+    for g in &found.groups {
+        out.line("")?;
+        let n = plural(g.entries.len(), "entry", "entries");
+        out.line(format_args!("{} ({n})", g.place.heading()))?;
+        if !g.entries.is_empty() {
+            out.bytes(render::list_table(&g.entries, now).as_bytes())?;
+        }
     }
     Ok(Outcome::Ok)
 }
@@ -385,22 +428,52 @@ fn to_json(doc: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(doc).expect("JSON output serializes")
 }
 
-fn show(dir: &Path, key: &StashKey, raw: bool, out: &mut Out) -> Result<Outcome, Failure> {
+fn show(
+    dir: &Path,
+    key: &StashKey,
+    namespace: Option<&str>,
+    raw: bool,
+    out: &mut Out,
+) -> Result<Outcome, Failure> {
     let store = open_store(dir)?;
+    let (store, place) = match namespace {
+        Some(ns) => (store.namespace(ns)?, format!("namespace {ns} of `{}`", dir.display())),
+        None => (store, format!("`{}`", dir.display())),
+    };
+    let ns_flag = namespace.map(|ns| format!(" --namespace {ns}")).unwrap_or_default();
+    let damaged = |e: &Error| {
+        warn(format_args!(
+            "{}; to move it aside for inspection: safestash quarantine {}{ns_flag} {key}",
+            one_line(e),
+            dir.display()
+        ));
+        Ok(Outcome::Finding)
+    };
+    if raw {
+        return match store.read_raw(key) {
+            Ok(Some(stashed)) => {
+                out.bytes(stashed.value())?;
+                Ok(Outcome::Ok)
+            }
+            Ok(None) => {
+                warn(format_args!("no stash `{key}` in {place}"));
+                Ok(Outcome::Finding)
+            }
+            Err(e @ Error::Corrupt { .. }) => damaged(&e),
+            Err(e @ Error::NotAFile { .. }) => {
+                warn(one_line(&e));
+                Ok(Outcome::Finding)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let stashed = match store.load::<Box<RawValue>>(key) {
         Ok(Some(stashed)) => stashed,
         Ok(None) => {
-            warn(format_args!("no stash `{key}` in `{}`", dir.display()));
+            warn(format_args!("no stash `{key}` in {place}"));
             return Ok(Outcome::Finding);
         }
-        Err(e @ (Error::Corrupt { .. } | Error::Deserialize { .. })) => {
-            warn(format_args!(
-                "{}; to move it aside for inspection: safestash quarantine {} {key}",
-                one_line(&e),
-                dir.display()
-            ));
-            return Ok(Outcome::Finding);
-        }
+        Err(e @ (Error::Corrupt { .. } | Error::Deserialize { .. })) => return damaged(&e),
         Err(e @ Error::NotAFile { .. }) => {
             warn(one_line(&e));
             return Ok(Outcome::Finding);
@@ -408,10 +481,6 @@ fn show(dir: &Path, key: &StashKey, raw: bool, out: &mut Out) -> Result<Outcome,
         Err(e) => return Err(e.into()),
     };
     let (payload, meta) = stashed.into_parts();
-    if raw {
-        out.bytes(payload.get().as_bytes())?;
-        return Ok(Outcome::Ok);
-    }
     let h = &meta.header;
     let age = scan::age_of(h.created(), SystemTime::now());
     let fields = [
@@ -436,8 +505,16 @@ fn show(dir: &Path, key: &StashKey, raw: bool, out: &mut Out) -> Result<Outcome,
 fn verify(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
     let store = open_store(dir)?;
     let now = SystemTime::now();
-    let stashes: Vec<_> = scan::scan(&store)?.into_iter().filter(|e| e.status.is_stash()).collect();
-    let outcome = stashes.iter().map(|e| e.status.outcome()).max().unwrap_or(Outcome::Ok);
+    let found = scan::scan(&store)?;
+    // Damage in the library's own records (a journal record, a tenant
+    // snapshot) is damage too: they count for the outcome.
+    let outcome = found
+        .all()
+        .filter(|e| e.status.is_stash())
+        .map(|e| e.status.outcome())
+        .max()
+        .unwrap_or(Outcome::Ok);
+    let stashes: Vec<&scan::Entry> = found.user.iter().filter(|e| e.status.is_stash()).collect();
     if json {
         let doc = render::JsonVerify {
             dir: dir.display().to_string(),
@@ -448,38 +525,77 @@ fn verify(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
             },
             exit_code: outcome as u8,
             stashes: stashes.iter().map(|e| render::JsonEntry::new(e, now)).collect(),
+            namespaces: render::json_namespaces(&found.groups, now, |e| e.status.is_stash()),
         };
         out.line(to_json(&doc))?;
         return Ok(outcome);
     }
-    if stashes.is_empty() {
+    let groups: Vec<(&scan::Place, Vec<&scan::Entry>)> = found
+        .groups
+        .iter()
+        .map(|g| (&g.place, g.entries.iter().filter(|e| e.status.is_stash()).collect()))
+        .filter(|(_, records): &(_, Vec<_>)| !records.is_empty())
+        .collect();
+    if stashes.is_empty() && groups.is_empty() {
         out.line(format_args!("no stashes in `{}`: nothing to verify", dir.display()))?;
         return Ok(outcome);
     }
-    for e in stashes.iter().filter(|e| e.status != Status::Ok) {
-        let problem = e.problem.as_deref().unwrap_or("unknown problem");
-        out.line(format_args!("`{}` is {}: {problem}", e.key, render::status_phrase(e.status)))?;
-    }
-    let intact = stashes.iter().filter(|e| e.status == Status::Ok).count();
-    let mut summary = format!(
-        "verified {} in `{}`: {intact} intact",
-        plural(stashes.len(), "stash", "stashes"),
-        dir.display()
-    );
-    for status in [Status::Corrupt, Status::NotAFile, Status::Unsupported, Status::Unreadable] {
-        let n = stashes.iter().filter(|e| e.status == status).count();
-        if n > 0 {
-            summary.push_str(&format!(", {n} {}", render::status_phrase(status)));
+    if !stashes.is_empty() {
+        for e in stashes.iter().filter(|e| e.status != Status::Ok) {
+            let problem = e.problem.as_deref().unwrap_or("unknown problem");
+            out.line(format_args!(
+                "`{}` is {}: {problem}",
+                e.key,
+                render::status_phrase(e.status)
+            ))?;
         }
+        let what = plural(stashes.len(), "stash", "stashes");
+        out.line(format_args!("verified {what} in `{}`: {}", dir.display(), tally(&stashes)))?;
     }
-    out.line(summary)?;
+    for (place, records) in &groups {
+        for e in records.iter().filter(|e| e.status != Status::Ok) {
+            let problem = e.problem.as_deref().unwrap_or("unknown problem");
+            let status = render::status_phrase(e.status);
+            out.line(format_args!("{} is {status}: {problem}", place.describe(&e.key)))?;
+        }
+        let what = match place {
+            scan::Place::Namespace(ns) => {
+                format!("{} in namespace {ns}", plural(records.len(), "record", "records"))
+            }
+        };
+        out.line(format_args!("verified {what}: {}", tally(records)))?;
+    }
     if stashes.iter().any(|e| e.status == Status::Corrupt) {
         out.line(format_args!(
             "to move a damaged stash aside for inspection: safestash quarantine {} KEY",
             dir.display()
         ))?;
     }
+    let damaged: std::collections::BTreeSet<&str> = groups
+        .iter()
+        .filter(|(_, records)| records.iter().any(|e| e.status == Status::Corrupt))
+        .map(|(place, _)| place.namespace())
+        .collect();
+    for ns in damaged {
+        out.line(format_args!(
+            "to move a damaged record aside for inspection: safestash quarantine {} --namespace {ns} KEY",
+            dir.display()
+        ))?;
+    }
     Ok(outcome)
+}
+
+/// "N intact, M corrupt, …" for `verify`'s summary lines.
+fn tally(stashes: &[&scan::Entry]) -> String {
+    let intact = stashes.iter().filter(|e| e.status == Status::Ok).count();
+    let mut summary = format!("{intact} intact");
+    for status in [Status::Corrupt, Status::NotAFile, Status::Unsupported, Status::Unreadable] {
+        let n = stashes.iter().filter(|e| e.status == status).count();
+        if n > 0 {
+            summary.push_str(&format!(", {n} {}", render::status_phrase(status)));
+        }
+    }
+    summary
 }
 
 /// `count` and the noun, singular or plural.

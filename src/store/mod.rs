@@ -8,6 +8,7 @@
 
 mod batch;
 mod clear;
+mod inspect;
 mod load;
 mod lock;
 pub(crate) mod names;
@@ -16,6 +17,7 @@ mod save;
 mod scan;
 
 pub use batch::{Batch, BatchError};
+pub use inspect::Inspected;
 pub use lock::KeyLock;
 use names::TEMP_SUFFIX;
 pub use names::{EntryName, temp_file_key};

@@ -102,8 +102,8 @@ impl EntryName {
             if let Some(key) = inner.strip_suffix(LOCK_SUFFIX).and_then(|k| StashKey::new(k).ok()) {
                 return EntryName::Lock(key);
             }
-            if let Some((key, _)) = inner.rsplit_once(QUARANTINE_INFIX) {
-                if let Ok(key) = StashKey::new(key) {
+            if let Some((key, stamp)) = inner.rsplit_once(QUARANTINE_INFIX) {
+                if let (false, Ok(key)) = (stamp.is_empty(), StashKey::new(key)) {
                     return EntryName::Quarantined(key);
                 }
             }
@@ -149,6 +149,28 @@ mod tests {
             "..Ab3dE5gH.tmp",
         ] {
             assert!(temp_file_key(not).is_none(), "{not}");
+        }
+    }
+
+    #[test]
+    fn side_files_are_recognised_by_name() {
+        let key = |s: &str| StashKey::new(s).unwrap();
+        assert_eq!(EntryName::parse(".a.b.Ab3dE5gH.tmp"), EntryName::Temp(key("a.b")));
+        assert_eq!(
+            EntryName::parse(".a.quarantined.2026-11-22T134439.123456789Z-1"),
+            EntryName::Quarantined(key("a"))
+        );
+        assert_eq!(EntryName::parse(".a.lock"), EntryName::Lock(key("a")));
+        assert_eq!(EntryName::parse("a.b"), EntryName::Stash(key("a.b")));
+        for other in [
+            ".a.Ab3dE5g.tmp",
+            ".a.Ab3dE5gH.tmpx",
+            "..Ab3dE5gH.tmp",
+            ".a.quarantined.",
+            ".ns.",
+            ".ns.a/b",
+        ] {
+            assert_eq!(EntryName::parse(other), EntryName::Other, "{other}");
         }
     }
 }

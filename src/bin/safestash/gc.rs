@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use safestash::{Error, StashKey, Store};
+use safestash::{Error, Store};
 
 use crate::render;
 use crate::scan::{self, Entry, Outcome, Status};
@@ -37,7 +37,11 @@ pub fn run(
 ) -> Result<Outcome, Failure> {
     let store = crate::open_store(dir)?;
     let now = SystemTime::now();
-    let entries = scan::scan(&store)?;
+    let found = scan::scan(&store)?;
+    // Only the user's stashes: the library's own records (reserved
+    // namespaces, which `scan` groups apart) have their own lifecycle and
+    // are never collected here.
+    let entries = &found.user;
     let did = if dry_run { "would remove" } else { "removed" };
     let mut outcome = Outcome::Ok;
     let (mut stashes_removed, mut kept_damaged) = (0usize, 0usize);
@@ -86,7 +90,7 @@ pub fn run(
     let temps_removed = if dry_run {
         let mut n = 0;
         for t in &temps {
-            if writer_active(&store, &t.key)? {
+            if store.is_locked(&t.key)? {
                 out.line(format_args!(
                     "skipped temp file `{}`: a writer holding `{}`'s lock is saving it",
                     t.file, t.key
@@ -105,7 +109,7 @@ pub fn run(
         }
         for t in &temps {
             let path = store.dir().join(&t.file);
-            if !removed.contains(&path) && path.symlink_metadata().is_ok() {
+            if !removed.contains(&path) && store.is_locked(&t.key)? {
                 out.line(format_args!(
                     "skipped temp file `{}`: a writer holding `{}`'s lock is saving it",
                     t.file, t.key
@@ -114,6 +118,19 @@ pub fn run(
         }
         removed.len()
     };
+
+    let reserved: Vec<String> = found
+        .groups
+        .iter()
+        .filter(|g| !g.entries.is_empty())
+        .map(|g| format!("{} ({})", g.place.heading(), g.entries.len()))
+        .collect();
+    if !reserved.is_empty() {
+        out.line(format_args!(
+            "left the library's own records alone: {}; gc never removes them",
+            reserved.join(", ")
+        ))?;
+    }
 
     let age = humantime::format_duration(older_than);
     let mut summary = if stashes_removed + temps_removed == 0 {
@@ -197,18 +214,4 @@ fn remove_if_due(
         return Ok(Fate::Rewritten);
     }
     Ok(if lock.clear()? { Fate::Removed } else { Fate::Gone })
-}
-
-/// Whether a live writer holds `key`'s lock. Creates nothing: with no lock
-/// file, no writer can hold it.
-fn writer_active(store: &Store, key: &StashKey) -> Result<bool, Failure> {
-    let lock_file = store.dir().join(format!(".{key}.lock"));
-    if lock_file.symlink_metadata().is_err() {
-        return Ok(false);
-    }
-    match store.try_lock(key) {
-        Ok(_lock) => Ok(false),
-        Err(Error::Locked { .. }) => Ok(true),
-        Err(other) => Err(other.into()),
-    }
 }

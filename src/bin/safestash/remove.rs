@@ -18,17 +18,19 @@ pub enum Removal {
     Clear,
 }
 
-/// Runs `quarantine` or `clear` of `key` in `dir`: nothing to do when there
-/// is no stash; otherwise confirm, take the key's lock without waiting, and
-/// act under it.
+/// Runs `quarantine` or `clear` of `key` in `dir` (in its reserved
+/// namespace `namespace`, if given): nothing to do when there is no stash;
+/// otherwise confirm, take the key's lock without waiting, and act under it.
 ///
 /// # Errors
 ///
-/// When the store cannot be opened, the question cannot be asked (no
-/// terminal and no `--yes`), the key is locked, or the removal fails.
+/// When the store cannot be opened, the key is one of the library's own
+/// records and `--namespace` was not given, the question cannot be asked
+/// (no terminal and no `--yes`), the key is locked, or the removal fails.
 pub fn run(
     dir: &Path,
     key: &StashKey,
+    namespace: Option<&str>,
     removal: Removal,
     yes: bool,
     out: &mut Out,
@@ -38,27 +40,19 @@ pub fn run(
         Removal::Clear => "clear",
     };
     let store = open_store(dir)?;
-    let path = store.path_of(key);
-    match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            out.line(format_args!("no stash `{key}` in `{}`: nothing to {verb}", dir.display()))?;
-            return Ok(Outcome::Ok);
-        }
-        Err(e) => return Err(Failure::io(format!("failed to inspect `{}`", path.display()), e)),
-        Ok(_) => {}
-    }
+    let (store, place) = target(store, dir, key, namespace, verb)?;
+    let Some(found) = store.inspect_key(key)? else {
+        out.line(format_args!("no stash `{key}` in {place}: nothing to {verb}"))?;
+        return Ok(Outcome::Ok);
+    };
     if !yes {
         let question = || match removal {
-            Removal::Quarantine => format!(
-                "Move stash `{key}` in `{}` ({}) aside to .{key}.quarantined.TIME?",
-                dir.display(),
-                describe(&store, key)
-            ),
-            Removal::Clear => format!(
-                "Delete stash `{key}` in `{}` ({}) for good?",
-                dir.display(),
-                describe(&store, key)
-            ),
+            Removal::Quarantine => {
+                format!("Move stash `{key}` in {place} ({}) aside for inspection?", describe(found))
+            }
+            Removal::Clear => {
+                format!("Delete stash `{key}` in {place} ({}) for good?", describe(found))
+            }
         };
         if !confirm(question, &format!("{verb} `{key}`"))? {
             warn(format_args!("not confirmed: `{key}` was left as it is"));
@@ -71,21 +65,47 @@ pub fn run(
             Some(aside) => {
                 out.line(format_args!("quarantined `{key}`: moved to `{}`", aside.display()))?
             }
-            None => out
-                .line(format_args!("no stash `{key}` in `{}`: nothing to {verb}", dir.display()))?,
+            None => out.line(format_args!("no stash `{key}` in {place}: nothing to {verb}"))?,
         },
         Removal::Clear => {
             if lock.clear()? {
-                out.line(format_args!("cleared `{key}` in `{}`", dir.display()))?;
+                out.line(format_args!("cleared `{key}` in {place}"))?;
             } else {
-                out.line(format_args!(
-                    "no stash `{key}` in `{}`: nothing to {verb}",
-                    dir.display()
-                ))?;
+                out.line(format_args!("no stash `{key}` in {place}: nothing to {verb}"))?;
             }
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// The store holding `key` for a removal, and how to name it ("`DIR`",
+/// "namespace journal of `DIR`"). The library's own records are reached
+/// only through `--namespace`: a removal that names one without it is
+/// refused, saying which namespace has it.
+fn target(
+    store: Store,
+    dir: &Path,
+    key: &StashKey,
+    namespace: Option<&str>,
+    verb: &str,
+) -> Result<(Store, String), Failure> {
+    let user_place = format!("`{}`", dir.display());
+    let Some(ns) = namespace else {
+        if store.inspect_key(key)?.is_none() {
+            for ns in store.namespaces()? {
+                if store.namespace(&ns)?.inspect_key(key)?.is_some() {
+                    return Err(Failure::Plain(format!(
+                        "no stash `{key}` among the user stashes in `{}`; namespace {ns} has \
+                         one: pass --namespace {ns} to {verb} it",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        return Ok((store, user_place));
+    };
+    let records = store.namespace(ns)?;
+    Ok((records, format!("namespace {ns} of `{}`", dir.display())))
 }
 
 /// Takes `key`'s lock without waiting: an operator command fails rather than
@@ -99,16 +119,16 @@ fn try_lock<'s>(store: &'s Store, key: &StashKey) -> Result<KeyLock<'s>, Failure
 
 /// A stash in a few words for a confirmation question: kind, origin, age,
 /// and whether it is intact.
-fn describe(store: &Store, key: &StashKey) -> String {
-    let status = match store.load::<serde::de::IgnoredAny>(key) {
-        Ok(Some(_)) => "intact".to_owned(),
-        Ok(None) => "gone".to_owned(),
-        Err(e) => {
+fn describe(found: safestash::Inspected) -> String {
+    let status = match found.verified {
+        Some(Ok(_)) => "intact".to_owned(),
+        Some(Err(e)) => {
             let (status, problem) = scan::classify(&e);
             format!("{}: {}", render::status_phrase(status), problem.unwrap_or_default())
         }
+        None => "not a stash".to_owned(),
     };
-    match scan::peek_header(&store.path_of(key)) {
+    match found.header.and_then(Result::ok) {
         Some(h) => format!(
             "kind {}, origin {}, {} old, {status}",
             h.kind(),

@@ -1,11 +1,12 @@
 //! Turning entries into text: aligned tables, ages, sizes, safe strings,
 //! indented JSON, and the `--json` documents.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::scan::{Entry, Status};
+use crate::scan::{Entry, Group, Status};
 
 /// An age as its two most significant units, whole seconds at the finest:
 /// `5s`, `24m 38s`, `3days 4h`, `26years 10months`.
@@ -220,13 +221,19 @@ impl<'a> JsonEntry<'a> {
     }
 }
 
+/// The library's own records in JSON, by namespace: `{"journal": [...]}`.
+pub type JsonNamespaces<'a> = BTreeMap<&'a str, Vec<JsonEntry<'a>>>;
+
 /// `safestash list --json`.
 #[derive(Debug, Serialize)]
 pub struct JsonList<'a> {
     /// The store directory, as given.
     pub dir: String,
-    /// Every entry, sorted.
+    /// Every entry of the user's keyspace, sorted.
     pub entries: Vec<JsonEntry<'a>>,
+    /// The library's own records, by namespace; absent when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: JsonNamespaces<'a>,
 }
 
 /// `safestash verify --json`.
@@ -238,8 +245,26 @@ pub struct JsonVerify<'a> {
     pub result: &'static str,
     /// The exit code of the run.
     pub exit_code: u8,
-    /// Every stash checked, sorted by key.
+    /// Every user stash checked, sorted by key.
     pub stashes: Vec<JsonEntry<'a>>,
+    /// Every record of the library's checked, by namespace; absent when
+    /// there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: JsonNamespaces<'a>,
+}
+
+/// The groups' entries that pass `keep`, by namespace, in JSON.
+pub fn json_namespaces<'a>(
+    groups: &'a [Group],
+    now: SystemTime,
+    keep: impl Fn(&Entry) -> bool,
+) -> JsonNamespaces<'a> {
+    let mut out = JsonNamespaces::new();
+    for g in groups {
+        let entries = g.entries.iter().filter(|e| keep(e)).map(|e| JsonEntry::new(e, now));
+        out.entry(g.place.namespace()).or_default().extend(entries);
+    }
+    out
 }
 
 /// The `list` table: key, kind, origin, age, size, status.

@@ -1,18 +1,15 @@
 //! What is in a store directory: every stash with its verified status, and
-//! the files crashed writers and quarantines leave next to them.
+//! the files crashed writers and quarantines leave next to them, for the
+//! user's keyspace and for each reserved namespace.
 //!
-//! Stashes come from the library ([`Store::list`] for headers,
-//! [`Store::verify`] for status); temp leftovers and quarantined files are
-//! recognised from the name patterns in docs/FORMAT.md.
+//! Everything comes from the library ([`Store::inspect`], which classifies
+//! each name with `EntryName` and verifies each stash): the CLI neither
+//! parses on-disk names nor opens the files itself.
 
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use safestash::envelope::{self, MAX_PREFIX_LEN};
-use safestash::{Digest, Error, StashKey, Store, envelope::Header};
+use safestash::envelope::{self, Header};
+use safestash::{Digest, EntryName, Error, StashKey, Store};
 
 use crate::Failure;
 
@@ -116,63 +113,127 @@ pub fn age_of(created: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(created).unwrap_or(Duration::ZERO)
 }
 
-/// Every stash, temp leftover and quarantined file in the store, sorted by
-/// key, then stashes before temp leftovers before quarantined files, then by
-/// file name. Reads every stash in full to verify it.
+/// Where a group of reserved records lives: a reserved namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A reserved namespace.
+    Namespace(String),
+}
+
+impl Place {
+    /// The namespace these records belong to: the `--namespace` value that
+    /// reaches them and their group in JSON.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Place::Namespace(ns) => ns,
+        }
+    }
+
+    /// The heading of the group in `list`, without its count.
+    pub fn heading(&self) -> String {
+        match self {
+            Place::Namespace(ns) => format!("namespace {ns}"),
+        }
+    }
+
+    /// How `verify` names an entry of the group: "`KEY` in namespace NS".
+    pub fn describe(&self, key: &StashKey) -> String {
+        match self {
+            Place::Namespace(ns) => format!("`{key}` in namespace {ns}"),
+        }
+    }
+}
+
+/// The library's own records: a reserved namespace.
+#[derive(Debug)]
+pub struct Group {
+    /// Where they are.
+    pub place: Place,
+    /// Every entry, sorted as [`scan`] sorts; `file` is relative to the
+    /// store directory.
+    pub entries: Vec<Entry>,
+}
+
+/// A store directory's contents: the user's stashes, then the library's
+/// own records, group by group.
+#[derive(Debug)]
+pub struct Scan {
+    /// The user's stashes, temp leftovers and quarantined files.
+    pub user: Vec<Entry>,
+    /// Each reserved namespace, sorted by name.
+    pub groups: Vec<Group>,
+}
+
+impl Scan {
+    /// Every entry, the user's and the groups'.
+    pub fn all(&self) -> impl Iterator<Item = &Entry> {
+        self.user.iter().chain(self.groups.iter().flat_map(|g| &g.entries))
+    }
+}
+
+/// Every stash, temp leftover and quarantined file in the store and in each
+/// of its reserved namespaces, each list sorted by key, then stashes before
+/// temp leftovers before quarantined files, then by file name. Reads every
+/// stash in full to verify it.
 ///
 /// # Errors
 ///
-/// When the directory cannot be listed (a missing directory included: an
-/// operator who names one means a store that should be there).
-pub fn scan(store: &Store) -> Result<Vec<Entry>, Failure> {
-    let dir = store.dir();
-    let listing = std::fs::read_dir(dir)
-        .map_err(|e| Failure::io(format!("failed to list directory `{}`", dir.display()), e))?;
-    let mut entries = Vec::new();
-    for item in listing {
-        let item = item
-            .map_err(|e| Failure::io(format!("failed to list directory `{}`", dir.display()), e))?;
-        let Ok(name) = item.file_name().into_string() else { continue };
-        let Some((key, status)) = side_file(&name) else { continue };
-        // `DirEntry::metadata` does not follow symlinks; only regular files
-        // are opened, so a FIFO named like a temp file cannot block us.
-        let meta = item.metadata().ok().filter(|m| m.is_file());
-        let header = meta.as_ref().and_then(|_| peek_header(&dir.join(&name)));
-        entries.push(Entry {
-            key,
-            file: name,
-            status,
-            header,
-            size: meta.map(|m| m.len()),
-            digest: None,
-            problem: None,
-        });
+/// When a directory cannot be listed.
+pub fn scan(store: &Store) -> Result<Scan, Failure> {
+    let user = entries_of(store, "")?;
+    let mut groups = Vec::new();
+    for ns in store.namespaces()? {
+        let records = store.namespace(&ns)?;
+        // Files of the namespace are named relative to the store directory.
+        let prefix = records.dir().strip_prefix(store.dir()).unwrap_or(records.dir());
+        let prefix = format!("{}/", prefix.display());
+        groups.push(Group { place: Place::Namespace(ns), entries: entries_of(&records, &prefix)? });
     }
+    Ok(Scan { user, groups })
+}
 
-    let mut headers: std::collections::BTreeMap<StashKey, _> =
-        store.list()?.into_iter().map(|info| (info.key.clone(), info)).collect();
-    for report in store.verify()? {
-        let listed = headers.remove(&report.key);
-        let file = report.key.as_str().to_owned();
-        let entry = match report.result {
-            Ok(meta) => Entry {
-                key: report.key,
+/// The entries of one store directory, `prefix` before each file name.
+fn entries_of(store: &Store, prefix: &str) -> Result<Vec<Entry>, Failure> {
+    let mut entries = Vec::new();
+    for found in store.inspect()? {
+        let file = format!("{prefix}{}", found.file);
+        let header = found.header.and_then(Result::ok);
+        let entry = match found.name {
+            EntryName::Stash(key) => match found.verified {
+                Some(Ok(meta)) => Entry {
+                    key,
+                    file,
+                    status: Status::Ok,
+                    header: Some(meta.header),
+                    size: Some(meta.size),
+                    digest: Some(meta.digest),
+                    problem: None,
+                },
+                Some(Err(e)) => {
+                    let (status, problem) = classify(&e);
+                    Entry { key, file, status, header, size: found.size, digest: None, problem }
+                }
+                None => continue,
+            },
+            EntryName::Temp(key) => Entry {
+                key,
                 file,
-                status: Status::Ok,
-                header: Some(meta.header),
-                size: Some(meta.size),
-                digest: Some(meta.digest),
+                status: Status::TempLeftover,
+                header,
+                size: found.size,
+                digest: None,
                 problem: None,
             },
-            Err(e) => {
-                let (status, problem) = classify(&e);
-                let (header, size) = match listed {
-                    Some(info) => (info.header.ok(), Some(info.size)),
-                    None => (None, None),
-                };
-                let size = if status == Status::NotAFile { None } else { size };
-                Entry { key: report.key, file, status, header, size, digest: None, problem }
-            }
+            EntryName::Quarantined(key) => Entry {
+                key,
+                file,
+                status: Status::Quarantined,
+                header,
+                size: found.size,
+                digest: None,
+                problem: None,
+            },
+            _ => continue,
         };
         entries.push(entry);
     }
@@ -208,60 +269,9 @@ pub fn classify(e: &Error) -> (Status, Option<String>) {
     }
 }
 
-/// The key and status of a temp leftover (`.KEY.XXXXXXXX.tmp`) or a
-/// quarantined file (`.KEY.quarantined.TIME`), from its name.
-pub fn side_file(name: &str) -> Option<(StashKey, Status)> {
-    if let Some(key) = safestash::temp_file_key(name) {
-        return Some((key, Status::TempLeftover));
-    }
-    let (key, stamp) = name.strip_prefix('.')?.rsplit_once(".quarantined.")?;
-    if stamp.is_empty() {
-        return None;
-    }
-    Some((StashKey::new(key).ok()?, Status::Quarantined))
-}
-
-/// The header of the file at `path`, read without checking the digest, if
-/// it is a regular file that starts with a readable header. Never follows a
-/// symlink and never blocks on a FIFO.
-pub fn peek_header(path: &Path) -> Option<Header> {
-    let file: File = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut prefix = Vec::with_capacity(MAX_PREFIX_LEN);
-    file.take(MAX_PREFIX_LEN as u64).read_to_end(&mut prefix).ok()?;
-    envelope::read_header(&prefix).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn side_files_are_recognised_by_name() {
-        let key = |s: &str| StashKey::new(s).unwrap();
-        assert_eq!(side_file(".a.b.Ab3dE5gH.tmp"), Some((key("a.b"), Status::TempLeftover)));
-        assert_eq!(
-            side_file(".a.quarantined.2026-11-22T134439.123456789Z-1"),
-            Some((key("a"), Status::Quarantined))
-        );
-        for not in [
-            "a.b",
-            ".a.lock",
-            ".a.Ab3dE5g.tmp",
-            ".a.Ab3dE5gH.tmpx",
-            "..Ab3dE5gH.tmp",
-            ".a.quarantined.",
-            "a.quarantined.x",
-        ] {
-            assert_eq!(side_file(not), None, "{not}");
-        }
-    }
 
     #[test]
     fn worse_outcomes_compare_greater() {
