@@ -38,23 +38,25 @@ impl<F: Fs> Store<F> {
     /// ```
     /// use safestash::{StashKey, Store, Stashed};
     ///
+    /// fn reload(store: &Store, table: &mut Vec<String>) -> safestash::Result<()> {
+    ///     let guard = store.begin(&StashKey::new("table")?, table)?; // durable now
+    ///     table.clear(); // destroy...
+    ///     let reload_failed = true; // ...rebuild, and fail
+    ///     if reload_failed {
+    ///         guard.rollback(&mut |s: Stashed<Vec<String>>| -> Result<(), std::io::Error> {
+    ///             *table = s.into_value();
+    ///             Ok(())
+    ///         })?;
+    ///     } else {
+    ///         guard.commit()?;
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
     /// let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path())?;
     /// let mut table = vec!["row 1".to_owned(), "row 2".to_owned()];
-    ///
-    /// let guard = store.begin(&StashKey::new("table")?, &table)?; // durable now
-    /// table.clear(); // destroy...
-    /// let reload_failed = true; // ...rebuild, and fail
-    /// if reload_failed {
-    ///     guard
-    ///         .rollback(&mut |s: Stashed<Vec<String>>| -> Result<(), std::io::Error> {
-    ///             table = s.into_value();
-    ///             Ok(())
-    ///         })
-    ///         .map_err(|e| e.error)?;
-    /// } else {
-    ///     guard.commit().map_err(|e| e.error)?;
-    /// }
+    /// reload(&store, &mut table)?;
     /// assert_eq!(table.len(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -79,7 +81,7 @@ impl<F: Fs> Store<F> {
     /// # let store = safestash::Store::open(dir.path())?;
     /// let opts = safestash::SaveOptions::new().kind("rows").origin("job-42");
     /// let guard = store.begin_with(&safestash::StashKey::new("t")?, &[1, 2], &opts)?;
-    /// guard.commit().map_err(|e| e.error)?;
+    /// guard.commit().map_err(safestash::Error::from)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn begin_with<T: Serialize>(
@@ -336,7 +338,7 @@ impl<T, F: Fs> fmt::Debug for RollbackGuard<'_, T, F> {
 /// # let dir = tempfile::tempdir()?;
 /// # let store = Store::open(dir.path())?;
 /// let guard = store.begin(&StashKey::new("k")?, &5)?;
-/// let restored = guard.rollback(&mut |_: Stashed<i32>| Ok::<(), std::io::Error>(())).map_err(|e| e.error)?;
+/// let restored = guard.rollback(&mut |_: Stashed<i32>| Ok::<(), std::io::Error>(())).map_err(safestash::Error::from)?;
 /// assert_eq!(restored.meta.header.key().as_str(), "k");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -401,7 +403,7 @@ impl<'s, T, F: Fs> RollbackGuard<'s, T, F> {
     /// # let store = safestash::Store::open(dir.path())?;
     /// let key = safestash::StashKey::new("k")?;
     /// let guard = store.begin(&key, &1)?;
-    /// assert!(guard.commit().map_err(|e| e.error)?);
+    /// assert!(guard.commit().map_err(safestash::Error::from)?);
     /// assert!(store.load::<i32>(&key)?.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -471,7 +473,7 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
     /// assert!(store.load::<String>(&key)?.is_some());
     ///
     /// // Retry with the same guard.
-    /// failed.guard.rollback(&mut |_: Stashed<String>| Ok::<(), Error>(())).map_err(|e| e.error)?;
+    /// failed.guard.rollback(&mut |_: Stashed<String>| Ok::<(), Error>(())).map_err(safestash::Error::from)?;
     /// assert!(store.load::<String>(&key)?.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
