@@ -299,8 +299,9 @@ impl<'s, F: Fs> Operation<'s, F> {
             Err(e) => return Err(op.store_err("read the existing header", e)),
         }
         let first = Generation::new(1);
-        for part in &parts {
-            let rec = PartInfo {
+        let records: Vec<PartInfo> = parts
+            .iter()
+            .map(|part| PartInfo {
                 format: RECORD_FORMAT,
                 op: id.to_owned(),
                 name: part.clone(),
@@ -311,9 +312,18 @@ impl<'s, F: Fs> Operation<'s, F> {
                 stash: None,
                 updates: 0,
                 history: Vec::new(),
-            };
-            op.write_part(&rec)?;
+            })
+            .collect();
+        // Every part record in one batch (one directory fsync), durable
+        // before the header that makes the operation exist.
+        let opts = SaveOptions::new().kind(PART_KIND);
+        let mut batch = op.records.batch();
+        for rec in &records {
+            batch
+                .add(&part_key(&op.id, &rec.name), rec, &opts)
+                .map_err(|e| op.store_err(&format!("write part `{}`", rec.name), e))?;
         }
+        batch.commit().map_err(|e| op.store_err("write the part records", e.into()))?;
         let header = HeaderRecord {
             format: RECORD_FORMAT,
             op: id.to_owned(),
