@@ -331,6 +331,7 @@ pub fn contenders<T: Serialize + DeserializeOwned>(dir: &Path) -> Vec<Box<dyn Co
     vec![
         Box::new(Safestash::new(dir)),
         Box::new(Floor::new(dir)),
+        Box::new(FloorSha::new(dir)),
         Box::new(AtomicWrite::new(dir)),
         Box::new(TempfilePersist::new(dir)),
         Box::new(Sqlite::new(dir)),
