@@ -129,6 +129,19 @@ impl Floor {
         std::fs::remove_file(self.dir.join("bench")).expect("remove");
         fsync_dir(&self.dir);
     }
+
+    /// Open O_EXCL 0600, one write, fsync, rename, fsync dir.
+    fn write_durably(&mut self, bytes: &[u8]) {
+        self.n += 1;
+        let tmp = self.dir.join(format!(".bench.{}.tmp", self.n));
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).expect("open");
+        f.write_all(bytes).expect("write");
+        f.sync_all().expect("fsync");
+        drop(f);
+        std::fs::rename(&tmp, self.dir.join("bench")).expect("rename");
+        fsync_dir(&self.dir);
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Contender<T> for Floor {
@@ -137,15 +150,7 @@ impl<T: Serialize + DeserializeOwned> Contender<T> for Floor {
     }
     fn save(&mut self, value: &T) {
         let bytes = serde_json::to_vec(value).expect("serialize");
-        self.n += 1;
-        let tmp = self.dir.join(format!(".bench.{}.tmp", self.n));
-        let mut f =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).expect("open");
-        f.write_all(&bytes).expect("write");
-        f.sync_all().expect("fsync");
-        drop(f);
-        std::fs::rename(&tmp, self.dir.join("bench")).expect("rename");
-        fsync_dir(&self.dir);
+        self.write_durably(&bytes);
     }
     fn load(&mut self) -> T {
         let mut bytes = Vec::new();
@@ -155,6 +160,36 @@ impl<T: Serialize + DeserializeOwned> Contender<T> for Floor {
         let digest = Sha256::digest(&bytes);
         std::hint::black_box(digest);
         serde_json::from_slice(&bytes).expect("parse")
+    }
+    fn verifies(&self) -> bool {
+        true
+    }
+}
+
+/// The floor plus the checksum: the same syscalls, and a SHA-256 over the
+/// serialized bytes before they are written. What safestash cannot go
+/// below without dropping its checksum.
+pub struct FloorSha(Floor);
+
+impl FloorSha {
+    pub fn new(dir: &Path) -> FloorSha {
+        let dir = dir.join("floor-sha256");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        FloorSha(Floor { dir, n: 0 })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Contender<T> for FloorSha {
+    fn name(&self) -> &'static str {
+        "floor + sha256"
+    }
+    fn save(&mut self, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("serialize");
+        std::hint::black_box(Sha256::digest(&bytes));
+        self.0.write_durably(&bytes);
+    }
+    fn load(&mut self) -> T {
+        Contender::<T>::load(&mut self.0)
     }
     fn verifies(&self) -> bool {
         true
@@ -296,6 +331,7 @@ pub fn contenders<T: Serialize + DeserializeOwned>(dir: &Path) -> Vec<Box<dyn Co
     vec![
         Box::new(Safestash::new(dir)),
         Box::new(Floor::new(dir)),
+        Box::new(FloorSha::new(dir)),
         Box::new(AtomicWrite::new(dir)),
         Box::new(TempfilePersist::new(dir)),
         Box::new(Sqlite::new(dir)),
