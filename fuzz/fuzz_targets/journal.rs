@@ -221,7 +221,7 @@ fn check_view(
                 assert_eq!(p.holds_stash(), m.held(), "{}", m.name);
                 assert_eq!(p.history.len() as u64, m.updates.min(MAX_HISTORY as u64));
                 assert!(p.op_generation.get() <= model.generation);
-                let live = store.load::<String>(&op.stash_key(&m.name)).expect("stash loads");
+                let live = op.records().load::<String>(&op.stash_key(&m.name)).expect("stash loads");
                 assert_eq!(live.is_some(), m.stash_live, "{}: stash file", m.name);
             }
             Err(u) => {
@@ -256,7 +256,7 @@ fuzz_target!(|input: Input| {
         generation: 1,
         stored: Aggregate::Pending,
     };
-    let path_of = |i: usize| store.path_of(&op.part_key(&names[i]));
+    let path_of = |i: usize| op.records().path_of(&op.part_key(&names[i]));
 
     for step in input.steps.iter().take(MAX_STEPS) {
         match *step {
