@@ -88,6 +88,11 @@ fn path<'py>(py: Python<'py>, p: &std::path::Path) -> Bound<'py, PyAny> {
     p.into_pyobject(py).map(|o| o.into_any()).unwrap_or_else(|_| py.None().into_bound(py))
 }
 
+/// A path as `str` (what `OSError.filename` holds).
+fn fname<'py>(py: Python<'py>, p: &std::path::Path) -> Bound<'py, PyAny> {
+    p.as_os_str().into_pyobject(py).map(|o| o.into_any()).unwrap_or_else(|_| py.None().into_bound(py))
+}
+
 fn none(py: Python<'_>) -> Bound<'_, PyAny> {
     py.None().into_bound(py)
 }
@@ -111,7 +116,7 @@ pub fn store_error(py: Python<'_>, e: Error) -> PyErr {
             let err = raise(
                 py,
                 "StashIOError",
-                (errno, strerror, path(py, p)),
+                (errno, strerror, fname(py, p)),
                 &[("op", s(py, op))],
                 None,
             );
@@ -123,7 +128,7 @@ pub fn store_error(py: Python<'_>, e: Error) -> PyErr {
             raise(
                 py,
                 "StashIOError",
-                (errno, strerror, path(py, from), none(py), path(py, to)),
+                (errno, strerror, fname(py, from), none(py), fname(py, to)),
                 &[("op", s(py, "rename"))],
                 None,
             )

@@ -307,8 +307,8 @@ impl Store {
         Ok((cls, (self.inner.dir().to_owned(),)))
     }
 
-    fn __fspath__(&self) -> PathBuf {
-        self.inner.dir().to_owned()
+    fn __fspath__(&self) -> std::ffi::OsString {
+        self.inner.dir().as_os_str().to_owned()
     }
 
     /// The path of ``key``'s stash file (whether or not it exists).
@@ -929,9 +929,8 @@ impl Guard {
     ///
     /// ``restore_fn(stashed)`` gets the verified :class:`Stashed`; it must
     /// make its own writes durable before it returns, since the stash is
-    /// cleared right after. It runs with the GIL held, under the key's lock
-    /// (so calling ``store.save``/``clear`` on this key from it raises
-    /// ``LockedByThisThreadError``).
+    /// cleared right after (and only if it is still this stash: one another
+    /// writer saved meanwhile is left in place). It runs with the GIL held.
     ///
     /// Raises ``RestoreError`` (whose ``__cause__`` is the exception
     /// ``restore_fn`` raised) when the restore fails, ``ReplacedError``
