@@ -115,9 +115,17 @@ impl TypeMap {
             .columns
             .iter()
             .map(|c| {
-                let info: Json = serde_json::from_str(&serde_json::to_string(&c.info).expect("info serializes"))
-                    .expect("info parses");
-                Py::new(py, Column { id: c.id.clone(), column_type: c.column_type.clone(), info: info.to_py(py)?.unbind() })
+                let info: Json =
+                    serde_json::from_str(&serde_json::to_string(&c.info).expect("info serializes"))
+                        .expect("info parses");
+                Py::new(
+                    py,
+                    Column {
+                        id: c.id.clone(),
+                        column_type: c.column_type.clone(),
+                        info: info.to_py(py)?.unbind(),
+                    },
+                )
             })
             .collect::<PyResult<_>>()?;
         Ok(Mapped {

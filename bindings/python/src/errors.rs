@@ -32,7 +32,9 @@ impl fmt::Display for CallbackError {
             let value = self.0.value(py);
             let name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             match value.str() {
-                Ok(s) if !s.to_string_lossy().is_empty() => write!(f, "{name}: {}", s.to_string_lossy()),
+                Ok(s) if !s.to_string_lossy().is_empty() => {
+                    write!(f, "{name}: {}", s.to_string_lossy())
+                }
                 _ => f.write_str(&name),
             }
         })
@@ -90,7 +92,10 @@ fn path<'py>(py: Python<'py>, p: &std::path::Path) -> Bound<'py, PyAny> {
 
 /// A path as `str` (what `OSError.filename` holds).
 fn fname<'py>(py: Python<'py>, p: &std::path::Path) -> Bound<'py, PyAny> {
-    p.as_os_str().into_pyobject(py).map(|o| o.into_any()).unwrap_or_else(|_| py.None().into_bound(py))
+    p.as_os_str()
+        .into_pyobject(py)
+        .map(|o| o.into_any())
+        .unwrap_or_else(|_| py.None().into_bound(py))
 }
 
 fn none(py: Python<'_>) -> Bound<'_, PyAny> {
@@ -154,13 +159,9 @@ pub fn store_error(py: Python<'_>, e: Error) -> PyErr {
             &[("path", path(py, p)), ("found", s(py, found)), ("expected", s(py, expected))],
             None,
         ),
-        Error::Locked { key, path: p } => raise(
-            py,
-            "LockedError",
-            (msg,),
-            &[("key", s(py, key)), ("path", path(py, p))],
-            None,
-        ),
+        Error::Locked { key, path: p } => {
+            raise(py, "LockedError", (msg,), &[("key", s(py, key)), ("path", path(py, p))], None)
+        }
         Error::LockedByThisThread { key, path: p } => raise(
             py,
             "LockedByThisThreadError",
@@ -253,7 +254,9 @@ pub fn journal_error(py: Python<'_>, e: JournalError) -> PyErr {
         JournalError::StashRefused { .. } => ("JournalError", "stash_refused"),
         JournalError::RestoreRequired { .. } => ("JournalError", "restore_required"),
         JournalError::InsideRestoreHook { .. } => ("JournalError", "inside_restore_hook"),
-        JournalError::RollbackIncomplete { .. } => ("RollbackIncompleteError", "rollback_incomplete"),
+        JournalError::RollbackIncomplete { .. } => {
+            ("RollbackIncompleteError", "rollback_incomplete")
+        }
         _ => ("JournalError", "other"),
     };
     let mut attrs: Vec<(&str, Bound<'_, PyAny>)> = vec![("kind", s(py, kind))];
@@ -322,7 +325,10 @@ pub fn reconcile_error(py: Python<'_>, e: ReconcileError) -> PyErr {
 
 /// Keyword arguments as a dict (for building result objects in Python).
 #[allow(dead_code)]
-pub fn kwargs<'py>(py: Python<'py>, items: &[(&str, Bound<'py, PyAny>)]) -> PyResult<Bound<'py, PyDict>> {
+pub fn kwargs<'py>(
+    py: Python<'py>,
+    items: &[(&str, Bound<'py, PyAny>)],
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in items {
         d.set_item(*k, v)?;

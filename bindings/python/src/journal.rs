@@ -70,7 +70,10 @@ pub struct Part {
 #[pymethods]
 impl Part {
     fn __repr__(&self) -> String {
-        format!("Part(name={:?}, state={:?}, holds_stash={})", self.name, self.state, self.holds_stash)
+        format!(
+            "Part(name={:?}, state={:?}, holds_stash={})",
+            self.name, self.state, self.holds_stash
+        )
     }
 }
 
@@ -98,7 +101,9 @@ fn part(py: Python<'_>, p: &PartInfo) -> PyResult<Part> {
     })
 }
 
-fn derivation(d: &Derivation) -> (Option<&'static str>, bool, Vec<&'static str>, Vec<(String, String)>) {
+fn derivation(
+    d: &Derivation,
+) -> (Option<&'static str>, bool, Vec<&'static str>, Vec<(String, String)>) {
     match d {
         Derivation::Known(a) => (Some(a.as_str()), true, vec![a.as_str()], Vec::new()),
         Derivation::Undetermined { unreadable, possible } => (
@@ -224,7 +229,10 @@ impl RollbackReport {
         self.outcomes.iter().rev().find(|o| o.0 == part).map(|o| o.1)
     }
     fn __repr__(&self) -> String {
-        format!("RollbackReport(op={:?}, aggregate={:?}, unrestored={:?})", self.op, self.aggregate, self.unrestored)
+        format!(
+            "RollbackReport(op={:?}, aggregate={:?}, unrestored={:?})",
+            self.op, self.aggregate, self.unrestored
+        )
     }
 }
 
@@ -349,7 +357,9 @@ impl Operation {
         if let Some(n) = note {
             change = change.note(n);
         }
-        let u = py.detach(|| self.op().update(part, expect, change)).map_err(|e| journal_error(py, e))?;
+        let u = py
+            .detach(|| self.op().update(part, expect, change))
+            .map_err(|e| journal_error(py, e))?;
         updated(py, u)
     }
 
@@ -377,7 +387,8 @@ impl Operation {
     /// ``part``'s stash, verified against the digest its record holds: a
     /// :class:`~safestash.Stashed`, or ``None`` when it holds none.
     fn load_stash(&self, py: Python<'_>, part: &str) -> PyResult<Option<Stashed>> {
-        let s = py.detach(|| self.op().load_stash::<Json>(part)).map_err(|e| journal_error(py, e))?;
+        let s =
+            py.detach(|| self.op().load_stash::<Json>(part)).map_err(|e| journal_error(py, e))?;
         s.map(|s| Stashed::new(py, s)).transpose()
     }
 
@@ -392,7 +403,9 @@ impl Operation {
         part_generation: Option<u64>,
     ) -> PyResult<Updated> {
         let expect = expect(generation, part_generation)?;
-        let u = py.detach(|| self.op().discard_stash(part, expect)).map_err(|e| journal_error(py, e))?;
+        let u = py
+            .detach(|| self.op().discard_stash(part, expect))
+            .map_err(|e| journal_error(py, e))?;
         updated(py, u)
     }
 

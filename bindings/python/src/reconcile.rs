@@ -136,7 +136,11 @@ impl Plan {
 /// spelling, mixed freely): each side is canonicalised before any set
 /// arithmetic, so ``{UUID(x)} - {str(x).upper()}`` plans no delete.
 #[pyfunction]
-pub fn plan(py: Python<'_>, local: &Bound<'_, PyAny>, authoritative: &Bound<'_, PyAny>) -> PyResult<Plan> {
+pub fn plan(
+    py: Python<'_>,
+    local: &Bound<'_, PyAny>,
+    authoritative: &Bound<'_, PyAny>,
+) -> PyResult<Plan> {
     let local = id_set(py, local)?;
     let auth = id_set(py, authoritative)?;
     Ok(Plan { inner: safestash::reconcile::plan(&local, &auth) })
@@ -319,7 +323,12 @@ impl Reconciler {
 /// (``kind`` ``"no_stash"``, ``"restore"``, ...) otherwise; the snapshot
 /// is kept.
 #[pyfunction]
-pub fn restore_tenant(py: Python<'_>, store: &Store, tenant: &Bound<'_, PyAny>, restore_fn: Py<PyAny>) -> PyResult<()> {
+pub fn restore_tenant(
+    py: Python<'_>,
+    store: &Store,
+    tenant: &Bound<'_, PyAny>,
+    restore_fn: Py<PyAny>,
+) -> PyResult<()> {
     let id = one_id(py, tenant)?;
     let mut hook = |s: safestash::Stashed<Json>| -> Result<(), BoxError> {
         Python::attach(|py| {

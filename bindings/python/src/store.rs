@@ -451,7 +451,13 @@ impl Store {
                         true,
                         None,
                     ),
-                    Err(e) => (None, None, None, false, Some(store_error(py, e).into_value(py).into_any())),
+                    Err(e) => (
+                        None,
+                        None,
+                        None,
+                        false,
+                        Some(store_error(py, e).into_value(py).into_any()),
+                    ),
                 };
                 StashInfo {
                     key: i.key.to_string(),
@@ -641,9 +647,11 @@ impl Store {
                 guard: Some(Py::new(py, Guard::new(py, &self.inner, &receipt)?)?),
                 ..none
             },
-            Out::Refused(checked) => {
-                Resumed { decision: "refused", checked: Some(Py::new(py, Checked::new(py, checked)?)?), ..none }
-            }
+            Out::Refused(checked) => Resumed {
+                decision: "refused",
+                checked: Some(Py::new(py, Checked::new(py, checked)?)?),
+                ..none
+            },
             Out::Nothing => none,
         })
     }
@@ -718,7 +726,9 @@ impl KeyLock {
         });
         match out {
             Some(r) => r.map_err(|e| store_error(py, e)),
-            None => Err(PyRuntimeError::new_err(format!("the lock on `{}` was released", self.key))),
+            None => {
+                Err(PyRuntimeError::new_err(format!("the lock on `{}` was released", self.key)))
+            }
         }
     }
 }
@@ -918,8 +928,7 @@ impl Guard {
     fn commit(&self, py: Python<'_>) -> PyResult<bool> {
         self.check_open()?;
         let (store, key, digest) = (&self.store, &self.stash_key, &self.digest);
-        let removed =
-            py.detach(|| store.clear_if(key, digest)).map_err(|e| store_error(py, e))?;
+        let removed = py.detach(|| store.clear_if(key, digest)).map_err(|e| store_error(py, e))?;
         self.set(GuardState::Committed);
         Ok(removed)
     }

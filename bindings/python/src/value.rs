@@ -71,7 +71,9 @@ impl Json {
 
 fn from_py(obj: &Bound<'_, PyAny>, depth: usize, path: &mut String) -> PyResult<Json> {
     if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!("{path}: nested deeper than {MAX_DEPTH} levels")));
+        return Err(PyValueError::new_err(format!(
+            "{path}: nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     if obj.is_none() {
         return Ok(Json::Null);
