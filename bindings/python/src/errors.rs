@@ -118,14 +118,7 @@ pub fn store_error(py: Python<'_>, e: Error) -> PyErr {
         Error::Io { op, path: p, source } => {
             let errno = source.raw_os_error();
             let strerror = format!("failed to {op}: {}", os_message(source));
-            let err = raise(
-                py,
-                "StashIOError",
-                (errno, strerror, fname(py, p)),
-                &[("op", s(py, op))],
-                None,
-            );
-            err
+            raise(py, "StashIOError", (errno, strerror, fname(py, p)), &[("op", s(py, op))], None)
         }
         Error::Rename { from, to, source } => {
             let errno = source.raw_os_error();

@@ -101,18 +101,34 @@ fn part(py: Python<'_>, p: &PartInfo) -> PyResult<Part> {
     })
 }
 
-fn derivation(
-    d: &Derivation,
-) -> (Option<&'static str>, bool, Vec<&'static str>, Vec<(String, String)>) {
+/// A derivation as Python sees it.
+struct Derived {
+    aggregate: Option<&'static str>,
+    determined: bool,
+    possible: Vec<&'static str>,
+    unreadable: Vec<(String, String)>,
+}
+
+fn derivation(d: &Derivation) -> Derived {
     match d {
-        Derivation::Known(a) => (Some(a.as_str()), true, vec![a.as_str()], Vec::new()),
-        Derivation::Undetermined { unreadable, possible } => (
-            d.aggregate().map(|a| a.as_str()),
-            false,
-            possible.iter().map(|a| a.as_str()).collect(),
-            unreadable.iter().map(|u| (u.part.clone(), u.reason.clone())).collect(),
-        ),
-        _ => (d.aggregate().map(|a| a.as_str()), false, Vec::new(), Vec::new()),
+        Derivation::Known(a) => Derived {
+            aggregate: Some(a.as_str()),
+            determined: true,
+            possible: vec![a.as_str()],
+            unreadable: Vec::new(),
+        },
+        Derivation::Undetermined { unreadable, possible } => Derived {
+            aggregate: d.aggregate().map(|a| a.as_str()),
+            determined: false,
+            possible: possible.iter().map(|a| a.as_str()).collect(),
+            unreadable: unreadable.iter().map(|u| (u.part.clone(), u.reason.clone())).collect(),
+        },
+        _ => Derived {
+            aggregate: d.aggregate().map(|a| a.as_str()),
+            determined: false,
+            possible: Vec::new(),
+            unreadable: Vec::new(),
+        },
     }
 }
 
@@ -159,7 +175,7 @@ impl View {
 }
 
 fn view(py: Python<'_>, v: OperationView) -> PyResult<View> {
-    let (aggregate, determined, possible, unreadable) = derivation(&v.derivation);
+    let Derived { aggregate, determined, possible, unreadable } = derivation(&v.derivation);
     let parts = v
         .parts
         .iter()
@@ -198,7 +214,7 @@ impl Updated {
 }
 
 fn updated(py: Python<'_>, u: RsUpdated) -> PyResult<Updated> {
-    let (aggregate, determined, _, _) = derivation(&u.derivation);
+    let Derived { aggregate, determined, .. } = derivation(&u.derivation);
     Ok(Updated {
         generation: u.generation.get(),
         part: Py::new(py, part(py, &u.part)?)?,
@@ -253,7 +269,7 @@ pub fn report_to_py(py: Python<'_>, r: RsReport) -> PyResult<Bound<'_, PyAny>> {
             (o.part.clone(), name, error)
         })
         .collect();
-    let (aggregate, _, _, _) = derivation(&r.derivation);
+    let aggregate = derivation(&r.derivation).aggregate;
     Ok(Bound::new(
         py,
         RollbackReport {
