@@ -50,6 +50,15 @@ fn parse_digest(py: Python<'_>, d: &str) -> PyResult<Digest> {
     })
 }
 
+/// `None` or the quoted string, for a `__repr__`.
+fn py_opt(s: &Option<String>) -> String {
+    s.as_ref().map_or_else(|| "None".to_owned(), |s| format!("{s:?}"))
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
 // --- results -------------------------------------------------------------
 
 /// Proof that a save is durable: what was written where.
@@ -153,8 +162,11 @@ impl Stashed {
 
     fn __repr__(&self) -> String {
         format!(
-            "Stashed(key={:?}, kind={:?}, origin={:?}, digest={:?})",
-            self.key, self.kind, self.origin, self.digest
+            "Stashed(key={:?}, kind={:?}, origin={}, digest={:?})",
+            self.key,
+            self.kind,
+            py_opt(&self.origin),
+            self.digest
         )
     }
 }
@@ -258,7 +270,12 @@ impl StashInfo {
         self.created_at.map(|t| datetime(py, t)).transpose()
     }
     fn __repr__(&self) -> String {
-        format!("StashInfo(key={:?}, kind={:?}, ok={})", self.key, self.kind, self.ok)
+        format!(
+            "StashInfo(key={:?}, kind={}, ok={})",
+            self.key,
+            py_opt(&self.kind),
+            py_bool(self.ok)
+        )
     }
 }
 
@@ -787,7 +804,7 @@ impl KeyLock {
     }
 
     fn __repr__(&self) -> String {
-        format!("KeyLock(key={:?}, locked={})", self.key, self.locked())
+        format!("KeyLock(key={:?}, locked={})", self.key, py_bool(self.locked()))
     }
 }
 
