@@ -1058,8 +1058,9 @@ impl Guard {
 /// ``"nothing"``; ``guard`` is the :class:`Guard` for ``"live"`` and
 /// ``"stash"`` (else ``None``); ``checked`` the :class:`Checked` of a
 /// ``"refused"`` stash; ``replaced`` the :class:`Stashed` metadata (no
-/// value) of a stash a ``"live"`` decision replaced. It unpacks as
-/// ``decision, guard = store.resume(...)``.
+/// value) of a stash a ``"live"`` decision replaced. It unpacks as a pair:
+/// ``decision, guard = store.resume(...)`` (the second item is the
+/// ``Checked`` for ``"refused"``, ``None`` for ``"nothing"``).
 #[pyclass(frozen, module = "safestash", get_all)]
 pub struct Resumed {
     pub decision: &'static str,
