@@ -1,0 +1,48 @@
+//! The Python package `safestash`, built from the Rust crate with PyO3.
+//!
+//! It wraps the crate; it never reimplements the format or the protocol,
+//! so a stash written from Python is read by the CLI and by Rust, byte for
+//! byte. The Python-facing layer (exception classes, submodules, type
+//! stubs) lives in `python/safestash/`; this native module is
+//! `safestash._safestash`.
+
+use pyo3::prelude::*;
+
+mod dictionary;
+mod errors;
+mod journal;
+mod reconcile;
+mod store;
+mod time;
+mod value;
+
+/// The native part of the `safestash` package (import `safestash`).
+#[pymodule]
+fn _safestash(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<store::Store>()?;
+    m.add_class::<store::Receipt>()?;
+    m.add_class::<store::Stashed>()?;
+    m.add_class::<store::Checked>()?;
+    m.add_class::<store::StashInfo>()?;
+    m.add_class::<store::KeyLock>()?;
+    m.add_class::<store::Guard>()?;
+    m.add_class::<store::Resumed>()?;
+    m.add_function(wrap_pyfunction!(store::_bench_rust, m)?)?;
+    m.add_class::<dictionary::TypeMap>()?;
+    m.add_class::<dictionary::Mapped>()?;
+    m.add_class::<dictionary::Column>()?;
+    m.add_class::<journal::Operation>()?;
+    m.add_class::<journal::View>()?;
+    m.add_class::<journal::Part>()?;
+    m.add_class::<journal::Updated>()?;
+    m.add_class::<journal::RollbackReport>()?;
+    m.add_function(wrap_pyfunction!(journal::aggregate, m)?)?;
+    m.add_class::<reconcile::Plan>()?;
+    m.add_class::<reconcile::Reconciler>()?;
+    m.add_class::<reconcile::ExecutionReport>()?;
+    m.add_function(wrap_pyfunction!(reconcile::plan, m)?)?;
+    m.add_function(wrap_pyfunction!(reconcile::restore_tenant, m)?)?;
+    m.add_function(wrap_pyfunction!(reconcile::canonical, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,1119 @@
+//! `safestash.Store` and what it hands back: `Receipt`, `Stashed`,
+//! `Checked`, `StashInfo`, `VerifyReport`, the held `KeyLock`, the
+//! rollback `Guard` and the retry decision's `Resumed`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use safestash::{
+    BoxError, Checked as RsChecked, Digest, KeyLock as RsKeyLock, LoadPolicy, Receipt as RsReceipt,
+    Resume, SaveOptions, StashKey, StashMeta, Stashed as RsStashed,
+};
+
+use crate::errors::{CallbackError, store_error};
+use crate::time::{age, datetime, duration, timedelta};
+use crate::value::Json;
+
+pub type RsStore = safestash::Store;
+
+/// A key from a Python `str`; an invalid key raises `InvalidKeyError`
+/// (also a `ValueError`).
+pub fn key(py: Python<'_>, k: &str) -> PyResult<StashKey> {
+    StashKey::new(k).map_err(|e| store_error(py, e.into()))
+}
+
+fn opts(kind: Option<String>, origin: Option<String>) -> SaveOptions {
+    let mut o = SaveOptions::new();
+    if let Some(k) = kind {
+        o = o.kind(k);
+    }
+    if let Some(g) = origin {
+        o = o.origin(g);
+    }
+    o
+}
+
+fn parse_digest(py: Python<'_>, d: &str) -> PyResult<Digest> {
+    d.parse::<Digest>().map_err(|_| {
+        store_error(
+            py,
+            safestash::Error::InvalidOption {
+                field: "digest",
+                value: d.to_owned(),
+                rule: "a digest is 64 lowercase hex digits",
+            },
+        )
+    })
+}
+
+/// `None` or the quoted string, for a `__repr__`.
+fn py_opt(s: &Option<String>) -> String {
+    s.as_ref().map_or_else(|| "None".to_owned(), |s| format!("{s:?}"))
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+// --- results -------------------------------------------------------------
+
+/// Proof that a save is durable: what was written where.
+///
+/// Attributes: ``key`` (str), ``path`` (the stash file), ``bytes`` (its
+/// size), ``digest`` (the SHA-256 recorded in its trailer, hex),
+/// ``created`` (the creation time recorded in its header, an aware
+/// ``datetime`` in UTC).
+#[pyclass(frozen, module = "safestash", get_all)]
+pub struct Receipt {
+    pub key: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub digest: String,
+    created_at: SystemTime,
+}
+
+impl Receipt {
+    pub fn new(r: &RsReceipt) -> Receipt {
+        Receipt {
+            key: r.key.to_string(),
+            path: r.path.clone(),
+            bytes: r.bytes,
+            digest: r.digest.to_string(),
+            created_at: r.created,
+        }
+    }
+}
+
+#[pymethods]
+impl Receipt {
+    /// The creation time recorded in the header (aware ``datetime``, UTC).
+    #[getter]
+    fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        datetime(py, self.created_at)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Receipt(key={:?}, bytes={}, digest={:?})", self.key, self.bytes, self.digest)
+    }
+}
+
+/// A loaded, verified stash: the value and its metadata.
+///
+/// Attributes: ``value`` (the JSON-compatible value, a fresh copy),
+/// ``key``, ``kind``, ``origin`` (``None`` when the save gave none),
+/// ``created`` (aware ``datetime``, UTC), ``age`` (``timedelta`` since
+/// ``created``, measured now; zero if the clock went backwards),
+/// ``digest`` (verified SHA-256, hex), ``size`` (bytes), ``path``,
+/// ``writer`` (the safestash version that wrote it).
+#[pyclass(frozen, module = "safestash", get_all)]
+pub struct Stashed {
+    pub value: Py<PyAny>,
+    pub key: String,
+    pub kind: String,
+    pub origin: Option<String>,
+    pub digest: String,
+    pub size: u64,
+    pub path: PathBuf,
+    pub writer: String,
+    created_at: SystemTime,
+}
+
+impl Stashed {
+    pub fn new(py: Python<'_>, s: RsStashed<Json>) -> PyResult<Stashed> {
+        let (value, meta) = s.into_parts();
+        let mut out = Stashed::meta_only(py, &meta);
+        out.value = value.to_py(py)?.unbind();
+        Ok(out)
+    }
+
+    fn meta_only(py: Python<'_>, meta: &StashMeta) -> Stashed {
+        Stashed {
+            value: py.None(),
+            key: meta.header.key().to_string(),
+            kind: meta.header.kind().to_owned(),
+            origin: meta.header.origin().map(str::to_owned),
+            digest: meta.digest.to_string(),
+            size: meta.size,
+            path: meta.path.clone(),
+            writer: meta.header.writer().to_owned(),
+            created_at: meta.header.created(),
+        }
+    }
+}
+
+#[pymethods]
+impl Stashed {
+    /// When the stash was written (aware ``datetime``, UTC).
+    #[getter]
+    fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        datetime(py, self.created_at)
+    }
+
+    /// How long ago the stash was written (``timedelta``; zero if the clock
+    /// went backwards).
+    #[getter]
+    fn age<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        timedelta(py, age(self.created_at))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Stashed(key={:?}, kind={:?}, origin={}, digest={:?})",
+            self.key,
+            self.kind,
+            py_opt(&self.origin),
+            self.digest
+        )
+    }
+}
+
+/// A loaded stash with the verdict of a load policy
+/// (:meth:`Store.load_checked`).
+///
+/// ``verdict`` is one of ``"fresh"``, ``"stale"`` (older than
+/// ``max_age``), ``"future"`` (dated more than a second ahead: its age is
+/// unknown) or ``"foreign"`` (written by another origin). ``stashed`` is
+/// the verified :class:`Stashed` whatever the verdict, so the caller can
+/// look at it and decide; ``fresh`` is ``verdict == "fresh"``. Stale,
+/// future and foreign stashes are reported as values, never raised: the
+/// caller has to look at ``verdict``. ``age``/``max_age`` are set for
+/// ``"stale"``, ``ahead`` for ``"future"``, ``expected``/``found`` for
+/// ``"foreign"``; the others are ``None``.
+#[pyclass(frozen, module = "safestash", get_all)]
+pub struct Checked {
+    pub verdict: &'static str,
+    pub stashed: Py<Stashed>,
+    pub expected: Option<String>,
+    pub found: Option<String>,
+    age_: Option<Duration>,
+    max_age_: Option<Duration>,
+    ahead_: Option<Duration>,
+}
+
+impl Checked {
+    pub fn new(py: Python<'_>, c: RsChecked<Json>) -> PyResult<Checked> {
+        let (verdict, stashed, age_, max_age_, ahead_, expected, found) = match c {
+            RsChecked::Fresh(s) => ("fresh", s, None, None, None, None, None),
+            RsChecked::Stale { stashed, age, max_age } => {
+                ("stale", stashed, Some(age), Some(max_age), None, None, None)
+            }
+            RsChecked::Future { stashed, ahead } => {
+                ("future", stashed, None, None, Some(ahead), None, None)
+            }
+            RsChecked::Foreign { stashed, expected, found } => {
+                ("foreign", stashed, None, None, None, Some(expected), found)
+            }
+        };
+        let stashed = Py::new(py, Stashed::new(py, stashed)?)?;
+        Ok(Checked { verdict, stashed, expected, found, age_, max_age_, ahead_ })
+    }
+}
+
+#[pymethods]
+impl Checked {
+    /// ``verdict == "fresh"``.
+    #[getter]
+    fn fresh(&self) -> bool {
+        self.verdict == "fresh"
+    }
+    /// For ``"stale"``: the stash's age (``timedelta``).
+    #[getter]
+    fn age<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.age_.map(|d| timedelta(py, d)).transpose()
+    }
+    /// For ``"stale"``: the policy's maximum age (``timedelta``).
+    #[getter]
+    fn max_age<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.max_age_.map(|d| timedelta(py, d)).transpose()
+    }
+    /// For ``"future"``: how far ahead of now the stash is dated.
+    #[getter]
+    fn ahead<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.ahead_.map(|d| timedelta(py, d)).transpose()
+    }
+    fn __repr__(&self) -> String {
+        format!("Checked(verdict={:?}, stashed={})", self.verdict, self.stashed.get().__repr__())
+    }
+}
+
+/// One stash as :meth:`Store.list` sees it, from its header alone (the
+/// digest is not checked: :meth:`Store.verify` does that), or as
+/// :meth:`Store.verify` sees it, fully checked.
+///
+/// Attributes: ``key``, ``path``, ``size``, ``kind``, ``origin``,
+/// ``created`` (``None`` when the header cannot be read), ``ok`` (the
+/// header, or for ``verify`` the whole stash, is intact), ``error`` (the
+/// exception describing what is wrong, or ``None``), ``digest`` (for
+/// ``verify``: the verified SHA-256 of an intact stash).
+#[pyclass(frozen, module = "safestash", get_all)]
+pub struct StashInfo {
+    pub key: String,
+    pub path: PathBuf,
+    pub size: Option<u64>,
+    pub kind: Option<String>,
+    pub origin: Option<String>,
+    pub ok: bool,
+    pub error: Option<Py<PyAny>>,
+    pub digest: Option<String>,
+    created_at: Option<SystemTime>,
+}
+
+#[pymethods]
+impl StashInfo {
+    /// The header's creation time (aware ``datetime``, UTC), if readable.
+    #[getter]
+    fn created<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.created_at.map(|t| datetime(py, t)).transpose()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "StashInfo(key={:?}, kind={}, ok={})",
+            self.key,
+            py_opt(&self.kind),
+            py_bool(self.ok)
+        )
+    }
+}
+
+// --- the store -----------------------------------------------------------
+
+/// A directory of stashes.
+///
+/// ``Store(path)`` takes a ``str`` or an ``os.PathLike``. It creates
+/// nothing: the first save creates the directory and any missing parents
+/// (mode 0700), each fsynced into its parent; until then every read finds
+/// no stash. URLs (``file://``, ``postgres://``, ``s3://``) come with the
+/// backends.
+///
+/// Raises ``NotAFileError`` when something other than a directory is at
+/// ``path``, ``StashIOError`` when it cannot be inspected.
+///
+/// Every method releases the GIL while it does I/O: an ``fsync`` in one
+/// thread does not stall the others. A ``Store`` holds no open files and
+/// no threads, so it is safe to create before ``fork`` and to pass to
+/// ``multiprocessing`` workers (it pickles as its path).
+#[pyclass(frozen, module = "safestash")]
+pub struct Store {
+    pub inner: Arc<RsStore>,
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Store> {
+        let inner = py.detach(|| RsStore::open(&path)).map_err(|e| store_error(py, e))?;
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// The store's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir().to_owned()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("safestash.Store({:?})", self.inner.dir())
+    }
+
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, (PathBuf,))> {
+        let cls = py.get_type::<Store>().into_any().unbind();
+        Ok((cls, (self.inner.dir().to_owned(),)))
+    }
+
+    fn __fspath__(&self) -> std::ffi::OsString {
+        self.inner.dir().as_os_str().to_owned()
+    }
+
+    /// The path of ``key``'s stash file (whether or not it exists).
+    fn path_of(&self, py: Python<'_>, key: &str) -> PyResult<PathBuf> {
+        Ok(self.inner.path_of(&self::key(py, key)?))
+    }
+
+    /// Saves ``value`` under ``key``, durably: when it returns, the stash
+    /// survives a power cut.
+    ///
+    /// ``value`` is any JSON-compatible value (``None``, ``bool``, ``int``
+    /// within 64 bits, finite ``float``, ``str``, ``list``/``tuple``,
+    /// ``dict`` with ``str`` keys; dict order is kept). ``kind`` labels
+    /// what the payload is (1-64 bytes of ``[A-Za-z0-9._:/-]``, default
+    /// ``"value"``); ``origin`` records who or what wrote it (a job id, an
+    /// upload hash; at most 1024 bytes), so a later load can refuse a
+    /// stash from another origin.
+    ///
+    /// Takes the key's lock; writes a uniquely named temp file (0600) in
+    /// the directory, fsyncs it, renames it over the stash and fsyncs the
+    /// directory. An existing stash is replaced atomically: a reader sees
+    /// the old one or the new one, never a mix. A failed save leaves the
+    /// old stash byte-identical and no temp file.
+    ///
+    /// Returns a :class:`Receipt`.
+    ///
+    /// Raises ``InvalidKeyError`` (a ``ValueError``) for an invalid key,
+    /// ``InvalidOptionError`` (a ``ValueError``) for an invalid kind or
+    /// origin, ``TypeError``/``ValueError`` for a value that is not
+    /// JSON-compatible (before anything is written), ``NotAFileError`` when
+    /// a symlink or directory sits at the stash's path,
+    /// ``LockedByThisThreadError`` when this thread holds the key's lock
+    /// (use the lock's own ``save``), ``StashIOError`` (an ``OSError`` with
+    /// ``errno`` and ``filename``) when a filesystem call fails.
+    ///
+    /// >>> store.save("orders.dictionary", [{"id": "amount"}], kind="field-dictionary", origin="job-42").bytes > 0
+    /// True
+    #[pyo3(signature = (key, value, *, kind=None, origin=None))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        kind: Option<String>,
+        origin: Option<String>,
+    ) -> PyResult<Receipt> {
+        let key = self::key(py, key)?;
+        let value = Json::from_py(value)?;
+        let opts = opts(kind, origin);
+        let store = &self.inner;
+        let receipt =
+            py.detach(|| store.save_with(&key, &value, &opts)).map_err(|e| store_error(py, e))?;
+        Ok(Receipt::new(&receipt))
+    }
+
+    /// Loads and verifies ``key``'s stash: a :class:`Stashed`, or ``None``
+    /// when there is no stash.
+    ///
+    /// The SHA-256 is checked on every load, and the key recorded in the
+    /// header must be ``key``. Creates nothing (a missing directory reads
+    /// as no stash).
+    ///
+    /// Raises ``CorruptError`` for a damaged, truncated or foreign-keyed
+    /// file — never ``None``: a damaged stash is not "no stash" —,
+    /// ``UnsupportedVersionError`` for a newer format, ``NotAFileError``,
+    /// ``InvalidKeyError``, ``StashIOError``.
+    fn load(&self, py: Python<'_>, key: &str) -> PyResult<Option<Stashed>> {
+        let key = self::key(py, key)?;
+        let store = &self.inner;
+        let loaded = py.detach(|| store.load::<Json>(&key)).map_err(|e| store_error(py, e))?;
+        loaded.map(|s| Stashed::new(py, s)).transpose()
+    }
+
+    /// Loads ``key``'s stash and checks it against a load policy:
+    /// a :class:`Checked` (``verdict`` ``"fresh"``, ``"stale"``,
+    /// ``"future"`` or ``"foreign"``), or ``None`` when there is no stash.
+    ///
+    /// ``max_age`` (a ``timedelta`` or seconds) makes a stash older than
+    /// that ``"stale"``, and one dated in the future ``"future"``;
+    /// ``origin`` makes a stash written by another origin (or none)
+    /// ``"foreign"``. Stale and foreign stashes are values, not
+    /// exceptions, so the caller decides; damage still raises
+    /// ``CorruptError``.
+    #[pyo3(signature = (key, *, max_age=None, origin=None))]
+    fn load_checked(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        max_age: Option<&Bound<'_, PyAny>>,
+        origin: Option<String>,
+    ) -> PyResult<Option<Checked>> {
+        let key = self::key(py, key)?;
+        let policy = policy(max_age, origin)?;
+        let store = &self.inner;
+        let checked = py
+            .detach(|| store.load_checked::<Json>(&key, &policy))
+            .map_err(|e| store_error(py, e))?;
+        checked.map(|c| Checked::new(py, c)).transpose()
+    }
+
+    /// Removes ``key``'s stash, durably. ``True`` if a stash was removed,
+    /// ``False`` if there was none (so it is idempotent). Creates nothing.
+    ///
+    /// Raises ``InvalidKeyError``, ``NotAFileError``,
+    /// ``LockedByThisThreadError``, ``StashIOError``.
+    fn clear(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
+        let key = self::key(py, key)?;
+        let store = &self.inner;
+        py.detach(|| store.clear(&key)).map_err(|e| store_error(py, e))
+    }
+
+    /// Removes ``key``'s stash only if it is still the one with this
+    /// ``digest`` (hex): ``True`` if removed, ``False`` if there was none.
+    ///
+    /// Raises ``ReplacedError`` when another stash is there now (it is
+    /// kept), and as :meth:`clear`.
+    fn clear_if(&self, py: Python<'_>, key: &str, digest: &str) -> PyResult<bool> {
+        let key = self::key(py, key)?;
+        let digest = parse_digest(py, digest)?;
+        let store = &self.inner;
+        py.detach(|| store.clear_if(&key, &digest)).map_err(|e| store_error(py, e))
+    }
+
+    /// Every stash in the directory, sorted by key, from headers alone:
+    /// a list of :class:`StashInfo`. A stash whose header cannot be read
+    /// is listed with ``ok=False`` and its ``error``. Temp files and the
+    /// library's own records are not listed. A missing directory is an
+    /// empty list.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<StashInfo>> {
+        let store = &self.inner;
+        let infos = py.detach(|| store.list()).map_err(|e| store_error(py, e))?;
+        Ok(infos
+            .into_iter()
+            .map(|i| {
+                let (kind, origin, created_at, ok, error) = match i.header {
+                    Ok(h) => (
+                        Some(h.kind().to_owned()),
+                        h.origin().map(str::to_owned),
+                        Some(h.created()),
+                        true,
+                        None,
+                    ),
+                    Err(e) => (
+                        None,
+                        None,
+                        None,
+                        false,
+                        Some(store_error(py, e).into_value(py).into_any()),
+                    ),
+                };
+                StashInfo {
+                    key: i.key.to_string(),
+                    path: i.path,
+                    size: Some(i.size),
+                    kind,
+                    origin,
+                    ok,
+                    error,
+                    digest: None,
+                    created_at,
+                }
+            })
+            .collect())
+    }
+
+    /// Verifies every stash in full (SHA-256, header, key): a list of
+    /// :class:`StashInfo` with ``ok`` and, for a damaged one, ``error``
+    /// (a ``CorruptError`` instance, say). It raises only when the
+    /// directory cannot be listed.
+    fn verify(&self, py: Python<'_>) -> PyResult<Vec<StashInfo>> {
+        let store = &self.inner;
+        let reports = py.detach(|| store.verify()).map_err(|e| store_error(py, e))?;
+        Ok(reports
+            .into_iter()
+            .map(|r| match r.result {
+                Ok(meta) => StashInfo {
+                    key: r.key.to_string(),
+                    path: r.path,
+                    size: Some(meta.size),
+                    kind: Some(meta.header.kind().to_owned()),
+                    origin: meta.header.origin().map(str::to_owned),
+                    ok: true,
+                    error: None,
+                    digest: Some(meta.digest.to_string()),
+                    created_at: Some(meta.header.created()),
+                },
+                Err(e) => StashInfo {
+                    key: r.key.to_string(),
+                    path: r.path,
+                    size: None,
+                    kind: None,
+                    origin: None,
+                    ok: false,
+                    error: Some(store_error(py, e).into_value(py).into_any()),
+                    digest: None,
+                    created_at: None,
+                },
+            })
+            .collect())
+    }
+
+    /// Moves ``key``'s stash aside to ``.KEY.quarantined.TIME`` for
+    /// inspection instead of deleting it: the new path, or ``None`` when
+    /// there was no stash.
+    fn quarantine(&self, py: Python<'_>, key: &str) -> PyResult<Option<PathBuf>> {
+        let key = self::key(py, key)?;
+        let store = &self.inner;
+        py.detach(|| store.quarantine(&key)).map_err(|e| store_error(py, e))
+    }
+
+    /// Removes temp files left by writers that crashed mid-save (only where
+    /// no live writer holds the key's lock): the paths removed.
+    fn cleanup(&self, py: Python<'_>) -> PyResult<Vec<PathBuf>> {
+        let store = &self.inner;
+        py.detach(|| store.cleanup()).map_err(|e| store_error(py, e))
+    }
+
+    /// Takes ``key``'s lock and returns it held, as a :class:`KeyLock`:
+    /// use it as a context manager (``with store.lock(key) as held:``),
+    /// or call ``release()``.
+    ///
+    /// The lock is an advisory ``flock`` on ``.KEY.lock``: it excludes
+    /// other holders in this and other processes. While it is held, use
+    /// its own ``save``/``clear``: the store's would take it again and
+    /// raise ``LockedByThisThreadError``. With ``blocking=False`` a lock
+    /// held elsewhere raises ``LockedError`` instead of waiting. The GIL
+    /// is released while waiting.
+    #[pyo3(signature = (key, *, blocking=true))]
+    fn lock(&self, py: Python<'_>, key: &str, blocking: bool) -> PyResult<KeyLock> {
+        let key = self::key(py, key)?;
+        let owner = Arc::clone(&self.inner);
+        let held = py
+            .detach(|| {
+                HeldLock::try_new(owner, |store| {
+                    if blocking { store.lock(&key) } else { store.try_lock(&key) }
+                })
+            })
+            .map_err(|e| store_error(py, e))?;
+        Ok(KeyLock { key: key.to_string(), held: Mutex::new(Some(held)) })
+    }
+
+    /// Stashes ``snapshot`` under ``key`` and returns the permit to destroy
+    /// it: a :class:`Guard`, to use as a context manager.
+    ///
+    /// It **refuses** to replace an existing stash (``StashExistsError``):
+    /// a retry that forgot to look must not overwrite the crashed run's
+    /// only good copy. Use :meth:`resume` when an earlier run may have
+    /// left one.
+    ///
+    /// ``with store.begin(key, snapshot) as guard:`` — destroy, rebuild,
+    /// then ``guard.commit()`` (clears the stash) or
+    /// ``guard.rollback(restore_fn)``. An exception inside the block keeps
+    /// the stash and propagates.
+    #[pyo3(signature = (key, snapshot, *, kind=None, origin=None))]
+    fn begin(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        snapshot: &Bound<'_, PyAny>,
+        kind: Option<String>,
+        origin: Option<String>,
+    ) -> PyResult<Guard> {
+        let key = self::key(py, key)?;
+        let snapshot = Json::from_py(snapshot)?;
+        let opts = opts(kind, origin);
+        let store = &self.inner;
+        let receipt = py
+            .detach(|| store.begin_with(&key, &snapshot, &opts).map(|g| g.keep()))
+            .map_err(|e| store_error(py, e))?;
+        Guard::new(py, &self.inner, &receipt)
+    }
+
+    /// The retry decision, in one call: what a job that is about to
+    /// destroy ``key``'s resource should do, given ``live`` (the resource's
+    /// current state, or ``None`` when it is gone).
+    ///
+    /// Returns a :class:`Resumed` whose ``decision`` is:
+    ///
+    /// - ``"live"``: ``live`` was stashed (replacing a stash an earlier
+    ///   run left only because this call saw it: ``replaced``); ``guard``
+    ///   is the permit to destroy it;
+    /// - ``"stash"``: no live resource, and the stash passes the policy
+    ///   (``max_age``, ``expect_origin``); ``guard`` rolls it back onto
+    ///   the recreated resource;
+    /// - ``"refused"``: the stash is stale, future-dated or foreign; it is
+    ///   left untouched, ``checked`` says why, ``store.adopt(checked.stashed)``
+    ///   accepts it anyway;
+    /// - ``"nothing"``: no live resource and no stash.
+    ///
+    /// ``kind`` and ``origin`` label the stash a ``"live"`` decision
+    /// writes. A damaged stash raises ``CorruptError``, never "nothing".
+    #[pyo3(signature = (key, live, *, kind=None, origin=None, max_age=None, expect_origin=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        live: &Bound<'_, PyAny>,
+        kind: Option<String>,
+        origin: Option<String>,
+        max_age: Option<&Bound<'_, PyAny>>,
+        expect_origin: Option<String>,
+    ) -> PyResult<Resumed> {
+        let key = self::key(py, key)?;
+        let live = if live.is_none() { None } else { Some(Json::from_py(live)?) };
+        let opts = opts(kind, origin);
+        let policy = policy(max_age, expect_origin)?;
+        let store = &self.inner;
+        enum Out {
+            Live(RsReceipt, Option<StashMeta>),
+            Stash(RsReceipt),
+            Refused(RsChecked<Json>),
+            Nothing,
+        }
+        let out = py
+            .detach(|| {
+                store.resume(&key, live.as_ref(), &opts, &policy).map(|r| match r {
+                    Resume::Live { guard, replaced } => Out::Live(guard.keep(), replaced),
+                    Resume::Stash(guard) => Out::Stash(guard.keep()),
+                    Resume::Refused(checked) => Out::Refused(checked),
+                    Resume::Nothing => Out::Nothing,
+                    _ => Out::Nothing,
+                })
+            })
+            .map_err(|e| store_error(py, e))?;
+        let none = Resumed { decision: "nothing", guard: None, checked: None, replaced: None };
+        Ok(match out {
+            Out::Live(receipt, replaced) => Resumed {
+                decision: "live",
+                guard: Some(Py::new(py, Guard::new(py, &self.inner, &receipt)?)?),
+                replaced: replaced.map(|m| Py::new(py, Stashed::meta_only(py, &m))).transpose()?,
+                ..none
+            },
+            Out::Stash(receipt) => Resumed {
+                decision: "stash",
+                guard: Some(Py::new(py, Guard::new(py, &self.inner, &receipt)?)?),
+                ..none
+            },
+            Out::Refused(checked) => Resumed {
+                decision: "refused",
+                checked: Some(Py::new(py, Checked::new(py, checked)?)?),
+                ..none
+            },
+            Out::Nothing => none,
+        })
+    }
+
+    /// A :class:`Guard` over exactly this stash (a :class:`Stashed`, such as
+    /// ``checked.stashed`` of a refused retry): accepting it anyway.
+    /// Its rollback restores it only if it is still that stash (same
+    /// SHA-256).
+    fn adopt(&self, py: Python<'_>, stashed: &Bound<'_, Stashed>) -> PyResult<Guard> {
+        let s = stashed.get();
+        let receipt = GuardReceipt {
+            key: self::key(py, &s.key)?,
+            digest: parse_digest(py, &s.digest)?,
+            receipt: Receipt {
+                key: s.key.clone(),
+                path: s.path.clone(),
+                bytes: s.size,
+                digest: s.digest.clone(),
+                created_at: s.created_at,
+            },
+        };
+        Guard::from_parts(py, &self.inner, receipt)
+    }
+}
+
+fn policy(max_age: Option<&Bound<'_, PyAny>>, origin: Option<String>) -> PyResult<LoadPolicy> {
+    let mut p = LoadPolicy::new();
+    if let Some(age) = max_age {
+        p = p.max_age(duration(age)?);
+    }
+    if let Some(o) = origin {
+        p = p.origin(o);
+    }
+    Ok(p)
+}
+
+// --- the held lock ------------------------------------------------------
+
+type RsLock<'a> = RsKeyLock<'a>;
+
+self_cell::self_cell!(
+    /// A `KeyLock` together with the store it borrows.
+    pub struct HeldLock {
+        owner: Arc<RsStore>,
+        #[covariant]
+        dependent: RsLock,
+    }
+);
+
+/// A held lock on one key, from :meth:`Store.lock`.
+///
+/// A context manager: ``with store.lock(key) as held:`` releases it on
+/// exit; ``release()`` does too. ``held.save(value)``, ``held.clear()``
+/// and ``held.quarantine()`` act on the key under this lock. The kernel
+/// releases it when the process dies. Do not hold one across ``fork``.
+#[pyclass(frozen, module = "safestash")]
+pub struct KeyLock {
+    #[pyo3(get)]
+    key: String,
+    held: Mutex<Option<HeldLock>>,
+}
+
+impl KeyLock {
+    fn with<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&RsKeyLock<'_>) -> safestash::Result<R> + Send,
+    ) -> PyResult<R> {
+        let out = py.detach(|| {
+            let guard = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            guard.as_ref().map(|h| f(h.borrow_dependent()))
+        });
+        match out {
+            Some(r) => r.map_err(|e| store_error(py, e)),
+            None => {
+                Err(PyRuntimeError::new_err(format!("the lock on `{}` was released", self.key)))
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl KeyLock {
+    /// Saves ``value`` under this lock (as :meth:`Store.save`).
+    #[pyo3(signature = (value, *, kind=None, origin=None))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        kind: Option<String>,
+        origin: Option<String>,
+    ) -> PyResult<Receipt> {
+        let value = Json::from_py(value)?;
+        let opts = opts(kind, origin);
+        self.with(py, |l| l.save_with(&value, &opts)).map(|r| Receipt::new(&r))
+    }
+
+    /// Removes the stash under this lock (as :meth:`Store.clear`).
+    fn clear(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |l| l.clear())
+    }
+
+    /// Quarantines the stash under this lock (as :meth:`Store.quarantine`).
+    fn quarantine(&self, py: Python<'_>) -> PyResult<Option<PathBuf>> {
+        self.with(py, |l| l.quarantine())
+    }
+
+    /// Whether the lock is still held by this object.
+    #[getter]
+    fn locked(&self) -> bool {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Releases the lock (idempotent).
+    fn release(&self, py: Python<'_>) {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
+        py.detach(move || drop(held));
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _ty: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.release(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("KeyLock(key={:?}, locked={})", self.key, py_bool(self.locked()))
+    }
+}
+
+// --- the rollback guard -------------------------------------------------
+
+struct GuardReceipt {
+    key: StashKey,
+    digest: Digest,
+    receipt: Receipt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardState {
+    Open,
+    Committed,
+    RolledBack,
+    Kept,
+}
+
+impl GuardState {
+    fn name(self) -> &'static str {
+        match self {
+            GuardState::Open => "open",
+            GuardState::Committed => "committed",
+            GuardState::RolledBack => "rolled_back",
+            GuardState::Kept => "kept",
+        }
+    }
+}
+
+/// The permit to destroy: the stash of the resource about to be destroyed,
+/// from :meth:`Store.begin`, :meth:`Store.resume` or :meth:`Store.adopt`.
+///
+/// Use it as a context manager::
+///
+///     with store.begin("orders", snapshot) as guard:
+///         drop_table(); reload()
+///         guard.commit()
+///
+/// - ``commit()`` clears the stash (if it is still this one) and returns
+///   whether it removed it;
+/// - ``rollback(restore_fn)`` loads and verifies the stash, calls
+///   ``restore_fn(stashed)`` with a :class:`Stashed`, and clears it only
+///   if ``restore_fn`` returned normally and the stash is still this one.
+///   If ``restore_fn`` raises, the stash is kept and ``RestoreError`` is
+///   raised from its exception; the guard stays usable, so the rollback
+///   can be retried;
+/// - ``keep()`` gives up the guard, keeping the stash.
+///
+/// An exception inside the ``with`` block keeps the stash and propagates
+/// (the guard stays usable for a rollback in an ``except`` clause);
+/// leaving the block without commit or rollback keeps the stash and warns
+/// (``StashKeptWarning``). The next attempt finds the stash
+/// (:meth:`Store.resume`).
+#[pyclass(frozen, module = "safestash")]
+pub struct Guard {
+    store: Arc<RsStore>,
+    stash_key: StashKey,
+    digest: Digest,
+    #[pyo3(get)]
+    receipt: Py<Receipt>,
+    state: Mutex<GuardState>,
+}
+
+impl Guard {
+    fn new(py: Python<'_>, store: &Arc<RsStore>, r: &RsReceipt) -> PyResult<Guard> {
+        Guard::from_parts(
+            py,
+            store,
+            GuardReceipt { key: r.key.clone(), digest: r.digest, receipt: Receipt::new(r) },
+        )
+    }
+
+    fn from_parts(py: Python<'_>, store: &Arc<RsStore>, r: GuardReceipt) -> PyResult<Guard> {
+        Ok(Guard {
+            store: Arc::clone(store),
+            stash_key: r.key,
+            digest: r.digest,
+            receipt: Py::new(py, r.receipt)?,
+            state: Mutex::new(GuardState::Open),
+        })
+    }
+
+    fn state(&self) -> GuardState {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_open(&self) -> PyResult<()> {
+        match self.state() {
+            GuardState::Open => Ok(()),
+            done => Err(PyRuntimeError::new_err(format!(
+                "the guard of stash `{}` is already {}",
+                self.stash_key,
+                done.name()
+            ))),
+        }
+    }
+
+    fn set(&self, state: GuardState) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+}
+
+#[pymethods]
+impl Guard {
+    /// The stash's key.
+    #[getter]
+    fn key(&self) -> String {
+        self.stash_key.to_string()
+    }
+
+    /// The SHA-256 of the stash this guard holds (hex).
+    #[getter]
+    fn digest(&self) -> String {
+        self.digest.to_string()
+    }
+
+    /// ``"open"``, ``"committed"``, ``"rolled_back"`` or ``"kept"``.
+    #[getter]
+    fn state_name(&self) -> &'static str {
+        self.state().name()
+    }
+
+    /// Whether the guard is still open (neither committed, rolled back nor
+    /// kept).
+    #[getter]
+    fn open(&self) -> bool {
+        self.state() == GuardState::Open
+    }
+
+    /// The rebuild succeeded: clears the stash, if it is still the one this
+    /// guard wrote. Returns whether it removed it (``False``: it was gone
+    /// already).
+    ///
+    /// Raises ``ReplacedError`` when another writer replaced the stash (it
+    /// is kept), ``StashIOError`` on failure; the guard stays open, so the
+    /// commit can be retried.
+    fn commit(&self, py: Python<'_>) -> PyResult<bool> {
+        self.check_open()?;
+        let (store, key, digest) = (&self.store, &self.stash_key, &self.digest);
+        let removed = py.detach(|| store.clear_if(key, digest)).map_err(|e| store_error(py, e))?;
+        self.set(GuardState::Committed);
+        Ok(removed)
+    }
+
+    /// The rebuild failed: restores the stash through ``restore_fn`` and
+    /// clears it only if that succeeded.
+    ///
+    /// ``restore_fn(stashed)`` gets the verified :class:`Stashed`; it must
+    /// make its own writes durable before it returns, since the stash is
+    /// cleared right after (and only if it is still this stash: one another
+    /// writer saved meanwhile is left in place). It runs with the GIL held.
+    ///
+    /// Raises ``RestoreError`` (whose ``__cause__`` is the exception
+    /// ``restore_fn`` raised) when the restore fails, ``ReplacedError``
+    /// when the stash is gone or another one, ``CorruptError`` when it is
+    /// damaged: in every case the stash is kept and the guard stays open
+    /// for a retry. If the restore succeeded but clearing the stash
+    /// failed, the exception has ``restored = True``.
+    fn rollback(&self, py: Python<'_>, restore_fn: Py<PyAny>) -> PyResult<()> {
+        self.check_open()?;
+        let (store, key, digest) = (&self.store, &self.stash_key, &self.digest);
+        // The Rust guard borrows the store, so this Python guard keeps the
+        // key and digest and rebuilds the Rust guard from the verified
+        // stash for the one call (`Store::adopt`); the Rust rollback then
+        // checks again, under the key's lock, that it is that stash.
+        let result = py.detach(|| -> Result<(), (safestash::Error, bool)> {
+            let stashed = match store.load::<Json>(key).map_err(|e| (e, false))? {
+                Some(s) if s.meta().digest == *digest => s,
+                _ => {
+                    return Err((
+                        safestash::Error::Replaced {
+                            key: key.clone(),
+                            path: store.path_of(key),
+                            expected: *digest,
+                        },
+                        false,
+                    ));
+                }
+            };
+            let guard = store.adopt(&stashed);
+            drop(stashed);
+            let mut hook = |s: RsStashed<Json>| -> Result<(), BoxError> {
+                Python::attach(|py| {
+                    let arg = Stashed::new(py, s)?;
+                    restore_fn.call1(py, (arg,)).map(drop)
+                })
+                .map_err(|e| Box::new(CallbackError(e)) as BoxError)
+            };
+            match guard.rollback(&mut hook) {
+                Ok(_) => Ok(()),
+                Err(failed) => {
+                    let restored = failed.restored;
+                    let _ = failed.guard.keep();
+                    Err((failed.error, restored))
+                }
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.set(GuardState::RolledBack);
+                Ok(())
+            }
+            Err((e, restored)) => {
+                let err = store_error(py, e);
+                err.value(py).setattr("restored", restored)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Gives up the guard and keeps the stash (for an operator, or a later
+    /// :meth:`Store.resume`). Returns the :class:`Receipt`.
+    fn keep(&self, py: Python<'_>) -> PyResult<Py<Receipt>> {
+        self.check_open()?;
+        self.set(GuardState::Kept);
+        Ok(self.receipt.clone_ref(py))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        ty: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if ty.is_none() && self.state() == GuardState::Open {
+            let warning = py.import("safestash.errors")?.getattr("StashKeptWarning")?;
+            let msg = format!(
+                "guard of stash `{}` left without commit() or rollback(); the stash is kept",
+                self.stash_key
+            );
+            PyErr::warn(py, &warning, &std::ffi::CString::new(msg).unwrap_or_default(), 1)?;
+        }
+        // An exception propagates; the stash is kept either way.
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Guard(key={:?}, state={:?})", self.stash_key.as_str(), self.state().name())
+    }
+}
+
+/// What :meth:`Store.resume` decided.
+///
+/// ``decision`` is ``"live"``, ``"stash"``, ``"refused"`` or
+/// ``"nothing"``; ``guard`` is the :class:`Guard` for ``"live"`` and
+/// ``"stash"`` (else ``None``); ``checked`` the :class:`Checked` of a
+/// ``"refused"`` stash; ``replaced`` the :class:`Stashed` metadata (no
+/// value) of a stash a ``"live"`` decision replaced. It unpacks as a pair:
+/// ``decision, guard = store.resume(...)`` (the second item is the
+/// ``Checked`` for ``"refused"``, ``None`` for ``"nothing"``).
+#[pyclass(frozen, module = "safestash", get_all)]
+pub struct Resumed {
+    pub decision: &'static str,
+    pub guard: Option<Py<Guard>>,
+    pub checked: Option<Py<Checked>>,
+    pub replaced: Option<Py<Stashed>>,
+}
+
+#[pymethods]
+impl Resumed {
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let second: Py<PyAny> = match (&self.guard, &self.checked) {
+            (Some(g), _) => g.clone_ref(py).into_any(),
+            (None, Some(c)) => c.clone_ref(py).into_any(),
+            _ => py.None(),
+        };
+        PyList::new(py, [self.decision.into_pyobject(py)?.into_any().unbind(), second])?
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Resumed(decision={:?})", self.decision)
+    }
+}
+
+/// For the overhead benchmark: `n` saves and loads of `value` under `key`
+/// done entirely in Rust (the value converted once, up front), with the GIL
+/// released. Returns the nanoseconds of each call, saves then loads.
+#[pyfunction]
+pub fn _bench_rust(
+    py: Python<'_>,
+    store: &Store,
+    key: &str,
+    value: &Bound<'_, PyAny>,
+    n: usize,
+) -> PyResult<(Vec<u64>, Vec<u64>)> {
+    let key = self::key(py, key)?;
+    let value = Json::from_py(value)?;
+    let store = &store.inner;
+    py.detach(|| {
+        let mut saves = Vec::with_capacity(n);
+        let mut loads = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            store.save(&key, &value)?;
+            saves.push(t.elapsed().as_nanos() as u64);
+            let t = std::time::Instant::now();
+            let loaded = store.load::<Json>(&key)?;
+            loads.push(t.elapsed().as_nanos() as u64);
+            drop(loaded);
+        }
+        Ok((saves, loads))
+    })
+    .map_err(|e: safestash::Error| store_error(py, e))
+}
