@@ -141,6 +141,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod dictionary;
 mod digest;
 pub mod envelope;
