@@ -480,3 +480,33 @@ fn eight_processes_race_without_tearing_or_losing_saves() {
         assert!(status.success() && out.contains("racer done"), "racer {id} failed:\n{out}");
     }
 }
+
+#[test]
+fn cli_lists_and_verifies_a_postgres_store() {
+    let _g = shared();
+    let Some((s, url)) = store("cli") else { return };
+    let (good, bad) = (StashKey::new("good").unwrap(), StashKey::new("bad").unwrap());
+    s.save(&good, &1).unwrap();
+    s.save(&bad, &"to be damaged").unwrap();
+    let run = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("safestash").unwrap().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&["list", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("good") && out.contains("bad"), "{out}");
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+    let ns = url.rsplit("namespace=").next().unwrap();
+    pgtest::psql(
+        &pgtest::url("cli").unwrap(),
+        &format!(
+            "UPDATE safestash_stashes SET envelope = set_byte(envelope, 40, get_byte(envelope, 40) # 1) \
+             WHERE namespace = {} AND key = 'bad'",
+            pgtest::lit(ns)
+        ),
+    );
+    let (code, out) = run(&["verify", &url]);
+    assert_eq!(code, Some(1), "damage inside the database is found: {out}");
+    assert_eq!(run(&["quarantine", "--yes", &url, "bad"]).0, Some(0));
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+}
