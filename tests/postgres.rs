@@ -273,6 +273,16 @@ fn child_entry() {
     }
 }
 
+/// A child that is killed when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Lines `ack N` from a child's stdout, read on a thread.
 fn acks(child: &mut Child) -> std::sync::mpsc::Receiver<u64> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -428,8 +438,8 @@ fn server_killed_during_saves_loses_no_acknowledged_save() {
     let (s, url) = store("server_killed").unwrap();
     let k = StashKey::new("k").unwrap();
     let kills: u64 = std::env::var("SAFESTASH_TEST_PG_KILLS").map_or(50, |v| v.parse().unwrap());
-    let mut child = spawn_child("saver", &url, &[("SAFESTASH_PG_LEN", "2000".into())]);
-    let rx = acks(&mut child);
+    let mut child = KillOnDrop(spawn_child("saver", &url, &[("SAFESTASH_PG_LEN", "2000".into())]));
+    let rx = acks(&mut child.0);
     let mut last_ack = 0;
     let mut seed = 0x2545_f491_u64;
     for kill_no in 0..kills {
@@ -461,8 +471,7 @@ fn server_killed_during_saves_loses_no_acknowledged_save() {
             got.n
         );
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     eprintln!("{kills} server kills, last acknowledged save {last_ack}: none lost");
 }
 

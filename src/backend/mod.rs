@@ -25,7 +25,7 @@
 //! crash simulator's view of them) are exactly those of the directory
 //! protocol, with nothing in between.
 //!
-//! Backends: [`postgres`] (feature `postgres`).
+//! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`.
 
 use std::fmt;
 use std::io::Read;
