@@ -171,6 +171,21 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// A remote backend (PostgreSQL) failed an operation: a lost
+    /// connection, a server restart, a timeout, a full disk on the server.
+    /// Names the operation and the stash or store; the client's error is the
+    /// [`source`](std::error::Error::source). A save that fails this way
+    /// did not commit, and the previous stash is intact.
+    #[error("failed to {op} `{target}`")]
+    Backend {
+        /// What was being done (`"save"`, `"connect to"`, ...).
+        op: &'static str,
+        /// The stash or store, as a URL without its password.
+        target: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
     /// The stash a rollback guard holds, or a conditional save or clear
     /// expected, is gone or was replaced by another writer's: it is neither
     /// restored nor overwritten.

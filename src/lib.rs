@@ -104,6 +104,8 @@
 //!   the store.
 //! - `cli`: the `safestash` operator binary (`list`, `show`, `verify`,
 //!   `quarantine`, `clear`, `gc`), on clap.
+//! - `postgres`: stores in PostgreSQL, opened with [`Store::open_url`]
+//!   (see [`backend`]), on the sync `postgres` client.
 //!
 //! With no features the crate pulls in no async runtime, no HTTP stack and
 //! no database client.
@@ -141,6 +143,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod dictionary;
 mod digest;
 pub mod envelope;

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["envelope"],
     &["meta"],
     &["observe"],
+    &["backend"],
     &["store"],
     &["policy", "dictionary", "rollback"],
     &["journal", "reconcile"],

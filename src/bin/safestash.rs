@@ -383,7 +383,17 @@ fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
 /// The store in `dir`, which must exist: a missing directory is an error
 /// here, not an empty store, since an operator who names one means a store
 /// that should be there.
+///
+/// A URL (`postgresql://...?namespace=NAME`, `file:///dir`) opens the
+/// store it names through [`Store::open_url`].
 fn open_store(dir: &Path) -> Result<Store, Failure> {
+    if let Some(url) = dir.to_str().filter(|s| s.contains("://")) {
+        let opened = match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Store::open_existing(path),
+            _ => Store::open_url(url),
+        };
+        return opened.map_err(Failure::from);
+    }
     Store::open_existing(dir).map_err(|e| match e {
         Error::Io { source, .. } => {
             Failure::io(format!("failed to open store directory `{}`", dir.display()), source)

@@ -52,7 +52,7 @@ struct Item<'v> {
 }
 
 /// `Serialize` is not object-safe; this is the one call a batch needs.
-trait ErasedSerialize {
+pub(super) trait ErasedSerialize {
     fn write_json(&self, out: &mut dyn io::Write) -> serde_json::Result<()>;
 }
 
@@ -207,6 +207,10 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
         let Batch { store, items, .. } = self;
         if items.is_empty() {
             return Ok(Vec::new());
+        }
+        if store.remote.is_some() {
+            let items = items.iter().map(|i| (&i.header, i.value, i.expect)).collect();
+            return store.remote_batch(items);
         }
         let fail = |error| BatchError { error, saved: Vec::new(), not_saved: Vec::new() };
         store.ensure_dir().map_err(fail)?;

@@ -25,6 +25,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self, key: &StashKey) -> Result<bool> {
+        if self.remote.is_some() {
+            return self.remote_clear(key, None);
+        }
         if !self.expect_file_or_nothing(&self.path_of(key))? {
             self.sync_absence()?;
             return Ok(false);
@@ -71,6 +74,10 @@ impl<F: Fs> Store<F> {
     /// [`clear_if`](Store::clear_if) without telling observers: the
     /// caller's to notify.
     pub(super) fn clear_if_unannounced(&self, key: &StashKey, digest: &Digest) -> Result<bool> {
+        if let Some(remote) = &self.remote {
+            let _claim = self.claim_thread(key, true)?;
+            return self.remote_delete(remote.as_ref(), key, Some(digest));
+        }
         if !self.expect_file_or_nothing(&self.path_of(key))? {
             self.sync_absence()?;
             return Ok(false);
@@ -163,6 +170,10 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn quarantine(&self, key: &StashKey) -> Result<Option<PathBuf>> {
+        if let Some(remote) = &self.remote {
+            let _claim = self.claim_thread(key, true)?;
+            return self.remote_quarantine(remote.as_ref(), key);
+        }
         if !self.expect_file_or_nothing(&self.path_of(key))? {
             self.sync_absence()?;
             return Ok(None);

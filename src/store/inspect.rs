@@ -98,6 +98,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn inspect(&self) -> Result<Vec<Inspected>> {
+        if self.remote.is_some() {
+            return self.remote_inspect();
+        }
         let entries = match self.fs.read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -134,6 +137,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn inspect_key(&self, key: &StashKey) -> Result<Option<Inspected>> {
+        if self.remote.is_some() {
+            return Ok(self.remote_inspect()?.into_iter().find(|e| e.file == key.as_str()));
+        }
         let path = self.path_of(key);
         let Some(kind) = self.fs.metadata(&path).map_err(io_err(IoOp::Inspect, &path))? else {
             return Ok(None);
@@ -194,7 +200,9 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn is_locked(&self, key: &StashKey) -> Result<bool> {
         let path = self.lock_path(key);
-        if self.fs.metadata(&path).map_err(io_err(IoOp::Inspect, &path))?.is_none() {
+        if self.remote.is_none()
+            && self.fs.metadata(&path).map_err(io_err(IoOp::Inspect, &path))?.is_none()
+        {
             return Ok(false);
         }
         match self.acquire(key, false, false) {

@@ -61,6 +61,9 @@ impl<F: Fs> Store<F> {
         key: &StashKey,
         whole_limit: u64,
     ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
+        if let Some(remote) = &self.remote {
+            return self.remote_open_verified(remote.as_ref(), key);
+        }
         let path = self.path_of(key);
         let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
             Opened::Missing => return Ok(None),

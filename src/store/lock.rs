@@ -13,7 +13,7 @@ use super::*;
 static CLAIMS: Mutex<Option<HashSet<(PathBuf, ThreadId)>>> = Mutex::new(None);
 
 #[derive(Debug)]
-struct ThreadClaim(PathBuf, ThreadId);
+pub(super) struct ThreadClaim(PathBuf, ThreadId);
 
 impl ThreadClaim {
     /// Claims `path` for this thread; `None` if this thread already holds it.
@@ -70,8 +70,15 @@ pub struct KeyLock<'s, F: Fs = OsFs> {
     pub(crate) key: StashKey,
     // Declared in this order so the flock is released before this thread's
     // claim on the path is dropped.
-    _held: F::Lock,
+    pub(super) held: Held<F>,
     _claim: ThreadClaim,
+}
+
+/// What a [`KeyLock`] holds: a flock in the store's directory, or a
+/// remote backend's lock (see [`crate::backend`]).
+pub(super) enum Held<F: Fs> {
+    Local(#[allow(dead_code)] F::Lock),
+    Remote(Box<dyn crate::backend::Held>),
 }
 
 impl<F: Fs> fmt::Debug for KeyLock<'_, F> {
@@ -112,7 +119,7 @@ impl<F: Fs> KeyLock<'_, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn save<T: Serialize + ?Sized>(&self, value: &T) -> Result<Receipt> {
-        self.store.save_locked(&self.key, value, &SaveOptions::default())
+        self.save_with(value, &SaveOptions::default())
     }
 
     /// [`Store::save_with`] under this lock.
@@ -136,6 +143,9 @@ impl<F: Fs> KeyLock<'_, F> {
         value: &T,
         opts: &SaveOptions,
     ) -> Result<Receipt> {
+        if let Held::Remote(held) = &self.held {
+            return self.store.remote_save_via(held.backend(), &self.key, value, opts);
+        }
         self.store.save_locked(&self.key, value, opts)
     }
 
@@ -157,7 +167,10 @@ impl<F: Fs> KeyLock<'_, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<bool> {
-        let removed = self.store.clear_locked(&self.key)?;
+        let removed = match &self.held {
+            Held::Remote(held) => self.store.remote_delete(held.backend(), &self.key, None)?,
+            Held::Local(_) => self.store.clear_locked(&self.key)?,
+        };
         if removed {
             self.store.notify(&Event::Cleared { key: &self.key });
         }
@@ -182,6 +195,9 @@ impl<F: Fs> KeyLock<'_, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn quarantine(&self) -> Result<Option<std::path::PathBuf>> {
+        if let Held::Remote(held) = &self.held {
+            return self.store.remote_quarantine(held.backend(), &self.key);
+        }
         self.store.quarantine_locked(&self.key)
     }
 }
@@ -196,15 +212,18 @@ impl<F: Fs> Store<F> {
         create_dir: bool,
     ) -> Result<KeyLock<'_, F>> {
         let path = self.lock_path(key);
-        // A second flock from this thread on a lock it holds would wait for
-        // itself forever: refuse it with an error that says so.
-        let Some(claim) = ThreadClaim::new(&path) else {
-            return Err(if wait {
-                Error::LockedByThisThread { key: key.clone(), path }
-            } else {
-                Error::Locked { key: key.clone(), path }
-            });
-        };
+        let claim = self.claim_thread(key, wait)?;
+        if let Some(remote) = &self.remote {
+            return match remote.lock(key, wait)? {
+                Some(held) => Ok(KeyLock {
+                    store: self,
+                    key: key.clone(),
+                    held: Held::Remote(held),
+                    _claim: claim,
+                }),
+                None => Err(Error::Locked { key: key.clone(), path }),
+            };
+        }
         let held = match self.fs.lock(&path, wait) {
             Err(e) if create_dir && e.kind() == io::ErrorKind::NotFound => {
                 self.ensure_dir()?;
@@ -213,9 +232,28 @@ impl<F: Fs> Store<F> {
             other => other,
         };
         match held.map_err(io_err(IoOp::Lock, &path))? {
-            Some(held) => Ok(KeyLock { store: self, key: key.clone(), _held: held, _claim: claim }),
+            Some(held) => Ok(KeyLock {
+                store: self,
+                key: key.clone(),
+                held: Held::Local(held),
+                _claim: claim,
+            }),
             None => Err(Error::Locked { key: key.clone(), path }),
         }
+    }
+
+    /// This thread's claim on `key`'s lock: a second lock from this thread
+    /// on a lock it holds would wait for itself forever, so it is refused
+    /// with an error that says so.
+    pub(super) fn claim_thread(&self, key: &StashKey, wait: bool) -> Result<ThreadClaim> {
+        let path = self.lock_path(key);
+        ThreadClaim::new(&path).ok_or_else(|| {
+            if wait {
+                Error::LockedByThisThread { key: key.clone(), path }
+            } else {
+                Error::Locked { key: key.clone(), path }
+            }
+        })
     }
 
     /// Waits for and takes `key`'s advisory lock, creating the store's

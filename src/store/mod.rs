@@ -12,6 +12,7 @@ mod inspect;
 mod load;
 mod lock;
 pub(crate) mod names;
+mod remote;
 mod restore;
 mod save;
 mod scan;
@@ -109,6 +110,9 @@ pub struct Store<F: Fs = OsFs> {
     /// its first save: an earlier writer may have created the chain and
     /// failed or crashed before making it durable).
     chain_synced: AtomicBool,
+    /// Where envelopes live when not in `dir` (see [`open_url`](Store::open_url)):
+    /// every verb then takes its remote path, and `dir` only names the store.
+    remote: Option<Arc<dyn crate::backend::Backend>>,
 }
 
 impl<F: Fs> fmt::Debug for Store<F> {
@@ -117,6 +121,7 @@ impl<F: Fs> fmt::Debug for Store<F> {
             .field("dir", &self.dir)
             .field("fs", &self.fs)
             .field("observers", &self.observers)
+            .field("remote", &self.remote)
             .finish()
     }
 }
@@ -164,9 +169,13 @@ impl<F: Fs> Store<F> {
         let dir = dir.as_ref().to_owned();
         match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
             // A symlink to the store's directory is the caller's choice.
-            None | Some(FileKind::Dir | FileKind::Symlink) => {
-                Ok(Store { dir, fs, observers: Vec::new(), chain_synced: AtomicBool::new(false) })
-            }
+            None | Some(FileKind::Dir | FileKind::Symlink) => Ok(Store {
+                dir,
+                fs,
+                observers: Vec::new(),
+                chain_synced: AtomicBool::new(false),
+                remote: None,
+            }),
             Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
         }
     }
@@ -266,6 +275,9 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn namespace(&self, ns: &str) -> Result<Store<F>> {
         let ns = StashKey::new(ns)?;
+        if self.remote.is_some() {
+            return Ok(self.remote_child(ns.as_str(), Vec::new()));
+        }
         Store::with_fs(self.dir.join(names::namespace_dir(ns.as_str())), self.fs.clone())
     }
 
@@ -276,11 +288,16 @@ impl<F: Fs> Store<F> {
     /// not, and are written where user observers do not see them).
     pub(crate) fn reserved(&self, ns: &'static str, observed: bool) -> Store<F> {
         debug_assert!(StashKey::new(ns).is_ok());
+        if self.remote.is_some() {
+            return self
+                .remote_child(ns, if observed { self.observers.clone() } else { Vec::new() });
+        }
         Store {
             dir: self.dir.join(names::namespace_dir(ns)),
             fs: self.fs.clone(),
             observers: if observed { self.observers.clone() } else { Vec::new() },
             chain_synced: AtomicBool::new(false),
+            remote: None,
         }
     }
 
@@ -301,6 +318,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn namespaces(&self) -> Result<Vec<String>> {
+        if let Some(remote) = &self.remote {
+            return remote.children();
+        }
         let entries = match self.fs.read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -63,6 +63,9 @@ impl<F: Fs> Store<F> {
         value: &T,
         opts: &SaveOptions,
     ) -> Result<Receipt> {
+        if self.remote.is_some() {
+            return self.remote_save(key, value, opts, Precondition::Any);
+        }
         let header = self.header_for(key, opts)?;
         let mut receipt = {
             let _lock = self.acquire(key, true, true)?;
@@ -113,6 +116,9 @@ impl<F: Fs> Store<F> {
         opts: &SaveOptions,
         expect: Precondition,
     ) -> Result<Receipt> {
+        if self.remote.is_some() {
+            return self.remote_save(key, value, opts, expect);
+        }
         let header = self.header_for(key, opts)?;
         let mut receipt = {
             let _lock = self.acquire(key, true, true)?;

@@ -5,6 +5,9 @@ impl<F: Fs> Store<F> {
     /// that is a valid key. The store's own dot-files and names that are not
     /// keys are skipped. A missing directory has no stashes.
     pub(super) fn entries(&self) -> Result<Vec<(StashKey, FileKind)>> {
+        if self.remote.is_some() {
+            return self.remote_entries();
+        }
         let entries = match self.fs.read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -45,6 +48,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn list(&self) -> Result<Vec<StashInfo>> {
+        if self.remote.is_some() {
+            return self.remote_list();
+        }
         Ok(self
             .entries()?
             .into_iter()
@@ -154,6 +160,10 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cleanup(&self) -> Result<Vec<PathBuf>> {
+        if self.remote.is_some() {
+            // A remote save is one transaction: an interrupted one leaves nothing.
+            return Ok(Vec::new());
+        }
         let entries = match self.fs.read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

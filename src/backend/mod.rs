@@ -1,0 +1,182 @@
+//! Where envelopes live, when not in a local directory: the [`Backend`]
+//! seam, at the level of stashes.
+//!
+//! A backend keeps opaque envelope bytes under keys, inside a namespace. It
+//! knows where bytes live, not what they mean: the store encodes and
+//! verifies envelopes (the same v1 format, checksum included, as a stash
+//! file) and hands a backend finished bytes and their digest. What a backend
+//! must give the store:
+//!
+//! - [`put`](Backend::put): atomic and durable when it returns `Ok`, under a
+//!   [`Condition`] checked atomically with the write;
+//! - [`get`](Backend::get): the bytes as a reader, and their length;
+//! - [`delete`](Backend::delete): under a [`Condition`], durable;
+//! - [`list`](Backend::list): every name with its size and the first bytes
+//!   (the envelope's header);
+//! - [`lock`](Backend::lock): a per-key exclusive lock where the backend has
+//!   one (an object store has none and says so with
+//!   [`has_locks`](Backend::has_locks));
+//! - [`move_aside`](Backend::move_aside): quarantine under another name.
+//!
+//! The trait is object-safe and boxed (`Arc<dyn Backend>`), so
+//! [`Store`](crate::Store) is not generic over it: a caller never names a
+//! backend in its types. The local directory is not a `Backend`: it keeps
+//! its own code path over [`Fs`](crate::fs::Fs), so its syscalls (and the
+//! crash simulator's view of them) are exactly those of the directory
+//! protocol, with nothing in between.
+//!
+//! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::key::StashKey;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+/// What a conditional [`put`](Backend::put) or [`delete`](Backend::delete)
+/// expects at the key, checked atomically with the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Anything, or nothing.
+    Any,
+    /// Nothing: create only.
+    Absent,
+    /// The envelope with this digest: change only what the caller has seen.
+    Unchanged(Digest),
+}
+
+/// The result of a conditional change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: written, or removed.
+    Done,
+    /// Nothing to do: a delete found no envelope.
+    Missing,
+    /// The condition failed; nothing changed. `current` is the digest of
+    /// the envelope in place, if there is one.
+    Refused {
+        /// The digest recorded with the envelope in place, if any.
+        current: Option<Digest>,
+    },
+}
+
+/// An envelope read back by [`Backend::get`].
+pub struct Fetched {
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its bytes.
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetched").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+/// One name in a backend's namespace, from [`Backend::list`].
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The name (a stash key, or a name the store gave a quarantined stash).
+    pub name: String,
+    /// The stored length in bytes.
+    pub len: u64,
+    /// The first bytes of the envelope (at most what `list` was asked for).
+    pub head: Vec<u8>,
+}
+
+/// A place that keeps envelopes: one namespace of a shared service.
+///
+/// Implementations are cheap to share (`Arc<dyn Backend>`) and safe to use
+/// from many threads. Every method names the stash or store in its errors
+/// ([`Error::Backend`](crate::Error::Backend)).
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// The namespace's location for messages and [`Store::dir`](crate::Store::dir),
+    /// with no secret in it (a URL without its password).
+    fn location(&self) -> &str;
+
+    /// Stores `envelope` (whose digest is `digest`) under `key`, replacing
+    /// what is there, if `cond` holds: atomically (readers see the old
+    /// envelope or the new one) and durably once it returns
+    /// [`Outcome::Done`].
+    ///
+    /// # Errors
+    ///
+    /// When the service fails; the previous envelope is then intact.
+    fn put(
+        &self,
+        key: &StashKey,
+        envelope: &[u8],
+        digest: &Digest,
+        cond: Condition,
+    ) -> Result<Outcome>;
+
+    /// The envelope under `key`, or `None`.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn get(&self, key: &StashKey) -> Result<Option<Fetched>>;
+
+    /// Removes the envelope under `key` if `cond` holds; durable once it
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome>;
+
+    /// Every name in the namespace, sorted, with its length and its first
+    /// `head_len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn list(&self, head_len: usize) -> Result<Vec<Listed>>;
+
+    /// Whether [`lock`](Backend::lock) gives exclusive per-key locks.
+    fn has_locks(&self) -> bool;
+
+    /// Takes `key`'s exclusive lock, waiting (within the backend's
+    /// documented timeout) if `wait`; `None` when another holder has it.
+    /// Changes made through [`Held::backend`] run under the lock; other
+    /// holders' changes to the key wait for it.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails, or the wait times out
+    /// ([`Error::Locked`](crate::Error::Locked)).
+    fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>>;
+
+    /// Moves the envelope under `key` to the name `aside` (which the store
+    /// made, and which is never a valid key), durably; `false` when nothing
+    /// was under `key`.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails, or something is already at `aside`.
+    fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool>;
+
+    /// The backend of the child namespace `ns` (a valid key), sharing this
+    /// one's connections.
+    fn child(&self, ns: &str) -> Box<dyn Backend>;
+
+    /// The child namespaces that hold anything, sorted.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn children(&self) -> Result<Vec<String>>;
+}
+
+/// A held per-key lock of a [`Backend`]; released when dropped, and by the
+/// service when the holder's connection ends.
+pub trait Held: Send + Sync + fmt::Debug {
+    /// The backend as seen by the lock's holder: its changes run under the
+    /// lock (on PostgreSQL, on the session that holds it).
+    fn backend(&self) -> &dyn Backend;
+}

@@ -1,0 +1,521 @@
+//! The PostgreSQL store against a real server, with real processes: the
+//! server stopped between saves, a client SIGKILLed mid-save, the server
+//! SIGKILLed again and again during a loop of saves, and eight processes
+//! racing on shared keys.
+//!
+//! `SAFESTASH_TEST_POSTGRES_URL` names the database; the tests that stop
+//! or kill the server also need `SAFESTASH_TEST_PGDATA` (the cluster's data
+//! directory) and `SAFESTASH_TEST_PGBIN` (where `pg_ctl` is). `.ci/run`
+//! starts a throwaway cluster and exports all three. Unset, a test prints
+//! why it skips; under `CI=true` it fails instead.
+#![cfg(feature = "postgres")]
+
+mod pgtest;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
+use serde::{Deserialize, Serialize};
+
+/// Tests that stop or kill the server take this for writing; the others
+/// for reading, so nothing else runs while the server is down.
+static SERVER: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SERVER.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A store in a fresh namespace, or `None` (printed) to skip.
+fn store(test: &str) -> Option<(Store, String)> {
+    let url = pgtest::url(test)?;
+    let ns = pgtest::fresh_namespace(test);
+    let full = pgtest::with_namespace(&url, &ns);
+    Some((Store::open_url(&full).unwrap(), full))
+}
+
+/// The cluster the tests may stop and kill.
+struct Server {
+    pgdata: PathBuf,
+    pgbin: String,
+}
+
+fn server(test: &str) -> Option<Server> {
+    pgtest::url(test)?;
+    match std::env::var("SAFESTASH_TEST_PGDATA") {
+        Ok(d) if !d.is_empty() => Some(Server { pgdata: d.into(), pgbin: pgtest::pgbin() }),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: CI=true but SAFESTASH_TEST_PGDATA is not set");
+            }
+            eprintln!(
+                "{test}: skipping: SAFESTASH_TEST_PGDATA is not set (the test controls the server)"
+            );
+            None
+        }
+    }
+}
+
+impl Server {
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        let pg_ctl = format!("{}/pg_ctl", self.pgbin);
+        let data = self.pgdata.to_str().unwrap();
+        let mut cmd = if unsafe_free_is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        cmd.args(["-D", data]).args(args).stdin(Stdio::null()).output().expect("run pg_ctl")
+    }
+
+    fn stop(&self) {
+        let out = self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn start(&self) {
+        let log = self.pgdata.join("restart.log");
+        let log = log.to_str().unwrap();
+        for _ in 0..50 {
+            let out = self.pg_ctl(&["start", "-w", "-t", "60", "-l", log]);
+            if out.status.success() {
+                return;
+            }
+            // A killed postmaster whose zombie still owns postmaster.pid.
+            self.clear_stale_pid();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not restart; see {log}");
+    }
+
+    fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    fn clear_stale_pid(&self) {
+        if let Some(pid) = self.postmaster_pid() {
+            if !alive(pid) {
+                let _ = std::fs::remove_file(self.pgdata.join("postmaster.pid"));
+            }
+        }
+    }
+
+    /// SIGKILLs the postmaster and every server process at once (a crash
+    /// of the whole server), and waits until they are gone.
+    fn kill9(&self) {
+        let Some(pid) = self.postmaster_pid() else { panic!("no postmaster.pid") };
+        let children = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok()),
+        );
+        for &p in &pids {
+            kill(p, "KILL");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.clear_stale_pid();
+    }
+}
+
+fn unsafe_free_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn kill(pid: i32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+            !matches!(state, Some('Z' | 'X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// A value that shows tearing: every element is derived from `n`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Tagged {
+    n: u64,
+    writer: u32,
+    body: Vec<u64>,
+}
+
+impl Tagged {
+    fn new(n: u64, writer: u32, len: usize) -> Tagged {
+        Tagged { n, writer, body: (0..len as u64).map(|i| i ^ n.wrapping_mul(0x9e37)).collect() }
+    }
+
+    fn intact(&self) -> bool {
+        self.body.iter().enumerate().all(|(i, &v)| v == (i as u64) ^ self.n.wrapping_mul(0x9e37))
+    }
+}
+
+/// The children these tests spawn run this test binary again, with the
+/// role in `SAFESTASH_PG_CHILD`.
+fn spawn_child(role: &str, url: &str, extra: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("SAFESTASH_PG_CHILD", role)
+        .env("SAFESTASH_PG_CHILD_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child")
+}
+
+/// Not a test of its own: the body of the child processes.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("SAFESTASH_PG_CHILD") else { return };
+    let url = std::env::var("SAFESTASH_PG_CHILD_URL").unwrap();
+    let key = StashKey::new("k").unwrap();
+    match role.as_str() {
+        // Saves 1, 2, 3, ... forever, printing `ack N` once save N returned
+        // Ok; retries while the server is down.
+        "saver" => {
+            let len: usize = std::env::var("SAFESTASH_PG_LEN").unwrap().parse().unwrap();
+            let store = loop {
+                match Store::open_url(&url) {
+                    Ok(s) => break s,
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            let mut n = std::env::var("SAFESTASH_PG_FROM").map_or(1, |s| s.parse().unwrap());
+            loop {
+                match store.save(&key, &Tagged::new(n, 0, len)) {
+                    Ok(_) => {
+                        println!("ack {n}");
+                        n += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        // Holds the key's lock and saves big values in a loop.
+        "locker" => {
+            let store = Store::open_url(&url).unwrap();
+            let lock = store.lock(&key).unwrap();
+            println!("locked");
+            let mut n = 1_000;
+            loop {
+                lock.save(&Tagged::new(n, 0, 200_000)).unwrap();
+                n += 1;
+            }
+        }
+        // 100 random saves, loads and conditional clears on shared keys.
+        "racer" => {
+            let id: u32 = std::env::var("SAFESTASH_PG_ID").unwrap().parse().unwrap();
+            let store = Store::open_url(&url).unwrap();
+            let own = StashKey::new(format!("own-{id}")).unwrap();
+            let mut seed = u64::from(id) * 7919 + 1;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for i in 0..100u64 {
+                let shared = StashKey::new(format!("shared-{}", next() % 3)).unwrap();
+                let value = Tagged::new(i, id, 500 + (next() % 2000) as usize);
+                match next() % 3 {
+                    0 => {
+                        let r = store.save(&shared, &value).unwrap();
+                        // A conditional clear only removes our own stash.
+                        if next() % 2 == 0 {
+                            let _ = store.clear_if(&shared, &r.digest).unwrap();
+                        }
+                    }
+                    1 => {
+                        if let Some(s) = store.load::<Tagged>(&shared).unwrap() {
+                            assert!(s.value().intact(), "torn value {:?}", s.value().n);
+                        }
+                    }
+                    _ => {
+                        let seen = store.load::<Tagged>(&shared).unwrap();
+                        let expect = match &seen {
+                            Some(s) => Precondition::Unchanged(s.meta().digest),
+                            None => Precondition::Absent,
+                        };
+                        match store.save_if(&shared, &value, &SaveOptions::new(), expect) {
+                            Ok(_) | Err(Error::Replaced { .. } | Error::StashExists { .. }) => {}
+                            Err(e) => panic!("conditional save: {e}"),
+                        }
+                    }
+                }
+                // No lost acknowledged save: our own key reads back what we wrote.
+                store.save(&own, &value).unwrap();
+                assert_eq!(store.load::<Tagged>(&own).unwrap().unwrap().into_value(), value);
+            }
+            println!("racer done");
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// A child that is killed when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines `ack N` from a child's stdout, read on a thread.
+fn acks(child: &mut Child) -> std::sync::mpsc::Receiver<u64> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            // The first line follows libtest's `test child_entry ... `.
+            if let Some(n) = line.rsplit("ack ").next().filter(|_| line.contains("ack ")) {
+                if tx.send(n.parse().unwrap()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(child: &mut Child, want: &str) {
+    let out = child.stdout.as_mut().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "child ended before {want:?}");
+        if line.trim().ends_with(want) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn saves_commit_durably_and_reopen_sees_them() {
+    let _g = shared();
+    let Some((s, url)) = store("durable") else { return };
+    let k = StashKey::new("k").unwrap();
+    let r = s.save(&k, &Tagged::new(5, 1, 10)).unwrap();
+    let other = Store::open_url(&url).unwrap();
+    let back = other.load::<Tagged>(&k).unwrap().unwrap();
+    assert_eq!(back.meta().digest, r.digest);
+    assert!(r.path.to_str().unwrap().ends_with("/k"));
+    assert!(!r.path.to_str().unwrap().contains("password"));
+}
+
+#[test]
+fn stored_bytes_are_the_file_envelope() {
+    let _g = shared();
+    let Some((s, _)) = store("envelope") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::open(dir.path()).unwrap();
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &[1, 2, 3]).unwrap();
+    // Export: the row's bytes written to a file are a stash file.
+    let url = pgtest::url("envelope").unwrap();
+    let ns = s.dir().to_str().unwrap().rsplit("namespace=").next().unwrap().to_owned();
+    let hex = pgtest::psql(
+        &url,
+        &format!(
+            "SELECT encode(envelope, 'hex') FROM safestash_stashes WHERE namespace = {} AND key = 'k'",
+            pgtest::lit(&ns)
+        ),
+    );
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    std::fs::write(local.path_of(&k), bytes).unwrap();
+    assert_eq!(local.load::<Vec<i32>>(&k).unwrap().unwrap().into_value(), [1, 2, 3]);
+}
+
+#[test]
+fn a_held_lock_bounds_other_writers_by_lock_timeout() {
+    let _g = shared();
+    let Some(url) = pgtest::url("lock_timeout") else { return };
+    let ns = pgtest::fresh_namespace("lock_timeout");
+    let url = format!("{}&lock_timeout=300ms", pgtest::with_namespace(&url, &ns));
+    let (a, b) = (Store::open_url(&url).unwrap(), Store::open_url(&url).unwrap());
+    let k = StashKey::new("k").unwrap();
+    let held = a.lock(&k).unwrap();
+    let start = Instant::now();
+    let handle = std::thread::spawn(move || b.save(&StashKey::new("k").unwrap(), &1).map(|_| ()));
+    let err = handle.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(held);
+}
+
+#[test]
+fn server_stopped_between_saves_is_a_clear_error_and_the_next_save_works() {
+    let _g = exclusive();
+    let Some(srv) = server("server_stopped") else { return };
+    let (s, _) = store("server_stopped").unwrap();
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &1).unwrap();
+    srv.stop();
+    let err = s.save(&k, &2).unwrap_err();
+    let msg = err.to_string();
+    srv.start();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(
+        msg.contains("save") || msg.contains("connect"),
+        "the error names the operation: {msg}"
+    );
+    assert!(msg.contains("namespace="), "the error names the store: {msg}");
+    // The failed save did not commit; the next works once the server is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match s.save(&k, &3) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying after restart: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("save after restart: {e}"),
+        }
+    }
+    assert_eq!(*s.load::<i32>(&k).unwrap().unwrap().value(), 3);
+}
+
+#[test]
+fn client_killed_mid_save_leaves_old_or_new_and_no_lock() {
+    let _g = shared();
+    let Some((s, url)) = store("client_killed") else { return };
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &Tagged::new(1, 0, 10)).unwrap();
+    for round in 0..10u64 {
+        let mut child = spawn_child("locker", &url, &[]);
+        wait_line(&mut child, "locked");
+        std::thread::sleep(Duration::from_millis(20 + round * 37 % 150));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Old or new, never torn, never corrupt.
+        let v = s.load::<Tagged>(&k).unwrap().expect("a stash").into_value();
+        assert!(v.intact(), "round {round}: torn value");
+        // The killed holder's lock went with its connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match s.try_lock(&k) {
+                Ok(_lock) => break,
+                Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("round {round}: the lock stayed held: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn server_killed_during_saves_loses_no_acknowledged_save() {
+    let _g = exclusive();
+    let Some(srv) = server("server_killed") else { return };
+    let (s, url) = store("server_killed").unwrap();
+    let k = StashKey::new("k").unwrap();
+    let kills: u64 = std::env::var("SAFESTASH_TEST_PG_KILLS").map_or(50, |v| v.parse().unwrap());
+    let mut child = KillOnDrop(spawn_child("saver", &url, &[("SAFESTASH_PG_LEN", "2000".into())]));
+    let rx = acks(&mut child.0);
+    let mut last_ack = 0;
+    let mut seed = 0x2545_f491_u64;
+    for kill_no in 0..kills {
+        // Let some saves be acknowledged, then kill at a random moment.
+        let first = rx.recv_timeout(Duration::from_secs(60)).expect("the saver makes progress");
+        last_ack = last_ack.max(first);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 80));
+        srv.kill9();
+        // Every ack printed before the kill is in the channel by now or soon.
+        std::thread::sleep(Duration::from_millis(50));
+        while let Ok(n) = rx.try_recv() {
+            last_ack = last_ack.max(n);
+        }
+        srv.start();
+        let got = loop {
+            match s.load::<Tagged>(&k) {
+                Ok(v) => break v.expect("a stash").into_value(),
+                Err(Error::Backend { .. }) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("kill {kill_no}: {e}"),
+            }
+        };
+        assert!(got.intact(), "kill {kill_no}: torn value");
+        assert!(
+            got.n >= last_ack,
+            "kill {kill_no}: acknowledged save {last_ack} lost, found {}",
+            got.n
+        );
+    }
+    drop(child);
+    eprintln!("{kills} server kills, last acknowledged save {last_ack}: none lost");
+}
+
+#[test]
+fn eight_processes_race_without_tearing_or_losing_saves() {
+    let _g = shared();
+    let Some((_, url)) = store("race") else { return };
+    let mut children: Vec<Child> = (0..8)
+        .map(|id| spawn_child("racer", &url, &[("SAFESTASH_PG_ID", id.to_string())]))
+        .collect();
+    for (id, child) in children.iter_mut().enumerate() {
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success() && out.contains("racer done"), "racer {id} failed:\n{out}");
+    }
+}
+
+#[test]
+fn cli_lists_and_verifies_a_postgres_store() {
+    let _g = shared();
+    let Some((s, url)) = store("cli") else { return };
+    let (good, bad) = (StashKey::new("good").unwrap(), StashKey::new("bad").unwrap());
+    s.save(&good, &1).unwrap();
+    s.save(&bad, &"to be damaged").unwrap();
+    let run = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("safestash").unwrap().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&["list", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("good") && out.contains("bad"), "{out}");
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+    let ns = url.rsplit("namespace=").next().unwrap();
+    pgtest::psql(
+        &pgtest::url("cli").unwrap(),
+        &format!(
+            "UPDATE safestash_stashes SET envelope = set_byte(envelope, 40, get_byte(envelope, 40) # 1) \
+             WHERE namespace = {} AND key = 'bad'",
+            pgtest::lit(ns)
+        ),
+    );
+    let (code, out) = run(&["verify", &url]);
+    assert_eq!(code, Some(1), "damage inside the database is found: {out}");
+    assert_eq!(run(&["quarantine", "--yes", &url, "bad"]).0, Some(0));
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+}
