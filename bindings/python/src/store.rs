@@ -283,11 +283,13 @@ impl StashInfo {
 
 /// A directory of stashes.
 ///
-/// ``Store(path)`` takes a ``str`` or an ``os.PathLike``. It creates
-/// nothing: the first save creates the directory and any missing parents
-/// (mode 0700), each fsynced into its parent; until then every read finds
-/// no stash. URLs (``file://``, ``postgres://``, ``s3://``) come with the
-/// backends.
+/// ``Store(path_or_url)`` takes a ``str`` or an ``os.PathLike``. A plain
+/// path or a ``file:///dir`` URL is a directory store: it creates nothing;
+/// the first save creates the directory and any missing parents (mode
+/// 0700), each fsynced into its parent; until then every read finds no
+/// stash. A ``postgresql://`` (or ``postgres://``) URL opens the
+/// PostgreSQL store, with the same verbs and promises (see the README's
+/// "Backends"); ``?namespace=NAME`` picks a namespace in the database.
 ///
 /// Raises ``NotAFileError`` when something other than a directory is at
 /// ``path``, ``StashIOError`` when it cannot be inspected.
@@ -299,14 +301,24 @@ impl StashInfo {
 #[pyclass(frozen, module = "safestash")]
 pub struct Store {
     pub inner: Arc<RsStore>,
+    /// The URL it was opened with, for a store opened from one.
+    url: Option<String>,
 }
 
 #[pymethods]
 impl Store {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Store> {
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Store> {
+        if let Ok(text) = path.extract::<String>() {
+            if text.contains("://") {
+                let inner =
+                    py.detach(|| RsStore::open_url(&text)).map_err(|e| store_error(py, e))?;
+                return Ok(Store { inner: Arc::new(inner), url: Some(text) });
+            }
+        }
+        let path: PathBuf = path.extract()?;
         let inner = py.detach(|| RsStore::open(&path)).map_err(|e| store_error(py, e))?;
-        Ok(Store { inner: Arc::new(inner) })
+        Ok(Store { inner: Arc::new(inner), url: None })
     }
 
     /// The store's directory.
@@ -319,9 +331,13 @@ impl Store {
         format!("safestash.Store({:?})", self.inner.dir())
     }
 
-    fn __reduce__(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, (PathBuf,))> {
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, (Py<PyAny>,))> {
         let cls = py.get_type::<Store>().into_any().unbind();
-        Ok((cls, (self.inner.dir().to_owned(),)))
+        let arg = match &self.url {
+            Some(url) => url.clone().into_pyobject(py)?.into_any().unbind(),
+            None => self.inner.dir().to_owned().into_pyobject(py)?.into_any().unbind(),
+        };
+        Ok((cls, (arg,)))
     }
 
     fn __fspath__(&self) -> std::ffi::OsString {

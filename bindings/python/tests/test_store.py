@@ -219,3 +219,21 @@ def test_help_reads_like_the_rust_docs():
     doc = safestash.Store.save.__doc__
     assert "durably" in doc and "Raises" in doc and "InvalidKeyError" in doc
     assert safestash.Store.__doc__ and safestash.Guard.__doc__ and safestash.Store.resume.__doc__
+
+
+def test_a_file_url_opens_the_same_directory_store_and_pickles_as_its_url(tmp_path):
+    by_path = safestash.Store(tmp_path / "s")
+    by_path.save("k", {"a": 1})
+    by_url = safestash.Store(f"file://{tmp_path / 's'}")
+    assert by_url.load("k").value == {"a": 1}
+    assert by_url.path == tmp_path / "s"
+    again = pickle.loads(pickle.dumps(by_url))
+    assert again.load("k").value == {"a": 1}
+
+
+def test_an_unknown_url_scheme_is_a_clear_error(tmp_path):
+    with pytest.raises(safestash.StashError) as caught:
+        safestash.Store("s3x://bucket/prefix")
+    assert "s3x://bucket/prefix" in str(caught.value)
+    with pytest.raises(ValueError):
+        safestash.Store("file://relative/dir")

@@ -150,7 +150,8 @@ class Resumed:
     def __iter__(self) -> Iterator[Any]: ...
 
 class Store:
-    """A directory of stashes. ``Store(path)``: str or os.PathLike; creates nothing."""
+    """A store of stashes. ``Store(path_or_url)``: a str or os.PathLike path, a
+    ``file:///dir`` URL, or a ``postgresql://`` URL; a directory store creates nothing."""
     def __init__(self, path: Union[str, os.PathLike[str]]) -> None: ...
     @property
     def path(self) -> pathlib.Path: ...
