@@ -28,7 +28,7 @@
 //! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 
 use crate::digest::Digest;
 use crate::error::Result;
@@ -48,6 +48,10 @@ pub enum Condition {
     /// The envelope with this digest: change only what the caller has seen.
     Unchanged(Digest),
 }
+
+/// What [`Backend::put_with`] calls to write an envelope into the
+/// backend's sink; it returns the envelope's digest.
+pub type Fill<'a> = dyn FnMut(&mut dyn Write) -> Result<Digest> + 'a;
 
 /// The result of a conditional change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +118,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
         digest: &Digest,
         cond: Condition,
     ) -> Result<Outcome>;
+
+    /// As [`put`](Backend::put), with the envelope streamed: `fill` writes
+    /// the whole envelope into the sink it is given, once, and returns its
+    /// digest. A backend that can take an envelope larger than memory
+    /// (chunked rows, a multipart upload) overrides this; the default
+    /// collects the envelope in memory and calls `put`. If `fill` fails,
+    /// nothing is stored and its error is returned.
+    ///
+    /// # Errors
+    ///
+    /// `fill`'s error, or as [`put`](Backend::put).
+    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+        let mut envelope = Vec::new();
+        let digest = fill(&mut envelope)?;
+        self.put(key, &envelope, &digest, cond)
+    }
 
     /// The envelope under `key`, or `None`.
     ///
