@@ -44,9 +44,10 @@
 //!
 //! # Conditions: one conditional PUT
 //!
-//! Every change reads the key's current object first (one ranged GET of its
-//! last 4 KiB: the envelope's trailer holds the digest the store recorded,
-//! and a reference or tombstone is shorter than that) and then writes with
+//! Every change reads the key's current object first (a ranged GET of its
+//! first 4 KiB, which is all of a reference, a tombstone or a small stash;
+//! for a larger stash a second ranged GET of its 112-byte trailer, which
+//! holds the digest the store recorded, on the same ETag) and then writes with
 //! a condition on what it read: `PutMode::Create` (`If-None-Match: *`) when
 //! nothing was there, `PutMode::Update` (`If-Match: ETAG`) otherwise. So
 //! `Condition::Unchanged(d)` replaces only the object whose digest was `d`
@@ -574,16 +575,24 @@ impl ObjectStoreBackend {
         self.shared.rt.block_on(f)
     }
 
-    /// The state of `name` now: one GET, read whole for a small object
-    /// (every reference and tombstone is small); for a large one, a second,
-    /// ranged GET of its trailer, on the same ETag.
+    /// The state of `name` now: one ranged GET of its first 4 KiB, which is
+    /// all of a small object (every reference and tombstone is small); for a
+    /// large one, a second ranged GET of its trailer, on the same ETag.
     async fn current(&self, name: &str, op: &'static str) -> Result<Current> {
         let path = self.path(name);
         for _ in 0..RETRIES {
-            let got = match self.shared.store.get(&path).await {
+            // The first 4 KiB: all of a small object, and the size of any.
+            let head =
+                GetOptions { range: Some(GetRange::Bounded(0..SMALL)), ..Default::default() };
+            let got = match self.shared.store.get_opts(&path, head).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
-                Err(e) => return Err(self.fail(op, name)(e)),
+                // An empty object has no byte range to give (416): read it whole.
+                Err(_) => match self.shared.store.get(&path).await {
+                    Ok(got) => got,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
+                    Err(e) => return Err(self.fail(op, name)(e)),
+                },
             };
             let version = UpdateVersion::from_meta(&got.meta);
             let size = got.meta.size;
