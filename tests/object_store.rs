@@ -729,3 +729,141 @@ fn cli_lists_verifies_quarantines_and_clears_an_s3_store() {
     let (code, out) = run(&["gc", "--older-than", "7d", &url]);
     assert_eq!(code, Some(0), "{out}");
 }
+
+// ---------------------------------------------------------------------------
+// Tenant reconcile on object storage (its run lock is a lease here)
+// ---------------------------------------------------------------------------
+
+fn stores(test: &str) -> Vec<(&'static str, Store)> {
+    let memory = Arc::new(InMemory::new());
+    let mut all = vec![(
+        "in-memory",
+        Store::open_object_store(
+            ObjectStoreBackend::new(memory, "tenants-test", Options::default()).unwrap(),
+        ),
+    )];
+    if let Some(url) = objtest::url(test) {
+        all.push(("s3", Store::open_url(&url).unwrap()));
+    }
+    all
+}
+
+fn tenant(n: u128) -> safestash::reconcile::CanonicalUuid {
+    safestash::reconcile::CanonicalUuid::from(uuid::Uuid::from_u128(
+        0xabcdef01_2345_4678_9abc_def000000000 | n,
+    ))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[test]
+fn tenant_reconcile_stashes_before_delete_keeps_a_failed_delete_and_restores() {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use safestash::reconcile::{IdSet, Limits, Reconciler, plan, restore_tenant, tenant_key};
+    for (name, store) in stores("tenants") {
+        let db: RefCell<BTreeMap<_, String>> =
+            RefCell::new((1..=20).map(|n| (tenant(n), format!("data of {n}"))).collect());
+        let local: IdSet<_> = (1..=20).map(tenant).collect();
+        let truth: IdSet<_> = (3..=20).map(tenant).collect();
+        let p = plan(&local, &truth);
+        let r = Reconciler::new(&store).limits(Limits::default().max_share(0.5));
+        let export = |id: &_| -> Result<String, BoxError> { Ok(db.borrow()[id].clone()) };
+        // The first delete of tenant 1 fails half way.
+        let report = r
+            .execute(&p, &local, &truth, export, |id| -> Result<(), BoxError> {
+                if *id == tenant(1) {
+                    db.borrow_mut().insert(*id, "half deleted".into());
+                    return Err("connection reset".into());
+                }
+                db.borrow_mut().remove(id);
+                Ok(())
+            })
+            .unwrap();
+        assert!(report.stopped.is_some(), "{name}");
+        assert_eq!(report.stashed.len(), 2, "{name}: the whole plan stashed before any delete");
+        let snapshots = store.namespace("tenants").unwrap();
+        let key = tenant_key(&tenant(1));
+        assert_eq!(snapshots.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+        // The rerun never overwrites the full snapshot.
+        let rerun = r
+            .execute(&p, &local, &truth, export, |id| -> Result<(), BoxError> {
+                db.borrow_mut().remove(id);
+                Ok(())
+            })
+            .unwrap();
+        assert!(rerun.is_complete(), "{name}: {rerun}");
+        assert_eq!(rerun.deleted, [tenant(1), tenant(2)], "{name}");
+        assert_eq!(snapshots.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+        // Restored by choice: the full copy, which is then cleared.
+        let stashes = r.tenant_stashes(&tenant(1)).unwrap();
+        assert_eq!(stashes.len(), 2, "{name}");
+        r.restore_tenant_stash(&tenant(1), &stashes[0].key, &mut |s: safestash::Stashed<
+            String,
+        >| {
+            db.borrow_mut().insert(tenant(1), s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+        assert_eq!(db.borrow()[&tenant(1)], "data of 1", "{name}");
+        assert!(snapshots.load::<String>(&key).unwrap().is_none(), "{name}");
+        // Tenant 2 comes back through restore_tenant.
+        restore_tenant(&store, &tenant(2), &mut |s: safestash::Stashed<String>| {
+            db.borrow_mut().insert(tenant(2), s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+        assert_eq!(db.borrow()[&tenant(2)], "data of 2", "{name}");
+    }
+}
+
+#[test]
+fn two_tenant_reconcilers_on_one_bucket_take_turns_on_the_run_lock() {
+    use std::sync::Mutex;
+
+    use safestash::reconcile::{IdSet, Limits, Reconciler, plan};
+    let Some(url) = objtest::url("tenant_runs") else { return };
+    // Two workers, each with its own store, run the same plan at once: the
+    // run lock (a lease here) makes one run whole before the other starts.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let local: IdSet<_> = (1..=10).map(tenant).collect();
+    let truth: IdSet<_> = (4..=10).map(tenant).collect();
+    let p = plan(&local, &truth);
+    let barrier = Arc::new(Barrier::new(2));
+    std::thread::scope(|s| {
+        for worker in 0..2 {
+            let (calls, barrier) = (calls.clone(), barrier.clone());
+            let (url, p, local, truth) = (&url, &p, &local, &truth);
+            s.spawn(move || {
+                let store = Store::open_url(url).unwrap();
+                let r = Reconciler::new(&store).limits(Limits::default().max_share(0.5));
+                barrier.wait();
+                let report = r
+                    .execute(
+                        p,
+                        local,
+                        truth,
+                        |id| -> Result<String, BoxError> {
+                            calls.lock().unwrap().push((worker, "export", *id));
+                            Ok(format!("{id}"))
+                        },
+                        |id| -> Result<(), BoxError> {
+                            calls.lock().unwrap().push((worker, "delete", *id));
+                            // Give the other run every chance to interleave.
+                            std::thread::sleep(Duration::from_millis(50));
+                            Ok(())
+                        },
+                    )
+                    .unwrap();
+                assert!(report.is_complete(), "{report}");
+            });
+        }
+    });
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 12, "{calls:?}");
+    let first = calls[0].0;
+    let (a, b) = calls.split_at(6);
+    assert!(a.iter().all(|c| c.0 == first), "the runs interleaved: {calls:?}");
+    assert!(b.iter().all(|c| c.0 != first), "the runs interleaved: {calls:?}");
+}
