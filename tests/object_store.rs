@@ -295,9 +295,18 @@ fn peak_rss_kib() -> i64 {
 // Create-if-absent races
 // ---------------------------------------------------------------------------
 
+/// `InMemory` with every GET slowed down, so that racers read the key's
+/// state at the same time and only the service's atomic condition decides.
+fn slow_memory() -> Arc<dyn object_store::ObjectStore> {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let config =
+        ThrottleConfig { wait_get_per_call: Duration::from_millis(5), ..ThrottleConfig::default() };
+    Arc::new(ThrottledStore::new(InMemory::new(), config))
+}
+
 #[test]
 fn eight_threads_race_create_if_absent_on_in_memory_one_winner_every_round() {
-    let memory = Arc::new(InMemory::new());
+    let memory = slow_memory();
     const ROUNDS: usize = 40;
     const RACERS: usize = 8;
     let barrier = Arc::new(Barrier::new(RACERS));
@@ -456,7 +465,7 @@ fn a_stale_etag_is_a_precondition_error_never_an_overwrite() {
 fn a_clear_if_loses_to_a_save_in_between_on_in_memory() {
     // Many rounds of: one thread clears on the digest it saw, another saves
     // a new stash at the same moment. The new stash is never removed.
-    let memory = Arc::new(InMemory::new());
+    let memory = slow_memory();
     let open = || {
         Store::open_object_store(
             ObjectStoreBackend::new(memory.clone(), "clear", Options::default()).unwrap(),
@@ -464,7 +473,7 @@ fn a_clear_if_loses_to_a_save_in_between_on_in_memory() {
     };
     let (a, b) = (open(), open());
     let k = key("k");
-    for round in 0..50 {
+    for round in 0..150 {
         let seen = a.save(&k, &format!("old {round}")).unwrap().digest;
         let barrier = Arc::new(Barrier::new(2));
         let (ka, ba) = (k.clone(), barrier.clone());
