@@ -433,6 +433,24 @@ fn urls_open_the_right_store() {
         assert!(msg.contains("feature `postgres`"), "{msg}");
         assert!(!msg.contains("secret"), "{msg}");
     }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let err = Store::open_url("s3://bucket/x").unwrap_err();
+        assert!(err.to_string().contains("feature `object-store`"), "{err}");
+    }
+    #[cfg(feature = "object-store")]
+    {
+        for bad in ["s3://", "s3:///prefix", "memory:///x?lease=0s", "memory:///x?color=red"] {
+            let err = Store::open_url(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidOption { field: "url", .. }), "{bad}: {err:?}");
+        }
+        let s = Store::open_url("memory:///a/b?lease=5s&lock_timeout=1s").unwrap();
+        assert_eq!(s.dir().to_str().unwrap(), "memory:///a/b");
+        assert_eq!(
+            s.namespace("journal").unwrap().dir().to_str().unwrap(),
+            "memory:///a/b/journal"
+        );
+    }
     #[cfg(feature = "postgres")]
     if let Some(url) = pgtest::url("urls") {
         let err = Store::open_url(&pgtest::with_namespace(&url, "bad'name")).unwrap_err();
