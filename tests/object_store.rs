@@ -682,7 +682,7 @@ fn eight_processes_drive_their_journal_parts_on_s3_and_lose_no_update() {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "uploads and downloads 1 GiB (minutes on moto); run with --ignored"]
+#[ignore = "uploads and downloads 1 GiB (about 5 minutes on moto); run with --ignored"]
 fn a_gib_stash_saves_and_loads_with_bounded_memory() {
     let Some(url) = objtest::url("gib") else { return };
     let len = std::env::var("SAFESTASH_OBJ_LEN").unwrap_or_else(|_| (1usize << 30).to_string());
