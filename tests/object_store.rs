@@ -876,3 +876,68 @@ fn two_tenant_reconcilers_on_one_bucket_take_turns_on_the_run_lock() {
     assert!(a.iter().all(|c| c.0 == first), "the runs interleaved: {calls:?}");
     assert!(b.iter().all(|c| c.0 != first), "the runs interleaved: {calls:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Multipart saves keep their condition
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
+    let memory = Arc::new(InMemory::new());
+    let opts = || Options { multipart_threshold: 64 << 10, ..Options::default() };
+    let b = ObjectStoreBackend::new(memory.clone(), "multipart", opts()).unwrap();
+    let raw = objtest::Raw::over(memory, b.prefix().clone());
+    let mut all = vec![("in-memory", b, raw)];
+    if let Some(url) = objtest::url("multipart") {
+        let plain = ObjectStoreBackend::open(&url).unwrap();
+        let b =
+            ObjectStoreBackend::new(plain.object_store().clone(), plain.prefix().as_ref(), opts())
+                .unwrap();
+        all.push(("s3", b, objtest::Raw::open(&url)));
+    }
+    for (name, backend, raw) in all {
+        let k = key("big");
+        let big = |n: u64| tagged(n, 300 << 10);
+        let put = |n: u64, cond: Condition| {
+            let value = big(n);
+            backend.put_with(&k, cond, &mut |sink| write_envelope(sink, &k, &value)).unwrap()
+        };
+        let data_objects =
+            || raw.names().into_iter().filter(|n| n.starts_with(".data/")).collect::<Vec<_>>();
+        assert_eq!(put(1, Condition::Absent), Outcome::Done, "{name}");
+        let first = data_objects();
+        assert_eq!(first.len(), 1, "{name}: saved by multipart: {first:?}");
+        let d1 = backend.list(0).unwrap()[0].clone();
+        assert_eq!(d1.len, raw.get(&first[0]).unwrap().len() as u64, "{name}");
+        // Create over it is refused, and the refused upload's data goes.
+        let refused = put(2, Condition::Absent);
+        assert!(matches!(refused, Outcome::Refused { current: Some(_) }), "{name}: {refused:?}");
+        assert_eq!(data_objects(), first, "{name}: no orphan after a refusal");
+        let Outcome::Refused { current: Some(d1) } = refused else { unreachable!() };
+        // Replace-if-unchanged on a stale digest is refused; on the right one it lands.
+        let (_, ds) = envelope(&k, "small");
+        let stale = Condition::Unchanged(ds);
+        assert!(matches!(put(3, stale), Outcome::Refused { .. }), "{name}");
+        assert_eq!(put(4, Condition::Unchanged(d1)), Outcome::Done, "{name}");
+        let now = data_objects();
+        assert_eq!(now.len(), 1, "{name}: the replaced stash's data was removed: {now:?}");
+        assert_ne!(now, first, "{name}");
+        let got = backend.get(&k).unwrap().unwrap();
+        let mut bytes = Vec::new();
+        { got.reader }.read_to_end(&mut bytes).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(&big(4)[..100]), "{name}");
+        // A clear tombstones the reference and removes its data.
+        let Outcome::Refused { current: Some(d4) } = put(5, Condition::Absent) else { panic!() };
+        assert_eq!(backend.delete(&k, Condition::Unchanged(d4)).unwrap(), Outcome::Done);
+        assert!(data_objects().is_empty(), "{name}: {:?}", raw.names());
+        assert!(backend.get(&k).unwrap().is_none(), "{name}");
+        // A fill that fails stores nothing, and leaves no upload behind.
+        let failed = backend.put_with(&k, Condition::Any, &mut |sink| {
+            sink.write_all(&vec![b'x'; 200 << 10]).unwrap();
+            Err(Error::InvalidOption { field: "test", value: String::new(), rule: "fails" })
+        });
+        assert!(failed.is_err(), "{name}");
+        assert!(backend.get(&k).unwrap().is_none(), "{name}");
+        assert!(data_objects().is_empty(), "{name}: {:?}", raw.names());
+    }
+}

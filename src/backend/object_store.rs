@@ -1033,15 +1033,23 @@ impl Backend for ObjectStoreBackend {
             return self.write("save", key.as_str(), payload, cond, false, None);
         };
         let rest = std::mem::take(&mut sink.buf);
-        let finished = filled.and_then(|_| {
-            self.block_on(async {
-                upload.write(&rest);
-                upload.finish().await
-            })
-            .map_err(self.fail("upload the envelope of", key.as_str()))
-        });
+        let finished = match filled {
+            Ok(_) => self
+                .block_on(async {
+                    upload.write(&rest);
+                    upload.finish().await
+                })
+                .map(|_| ())
+                .map_err(self.fail("upload the envelope of", key.as_str())),
+            Err(e) => {
+                // Nothing of it may stay: the parts uploaded so far go.
+                let _ = self.block_on(upload.abort());
+                Err(e)
+            }
+        };
         if let Err(e) = finished {
-            // `finish` aborts a failed upload itself; a fill error aborts here.
+            // `finish` aborted a failed upload itself; a completed one that
+            // nothing names is removed (best effort: an orphan is harmless).
             let _ = self.block_on(self.shared.store.delete(&self.data_path(&data)));
             return Err(e);
         }
