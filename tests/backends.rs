@@ -1,9 +1,14 @@
 //! One behaviour suite, run on every backend: the directory store always,
-//! and PostgreSQL when `SAFESTASH_TEST_POSTGRES_URL` is set and the crate
-//! is built with `--features postgres` (under `CI=true` a missing server
-//! fails the test). Damage is done where the bytes live: in the file, or
-//! in the row with an `UPDATE`.
+//! PostgreSQL when `SAFESTASH_TEST_POSTGRES_URL` is set and the crate is
+//! built with `--features postgres`, and with `--features object-store`
+//! object storage twice: `object_store`'s `InMemory` always, and an S3
+//! server (moto in `.ci/run`) when `SAFESTASH_TEST_S3_URL` is set (under
+//! `CI=true` a missing server fails the test). Damage is done where the
+//! bytes live: in the file, in the row with an `UPDATE`, or in the object
+//! with a raw PUT.
 
+#[cfg(feature = "object-store")]
+mod objtest;
 mod pgtest;
 
 use std::collections::BTreeMap;
@@ -89,10 +94,61 @@ fn postgres(test: &str) -> Option<Place> {
     None
 }
 
+/// Damage done with raw object store calls.
+#[cfg(feature = "object-store")]
+fn object_damage(raw: objtest::Raw) -> Box<dyn Fn(Damage<'_>)> {
+    Box::new(move |d: Damage<'_>| match d {
+        Damage::FlipFromEnd(k, n) => {
+            let mut bytes = raw.get(k.as_str()).unwrap();
+            let at = bytes.len() - n;
+            bytes[at] ^= 1;
+            raw.put(k.as_str(), bytes);
+        }
+        Damage::Truncate(k, n) => {
+            let bytes = raw.get(k.as_str()).unwrap();
+            raw.put(k.as_str(), bytes[..n].to_vec());
+        }
+        Damage::Copy(a, b) => {
+            let bytes = raw.get(a.as_str()).unwrap();
+            raw.put(b.as_str(), bytes);
+        }
+    })
+}
+
+#[cfg(feature = "object-store")]
+fn object_places(test: &str) -> Vec<Place> {
+    use safestash::backend::object_store::{ObjectStoreBackend, Options};
+    let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let backend = ObjectStoreBackend::new(memory.clone(), "stashes", Options::default()).unwrap();
+    let raw = objtest::Raw::over(memory, backend.prefix().clone());
+    let mut all = vec![Place {
+        name: "in-memory object store",
+        store: Store::open_object_store(backend),
+        damage: object_damage(raw),
+        _dir: None,
+    }];
+    if let Some(url) = objtest::url(test) {
+        all.push(Place {
+            name: "s3",
+            store: Store::open_url(&url).unwrap(),
+            damage: object_damage(objtest::Raw::open(&url)),
+            _dir: None,
+        });
+    }
+    all
+}
+
+#[cfg(not(feature = "object-store"))]
+fn object_places(test: &str) -> Vec<Place> {
+    eprintln!("{test}: the object storage part needs --features object-store");
+    Vec::new()
+}
+
 /// Every place the test runs on.
 fn places(test: &str) -> Vec<Place> {
     let mut all = vec![directory()];
     all.extend(postgres(test));
+    all.extend(object_places(test));
     all
 }
 
@@ -376,6 +432,24 @@ fn urls_open_the_right_store() {
         let msg = err.to_string();
         assert!(msg.contains("feature `postgres`"), "{msg}");
         assert!(!msg.contains("secret"), "{msg}");
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let err = Store::open_url("s3://bucket/x").unwrap_err();
+        assert!(err.to_string().contains("feature `object-store`"), "{err}");
+    }
+    #[cfg(feature = "object-store")]
+    {
+        for bad in ["s3://", "s3:///prefix", "memory:///x?lease=0s", "memory:///x?color=red"] {
+            let err = Store::open_url(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidOption { field: "url", .. }), "{bad}: {err:?}");
+        }
+        let s = Store::open_url("memory:///a/b?lease=5s&lock_timeout=1s").unwrap();
+        assert_eq!(s.dir().to_str().unwrap(), "memory:///a/b");
+        assert_eq!(
+            s.namespace("journal").unwrap().dir().to_str().unwrap(),
+            "memory:///a/b/journal"
+        );
     }
     #[cfg(feature = "postgres")]
     if let Some(url) = pgtest::url("urls") {

@@ -25,7 +25,8 @@
 //! crash simulator's view of them) are exactly those of the directory
 //! protocol, with nothing in between.
 //!
-//! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`.
+//! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`;
+//! `object_store` (feature `object-store`), in `safestash::backend::object_store`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -34,6 +35,8 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::key::StashKey;
 
+#[cfg(feature = "object-store")]
+pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 

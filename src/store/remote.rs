@@ -22,6 +22,9 @@ impl From<Precondition> for Condition {
     }
 }
 
+/// The URL schemes of object storage stores.
+const OBJECT_STORE_SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "memory"];
+
 impl Store<OsFs> {
     /// Opens the store a URL names:
     ///
@@ -31,7 +34,12 @@ impl Store<OsFs> {
     ///   namespace in a PostgreSQL database, shared by workers on any host
     ///   (`?namespace=NAME`, default `default`; see
     ///   [`backend::postgres`](crate::backend)). The connection is made, and
-    ///   the schema created if missing, before this returns.
+    ///   the schema created if missing, before this returns;
+    /// - `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`
+    ///   or `memory:///PREFIX` (feature `object-store`): a prefix in object
+    ///   storage, configured from the environment the way `object_store`
+    ///   users expect (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...; see
+    ///   `backend::object_store`). No request is made before the first verb.
     ///
     /// Every verb keeps its semantics on either; on a remote store
     /// [`dir`](Store::dir) and the paths in receipts and errors are the
@@ -67,6 +75,12 @@ impl Store<OsFs> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Store::open_postgres(url);
         }
+        if OBJECT_STORE_SCHEMES
+            .iter()
+            .any(|s| url.strip_prefix(s).is_some_and(|r| r.starts_with("://")))
+        {
+            return Store::open_object_store_url(url);
+        }
         if let Some((scheme, _)) = url.split_once("://") {
             if !scheme.is_empty()
                 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
@@ -74,7 +88,8 @@ impl Store<OsFs> {
                 return Err(Error::InvalidOption {
                     field: "url",
                     value: url.to_owned(),
-                    rule: "supported: a path, file://, postgres:// or postgresql:// (feature `postgres`)",
+                    rule: "supported: a path, file://, postgres:// or postgresql:// (feature `postgres`), \
+                           s3://, gs://, az:// or memory:// (feature `object-store`)",
                 });
             }
         }
@@ -85,6 +100,43 @@ impl Store<OsFs> {
     fn open_postgres(url: &str) -> Result<Store> {
         let backend = crate::backend::postgres::Postgres::connect(url)?;
         Ok(Store::over_backend(Arc::new(backend), OsFs, Vec::new()))
+    }
+
+    #[cfg(feature = "object-store")]
+    fn open_object_store_url(url: &str) -> Result<Store> {
+        let backend = crate::backend::object_store::ObjectStoreBackend::open(url)?;
+        Ok(Store::open_object_store(backend))
+    }
+
+    #[cfg(not(feature = "object-store"))]
+    fn open_object_store_url(url: &str) -> Result<Store> {
+        Err(Error::InvalidOption {
+            field: "url",
+            value: url.split('?').next().unwrap_or(url).to_owned(),
+            rule: "object storage stores need safestash built with the cargo feature `object-store`",
+        })
+    }
+
+    /// The store whose envelopes live in `backend`: a prefix of an object
+    /// store built by code (for a URL, [`Store::open_url`] does this).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safestash::backend::object_store::{ObjectStoreBackend, Options};
+    /// let memory = Arc::new(object_store::memory::InMemory::new());
+    /// let store = safestash::Store::open_object_store(ObjectStoreBackend::new(
+    ///     memory,
+    ///     "stashes",
+    ///     Options::default(),
+    /// )?);
+    /// assert!(store.backend().is_some());
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    #[cfg(feature = "object-store")]
+    pub fn open_object_store(backend: crate::backend::object_store::ObjectStoreBackend) -> Store {
+        Store::over_backend(Arc::new(backend), OsFs, Vec::new())
     }
 
     #[cfg(not(feature = "postgres"))]

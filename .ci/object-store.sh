@@ -1,0 +1,57 @@
+# The object storage step of .ci/run (sourced by it; runnable alone with
+# `bash .ci/object-store.sh` from the checkout's root): a moto S3 server,
+# pinned, in a throwaway venv, a bucket, and the object store tests against
+# it under CI=true (so a test that finds no server fails instead of
+# skipping). Stops the server and clears its trap before it returns.
+object_store_step() {
+    local tmp port i
+    tmp=$(mktemp -d /tmp/safestash-s3.XXXXXX)
+    OBJ_TMP=$tmp
+    obj_stop() {
+        if [ -f "$OBJ_TMP/moto.pid" ]; then
+            kill "$(cat "$OBJ_TMP/moto.pid")" 2>/dev/null || true
+            wait "$(cat "$OBJ_TMP/moto.pid")" 2>/dev/null || true
+        fi
+        rm -rf "$OBJ_TMP"
+    }
+    trap obj_stop EXIT
+    python3 -m venv "$tmp/venv"
+    "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$tmp/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$tmp/moto.log" 2>&1 &
+    echo $! >"$tmp/moto.pid"
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+    export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+    export AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+    export SAFESTASH_TEST_S3_URL="s3://safestash-test"
+    # Waits for the server while creating the bucket (boto3 comes with moto).
+    for i in $(seq 1 100); do
+        if "$tmp/venv/bin/python" -c '
+import boto3, os
+boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="safestash-test")
+' 2>/dev/null; then
+            break
+        fi
+        [ "$i" = 100 ] && { cat "$tmp/moto.log"; echo "moto did not start"; return 1; }
+        sleep 0.2
+    done
+    echo "server: moto $("$tmp/venv/bin/python" -c 'import moto; print(moto.__version__)') at $AWS_ENDPOINT_URL, bucket $SAFESTASH_TEST_S3_URL"
+    CI=true cargo test --features object-store --test object_store --test backends -- --nocapture 2>&1 \
+        | tee "$tmp/tests.log" | grep -E "^test |test result|processes x|stale save|panicked|FAILED"
+    cargo run --release --features object-store --example bench_objstore -- --rounds 5
+    # The default build pulls in no async runtime, HTTP stack or object_store.
+    local found
+    found=$(cargo tree -e normal 2>/dev/null | grep -Eci "tokio|object_store|reqwest|hyper" || true)
+    [ "$found" = 0 ] || { echo "the default build depends on tokio/object_store/reqwest/hyper"; return 1; }
+    echo "default build: no tokio, no object_store, no HTTP stack"
+    obj_stop
+    trap - EXIT
+    unset AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ALLOW_HTTP
+    unset SAFESTASH_TEST_S3_URL OBJ_TMP
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    cd "$(dirname "${BASH_SOURCE[0]}")/.."
+    object_store_step
+fi

@@ -1,0 +1,1349 @@
+//! The object storage backend (feature `object-store`): stashes in S3,
+//! Google Cloud Storage, Azure Blob Storage or memory, on the
+//! [`object_store`] crate, shared by workers on any host.
+//!
+//! Open it through [`Store::open_url`](crate::Store::open_url) with
+//! `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX` or
+//! `memory:///PREFIX` (a private in-memory store, for tests), configured
+//! the way `object_store` users expect: each builder's `from_env()`
+//! (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_REGION`, `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`,
+//! `AZURE_STORAGE_ACCOUNT_NAME` and friends), then the URL. Code that
+//! builds its own store hands it to [`ObjectStoreBackend::new`] and
+//! [`Store::open_object_store`](crate::Store::open_object_store). Two
+//! parameters of the URL are this backend's own and are removed before the
+//! URL reaches the builder:
+//!
+//! - `lease=DURATION` (`humantime` syntax, default `30s`): how long a lock
+//!   lives without renewal (see *Locks* below);
+//! - `lock_timeout=DURATION` (default `60s`): how long [`Store::lock`](crate::Store::lock)
+//!   waits for another holder before [`Error::Locked`].
+//!
+//! The API stays synchronous: every call runs to completion on a tokio
+//! runtime the backend owns (two worker threads), or on one the caller
+//! hands in ([`Options::runtime`]). Do not call a store on this backend
+//! from inside an async task: blocking there would stall that runtime (and
+//! tokio refuses it outright when it is the backend's own runtime).
+//!
+//! # Layout
+//!
+//! Under the namespace's prefix `P` (the URL's path; a child namespace `ns`
+//! is the prefix `P/ns`):
+//!
+//! - `P/KEY`: the stash, byte for byte the v1 envelope of a stash file; or a
+//!   *reference* (below) for a stash saved by multipart upload; or an empty
+//!   object, a *tombstone*, which every reader treats as absent;
+//! - `P/.KEY.quarantined.STAMP`: a quarantined stash;
+//! - `P/.data/KEY.UUID`: the envelope of a large stash, uploaded by
+//!   multipart, named by the reference at `P/KEY`;
+//! - `P/.locks/KEY`: the key's lease.
+//!
+//! Names starting with `.` are never keys or namespaces, so none of these
+//! collide. The store encodes and verifies envelopes exactly as for a file:
+//! damage in the bucket is [`Error::Corrupt`] on load and in `verify`.
+//!
+//! # Conditions: one conditional PUT
+//!
+//! Every change reads the key's current object first (a ranged GET of its
+//! first 4 KiB, which is all of a reference, a tombstone or a small stash;
+//! for a larger stash a second ranged GET of its 112-byte trailer, which
+//! holds the digest the store recorded, on the same ETag) and then writes with
+//! a condition on what it read: `PutMode::Create` (`If-None-Match: *`) when
+//! nothing was there, `PutMode::Update` (`If-Match: ETAG`) otherwise. So
+//! `Condition::Unchanged(d)` replaces only the object whose digest was `d`
+//! and is still the one read; `Condition::Absent` creates only where there
+//! is nothing or a tombstone; a change that loses a race is refused (or, for
+//! `Condition::Any`, read again and retried). There is no window: the
+//! service checks the condition atomically with the write. The service must
+//! honour `If-Match` and `If-None-Match` on PUT (AWS S3 does since 2024, as
+//! do GCS and Azure through `object_store`, and moto).
+//!
+//! # Clear: a conditional tombstone
+//!
+//! `object_store` has no conditional DELETE. A clear (conditional or not)
+//! therefore *replaces* the stash with an empty object under `If-Match` on
+//! the ETag it read, and every reader, `list` and `Condition::Absent` treat
+//! an empty object as absent. A stash another writer saved after the check
+//! changes the ETag, so the tombstone is refused and that stash stays:
+//! there is no window. The cost is one empty object per cleared key, left in
+//! the bucket (and reused by the key's next save). Tombstones are never
+//! deleted by this backend, because deleting one unconditionally could
+//! delete a stash written over it in between.
+//!
+//! # Large stashes: multipart upload, then a conditional reference
+//!
+//! [`Backend::put_with`] buffers up to [`Options::multipart_threshold`]
+//! (8 MiB by default) and then switches to a multipart upload with bounded
+//! memory (parts of 8 MiB, two in flight). A multipart upload cannot carry
+//! a condition in `object_store`, so it goes to a fresh object
+//! `P/.data/KEY.UUID` that nothing names yet; once it completed, a small
+//! *reference* (`SAFESTASH-REF v1`, the data object's name and length, then
+//! a copy of the envelope's 112-byte trailer) is written at `P/KEY` by the
+//! same conditional PUT as any save. Readers see the old stash until that
+//! PUT, and the whole new one after it: a client killed at any point leaves
+//! the old stash or the new one. What a killed upload can leave behind is an
+//! incomplete multipart upload or an orphaned `.data/` object, never visible
+//! as a stash; set the bucket's lifecycle rule "abort incomplete multipart
+//! uploads after N days". The data object of a replaced or cleared
+//! reference is deleted after the change; a reader that fetched the old
+//! reference just before reads the key again.
+//!
+//! # Quarantine: copy, then a conditional tombstone
+//!
+//! `move_aside` reads the key's ETag, copies the object to the aside name,
+//! and tombstones the key under `If-Match` on that ETag. The window: a save
+//! that lands between the read and the copy is what gets copied aside, and
+//! the tombstone is then refused; the copy is removed again and the
+//! quarantine fails with an error (nothing is lost, the stash stays).
+//!
+//! # Locks: leases on conditional writes
+//!
+//! Object storage has no locks, and the journal and the tenant reconciler
+//! serialise on [`Store::lock`](crate::Store::lock), so this backend gives
+//! *leases*: `P/.locks/KEY` holds a holder id and an expiry. Taking the
+//! lock creates it with `PutMode::Create`, or takes over a released or
+//! expired lease with `PutMode::Update` on the ETag read (two contenders:
+//! one wins). A thread renews the lease every third of its duration with
+//! `PutMode::Update` on the ETag it last wrote; dropping the lock releases
+//! it the same way. A SIGKILLed holder's lease expires after `lease`, and
+//! the next taker takes it over.
+//!
+//! Limits, and the fencing that covers them:
+//!
+//! - Expiry is judged by the taker's clock against the expiry the holder
+//!   wrote with its own clock: hosts' clocks must agree to well within the
+//!   lease (NTP does).
+//! - A holder paused longer than its lease (a stopped process, a long GC
+//!   pause) has lost the lock without knowing. Every change made through the
+//!   lock ([`Held::backend`]) is fenced twice: it is refused when the lease
+//!   was not renewed within nine tenths of its duration, or when renewal
+//!   found it taken over; and a change to the locked key itself is
+//!   conditional on the ETag the holder last saw or wrote there, so once a
+//!   new holder has written the key, a stale holder's write is refused by
+//!   the service. Changes to *other* keys made by a lock holder (the
+//!   journal writes its part records that way) are covered by the first
+//!   check only: a holder paused between that check and its PUT can still
+//!   land one write after its lease expired.
+//! - A lease excludes other lock takers; a plain `save` by a worker that does
+//!   not take the lock is not held back by it (its write is still one atomic
+//!   conditional PUT).
+//!
+//! # Durability, atomicity, size
+//!
+//! - A save is one PUT (or a completed multipart upload plus one PUT):
+//!   readers see the old envelope or the new one. It returns `Ok` once the
+//!   service acknowledged it; that is the service's durability promise (S3:
+//!   stored redundantly before the 200), not an fsync this host can check.
+//! - A reply lost in transit leaves the outcome unknown (the error says
+//!   which operation); a retried conditional save is then refused if the
+//!   first attempt did land.
+//! - Size: a single PUT up to the threshold, multipart beyond (S3 allows up
+//!   to 10,000 parts of 8 MiB here, so about 78 GiB).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use safestash::backend::object_store::{ObjectStoreBackend, Options};
+//!
+//! let memory = Arc::new(object_store::memory::InMemory::new());
+//! let backend = ObjectStoreBackend::new(memory, "stashes", Options::default())?;
+//! let store = safestash::Store::open_object_store(backend);
+//! let key = safestash::StashKey::new("orders")?;
+//! store.save(&key, &vec![1, 2, 3])?;
+//! assert_eq!(store.load::<Vec<i32>>(&key)?.unwrap().into_value(), [1, 2, 3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::io::{self, Cursor, Read, Write};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion, WriteMultipart,
+};
+
+use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
+use crate::digest::Digest;
+use crate::envelope::{TRAILER_LEN, recorded_digest};
+use crate::error::{Error, Result};
+use crate::key::StashKey;
+
+/// The first line of a reference to a multipart-uploaded envelope.
+const REF_MAGIC: &[u8] = b"SAFESTASH-REF v1\n";
+
+/// Objects at most this long are read whole when the current state of a
+/// key is read: every reference and tombstone is shorter.
+const SMALL: u64 = 4096;
+
+/// Part size of a multipart upload.
+const PART_SIZE: usize = 8 << 20;
+
+/// Parts in flight at once during a multipart upload.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// How many times a change that lost a race to a concurrent writer reads
+/// again and retries (only where its condition allows: `Any`, or `Absent`
+/// over a tombstone).
+const RETRIES: usize = 8;
+
+/// How a backend is set up; [`Default`] gives the documented defaults.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = safestash::backend::object_store::Options {
+///     lease: Duration::from_secs(10),
+///     ..Default::default()
+/// };
+/// assert_eq!(opts.lock_timeout, Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a lock's lease lives without renewal (default 30 s).
+    pub lease: Duration,
+    /// How long a waiting lock gives up after (default 60 s).
+    pub lock_timeout: Duration,
+    /// Envelopes larger than this are saved by multipart upload through
+    /// [`Backend::put_with`] (default 8 MiB).
+    pub multipart_threshold: usize,
+    /// A runtime to run `object_store` on; `None` (the default): the backend
+    /// starts its own, with two worker threads.
+    pub runtime: Option<tokio::runtime::Handle>,
+    /// The location for messages (a URL without secrets); `None`: made from
+    /// the store's name and the prefix.
+    pub location: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            lease: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(60),
+            multipart_threshold: 8 << 20,
+            runtime: None,
+            location: None,
+        }
+    }
+}
+
+enum Runtime {
+    Owned(tokio::runtime::Runtime),
+    Handed(tokio::runtime::Handle),
+}
+
+impl Runtime {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match self {
+            Runtime::Owned(rt) => rt.block_on(f),
+            Runtime::Handed(h) => h.block_on(f),
+        }
+    }
+}
+
+/// What a backend and its children share.
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    rt: Runtime,
+    /// `s3://bucket`, no trailing slash.
+    base: String,
+    lease: Duration,
+    lock_timeout: Duration,
+    threshold: usize,
+}
+
+/// One namespace (a prefix) of an object store. See the [module docs](self).
+pub struct ObjectStoreBackend {
+    shared: Arc<Shared>,
+    prefix: Path,
+    location: String,
+    /// The lease of a held lock: changes made through it are fenced.
+    fence: Option<Arc<Lease>>,
+}
+
+impl fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("location", &self.location)
+            .field("fenced", &self.fence.is_some())
+            .finish()
+    }
+}
+
+fn url_error(url: &str, rule: &'static str) -> Error {
+    Error::InvalidOption { field: "url", value: url.to_owned(), rule }
+}
+
+/// What is at a key now.
+enum Current {
+    Absent,
+    Tombstone(UpdateVersion),
+    Stash {
+        version: UpdateVersion,
+        digest: Option<Digest>,
+        /// The data object a reference names.
+        data: Option<String>,
+    },
+}
+
+impl Current {
+    fn version(&self) -> Option<&UpdateVersion> {
+        match self {
+            Current::Absent => None,
+            Current::Tombstone(v) | Current::Stash { version: v, .. } => Some(v),
+        }
+    }
+
+    fn digest(&self) -> Option<Digest> {
+        match self {
+            Current::Stash { digest, .. } => *digest,
+            _ => None,
+        }
+    }
+
+    fn data(&self) -> Option<&str> {
+        match self {
+            Current::Stash { data, .. } => data.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed reference: the data object's name (under `.data/`) and length.
+struct Reference {
+    data: String,
+    len: u64,
+}
+
+fn parse_reference(bytes: &[u8]) -> Option<Reference> {
+    let rest = bytes.strip_prefix(REF_MAGIC)?;
+    let json_end = rest.iter().position(|&b| b == b'\n')?;
+    let value: serde_json::Value = serde_json::from_slice(&rest[..json_end]).ok()?;
+    let data = value.get("data")?.as_str()?.to_owned();
+    let len = value.get("len")?.as_u64()?;
+    if data.is_empty() || data.contains('/') || rest.len() != json_end + 1 + TRAILER_LEN {
+        return None;
+    }
+    Some(Reference { data, len })
+}
+
+fn make_reference(data: &str, len: u64, trailer: &[u8]) -> Vec<u8> {
+    let mut out = REF_MAGIC.to_vec();
+    out.extend_from_slice(serde_json::json!({ "data": data, "len": len }).to_string().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(trailer);
+    out
+}
+
+/// The digest recorded in the trailer at the end of `bytes`.
+fn trailer_digest(bytes: &[u8]) -> Option<Digest> {
+    bytes.len().checked_sub(TRAILER_LEN).and_then(|at| recorded_digest(&bytes[at..]))
+}
+
+fn is_conflict(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ObjectStoreBackend {
+    /// Opens the namespace a URL names (see the [module docs](self)); the
+    /// store is built with its builder's `from_env()`, then the URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a malformed URL or parameter or an
+    /// unsupported scheme; [`Error::Backend`] when the builder refuses its
+    /// configuration (no network call is made here).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::backend::{Backend, object_store::ObjectStoreBackend};
+    /// let backend = ObjectStoreBackend::open("memory:///tests?lease=5s")?;
+    /// assert_eq!(backend.location(), "memory:///tests");
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn open(url: &str) -> Result<ObjectStoreBackend> {
+        let (base_url, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut opts = Options::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let duration = || {
+                humantime::parse_duration(value).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                    url_error(url, "lease and lock_timeout are durations such as 30s")
+                })
+            };
+            match name {
+                "lease" => opts.lease = duration()?,
+                "lock_timeout" => opts.lock_timeout = duration()?,
+                _ => {
+                    return Err(url_error(
+                        url,
+                        "the parameters of an object store URL are lease and lock_timeout",
+                    ));
+                }
+            }
+        }
+        let (scheme, rest) = base_url
+            .split_once("://")
+            .ok_or_else(|| url_error(url, "an object store URL is SCHEME://BUCKET/PREFIX"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if scheme != "memory" && bucket.is_empty() {
+            return Err(url_error(
+                url,
+                "an object store URL names its bucket: SCHEME://BUCKET/PREFIX",
+            ));
+        }
+        let bucket_url = format!("{scheme}://{bucket}");
+        let built = |e: object_store::Error| Error::Backend {
+            op: "configure",
+            target: base_url.to_owned(),
+            source: e.into(),
+        };
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "s3" | "s3a" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(bucket_url.clone())
+                    .build()
+                    .map_err(built)?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(bucket_url.clone())
+                    .build()
+                    .map_err(built)?,
+            ),
+            "az" | "abfs" | "abfss" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(bucket_url.clone())
+                    .build()
+                    .map_err(built)?,
+            ),
+            "memory" => Arc::new(object_store::memory::InMemory::new()),
+            _ => {
+                return Err(url_error(
+                    url,
+                    "supported object store schemes: s3://, gs://, az://, memory://",
+                ));
+            }
+        };
+        opts.location = Some(bucket_url);
+        ObjectStoreBackend::new(store, prefix, opts)
+    }
+
+    /// A backend over `store`, in the namespace `prefix` (`""` for the
+    /// store's root; segments separated by `/`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a prefix `object_store` rejects, or a
+    /// zero lease; [`Error::Backend`] when the runtime cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use safestash::backend::{Backend, object_store::{ObjectStoreBackend, Options}};
+    /// let memory = Arc::new(object_store::memory::InMemory::new());
+    /// let backend = ObjectStoreBackend::new(memory, "team/stashes", Options::default())?;
+    /// assert!(backend.location().ends_with("team/stashes"));
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        opts: Options,
+    ) -> Result<ObjectStoreBackend> {
+        let prefix_path =
+            Path::parse(prefix.trim_matches('/')).map_err(|_| Error::InvalidOption {
+                field: "prefix",
+                value: prefix.to_owned(),
+                rule: "an object store prefix is /-separated segments, none empty, `.` or `..`",
+            })?;
+        if opts.lease.is_zero() {
+            return Err(Error::InvalidOption {
+                field: "lease",
+                value: "0s".into(),
+                rule: "a lease lasts longer than zero",
+            });
+        }
+        let rt = match opts.runtime {
+            Some(h) => Runtime::Handed(h),
+            None => Runtime::Owned(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("safestash-object-store")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Backend {
+                        op: "start the runtime for",
+                        target: store.to_string(),
+                        source: e.into(),
+                    })?,
+            ),
+        };
+        let base = opts.location.unwrap_or_else(|| store.to_string());
+        let shared = Arc::new(Shared {
+            store,
+            rt,
+            base,
+            lease: opts.lease,
+            lock_timeout: opts.lock_timeout,
+            threshold: opts.multipart_threshold.max(1),
+        });
+        Ok(ObjectStoreBackend::at(shared, prefix_path, None))
+    }
+
+    fn at(shared: Arc<Shared>, prefix: Path, fence: Option<Arc<Lease>>) -> ObjectStoreBackend {
+        let location = if prefix.as_ref().is_empty() {
+            shared.base.clone()
+        } else {
+            format!("{}/{}", shared.base, prefix)
+        };
+        ObjectStoreBackend { shared, prefix, location, fence }
+    }
+
+    /// The object store underneath.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let backend = safestash::backend::object_store::ObjectStoreBackend::open("memory:///x")?;
+    /// println!("{}", backend.object_store());
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.shared.store
+    }
+
+    /// The namespace's prefix in the store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let backend = safestash::backend::object_store::ObjectStoreBackend::open("memory:///a/b")?;
+    /// assert_eq!(backend.prefix().as_ref(), "a/b");
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    fn target(&self, name: Option<&str>) -> String {
+        match name {
+            Some(n) => format!("{}/{n}", self.location),
+            None => self.location.clone(),
+        }
+    }
+
+    fn fail<'a>(
+        &'a self,
+        op: &'static str,
+        name: &'a str,
+    ) -> impl FnOnce(object_store::Error) -> Error + 'a {
+        move |e| Error::Backend { op, target: self.target(Some(name)), source: e.into() }
+    }
+
+    fn path(&self, name: &str) -> Path {
+        self.prefix.clone().join(name)
+    }
+
+    fn data_path(&self, data: &str) -> Path {
+        self.prefix.clone().join(".data").join(data)
+    }
+
+    fn lock_path(&self, key: &StashKey) -> Path {
+        self.prefix.clone().join(".locks").join(key.as_str())
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.shared.rt.block_on(f)
+    }
+
+    /// The state of `name` now: one ranged GET of its first 4 KiB, which is
+    /// all of a small object (every reference and tombstone is small); for a
+    /// large one, a second ranged GET of its trailer, on the same ETag.
+    async fn current(&self, name: &str, op: &'static str) -> Result<Current> {
+        let path = self.path(name);
+        for _ in 0..RETRIES {
+            // The first 4 KiB: all of a small object, and the size of any.
+            let head =
+                GetOptions { range: Some(GetRange::Bounded(0..SMALL)), ..Default::default() };
+            let got = match self.shared.store.get_opts(&path, head).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
+                // An empty object has no byte range to give (416): read it whole.
+                Err(_) => match self.shared.store.get(&path).await {
+                    Ok(got) => got,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
+                    Err(e) => return Err(self.fail(op, name)(e)),
+                },
+            };
+            let version = UpdateVersion::from_meta(&got.meta);
+            let size = got.meta.size;
+            if size == 0 {
+                return Ok(Current::Tombstone(version));
+            }
+            if size <= SMALL {
+                let whole = got.bytes().await.map_err(self.fail(op, name))?;
+                let data = parse_reference(&whole).map(|r| r.data);
+                let digest = trailer_digest(&whole);
+                return Ok(Current::Stash { version, digest, data });
+            }
+            drop(got);
+            let opts = GetOptions {
+                range: Some(GetRange::Offset(size - TRAILER_LEN as u64)),
+                if_match: version.e_tag.clone(),
+                version: version.version.clone(),
+                ..Default::default()
+            };
+            let tail = match self.shared.store.get_opts(&path, opts).await {
+                Ok(got) => got.bytes().await.map_err(self.fail(op, name))?,
+                // Replaced or removed in between: read again.
+                Err(
+                    object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(self.fail(op, name)(e)),
+            };
+            return Ok(Current::Stash { version, digest: trailer_digest(&tail), data: None });
+        }
+        Err(Error::Backend {
+            op,
+            target: self.target(Some(name)),
+            source: "it kept changing while being read".into(),
+        })
+    }
+
+    /// Refuses a change made through a lock whose lease is gone.
+    fn check_fence(&self, op: &'static str, name: &str) -> Result<()> {
+        match &self.fence {
+            Some(lease) => lease.check().map_err(|why| Error::Backend {
+                op,
+                target: self.target(Some(name)),
+                source: why.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `name` is the locked key of this (fenced) backend, and the
+    /// version its holder last saw there.
+    fn fenced_version(&self, name: &str) -> Option<Option<UpdateVersion>> {
+        let lease = self.fence.as_ref()?;
+        (lease.key.as_str() == name).then(|| lease.state().key_version.clone())
+    }
+
+    fn record_version(&self, name: &str, version: Option<UpdateVersion>) {
+        if let Some(lease) = &self.fence {
+            if lease.key.as_str() == name {
+                lease.state().key_version = version;
+            }
+        }
+    }
+
+    /// Writes `payload` at `name` if `cond` holds, by a conditional PUT on
+    /// what was read; `tombstone` when this is a clear. Deletes the data
+    /// object of a replaced reference, or `own_data` (the new reference's)
+    /// when the write did not happen.
+    fn write(
+        &self,
+        op: &'static str,
+        name: &str,
+        payload: PutPayload,
+        cond: Condition,
+        tombstone: bool,
+        own_data: Option<&str>,
+    ) -> Result<Outcome> {
+        let out = self.block_on(self.write_async(op, name, payload, cond, tombstone));
+        let keep = matches!(out, Ok((Outcome::Done, _)));
+        if let (false, Some(data)) = (keep, own_data) {
+            let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
+        }
+        let (outcome, replaced) = out?;
+        if let Some(old) = replaced {
+            if Some(old.as_str()) != own_data {
+                // A failure here only leaves an orphan behind.
+                let _ = self.block_on(self.shared.store.delete(&self.data_path(&old)));
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn write_async(
+        &self,
+        op: &'static str,
+        name: &str,
+        payload: PutPayload,
+        cond: Condition,
+        tombstone: bool,
+    ) -> Result<(Outcome, Option<String>)> {
+        for _ in 0..RETRIES {
+            self.check_fence(op, name)?;
+            let current = self.current(name, op).await?;
+            if let Some(seen) = self.fenced_version(name) {
+                if seen.as_ref() != current.version() {
+                    return Err(Error::Backend {
+                        op,
+                        target: self.target(Some(name)),
+                        source: "the stash changed since this lock's holder last saw it: \
+                                 the lock's lease was lost and another holder wrote it"
+                            .into(),
+                    });
+                }
+            }
+            let stash = matches!(current, Current::Stash { .. });
+            let refused = match cond {
+                Condition::Any => false,
+                Condition::Absent => stash,
+                Condition::Unchanged(d) => current.digest() != Some(d) || !stash,
+            };
+            if tombstone && !stash && !matches!(cond, Condition::Unchanged(_)) {
+                return Ok((
+                    if refused { Outcome::Refused { current: None } } else { Outcome::Missing },
+                    None,
+                ));
+            }
+            if refused {
+                return Ok((Outcome::Refused { current: current.digest() }, None));
+            }
+            let mode = match current.version() {
+                None => PutMode::Create,
+                Some(v) => PutMode::Update(v.clone()),
+            };
+            let opts = PutOptions { mode, ..Default::default() };
+            match self.shared.store.put_opts(&self.path(name), payload.clone(), opts).await {
+                Ok(put) => {
+                    self.record_version(name, Some(UpdateVersion::from(put)));
+                    return Ok((Outcome::Done, current.data().map(str::to_owned)));
+                }
+                Err(e) if is_conflict(&e) => {
+                    if self.fenced_version(name).is_some() {
+                        return Err(Error::Backend {
+                            op,
+                            target: self.target(Some(name)),
+                            source: "another writer changed the locked stash: the lock's lease \
+                                     was lost (fenced by the service's condition)"
+                                .into(),
+                        });
+                    }
+                    if let Condition::Unchanged(_) = cond {
+                        let now = self.current(name, op).await?;
+                        return Ok((Outcome::Refused { current: now.digest() }, None));
+                    }
+                }
+                Err(e) => return Err(self.fail(op, name)(e)),
+            }
+        }
+        Err(Error::Backend {
+            op,
+            target: self.target(Some(name)),
+            source: format!(
+                "other writers changed it {RETRIES} times in a row; not retried further"
+            )
+            .into(),
+        })
+    }
+
+    /// `name`'s object as a reader, following a reference; `None` for
+    /// nothing or a tombstone.
+    fn fetch(&self, name: &str, op: &'static str) -> Result<Option<Fetched>> {
+        // A reference replaced (and its data deleted) between reading it and
+        // reading its data is read again.
+        for _ in 0..RETRIES {
+            let got = match self.block_on(self.shared.store.get(&self.path(name))) {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.fail(op, name)(e)),
+            };
+            let size = got.meta.size;
+            if size == 0 {
+                return Ok(None);
+            }
+            if size > SMALL {
+                return Ok(Some(Fetched {
+                    len: size,
+                    reader: Box::new(self.reader(got.into_stream())),
+                }));
+            }
+            let bytes = self.block_on(got.bytes()).map_err(self.fail(op, name))?;
+            let Some(reference) = parse_reference(&bytes) else {
+                return Ok(Some(Fetched {
+                    len: bytes.len() as u64,
+                    reader: Box::new(Cursor::new(bytes)),
+                }));
+            };
+            match self.block_on(self.shared.store.get(&self.data_path(&reference.data))) {
+                Ok(data) => {
+                    return Ok(Some(Fetched {
+                        len: data.meta.size,
+                        reader: Box::new(self.reader(data.into_stream())),
+                    }));
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(self.fail(op, name)(e)),
+            }
+        }
+        Err(Error::Backend {
+            op,
+            target: self.target(Some(name)),
+            source: "the data object its reference names is missing".into(),
+        })
+    }
+
+    fn reader(&self, stream: BoxStream<'static, object_store::Result<Bytes>>) -> StreamReader {
+        StreamReader { shared: self.shared.clone(), stream, buf: Bytes::new() }
+    }
+
+    /// The stored length and first `head_len` bytes of one listed object;
+    /// `None` for a tombstone.
+    async fn listed(&self, name: String, size: u64, head_len: usize) -> Result<Option<Listed>> {
+        if size == 0 {
+            return Ok(None);
+        }
+        let store = &self.shared.store;
+        let want = head_len as u64;
+        if size > SMALL && want == 0 {
+            return Ok(Some(Listed { name, len: size, head: Vec::new() }));
+        }
+        let range = if size <= SMALL { 0..size } else { 0..want.min(size) };
+        let bytes = match store.get_range(&self.path(&name), range).await {
+            Ok(b) => b,
+            // Removed since the listing.
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fail("list", &name)(e)),
+        };
+        if size <= SMALL {
+            if let Some(r) = parse_reference(&bytes) {
+                let head = if want == 0 || r.len == 0 {
+                    Bytes::new()
+                } else {
+                    match store.get_range(&self.data_path(&r.data), 0..want.min(r.len)).await {
+                        Ok(b) => b,
+                        Err(object_store::Error::NotFound { .. }) => Bytes::new(),
+                        Err(e) => return Err(self.fail("list", &name)(e)),
+                    }
+                };
+                return Ok(Some(Listed { name, len: r.len, head: head.to_vec() }));
+            }
+        }
+        let head = bytes.slice(..bytes.len().min(head_len)).to_vec();
+        Ok(Some(Listed { name, len: size, head }))
+    }
+
+    /// Reads the lease at `key`: its version and content.
+    async fn read_lease(&self, key: &StashKey) -> Result<Option<(UpdateVersion, LeaseBody)>> {
+        let path = self.lock_path(key);
+        let got = match self.shared.store.get(&path).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fail("read the lock of", key.as_str())(e)),
+        };
+        let version = UpdateVersion::from_meta(&got.meta);
+        let bytes = got.bytes().await.map_err(self.fail("read the lock of", key.as_str()))?;
+        // An unreadable lease body is treated as released: it holds no one.
+        let body = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(Some((version, body)))
+    }
+
+    /// One attempt to take `key`'s lease: its version when taken.
+    async fn try_take(&self, key: &StashKey, holder: &str) -> Result<Option<UpdateVersion>> {
+        let path = self.lock_path(key);
+        let mode = match self.read_lease(key).await? {
+            None => PutMode::Create,
+            Some((version, body)) => {
+                if body.holder.is_some() && body.expires_ms > now_ms() {
+                    return Ok(None);
+                }
+                PutMode::Update(version)
+            }
+        };
+        let body = LeaseBody::held(holder, self.shared.lease);
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.shared.store.put_opts(&path, body.payload(), opts).await {
+            Ok(put) => Ok(Some(UpdateVersion::from(put))),
+            Err(e) if is_conflict(&e) => Ok(None),
+            Err(e) => Err(self.fail("lock", key.as_str())(e)),
+        }
+    }
+}
+
+trait FromMeta {
+    fn from_meta(meta: &object_store::ObjectMeta) -> Self;
+}
+
+impl FromMeta for UpdateVersion {
+    fn from_meta(meta: &object_store::ObjectMeta) -> UpdateVersion {
+        UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() }
+    }
+}
+
+/// What a lease object holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct LeaseBody {
+    /// The holder's id; `None` once released.
+    holder: Option<String>,
+    /// Until when (Unix milliseconds, the holder's clock).
+    #[serde(default)]
+    expires_ms: u64,
+}
+
+impl LeaseBody {
+    fn held(holder: &str, lease: Duration) -> LeaseBody {
+        LeaseBody {
+            holder: Some(holder.to_owned()),
+            expires_ms: now_ms() + lease.as_millis() as u64,
+        }
+    }
+
+    fn payload(&self) -> PutPayload {
+        PutPayload::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// A reader over an object's byte stream, pulling one chunk at a time.
+struct StreamReader {
+    shared: Arc<Shared>,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.shared.rt.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.buf = chunk,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        let _ = self.buf.split_to(n);
+        Ok(n)
+    }
+}
+
+/// The sink `put_with` fills: memory up to the threshold, then a multipart
+/// upload of a fresh data object.
+struct Sink<'a> {
+    backend: &'a ObjectStoreBackend,
+    key: &'a StashKey,
+    buf: Vec<u8>,
+    upload: Option<(String, WriteMultipart)>,
+    written: u64,
+    /// The last `TRAILER_LEN` bytes written (once spilled).
+    tail: Vec<u8>,
+}
+
+impl Sink<'_> {
+    fn spill(&mut self) -> io::Result<()> {
+        let backend = self.backend;
+        let (_, upload) = match &mut self.upload {
+            Some(u) => u,
+            None => {
+                let data = format!("{}.{}", self.key, uuid::Uuid::new_v4().simple());
+                let path = backend.data_path(&data);
+                let started = backend
+                    .block_on(backend.shared.store.put_multipart(&path))
+                    .map_err(io::Error::other)?;
+                self.upload.insert((data, WriteMultipart::new_with_chunk_size(started, PART_SIZE)))
+            }
+        };
+        let buf = std::mem::take(&mut self.buf);
+        backend
+            .block_on(async {
+                upload.write(&buf);
+                upload.wait_for_capacity(PARTS_IN_FLIGHT).await
+            })
+            .map_err(io::Error::other)
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.written += data.len() as u64;
+        if data.len() >= TRAILER_LEN {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - TRAILER_LEN..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            let cut = self.tail.len().saturating_sub(TRAILER_LEN);
+            self.tail.drain(..cut);
+        }
+        self.buf.extend_from_slice(data);
+        let spill = match self.upload {
+            None => self.buf.len() > self.backend.shared.threshold,
+            Some(_) => self.buf.len() >= PART_SIZE,
+        };
+        if spill {
+            self.spill()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Backend for ObjectStoreBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn put(
+        &self,
+        key: &StashKey,
+        envelope: &[u8],
+        _digest: &Digest,
+        cond: Condition,
+    ) -> Result<Outcome> {
+        let payload = PutPayload::from(Bytes::copy_from_slice(envelope));
+        self.write("save", key.as_str(), payload, cond, false, None)
+    }
+
+    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+        let mut sink = Sink {
+            backend: self,
+            key,
+            buf: Vec::new(),
+            upload: None,
+            written: 0,
+            tail: Vec::new(),
+        };
+        let filled = fill(&mut sink);
+        let Some((data, mut upload)) = sink.upload.take() else {
+            filled?;
+            let payload = PutPayload::from(std::mem::take(&mut sink.buf));
+            return self.write("save", key.as_str(), payload, cond, false, None);
+        };
+        let rest = std::mem::take(&mut sink.buf);
+        let finished = match filled {
+            Ok(_) => self
+                .block_on(async {
+                    upload.write(&rest);
+                    upload.finish().await
+                })
+                .map(|_| ())
+                .map_err(self.fail("upload the envelope of", key.as_str())),
+            Err(e) => {
+                // Nothing of it may stay: the parts uploaded so far go.
+                let _ = self.block_on(upload.abort());
+                Err(e)
+            }
+        };
+        if let Err(e) = finished {
+            // `finish` aborted a failed upload itself; a completed one that
+            // nothing names is removed (best effort: an orphan is harmless).
+            let _ = self.block_on(self.shared.store.delete(&self.data_path(&data)));
+            return Err(e);
+        }
+        let reference = make_reference(&data, sink.written, &sink.tail);
+        self.write("save", key.as_str(), PutPayload::from(reference), cond, false, Some(&data))
+    }
+
+    fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
+        self.fetch(key.as_str(), "load")
+    }
+
+    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+        self.write("clear", key.as_str(), PutPayload::new(), cond, true, None)
+    }
+
+    fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
+        let listing =
+            self.block_on(self.shared.store.list_with_delimiter(Some(&self.prefix))).map_err(
+                |e| Error::Backend { op: "list", target: self.location.clone(), source: e.into() },
+            )?;
+        let mut found: Vec<Listed> = self.block_on(
+            futures_util::stream::iter(listing.objects.into_iter().filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                Some(self.listed(name, meta.size, head_len))
+            }))
+            .buffered(8)
+            .try_filter_map(|l| async move { Ok(l) })
+            .try_collect(),
+        )?;
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    fn has_locks(&self) -> bool {
+        true
+    }
+
+    fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>> {
+        let holder = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        let version = loop {
+            if let Some(v) = self.block_on(self.try_take(key, &holder))? {
+                break v;
+            }
+            if !wait {
+                return Ok(None);
+            }
+            if started.elapsed() >= self.shared.lock_timeout {
+                return Err(Error::Locked {
+                    key: key.clone(),
+                    path: self.target(Some(key.as_str())).into(),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(250));
+        };
+        // What the holder sees at the key now: its changes are conditional on it.
+        let key_version = match self.block_on(self.current(key.as_str(), "lock")) {
+            Ok(c) => c.version().cloned(),
+            Err(e) => {
+                let lease = Lease::new(self, key, holder, version, None);
+                drop(LeaseHeld::start(self, lease));
+                return Err(e);
+            }
+        };
+        let lease = Lease::new(self, key, holder, version, key_version);
+        Ok(Some(Box::new(LeaseHeld::start(self, lease))))
+    }
+
+    fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool> {
+        let name = key.as_str();
+        self.check_fence("quarantine", name)?;
+        let store = &self.shared.store;
+        let current = self.block_on(self.current(name, "quarantine"))?;
+        let Current::Stash { version, .. } = current else { return Ok(false) };
+        if let Some(seen) = self.fenced_version(name) {
+            if seen.as_ref() != Some(&version) {
+                return Err(Error::Backend {
+                    op: "quarantine",
+                    target: self.target(Some(name)),
+                    source: "the stash changed since this lock's holder last saw it".into(),
+                });
+            }
+        }
+        let aside_path = self.path(aside);
+        match self.block_on(store.head(&aside_path)) {
+            Ok(_) => {
+                return Err(Error::Backend {
+                    op: "quarantine",
+                    target: self.target(Some(name)),
+                    source: format!("`{}` exists already", self.target(Some(aside))).into(),
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.fail("quarantine", name)(e)),
+        }
+        self.block_on(store.copy(&self.path(name), &aside_path))
+            .map_err(self.fail("quarantine (copy aside)", name))?;
+        let opts = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+        match self.block_on(store.put_opts(&self.path(name), PutPayload::new(), opts)) {
+            Ok(put) => {
+                self.record_version(name, Some(UpdateVersion::from(put)));
+                Ok(true)
+            }
+            Err(e) => {
+                // The copy may be of a newer stash saved in between: the key
+                // keeps it, the copy goes.
+                let _ = self.block_on(store.delete(&aside_path));
+                Err(Error::Backend {
+                    op: "quarantine (remove the original of)",
+                    target: self.target(Some(name)),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+
+    fn child(&self, ns: &str) -> Box<dyn Backend> {
+        Box::new(ObjectStoreBackend::at(self.shared.clone(), self.prefix.clone().join(ns), None))
+    }
+
+    fn children(&self) -> Result<Vec<String>> {
+        let listing = self
+            .block_on(self.shared.store.list_with_delimiter(Some(&self.prefix)))
+            .map_err(|e| Error::Backend {
+                op: "list namespaces of",
+                target: self.location.clone(),
+                source: e.into(),
+            })?;
+        let mut found: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// A lease as its holder knows it.
+struct Lease {
+    key: StashKey,
+    path: Path,
+    holder: String,
+    duration: Duration,
+    state: Mutex<LeaseState>,
+}
+
+struct LeaseState {
+    /// The lease object's version this holder last wrote.
+    version: UpdateVersion,
+    /// When that write was sent (a renewal counts from before it went out).
+    renewed: Instant,
+    /// Renewal found the lease taken over.
+    lost: bool,
+    /// The key's version this holder last saw or wrote (`None`: absent).
+    key_version: Option<UpdateVersion>,
+}
+
+impl Lease {
+    fn new(
+        backend: &ObjectStoreBackend,
+        key: &StashKey,
+        holder: String,
+        version: UpdateVersion,
+        key_version: Option<UpdateVersion>,
+    ) -> Lease {
+        Lease {
+            key: key.clone(),
+            path: backend.lock_path(key),
+            holder,
+            duration: backend.shared.lease,
+            state: Mutex::new(LeaseState {
+                version,
+                renewed: Instant::now(),
+                lost: false,
+                key_version,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Err(why)` when changes may no longer be made under this lease.
+    fn check(&self) -> std::result::Result<(), &'static str> {
+        let state = self.state();
+        if state.lost {
+            return Err("the lock's lease was taken over by another holder");
+        }
+        if state.renewed.elapsed() >= self.duration.mul_f64(0.9) {
+            return Err("the lock's lease was not renewed in time and may have expired");
+        }
+        Ok(())
+    }
+}
+
+/// A held lease, its renewal thread, and the fenced backend it gives.
+struct LeaseHeld {
+    backend: ObjectStoreBackend,
+    lease: Arc<Lease>,
+    stop: Option<mpsc::Sender<()>>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LeaseHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseHeld")
+            .field("key", &self.lease.key)
+            .field("holder", &self.lease.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseHeld {
+    fn start(backend: &ObjectStoreBackend, lease: Lease) -> LeaseHeld {
+        let lease = Arc::new(lease);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = backend.shared.clone();
+        let renewing = lease.clone();
+        let renewer = std::thread::Builder::new()
+            .name("safestash-lease".into())
+            .spawn(move || renew(&shared, &renewing, &stopped))
+            .ok();
+        LeaseHeld {
+            backend: ObjectStoreBackend::at(
+                backend.shared.clone(),
+                backend.prefix.clone(),
+                Some(lease.clone()),
+            ),
+            lease,
+            stop: Some(stop),
+            renewer,
+        }
+    }
+}
+
+/// Renews the lease every third of its duration until told to stop or the
+/// lease is found taken over.
+fn renew(shared: &Shared, lease: &Lease, stopped: &mpsc::Receiver<()>) {
+    loop {
+        match stopped.recv_timeout(lease.duration / 3) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let sent = Instant::now();
+        let version = lease.state().version.clone();
+        let body = LeaseBody::held(&lease.holder, lease.duration);
+        let opts = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+        match shared.rt.block_on(shared.store.put_opts(&lease.path, body.payload(), opts)) {
+            Ok(put) => {
+                let mut state = lease.state();
+                state.version = UpdateVersion::from(put);
+                state.renewed = sent;
+            }
+            Err(e) if is_conflict(&e) => {
+                lease.state().lost = true;
+                tracing::warn!(key = %lease.key, "lock lease taken over by another holder");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(key = %lease.key, error = %e, "lock lease renewal failed; retrying")
+            }
+        }
+    }
+}
+
+impl Held for LeaseHeld {
+    fn backend(&self) -> &dyn Backend {
+        &self.backend
+    }
+}
+
+impl Drop for LeaseHeld {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        let (lost, version) = {
+            let s = self.lease.state();
+            (s.lost, s.version.clone())
+        };
+        if lost {
+            return;
+        }
+        // Release: only the lease this holder wrote last, never a taker's.
+        let opts = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+        let released = LeaseBody { holder: None, expires_ms: 0 };
+        let shared = &self.backend.shared;
+        let _ =
+            shared.rt.block_on(shared.store.put_opts(&self.lease.path, released.payload(), opts));
+    }
+}
