@@ -269,8 +269,97 @@ fn child_entry() {
             }
             println!("racer done");
         }
+        // Saves a value of SAFESTASH_PG_BIG_MIB MiB made on the fly, loads
+        // it back into a checker, and prints the figures.
+        "big" => {
+            let mib: u64 = std::env::var("SAFESTASH_PG_BIG_MIB").unwrap().parse().unwrap();
+            let store = Store::open_url(&url).unwrap();
+            let big = StashKey::new("big").unwrap();
+            let pieces = mib * (1 << 20) / PIECE as u64;
+            let start = Instant::now();
+            let receipt = store.save(&big, &Big(pieces)).unwrap();
+            let saved = start.elapsed();
+            let start = Instant::now();
+            let back = store.load::<BigCheck>(&big).unwrap().expect("the big stash");
+            let loaded = start.elapsed();
+            assert_eq!(back.value().0, pieces, "every piece read back, in order");
+            assert_eq!(back.meta().digest, receipt.digest);
+            println!(
+                "big bytes={} peak_rss_kib={} save_s={:.1} load_s={:.1}",
+                receipt.bytes,
+                peak_rss_kib(),
+                saved.as_secs_f64(),
+                loaded.as_secs_f64()
+            );
+        }
         other => panic!("unknown child role {other}"),
     }
+}
+
+/// The length of one string of [`Big`].
+const PIECE: usize = 64 << 10;
+
+/// `PIECE` bytes of `pattern()` from `i % 26` on: piece `i` of a [`Big`].
+fn piece(i: u64) -> &'static str {
+    static PATTERN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let pattern =
+        PATTERN.get_or_init(|| (0..PIECE + 26).map(|j| (b'a' + (j % 26) as u8) as char).collect());
+    let at = (i % 26) as usize;
+    &pattern[at..at + PIECE]
+}
+
+/// A JSON array of `.0` strings of `PIECE` bytes, made while it is
+/// serialized: nothing of it is ever held whole.
+struct Big(u64);
+
+impl Serialize for Big {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(usize::try_from(self.0).unwrap()))?;
+        for i in 0..self.0 {
+            seq.serialize_element(piece(i))?;
+        }
+        seq.end()
+    }
+}
+
+/// A [`Big`] read back: each piece checked as it comes and dropped; the
+/// count of pieces.
+struct BigCheck(u64);
+
+impl<'de> Deserialize<'de> for BigCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BigCheck, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BigCheck;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the pieces of a Big")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BigCheck, A::Error> {
+                let mut n = 0;
+                while let Some(s) = seq.next_element::<String>()? {
+                    if s != piece(n) {
+                        return Err(serde::de::Error::custom(format!("piece {n} differs")));
+                    }
+                    n += 1;
+                }
+                Ok(BigCheck(n))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// This process's peak resident set (`VmHWM`: the kernel's high-water mark
+/// of RSS, the counter `getrusage` reports as `ru_maxrss`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line =
+        status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A child that is killed when the test ends, passed or failed.
@@ -518,4 +607,147 @@ fn cli_lists_and_verifies_a_postgres_store() {
     assert_eq!(code, Some(1), "damage inside the database is found: {out}");
     assert_eq!(run(&["quarantine", "--yes", &url, "bad"]).0, Some(0));
     assert_eq!(run(&["verify", &url]).0, Some(0));
+}
+
+#[test]
+fn a_stash_larger_than_memory_streams_in_and_out_in_bounded_memory() {
+    let _g = shared();
+    let Some((_, url)) = store("big") else { return };
+    // 384 MiB by default (a debug build streams some 5 MiB/s through
+    // serde_json and SHA-256 on this project's machines, so 1 GiB takes
+    // minutes); SAFESTASH_TEST_PG_BIG_MIB=1024 for the full GiB.
+    let mib: u64 = std::env::var("SAFESTASH_TEST_PG_BIG_MIB").map_or(384, |v| v.parse().unwrap());
+    let mut child =
+        KillOnDrop(spawn_child("big", &url, &[("SAFESTASH_PG_BIG_MIB", mib.to_string())]));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success(), "the child failed:\n{out}");
+    let line = out.lines().find_map(|l| l.split_once("big ").map(|(_, r)| r)).expect("figures");
+    let field = |name: &str| -> f64 {
+        let v = line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}=")[..]));
+        v.unwrap().parse().unwrap()
+    };
+    let (bytes, rss) = (field("bytes"), field("peak_rss_kib"));
+    eprintln!("big stash: {line}");
+    assert!(bytes >= (mib << 20) as f64, "the stash is {bytes} bytes");
+    assert!(rss < 64.0 * 1024.0, "peak RSS {rss} KiB for a {mib} MiB stash");
+}
+
+/// The chunk rows of `key` in `ns`.
+fn chunk_count(url: &str, ns: &str, key: &str) -> u64 {
+    let sql = format!(
+        "SELECT count(*) FROM safestash_chunks WHERE namespace = {} AND key = {}",
+        pgtest::lit(ns),
+        pgtest::lit(key)
+    );
+    pgtest::psql(url, &sql).parse().unwrap()
+}
+
+#[test]
+fn chunked_stashes_replace_quarantine_and_show_damage() {
+    let _g = shared();
+    let Some((s, full)) = store("chunked") else { return };
+    let url = pgtest::url("chunked").unwrap();
+    let ns = full.rsplit("namespace=").next().unwrap().to_owned();
+    let k = StashKey::new("k").unwrap();
+    // About 4.6 MiB of JSON: five chunks, and above the 4 MiB a remote
+    // load reads whole, so loads verify in one pass and read again.
+    let big = Tagged::new(7, 1, 700_000);
+    let r = s.save(&k, &big).unwrap();
+    assert!(r.bytes > 4 << 20, "{} bytes", r.bytes);
+    assert_eq!(chunk_count(&url, &ns, "k"), r.bytes.div_ceil(1 << 20));
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), big);
+    let listed = s.list().unwrap();
+    assert_eq!((listed.len(), listed[0].size), (1, r.bytes));
+    assert!(listed[0].header.is_ok(), "the header is read from the first chunk");
+    assert!(s.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    // A small stash replaces the chunks; a big one replaces the inline row.
+    s.save(&k, &1).unwrap();
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+    assert_eq!(*s.load::<i32>(&k).unwrap().unwrap().value(), 1);
+    s.save(&k, &big).unwrap();
+    let smaller = Tagged::new(8, 1, 200_000);
+    let r2 = s.save(&k, &smaller).unwrap();
+    assert_eq!(chunk_count(&url, &ns, "k"), r2.bytes.div_ceil(1 << 20), "old chunks are gone");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), smaller);
+    // A conditional save that fails streams nothing and changes nothing.
+    let err = s.save_if(&k, &big, &SaveOptions::new(), Precondition::Absent).unwrap_err();
+    assert!(matches!(err, Error::StashExists { .. }), "{err:?}");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().meta().digest, r2.digest);
+    // A flipped byte inside a chunk: load and verify find it.
+    pgtest::psql(
+        &url,
+        &format!(
+            "UPDATE safestash_chunks SET bytes = set_byte(bytes, 1000, get_byte(bytes, 1000) # 1) \
+             WHERE namespace = {} AND key = 'k' AND seq = 1",
+            pgtest::lit(&ns)
+        ),
+    );
+    let err = s.load::<Tagged>(&k).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(s.verify().unwrap().iter().any(|r| matches!(r.result, Err(Error::Corrupt { .. }))));
+    // A missing chunk is a truncated envelope.
+    s.save(&k, &big).unwrap();
+    pgtest::psql(
+        &url,
+        &format!(
+            "DELETE FROM safestash_chunks WHERE namespace = {} AND key = 'k' AND seq = 2",
+            pgtest::lit(&ns)
+        ),
+    );
+    let err = s.load::<Tagged>(&k).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    // Quarantine takes the chunks along; the key is then absent.
+    let aside = s.quarantine(&k).unwrap().expect("quarantined");
+    let aside = aside.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(chunk_count(&url, &ns, &aside) > 0);
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+    assert!(s.load::<Tagged>(&k).unwrap().is_none());
+    // Clearing a chunked stash removes its chunks.
+    s.save(&k, &big).unwrap();
+    assert!(s.clear(&k).unwrap());
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+}
+
+#[test]
+fn a_version_1_schema_is_migrated_and_its_stashes_load() {
+    let _g = shared();
+    let Some(url) = pgtest::url("migrate") else { return };
+    let schema = format!("v1_{}", std::process::id());
+    pgtest::psql(
+        &url,
+        &format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.safestash_schema (version integer NOT NULL); \
+             INSERT INTO {schema}.safestash_schema (version) VALUES (1); \
+             CREATE TABLE {schema}.safestash_stashes (namespace text NOT NULL, key text NOT NULL, \
+               envelope bytea NOT NULL, digest bytea NOT NULL, size bigint NOT NULL, \
+               created timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, key));"
+        ),
+    );
+    // A stash written in version 1: the envelope of a local store's file.
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::open(dir.path()).unwrap();
+    let k = StashKey::new("k").unwrap();
+    let r = local.save(&k, &[4, 5]).unwrap();
+    let hex: String = std::fs::read(&r.path).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = r.digest.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    pgtest::psql(
+        &url,
+        &format!(
+            "INSERT INTO {schema}.safestash_stashes VALUES ('old', 'k', '\\x{hex}', '\\x{digest}', {}, now())",
+            r.bytes
+        ),
+    );
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let with_path = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let s = Store::open_url(&pgtest::with_namespace(&with_path, "old")).unwrap();
+    assert_eq!(pgtest::psql(&url, &format!("SELECT version FROM {schema}.safestash_schema")), "2");
+    assert_eq!(s.load::<Vec<i32>>(&k).unwrap().unwrap().into_value(), [4, 5]);
+    let big = Tagged::new(3, 0, 300_000);
+    s.save(&k, &big).unwrap();
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), big);
+    // A second open finds version 2 and changes nothing.
+    Store::open_url(&pgtest::with_namespace(&with_path, "old")).unwrap();
+    pgtest::psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
 }

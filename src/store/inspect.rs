@@ -248,6 +248,12 @@ impl<F: Fs> Store<F> {
                 reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &meta.path))?;
                 bytes
             }
+            Payload::Remote(streamed) => streamed
+                .read_payload(|r| {
+                    let mut bytes = Vec::new();
+                    r.read_to_end(&mut bytes).map(|_| bytes)
+                })?
+                .map_err(io_err(IoOp::Read, &meta.path))?,
         };
         Ok(Some(Stashed { value, meta }))
     }
