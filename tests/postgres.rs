@@ -18,6 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use safestash::journal::{
+    Aggregate, Change, Derivation, Expect, JournalError, Operation, PartState,
+};
 use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 use serde::{Deserialize, Serialize};
 
@@ -291,6 +294,41 @@ fn child_entry() {
                 saved.as_secs_f64(),
                 loaded.as_secs_f64()
             );
+        }
+        // The journal's worker: drives its own part of a shared operation
+        // through every step, each a compare-and-swap on the operation's
+        // generation, retried on conflict; prints `journal done N`.
+        "journal" => {
+            let worker: usize = std::env::var("SAFESTASH_PG_ID").unwrap().parse().unwrap();
+            let go = PathBuf::from(std::env::var("SAFESTASH_PG_GO").unwrap());
+            let store = Store::open_url(&url).unwrap();
+            let op = Operation::open(&store, JOURNAL_OP).unwrap();
+            let part = format!("host-{worker}");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !go.exists() {
+                assert!(Instant::now() < deadline, "no go signal");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut seed = worker as u64 * 7919 + 1;
+            let mut conflicts = 0u32;
+            for change in journal_steps() {
+                loop {
+                    assert!(Instant::now() < deadline, "worker {worker}: no progress");
+                    let seen = op.view().unwrap().generation;
+                    match op.update(&part, Expect::Operation(seen), change.clone()) {
+                        Ok(_) => break,
+                        Err(JournalError::Conflict { .. }) => {
+                            conflicts += 1;
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            std::thread::sleep(Duration::from_micros(seed % 2000));
+                        }
+                        Err(e) => panic!("worker {worker}: {e}"),
+                    }
+                }
+            }
+            println!("journal done {conflicts}");
         }
         other => panic!("unknown child role {other}"),
     }
@@ -750,4 +788,212 @@ fn a_version_1_schema_is_migrated_and_its_stashes_load() {
     // A second open finds version 2 and changes nothing.
     Store::open_url(&pgtest::with_namespace(&with_path, "old")).unwrap();
     pgtest::psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+const JOURNAL_OP: &str = "fleet upgrade";
+const JOURNAL_PROGRESS: usize = 10;
+
+fn journal_steps() -> Vec<Change> {
+    let mut steps = vec![Change::to(PartState::Running).note("started")];
+    steps.extend(
+        (0..JOURNAL_PROGRESS).map(|i| Change::to(PartState::Running).note(format!("progress {i}"))),
+    );
+    steps.push(Change::to(PartState::Completed).note("done"));
+    steps
+}
+
+/// The journal's eight-process test (tests/journal.rs), on PostgreSQL:
+/// real processes, each driving its own part by compare-and-swap on the
+/// operation's generation; no update lost or merged.
+#[test]
+fn journal_eight_processes_drive_their_own_parts_and_lose_no_update() {
+    let _g = shared();
+    let Some((store, url)) = store("journal") else { return };
+    const WORKERS: usize = 8;
+    let names: Vec<String> = (0..WORKERS).map(|w| format!("host-{w}")).collect();
+    let op = Operation::create(&store, JOURNAL_OP, &names).unwrap();
+    let start = op.view().unwrap().generation;
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let mut children: Vec<KillOnDrop> = (0..WORKERS)
+        .map(|w| {
+            KillOnDrop(spawn_child(
+                "journal",
+                &url,
+                &[
+                    ("SAFESTASH_PG_ID", w.to_string()),
+                    ("SAFESTASH_PG_GO", go.display().to_string()),
+                ],
+            ))
+        })
+        .collect();
+    std::fs::write(&go, b"").unwrap();
+    let mut conflicts = 0u32;
+    for (w, child) in children.iter_mut().enumerate() {
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let status = child.0.wait().unwrap();
+        let done = out.lines().find_map(|l| l.split_once("journal done ").map(|(_, n)| n));
+        assert!(status.success() && done.is_some(), "worker {w} failed:\n{out}");
+        conflicts += done.unwrap().trim().parse::<u32>().unwrap();
+    }
+    let view = op.view().unwrap();
+    let per_part = journal_steps().len();
+    eprintln!(
+        "{WORKERS} processes x {per_part} updates on PostgreSQL: {conflicts} conflicts retried"
+    );
+    assert_eq!(view.derivation, Derivation::Known(Aggregate::Completed));
+    assert_eq!(view.stored, Aggregate::Completed);
+    // Every update got its own generation: none lost, none merged.
+    assert_eq!(view.generation.get(), start.get() + (WORKERS * per_part) as u64);
+    let want_notes: Vec<Option<String>> =
+        journal_steps().iter().map(|c| c.note_text().map(str::to_owned)).collect();
+    let mut generations = Vec::new();
+    for name in &names {
+        let p = view.part(name).unwrap().unwrap();
+        assert_eq!(p.updates, per_part as u64, "{name}");
+        let notes: Vec<Option<String>> = p.history.iter().map(|t| t.note.clone()).collect();
+        assert_eq!(notes, want_notes, "{name}: history");
+        generations.extend(p.history.iter().map(|t| t.generation.get()));
+    }
+    generations.sort_unstable();
+    let want: Vec<u64> = (start.get() + 1..=view.generation.get()).collect();
+    assert_eq!(generations, want, "generations are not exactly one per update");
+    assert!(conflicts > 0, "no update conflicted: the processes did not overlap");
+}
+
+/// Every message in `e`'s chain of sources, joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[test]
+fn statement_timeout_is_a_clear_error_and_the_previous_stash_stays() {
+    let _g = shared();
+    let Some(url) = pgtest::url("statement_timeout") else { return };
+    let plain = pgtest::with_namespace(&url, &pgtest::fresh_namespace("statement_timeout"));
+    // The role's or the URL's statement_timeout (here the URL's), shorter
+    // than the store's lock_timeout.
+    let timed = format!("{plain}&options=-c%20statement_timeout%3D300&lock_timeout=60s");
+    let (a, b) = (Store::open_url(&plain).unwrap(), Store::open_url(&timed).unwrap());
+    let k = StashKey::new("k").unwrap();
+    a.save(&k, &1).unwrap();
+    // A save that cannot finish within the timeout: the key's lock is held.
+    let held = a.lock(&k).unwrap();
+    let (b, err) = std::thread::spawn(move || {
+        let err = b.save(&StashKey::new("k").unwrap(), &2).unwrap_err();
+        (b, err)
+    })
+    .join()
+    .unwrap();
+    drop(held);
+    let text = chain(&err);
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
+    assert!(err.to_string().contains("/k`"), "the error names the stash: {text}");
+    assert!(text.contains("statement timeout"), "the server's reason is the source: {text}");
+    assert_eq!(*a.load::<i32>(&k).unwrap().unwrap().value(), 1, "the previous stash is intact");
+    b.save(&k, &3).unwrap();
+    assert_eq!(*a.load::<i32>(&k).unwrap().unwrap().value(), 3);
+}
+
+/// A small tmpfs mounted for a test, unmounted (and its database and
+/// tablespace dropped) when it ends, passed or failed.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+    url: String,
+    db: String,
+}
+
+impl SmallDisk {
+    fn mount(test: &str, url: &str, mib: u32) -> Option<SmallDisk> {
+        let why_not = if !unsafe_free_is_root() {
+            Some("not root, cannot mount a tmpfs".to_owned())
+        } else {
+            None
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let why_not = why_not.or_else(|| {
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .ok()?;
+            (!out.status.success())
+                .then(|| format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr)))
+        });
+        if let Some(why) = why_not {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: CI=true but {why}");
+            }
+            eprintln!("{test}: skipping: {why}");
+            return None;
+        }
+        let space = dir.path().join("space");
+        std::fs::create_dir(&space).unwrap();
+        let chown =
+            Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+        assert!(chown.success());
+        let db = format!("full_{}", std::process::id());
+        let disk = SmallDisk { dir, url: url.to_owned(), db };
+        pgtest::psql(url, &format!("CREATE TABLESPACE {} LOCATION '{}'", disk.db, space.display()));
+        pgtest::psql(url, &format!("CREATE DATABASE {0} TABLESPACE {0}", disk.db));
+        Some(disk)
+    }
+
+    /// The test URL, on the database that lives on the small disk.
+    fn db_url(&self) -> String {
+        let (base, query) = self.url.split_once('?').unwrap_or((&self.url, ""));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("{server}/{}{query}", self.db)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let sql = |q: String| {
+            let psql = format!("{}/psql", pgtest::pgbin());
+            let _ = Command::new(psql).args([&self.url, "-X", "-q", "-c", &q]).output();
+        };
+        sql(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
+        sql(format!("DROP TABLESPACE IF EXISTS {}", self.db));
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_clear_error_and_the_previous_stash_stays() {
+    let _g = shared();
+    let Some(url) = pgtest::url("disk_full") else { return };
+    // 40 MiB: the new database's catalog (some 8 MiB), a ballast file, and
+    // less room than the big save needs.
+    let Some(disk) = SmallDisk::mount("disk_full", &url, 40) else { return };
+    let ballast = disk.dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 8 << 20]).unwrap();
+    let s = Store::open_url(&pgtest::with_namespace(&disk.db_url(), "full")).unwrap();
+    let k = StashKey::new("k").unwrap();
+    let small = Tagged::new(1, 0, 1000);
+    s.save(&k, &small).unwrap();
+    // About 48 MiB of JSON: more than the disk has left.
+    let err = s.save(&k, &Tagged::new(2, 0, 5_000_000)).unwrap_err();
+    let text = chain(&err);
+    eprintln!("the full disk's error: {text}");
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{text}");
+    assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
+    assert!(text.contains("No space left on device"), "the server's reason is the source: {text}");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), small, "the previous stash");
+    // Space freed: saves work again.
+    std::fs::remove_file(&ballast).unwrap();
+    let next = Tagged::new(3, 0, 100_000);
+    s.save(&k, &next).unwrap();
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), next);
+    drop(s);
 }
