@@ -538,6 +538,44 @@ impl Streamed {
     /// whole envelope against the verified digest; `read`'s result is
     /// returned only if it matches.
     pub(super) fn read_payload<T>(self, read: impl FnOnce(&mut dyn Read) -> T) -> Result<T> {
+        let (offset, len) = (self.offset, self.len);
+        self.reread(|reader| {
+            let skipped = io::copy(&mut reader.take(offset), &mut io::sink())?;
+            let out = read(&mut reader.take(len));
+            Ok((skipped == offset).then_some(out))
+        })
+    }
+
+    /// Copies the whole envelope to `out`, re-hashed; an error at the end
+    /// if it was not the verified one.
+    pub(super) fn copy_envelope(self, out: &mut dyn Write) -> Result<()> {
+        let (path, size) = (self.path.clone(), self.size);
+        let mut failed = None;
+        let copied = self.reread(|reader| {
+            let mut reader = reader.take(size);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(Some(()));
+                }
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    failed = Some(e);
+                    return Ok(None);
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(Error::Io { op: IoOp::Write, path, source: e }),
+            None => copied,
+        }
+    }
+
+    /// A second `get`, handed to `read` as a re-hashing reader; what `read`
+    /// leaves unread is drained. `read`'s result (`None`: the envelope
+    /// ended early) is returned only if every byte hashed to the verified
+    /// digest.
+    fn reread<T>(&self, read: impl FnOnce(&mut Rehashing) -> io::Result<Option<T>>) -> Result<T> {
         let changed = |why: &str| Error::Backend {
             op: "load",
             target: self.path.display().to_string(),
@@ -554,17 +592,15 @@ impl Streamed {
         }
         let hashed = self.size - envelope::TRAILER_LEN as u64 + envelope::TRAILER_HASHED as u64;
         let mut reader = Rehashing { inner: fetched.reader, hasher: Sha256::new(), pos: 0, hashed };
-        let skipped = io::copy(&mut (&mut reader).take(self.offset), &mut io::sink())
-            .map_err(io_err(IoOp::Read, &self.path))?;
-        if skipped != self.offset {
-            return Err(changed("shorter"));
-        }
-        let out = read(&mut (&mut reader).take(self.len));
-        // What `read` left of the payload, and the trailer.
-        let rest = self.size - reader.pos;
+        let out = read(&mut reader).map_err(io_err(IoOp::Read, &self.path))?;
+        let rest = self.size.saturating_sub(reader.pos);
         let drained = io::copy(&mut (&mut reader).take(rest), &mut io::sink())
             .map_err(io_err(IoOp::Read, &self.path))?;
-        if drained != rest || Digest::from_bytes(reader.hasher.finalize().into()) != self.digest {
+        let Some(out) = out else { return Err(changed("shorter")) };
+        if drained != rest
+            || reader.pos != self.size
+            || Digest::from_bytes(reader.hasher.finalize().into()) != self.digest
+        {
             return Err(changed("another digest"));
         }
         Ok(out)
