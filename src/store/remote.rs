@@ -107,7 +107,11 @@ impl Store<OsFs> {
 }
 
 impl<F: Fs> Store<F> {
-    fn over_backend(backend: Arc<dyn Backend>, fs: F, observers: Vec<Arc<Observer>>) -> Store<F> {
+    pub(super) fn over_backend(
+        backend: Arc<dyn Backend>,
+        fs: F,
+        observers: Vec<Arc<Observer>>,
+    ) -> Store<F> {
         Store {
             dir: PathBuf::from(backend.location()),
             fs,
