@@ -1025,3 +1025,228 @@ fn export_moves_a_postgres_stash_to_a_directory_byte_for_byte() {
         assert_eq!(bytes, std::fs::read(&file).unwrap(), "{name}");
     }
 }
+
+/// A throwaway cluster with `ssl = on` that refuses plain TCP, its
+/// certificates made by `openssl`, stopped when dropped.
+#[cfg(feature = "postgres-tls")]
+struct TlsServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+#[cfg(feature = "postgres-tls")]
+impl TlsServer {
+    fn start(test: &str) -> Option<TlsServer> {
+        pgtest::url(test)?;
+        let has_openssl =
+            Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
+        if !has_openssl {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI=true but no openssl");
+            eprintln!("{test}: skipping: the openssl program is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(d).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ca = |name: &str| {
+            openssl(
+                &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+                    .iter()
+                    .copied()
+                    .chain(["-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt")])
+                    .chain(["-subj", &format!("/CN={name}")])
+                    .collect::<Vec<_>>(),
+            );
+        };
+        ca("test-ca");
+        ca("other-ca");
+        std::fs::write(d.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "test-ca.crt",
+            "-CAkey",
+            "test-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let data = d.join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(d.join("sock")).unwrap();
+        let root = unsafe_free_is_root();
+        let as_pg = |prog: &str| {
+            let prog = format!("{}/{prog}", pgtest::pgbin());
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", &prog]);
+                c
+            } else {
+                Command::new(prog)
+            }
+        };
+        if root {
+            let _ = Command::new("chmod").arg("755").arg(d).status();
+            let st = Command::new("chown").args(["-R", "postgres"]).arg(d).status().unwrap();
+            assert!(st.success());
+        }
+        let out = as_pg("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            d.join("sock").display(),
+            d.join("server.crt").display(),
+            d.join("server.key").display()
+        );
+        let mut pgconf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        pgconf.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), pgconf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let key = d.join("server.key");
+        let _ = Command::new("chmod").arg("600").arg(&key).status();
+        let log = d.join("log");
+        let out = as_pg("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        let server = TlsServer { dir, port };
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Some(server)
+    }
+
+    fn url(&self, host: &str, params: &str) -> String {
+        format!("postgresql://postgres@{host}:{}/postgres?namespace=tls&{params}", self.port)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{}/pg_ctl", pgtest::pgbin());
+        let data = self.dir.path().join("data");
+        let mut cmd = if unsafe_free_is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = cmd.arg("-D").arg(&data).args(["stop", "-m", "fast", "-w"]).output();
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+#[test]
+fn tls_follows_sslmode_sslrootcert_and_the_libpq_environment() {
+    let _g = shared();
+    let Some(srv) = TlsServer::start("tls") else { return };
+    let k = StashKey::new("k").unwrap();
+    let works = |url: &str| {
+        let s = Store::open_url(url).unwrap_or_else(|e| panic!("{url}: {}", chain(&e)));
+        s.save(&k, &"over TLS").unwrap();
+        assert_eq!(s.load::<String>(&k).unwrap().unwrap().into_value(), "over TLS", "{url}");
+    };
+    let refused = |url: &str, why: &str| {
+        let e = Store::open_url(url).expect_err(url);
+        let text = chain(&e);
+        assert!(matches!(e, Error::Backend { op: "connect to", .. }), "{url}: {text}");
+        assert!(!text.contains("password"), "{text}");
+        assert!(text.contains(why), "{url}: {text}");
+    };
+    let ca = srv.file("test-ca.crt");
+    let other = srv.file("other-ca.crt");
+    // The server refuses plain TCP, so each that works went over TLS.
+    works(&srv.url("127.0.0.1", "sslmode=require"));
+    works(&srv.url("127.0.0.1", "")); // prefer, libpq's default
+    refused(&srv.url("127.0.0.1", "sslmode=disable"), "no encryption");
+    // Verified: the chain, and for verify-full the name too.
+    works(&srv.url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")));
+    works(&srv.url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")));
+    refused(&srv.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")), "certificate");
+    refused(
+        &srv.url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other}")),
+        "certificate",
+    );
+    // require with a root certificate checks the chain, as libpq does.
+    refused(&srv.url("127.0.0.1", &format!("sslmode=require&sslrootcert={other}")), "certificate");
+    // libpq's environment, through the CLI (a process of its own).
+    let cli = |url: &str, env: &[(&str, &str)]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("safestash").unwrap();
+        cmd.args(["list", url]).env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let port = srv.port.to_string();
+    let libpq = [
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", &port),
+        ("PGUSER", "postgres"),
+        ("PGDATABASE", "postgres"),
+    ];
+    let (code, err) = cli("postgresql://?namespace=tls", &libpq);
+    assert_eq!(code, Some(0), "PGHOST/PGPORT/PGUSER/PGDATABASE: {err}");
+    let with = |extra: (&'static str, &'static str)| {
+        let mut env: Vec<(&str, &str)> = libpq.to_vec();
+        env.push(extra);
+        env
+    };
+    let (code, err) = cli("postgresql://?namespace=tls", &with(("PGSSLMODE", "disable")));
+    assert_eq!(code, Some(2), "PGSSLMODE=disable is honoured: {err}");
+    assert!(err.contains("no encryption"), "{err}");
+    let (code, err) =
+        cli("postgresql://?namespace=tls&sslmode=require", &with(("PGSSLMODE", "disable")));
+    assert_eq!(code, Some(0), "the URL's sslmode wins over PGSSLMODE: {err}");
+}

@@ -12,9 +12,17 @@
 //!   fails with [`Error::Locked`].
 //!
 //! What the URL leaves out comes from libpq's environment variables
-//! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE`.
-//! Connections are plain TCP or Unix sockets (`NoTls`): TLS is not wired up
-//! yet, so use it on a trusted network or through a local socket or tunnel.
+//! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`
+//! and `PGSSLROOTCERT`.
+//!
+//! TLS (feature `postgres-tls`, rustls: no system library) follows libpq's
+//! `sslmode` (`disable`, `prefer` the default, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert=FILE` (PEM); the table of what each
+//! verifies is in `backend/postgres/tls.rs`: `prefer` and `require`
+//! encrypt without checking the certificate (unless `sslrootcert` is
+//! given), `verify-full` checks the chain and the host name. Without the
+//! feature, `prefer` connects in plain text and the modes that require TLS
+//! are refused when the store is opened, so nothing falls back silently.
 //!
 //! # Schema (version 2)
 //!
@@ -178,9 +186,84 @@ ALTER TABLE safestash_stashes ADD COLUMN chunks integer NOT NULL DEFAULT 0;
 
 const XACT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))";
 
+#[cfg(feature = "postgres-tls")]
+mod tls;
+
+/// How much of the server's certificate is checked (see `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
+enum Verify {
+    /// Nothing (libpq's `prefer` and `require`).
+    None,
+    /// That it chains to `sslrootcert` (`verify-ca`).
+    Ca,
+    /// That, and that it names the host (`verify-full`).
+    Full,
+}
+
+/// The connector of a store's connections.
+enum Tls {
+    /// No TLS: `sslmode=disable`, or `prefer` in a build without TLS.
+    Plain,
+    /// rustls (feature `postgres-tls`).
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    /// The connector for libpq's `sslmode` (default `prefer`) and
+    /// `sslrootcert`, setting the client's own mode to match.
+    fn for_mode(
+        url: &str,
+        sslmode: Option<&str>,
+        root_cert: Option<&str>,
+        config: &mut Config,
+    ) -> Result<Tls> {
+        use postgres::config::SslMode;
+        let (mode, verify) = match sslmode.unwrap_or("prefer") {
+            "disable" => (SslMode::Disable, Verify::None),
+            "prefer" => (SslMode::Prefer, Verify::None),
+            "require" if root_cert.is_some() => (SslMode::Require, Verify::Ca),
+            "require" => (SslMode::Require, Verify::None),
+            "verify-ca" => (SslMode::Require, Verify::Ca),
+            "verify-full" => (SslMode::Require, Verify::Full),
+            _ => {
+                return Err(url_error(
+                    url,
+                    "sslmode must be disable, prefer, require, verify-ca or verify-full",
+                ));
+            }
+        };
+        config.ssl_mode(mode);
+        if mode == SslMode::Disable {
+            return Ok(Tls::Plain);
+        }
+        #[cfg(feature = "postgres-tls")]
+        {
+            tls::connector(verify, root_cert).map(Tls::Rustls).map_err(|reason| Error::Backend {
+                op: "set up TLS for",
+                target: redact(url),
+                source: reason.into(),
+            })
+        }
+        #[cfg(not(feature = "postgres-tls"))]
+        {
+            let _ = (verify, root_cert);
+            if mode == SslMode::Require {
+                return Err(url_error(
+                    url,
+                    "TLS (sslmode require, verify-ca, verify-full) needs safestash built with the cargo feature `postgres-tls`",
+                ));
+            }
+            Ok(Tls::Plain)
+        }
+    }
+}
+
 /// What every connection of a store (and its children) shares.
 struct Shared {
     config: Config,
+    tls: Tls,
     /// `postgresql://user@host:port/db`, no password.
     base: String,
     lock_timeout: Duration,
@@ -267,6 +350,7 @@ impl Postgres {
         let mut ns = DEFAULT_NAMESPACE.to_owned();
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
         let mut passed = Vec::new();
+        let (mut sslmode, mut root_cert) = (None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
@@ -275,6 +359,8 @@ impl Postgres {
                         .map_err(|_| url_error(url, "namespace must be a valid key ([A-Za-z0-9._-], not starting with '.')"))?
                         .into_string();
                 }
+                "sslmode" => sslmode = Some(value.to_owned()),
+                "sslrootcert" => root_cert = Some(value.to_owned()),
                 "lock_timeout" => {
                     lock_timeout = humantime::parse_duration(value).map_err(|_| {
                         url_error(url, "lock_timeout must be a duration such as 30s")
@@ -294,6 +380,10 @@ impl Postgres {
             source: e.into(),
         })?;
         fill_from_env(&mut config);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let sslmode = sslmode.or_else(|| env("PGSSLMODE"));
+        let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT"));
+        let tls = Tls::for_mode(url, sslmode.as_deref(), root_cert.as_deref(), &mut config)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -301,7 +391,8 @@ impl Postgres {
             config.application_name("safestash");
         }
         let base = describe(&config);
-        let shared = Arc::new(Shared { config, base, lock_timeout, pool: Mutex::new(Vec::new()) });
+        let shared =
+            Arc::new(Shared { config, tls, base, lock_timeout, pool: Mutex::new(Vec::new()) });
         let store = Postgres::in_namespace(shared, ns);
         store.ensure_schema()?;
         Ok(store)
@@ -340,7 +431,12 @@ impl Postgres {
     }
 
     fn new_client(&self) -> Result<Client> {
-        let mut client = self.shared.config.connect(NoTls).map_err(|e| Error::Backend {
+        let connected = match &self.shared.tls {
+            Tls::Plain => self.shared.config.connect(NoTls),
+            #[cfg(feature = "postgres-tls")]
+            Tls::Rustls(tls) => self.shared.config.connect(tls.clone()),
+        };
+        let mut client = connected.map_err(|e| Error::Backend {
             op: "connect to",
             target: self.location.clone(),
             source: e.into(),
