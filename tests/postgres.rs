@@ -1250,3 +1250,46 @@ fn tls_follows_sslmode_sslrootcert_and_the_libpq_environment() {
         cli("postgresql://?namespace=tls&sslmode=require", &with(("PGSSLMODE", "disable")));
     assert_eq!(code, Some(0), "the URL's sslmode wins over PGSSLMODE: {err}");
 }
+
+#[test]
+fn loads_racing_saves_of_a_large_stash_never_return_a_wrong_value() {
+    let _g = shared();
+    let Some((s, url)) = store("reread") else { return };
+    let k = StashKey::new("k").unwrap();
+    // Above the 4 MiB a remote load reads whole: every load is a verifying
+    // pass and a second, re-hashed read, with saves landing in between.
+    let save = |s: &Store, n: u64| {
+        let opts = SaveOptions::new().origin(format!("n={n}"));
+        s.save_with(&k, &Tagged::new(n, 0, 700_000), &opts).unwrap();
+    };
+    save(&s, 0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut loads, mut changed) = (0u32, 0u32);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let writer = Store::open_url(&url).unwrap();
+            for n in 1..=12 {
+                save(&writer, n);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            match s.load::<Tagged>(&k) {
+                Ok(Some(v)) => {
+                    // The value is the one whose header was verified.
+                    let origin = v.meta().header.origin().unwrap().to_owned();
+                    assert_eq!(origin, format!("n={}", v.value().n), "a value from another save");
+                    assert!(v.value().intact());
+                    loads += 1;
+                }
+                Err(e @ Error::Backend { op: "load", .. }) => {
+                    assert!(chain(&e).contains("changed while it was read"), "{}", chain(&e));
+                    changed += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    eprintln!("racing loads: {loads} intact, {changed} refused as changed between the reads");
+    assert!(loads + changed > 0);
+}
