@@ -140,6 +140,11 @@ pub const SCHEMA_VERSION: i32 = 2;
 
 /// The largest envelope kept inline in its row, and the size of every chunk
 /// but the last of a larger one.
+///
+/// ```
+/// assert_eq!(safestash::backend::postgres::CHUNK_LEN, 1 << 20);
+/// assert_eq!(safestash::backend::postgres::SCHEMA_VERSION, 2);
+/// ```
 pub const CHUNK_LEN: usize = 1 << 20;
 
 /// The namespace of a URL without `namespace=`.
