@@ -1293,3 +1293,38 @@ fn loads_racing_saves_of_a_large_stash_never_return_a_wrong_value() {
     eprintln!("racing loads: {loads} intact, {changed} refused as changed between the reads");
     assert!(loads + changed > 0);
 }
+
+#[test]
+fn a_batch_with_large_stashes_saves_each_and_checks_every_value_first() {
+    let _g = shared();
+    let Some((s, _)) = store("batch_large") else { return };
+    let (small, large) = (Tagged::new(1, 0, 10), Tagged::new(2, 0, 300_000));
+    let keys: Vec<StashKey> = ["a", "b", "c"].iter().map(|k| StashKey::new(*k).unwrap()).collect();
+    let opts = SaveOptions::new();
+    let mut batch = s.batch();
+    batch.add(&keys[0], &small, &opts).unwrap();
+    // Over 1 MiB: checked in the first pass, serialized again into the backend.
+    batch.add(&keys[1], &large, &opts).unwrap();
+    batch.add(&keys[2], &small, &opts).unwrap();
+    let receipts = batch.commit().unwrap();
+    assert!(receipts[1].bytes > 1 << 20);
+    for (k, (want, r)) in keys.iter().zip([&small, &large, &small].into_iter().zip(&receipts)) {
+        let got = s.load::<Tagged>(k).unwrap().unwrap();
+        assert_eq!((got.meta().digest, got.value()), (r.digest, want), "{k}");
+    }
+    // A value that does not serialize, after a large one: nothing written.
+    struct Fails;
+    impl Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    let d = StashKey::new("d").unwrap();
+    let mut batch = s.batch();
+    batch.add(&d, &large, &opts).unwrap();
+    batch.add(&keys[0], &Fails, &opts).unwrap();
+    let err = batch.commit().unwrap_err();
+    assert!(matches!(err.error, Error::Serialize { .. }), "{:?}", err.error);
+    assert!(err.saved.is_empty());
+    assert!(s.load::<Tagged>(&d).unwrap().is_none());
+}

@@ -424,9 +424,10 @@ impl<F: Fs> Store<F> {
     /// A batch on a remote store: every value is serialized first (a value
     /// that does not serialize writes nothing), then each envelope is put
     /// under its condition, in order; each is durable once put. Envelopes
-    /// up to [`BATCH_HELD_LIMIT`] are kept from the first pass; a larger
-    /// one is only checked then (serialized into a digest) and serialized
-    /// again straight into the backend, so memory stays bounded.
+    /// up to [`BATCH_HELD_LIMIT`] are kept from the first pass, while they
+    /// total at most [`BATCH_HELD_TOTAL`]; any other is only checked then
+    /// (serialized into a digest) and serialized again straight into the
+    /// backend, so memory stays bounded.
     #[allow(clippy::result_large_err)]
     pub(super) fn remote_batch(
         &self,
@@ -434,9 +435,11 @@ impl<F: Fs> Store<F> {
     ) -> std::result::Result<Vec<Receipt>, BatchError> {
         let all_keys = || items.iter().map(|(h, _, _)| h.key().clone()).collect::<Vec<_>>();
         let mut encoded = Vec::with_capacity(items.len());
+        let mut budget = BATCH_HELD_TOTAL;
         for (header, value, expect) in &items {
             let path = self.path_of(header.key());
-            let checked = EnvelopeWriter::new(Capped::default(), header)
+            let capped = Capped { held: None, over: false, cap: budget.min(BATCH_HELD_LIMIT) };
+            let checked = EnvelopeWriter::new(capped, header)
                 .map_err(io_err(IoOp::Write, &path))
                 .and_then(|mut w| {
                     value.write_json(&mut w).map_err(|e| serialize_error(header, &path, e))?;
@@ -445,6 +448,7 @@ impl<F: Fs> Store<F> {
             match checked {
                 Ok(done) => {
                     let held = done.inner.held.map(|bytes| (bytes, done.digest));
+                    budget -= held.as_ref().map_or(0, |(bytes, _)| bytes.len());
                     encoded.push((*header, *value, held, *expect));
                 }
                 Err(error) => {
@@ -495,19 +499,22 @@ const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
 /// passes.
 const BATCH_HELD_LIMIT: usize = 1 << 20;
 
-/// A sink that keeps what is written while it stays within
-/// [`BATCH_HELD_LIMIT`], and from then on only lets it through.
-#[derive(Default)]
+/// What a remote batch keeps in memory between its two passes, in all.
+const BATCH_HELD_TOTAL: usize = 16 << 20;
+
+/// A sink that keeps what is written while it stays within `cap`, and from
+/// then on only lets it through.
 struct Capped {
     held: Option<Vec<u8>>,
     over: bool,
+    cap: usize,
 }
 
 impl Write for Capped {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if !self.over {
             let held = self.held.get_or_insert_with(Vec::new);
-            if held.len() + data.len() <= BATCH_HELD_LIMIT {
+            if held.len() + data.len() <= self.cap {
                 held.extend_from_slice(data);
             } else {
                 self.held = None;
