@@ -102,10 +102,12 @@
 //! - `sim`: [`sim::SimFs`](crate::sim), an in-memory filesystem that
 //!   simulates power cuts and I/O errors, for crash-testing code built on
 //!   the store.
-//! - `cli`: the `safestash` operator binary (`list`, `show`, `verify`,
-//!   `quarantine`, `clear`, `gc`), on clap.
+//! - `cli`: the `safestash` operator binary (`list`, `show`, `export`,
+//!   `verify`, `quarantine`, `clear`, `gc`), on clap.
 //! - `postgres`: stores in PostgreSQL, opened with [`Store::open_url`]
 //!   (see [`backend`]), on the sync `postgres` client.
+//! - `postgres-tls`: `postgres` with TLS as libpq's `sslmode` says, on
+//!   rustls (no system library).
 //!
 //! With no features the crate pulls in no async runtime, no HTTP stack and
 //! no database client.

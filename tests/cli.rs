@@ -306,6 +306,32 @@ fn show_raw_prints_the_payload_bytes_only() {
 }
 
 #[test]
+fn export_writes_the_envelope_byte_for_byte() {
+    let f = fixture();
+    let out = run(&[&"export", &f.dir, &"old.ok"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(out.stdout, std::fs::read(f.dir.join("old.ok")).unwrap());
+    // To a file: it is a stash file that loads in another store.
+    let other = tempfile::tempdir().unwrap();
+    let file = other.path().join("fresh.ok");
+    let out = run(&[&"export", &f.dir, &"fresh.ok", &"-o", &file]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(f.dir.join("fresh.ok")).unwrap());
+    let loaded = Store::open(other.path()).unwrap().load::<Value>(&key("fresh.ok")).unwrap();
+    assert_eq!(loaded.unwrap().meta().digest, f.fresh_digest);
+    // Damaged or absent: exit 1, and no file left behind.
+    for k in ["old.corrupt", "missing"] {
+        let file = other.path().join(k);
+        let out = run(&[&"export", &f.dir, &k, &"-o", &file]);
+        assert_eq!(code(&out), 1, "{k}");
+        assert!(!file.exists(), "{k}: nothing written");
+        let names: Vec<_> = std::fs::read_dir(other.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{k}: no temp file left");
+    }
+}
+
+#[test]
 fn show_of_a_damaged_or_absent_stash_exits_1() {
     let f = fixture();
     let out = run(&[&"show", &f.dir, &"old.corrupt"]);

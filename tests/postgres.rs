@@ -18,6 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use safestash::journal::{
+    Aggregate, Change, Derivation, Expect, JournalError, Operation, PartState,
+};
 use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 use serde::{Deserialize, Serialize};
 
@@ -269,8 +272,132 @@ fn child_entry() {
             }
             println!("racer done");
         }
+        // Saves a value of SAFESTASH_PG_BIG_MIB MiB made on the fly, loads
+        // it back into a checker, and prints the figures.
+        "big" => {
+            let mib: u64 = std::env::var("SAFESTASH_PG_BIG_MIB").unwrap().parse().unwrap();
+            let store = Store::open_url(&url).unwrap();
+            let big = StashKey::new("big").unwrap();
+            let pieces = mib * (1 << 20) / PIECE as u64;
+            let start = Instant::now();
+            let receipt = store.save(&big, &Big(pieces)).unwrap();
+            let saved = start.elapsed();
+            let start = Instant::now();
+            let back = store.load::<BigCheck>(&big).unwrap().expect("the big stash");
+            let loaded = start.elapsed();
+            assert_eq!(back.value().0, pieces, "every piece read back, in order");
+            assert_eq!(back.meta().digest, receipt.digest);
+            println!(
+                "big bytes={} peak_rss_kib={} save_s={:.1} load_s={:.1}",
+                receipt.bytes,
+                peak_rss_kib(),
+                saved.as_secs_f64(),
+                loaded.as_secs_f64()
+            );
+        }
+        // The journal's worker: drives its own part of a shared operation
+        // through every step, each a compare-and-swap on the operation's
+        // generation, retried on conflict; prints `journal done N`.
+        "journal" => {
+            let worker: usize = std::env::var("SAFESTASH_PG_ID").unwrap().parse().unwrap();
+            let go = PathBuf::from(std::env::var("SAFESTASH_PG_GO").unwrap());
+            let store = Store::open_url(&url).unwrap();
+            let op = Operation::open(&store, JOURNAL_OP).unwrap();
+            let part = format!("host-{worker}");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !go.exists() {
+                assert!(Instant::now() < deadline, "no go signal");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut seed = worker as u64 * 7919 + 1;
+            let mut conflicts = 0u32;
+            for change in journal_steps() {
+                loop {
+                    assert!(Instant::now() < deadline, "worker {worker}: no progress");
+                    let seen = op.view().unwrap().generation;
+                    match op.update(&part, Expect::Operation(seen), change.clone()) {
+                        Ok(_) => break,
+                        Err(JournalError::Conflict { .. }) => {
+                            conflicts += 1;
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            std::thread::sleep(Duration::from_micros(seed % 2000));
+                        }
+                        Err(e) => panic!("worker {worker}: {e}"),
+                    }
+                }
+            }
+            println!("journal done {conflicts}");
+        }
         other => panic!("unknown child role {other}"),
     }
+}
+
+/// The length of one string of [`Big`].
+const PIECE: usize = 64 << 10;
+
+/// `PIECE` bytes of `pattern()` from `i % 26` on: piece `i` of a [`Big`].
+fn piece(i: u64) -> &'static str {
+    static PATTERN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let pattern =
+        PATTERN.get_or_init(|| (0..PIECE + 26).map(|j| (b'a' + (j % 26) as u8) as char).collect());
+    let at = (i % 26) as usize;
+    &pattern[at..at + PIECE]
+}
+
+/// A JSON array of `.0` strings of `PIECE` bytes, made while it is
+/// serialized: nothing of it is ever held whole.
+struct Big(u64);
+
+impl Serialize for Big {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(usize::try_from(self.0).unwrap()))?;
+        for i in 0..self.0 {
+            seq.serialize_element(piece(i))?;
+        }
+        seq.end()
+    }
+}
+
+/// A [`Big`] read back: each piece checked as it comes and dropped; the
+/// count of pieces.
+struct BigCheck(u64);
+
+impl<'de> Deserialize<'de> for BigCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BigCheck, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BigCheck;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the pieces of a Big")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BigCheck, A::Error> {
+                let mut n = 0;
+                while let Some(s) = seq.next_element::<String>()? {
+                    if s != piece(n) {
+                        return Err(serde::de::Error::custom(format!("piece {n} differs")));
+                    }
+                    n += 1;
+                }
+                Ok(BigCheck(n))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+/// This process's peak resident set (`VmHWM`: the kernel's high-water mark
+/// of RSS, the counter `getrusage` reports as `ru_maxrss`), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line =
+        status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A child that is killed when the test ends, passed or failed.
@@ -518,4 +645,686 @@ fn cli_lists_and_verifies_a_postgres_store() {
     assert_eq!(code, Some(1), "damage inside the database is found: {out}");
     assert_eq!(run(&["quarantine", "--yes", &url, "bad"]).0, Some(0));
     assert_eq!(run(&["verify", &url]).0, Some(0));
+}
+
+#[test]
+fn a_stash_larger_than_memory_streams_in_and_out_in_bounded_memory() {
+    let _g = shared();
+    let Some((_, url)) = store("big") else { return };
+    // 384 MiB by default (a debug build streams some 5 MiB/s through
+    // serde_json and SHA-256 on this project's machines, so 1 GiB takes
+    // minutes); SAFESTASH_TEST_PG_BIG_MIB=1024 for the full GiB.
+    let mib: u64 = std::env::var("SAFESTASH_TEST_PG_BIG_MIB").map_or(384, |v| v.parse().unwrap());
+    let mut child =
+        KillOnDrop(spawn_child("big", &url, &[("SAFESTASH_PG_BIG_MIB", mib.to_string())]));
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success(), "the child failed:\n{out}");
+    let line = out.lines().find_map(|l| l.split_once("big ").map(|(_, r)| r)).expect("figures");
+    let field = |name: &str| -> f64 {
+        let v = line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}=")[..]));
+        v.unwrap().parse().unwrap()
+    };
+    let (bytes, rss) = (field("bytes"), field("peak_rss_kib"));
+    eprintln!("big stash: {line}");
+    assert!(bytes >= (mib << 20) as f64, "the stash is {bytes} bytes");
+    assert!(rss < 64.0 * 1024.0, "peak RSS {rss} KiB for a {mib} MiB stash");
+}
+
+/// The chunk rows of `key` in `ns`.
+fn chunk_count(url: &str, ns: &str, key: &str) -> u64 {
+    let sql = format!(
+        "SELECT count(*) FROM safestash_chunks WHERE namespace = {} AND key = {}",
+        pgtest::lit(ns),
+        pgtest::lit(key)
+    );
+    pgtest::psql(url, &sql).parse().unwrap()
+}
+
+#[test]
+fn chunked_stashes_replace_quarantine_and_show_damage() {
+    let _g = shared();
+    let Some((s, full)) = store("chunked") else { return };
+    let url = pgtest::url("chunked").unwrap();
+    let ns = full.rsplit("namespace=").next().unwrap().to_owned();
+    let k = StashKey::new("k").unwrap();
+    // About 4.6 MiB of JSON: five chunks, and above the 4 MiB a remote
+    // load reads whole, so loads verify in one pass and read again.
+    let big = Tagged::new(7, 1, 700_000);
+    let r = s.save(&k, &big).unwrap();
+    assert!(r.bytes > 4 << 20, "{} bytes", r.bytes);
+    assert_eq!(chunk_count(&url, &ns, "k"), r.bytes.div_ceil(1 << 20));
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), big);
+    let listed = s.list().unwrap();
+    assert_eq!((listed.len(), listed[0].size), (1, r.bytes));
+    assert!(listed[0].header.is_ok(), "the header is read from the first chunk");
+    assert!(s.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    // A small stash replaces the chunks; a big one replaces the inline row.
+    s.save(&k, &1).unwrap();
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+    assert_eq!(*s.load::<i32>(&k).unwrap().unwrap().value(), 1);
+    s.save(&k, &big).unwrap();
+    let smaller = Tagged::new(8, 1, 200_000);
+    let r2 = s.save(&k, &smaller).unwrap();
+    assert_eq!(chunk_count(&url, &ns, "k"), r2.bytes.div_ceil(1 << 20), "old chunks are gone");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), smaller);
+    // A conditional save that fails streams nothing and changes nothing.
+    let err = s.save_if(&k, &big, &SaveOptions::new(), Precondition::Absent).unwrap_err();
+    assert!(matches!(err, Error::StashExists { .. }), "{err:?}");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().meta().digest, r2.digest);
+    // A flipped byte inside a chunk: load and verify find it.
+    pgtest::psql(
+        &url,
+        &format!(
+            "UPDATE safestash_chunks SET bytes = set_byte(bytes, 1000, get_byte(bytes, 1000) # 1) \
+             WHERE namespace = {} AND key = 'k' AND seq = 1",
+            pgtest::lit(&ns)
+        ),
+    );
+    let err = s.load::<Tagged>(&k).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(s.verify().unwrap().iter().any(|r| matches!(r.result, Err(Error::Corrupt { .. }))));
+    // A missing chunk is a truncated envelope.
+    s.save(&k, &big).unwrap();
+    pgtest::psql(
+        &url,
+        &format!(
+            "DELETE FROM safestash_chunks WHERE namespace = {} AND key = 'k' AND seq = 2",
+            pgtest::lit(&ns)
+        ),
+    );
+    let err = s.load::<Tagged>(&k).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    // Quarantine takes the chunks along; the key is then absent.
+    let aside = s.quarantine(&k).unwrap().expect("quarantined");
+    let aside = aside.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(chunk_count(&url, &ns, &aside) > 0);
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+    assert!(s.load::<Tagged>(&k).unwrap().is_none());
+    // Clearing a chunked stash removes its chunks.
+    s.save(&k, &big).unwrap();
+    assert!(s.clear(&k).unwrap());
+    assert_eq!(chunk_count(&url, &ns, "k"), 0);
+}
+
+#[test]
+fn a_version_1_schema_is_migrated_and_its_stashes_load() {
+    let _g = shared();
+    let Some(url) = pgtest::url("migrate") else { return };
+    let schema = format!("v1_{}", std::process::id());
+    pgtest::psql(
+        &url,
+        &format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.safestash_schema (version integer NOT NULL); \
+             INSERT INTO {schema}.safestash_schema (version) VALUES (1); \
+             CREATE TABLE {schema}.safestash_stashes (namespace text NOT NULL, key text NOT NULL, \
+               envelope bytea NOT NULL, digest bytea NOT NULL, size bigint NOT NULL, \
+               created timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, key));"
+        ),
+    );
+    // A stash written in version 1: the envelope of a local store's file.
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::open(dir.path()).unwrap();
+    let k = StashKey::new("k").unwrap();
+    let r = local.save(&k, &[4, 5]).unwrap();
+    let hex: String = std::fs::read(&r.path).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = r.digest.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    pgtest::psql(
+        &url,
+        &format!(
+            "INSERT INTO {schema}.safestash_stashes VALUES ('old', 'k', '\\x{hex}', '\\x{digest}', {}, now())",
+            r.bytes
+        ),
+    );
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let with_path = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let s = Store::open_url(&pgtest::with_namespace(&with_path, "old")).unwrap();
+    assert_eq!(pgtest::psql(&url, &format!("SELECT version FROM {schema}.safestash_schema")), "2");
+    assert_eq!(s.load::<Vec<i32>>(&k).unwrap().unwrap().into_value(), [4, 5]);
+    let big = Tagged::new(3, 0, 300_000);
+    s.save(&k, &big).unwrap();
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), big);
+    // A second open finds version 2 and changes nothing.
+    Store::open_url(&pgtest::with_namespace(&with_path, "old")).unwrap();
+    pgtest::psql(&url, &format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+const JOURNAL_OP: &str = "fleet upgrade";
+const JOURNAL_PROGRESS: usize = 10;
+
+fn journal_steps() -> Vec<Change> {
+    let mut steps = vec![Change::to(PartState::Running).note("started")];
+    steps.extend(
+        (0..JOURNAL_PROGRESS).map(|i| Change::to(PartState::Running).note(format!("progress {i}"))),
+    );
+    steps.push(Change::to(PartState::Completed).note("done"));
+    steps
+}
+
+/// The journal's eight-process test (tests/journal.rs), on PostgreSQL:
+/// real processes, each driving its own part by compare-and-swap on the
+/// operation's generation; no update lost or merged.
+#[test]
+fn journal_eight_processes_drive_their_own_parts_and_lose_no_update() {
+    let _g = shared();
+    let Some((store, url)) = store("journal") else { return };
+    const WORKERS: usize = 8;
+    let names: Vec<String> = (0..WORKERS).map(|w| format!("host-{w}")).collect();
+    let op = Operation::create(&store, JOURNAL_OP, &names).unwrap();
+    let start = op.view().unwrap().generation;
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let mut children: Vec<KillOnDrop> = (0..WORKERS)
+        .map(|w| {
+            KillOnDrop(spawn_child(
+                "journal",
+                &url,
+                &[
+                    ("SAFESTASH_PG_ID", w.to_string()),
+                    ("SAFESTASH_PG_GO", go.display().to_string()),
+                ],
+            ))
+        })
+        .collect();
+    std::fs::write(&go, b"").unwrap();
+    let mut conflicts = 0u32;
+    for (w, child) in children.iter_mut().enumerate() {
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let status = child.0.wait().unwrap();
+        let done = out.lines().find_map(|l| l.split_once("journal done ").map(|(_, n)| n));
+        assert!(status.success() && done.is_some(), "worker {w} failed:\n{out}");
+        conflicts += done.unwrap().trim().parse::<u32>().unwrap();
+    }
+    let view = op.view().unwrap();
+    let per_part = journal_steps().len();
+    eprintln!(
+        "{WORKERS} processes x {per_part} updates on PostgreSQL: {conflicts} conflicts retried"
+    );
+    assert_eq!(view.derivation, Derivation::Known(Aggregate::Completed));
+    assert_eq!(view.stored, Aggregate::Completed);
+    // Every update got its own generation: none lost, none merged.
+    assert_eq!(view.generation.get(), start.get() + (WORKERS * per_part) as u64);
+    let want_notes: Vec<Option<String>> =
+        journal_steps().iter().map(|c| c.note_text().map(str::to_owned)).collect();
+    let mut generations = Vec::new();
+    for name in &names {
+        let p = view.part(name).unwrap().unwrap();
+        assert_eq!(p.updates, per_part as u64, "{name}");
+        let notes: Vec<Option<String>> = p.history.iter().map(|t| t.note.clone()).collect();
+        assert_eq!(notes, want_notes, "{name}: history");
+        generations.extend(p.history.iter().map(|t| t.generation.get()));
+    }
+    generations.sort_unstable();
+    let want: Vec<u64> = (start.get() + 1..=view.generation.get()).collect();
+    assert_eq!(generations, want, "generations are not exactly one per update");
+    assert!(conflicts > 0, "no update conflicted: the processes did not overlap");
+}
+
+/// Every message in `e`'s chain of sources, joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
+
+#[test]
+fn statement_timeout_is_a_clear_error_and_the_previous_stash_stays() {
+    let _g = shared();
+    let Some(url) = pgtest::url("statement_timeout") else { return };
+    let plain = pgtest::with_namespace(&url, &pgtest::fresh_namespace("statement_timeout"));
+    // The role's or the URL's statement_timeout (here the URL's), shorter
+    // than the store's lock_timeout.
+    let timed = format!("{plain}&options=-c%20statement_timeout%3D300&lock_timeout=60s");
+    let (a, b) = (Store::open_url(&plain).unwrap(), Store::open_url(&timed).unwrap());
+    let k = StashKey::new("k").unwrap();
+    a.save(&k, &1).unwrap();
+    // A save that cannot finish within the timeout: the key's lock is held.
+    let held = a.lock(&k).unwrap();
+    let (b, err) = std::thread::spawn(move || {
+        let err = b.save(&StashKey::new("k").unwrap(), &2).unwrap_err();
+        (b, err)
+    })
+    .join()
+    .unwrap();
+    drop(held);
+    let text = chain(&err);
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
+    assert!(err.to_string().contains("/k`"), "the error names the stash: {text}");
+    assert!(text.contains("statement timeout"), "the server's reason is the source: {text}");
+    assert_eq!(*a.load::<i32>(&k).unwrap().unwrap().value(), 1, "the previous stash is intact");
+    b.save(&k, &3).unwrap();
+    assert_eq!(*a.load::<i32>(&k).unwrap().unwrap().value(), 3);
+}
+
+/// A small tmpfs mounted for a test, unmounted (and its database and
+/// tablespace dropped) when it ends, passed or failed.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+    url: String,
+    db: String,
+}
+
+impl SmallDisk {
+    fn mount(test: &str, url: &str, mib: u32) -> Option<SmallDisk> {
+        let why_not = if !unsafe_free_is_root() {
+            Some("not root, cannot mount a tmpfs".to_owned())
+        } else {
+            None
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let why_not = why_not.or_else(|| {
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .ok()?;
+            (!out.status.success())
+                .then(|| format!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr)))
+        });
+        if let Some(why) = why_not {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: CI=true but {why}");
+            }
+            eprintln!("{test}: skipping: {why}");
+            return None;
+        }
+        let space = dir.path().join("space");
+        std::fs::create_dir(&space).unwrap();
+        let chown =
+            Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+        assert!(chown.success());
+        let db = format!("full_{}", std::process::id());
+        let disk = SmallDisk { dir, url: url.to_owned(), db };
+        pgtest::psql(url, &format!("CREATE TABLESPACE {} LOCATION '{}'", disk.db, space.display()));
+        pgtest::psql(url, &format!("CREATE DATABASE {0} TABLESPACE {0}", disk.db));
+        Some(disk)
+    }
+
+    /// The test URL, on the database that lives on the small disk.
+    fn db_url(&self) -> String {
+        let (base, query) = self.url.split_once('?').unwrap_or((&self.url, ""));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("{server}/{}{query}", self.db)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let sql = |q: String| {
+            let psql = format!("{}/psql", pgtest::pgbin());
+            let _ = Command::new(psql).args([&self.url, "-X", "-q", "-c", &q]).output();
+        };
+        sql(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
+        sql(format!("DROP TABLESPACE IF EXISTS {}", self.db));
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_server_is_a_clear_error_and_the_previous_stash_stays() {
+    let _g = shared();
+    let Some(url) = pgtest::url("disk_full") else { return };
+    // 40 MiB: the new database's catalog (some 8 MiB), a ballast file, and
+    // less room than the big save needs.
+    let Some(disk) = SmallDisk::mount("disk_full", &url, 40) else { return };
+    let ballast = disk.dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 8 << 20]).unwrap();
+    let s = Store::open_url(&pgtest::with_namespace(&disk.db_url(), "full")).unwrap();
+    let k = StashKey::new("k").unwrap();
+    let small = Tagged::new(1, 0, 1000);
+    s.save(&k, &small).unwrap();
+    // About 48 MiB of JSON: more than the disk has left.
+    let err = s.save(&k, &Tagged::new(2, 0, 5_000_000)).unwrap_err();
+    let text = chain(&err);
+    eprintln!("the full disk's error: {text}");
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{text}");
+    assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
+    assert!(text.contains("No space left on device"), "the server's reason is the source: {text}");
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), small, "the previous stash");
+    // Space freed: saves work again.
+    std::fs::remove_file(&ballast).unwrap();
+    let next = Tagged::new(3, 0, 100_000);
+    s.save(&k, &next).unwrap();
+    assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), next);
+    drop(s);
+}
+
+#[test]
+fn export_moves_a_postgres_stash_to_a_directory_byte_for_byte() {
+    let _g = shared();
+    let Some((s, url)) = store("export") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let local = Store::open(dir.path()).unwrap();
+    // One inline, one chunked and above the whole-read limit (streamed).
+    let cases = [("small", Tagged::new(1, 0, 10)), ("large", Tagged::new(2, 0, 700_000))];
+    for (name, value) in &cases {
+        let k = StashKey::new(*name).unwrap();
+        let r = s.save(&k, value).unwrap();
+        let file = local.path_of(&k);
+        let out = assert_cmd::Command::cargo_bin("safestash")
+            .unwrap()
+            .args(["export", &url, name, "-o", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let back = local.load::<Tagged>(&k).unwrap().expect("exported");
+        assert_eq!((back.meta().digest, back.meta().size), (r.digest, r.bytes), "{name}");
+        assert_eq!(&back.into_value(), value, "{name}");
+        // The library call writes the same bytes.
+        let mut bytes = Vec::new();
+        s.export(&k, &mut bytes).unwrap().unwrap();
+        assert_eq!(bytes, std::fs::read(&file).unwrap(), "{name}");
+    }
+}
+
+/// A throwaway cluster with `ssl = on` that refuses plain TCP, its
+/// certificates made by `openssl`, stopped when dropped.
+#[cfg(feature = "postgres-tls")]
+struct TlsServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+#[cfg(feature = "postgres-tls")]
+impl TlsServer {
+    fn start(test: &str) -> Option<TlsServer> {
+        pgtest::url(test)?;
+        let has_openssl =
+            Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
+        if !has_openssl {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: CI=true but no openssl");
+            eprintln!("{test}: skipping: the openssl program is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(d).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ca = |name: &str| {
+            openssl(
+                &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+                    .iter()
+                    .copied()
+                    .chain(["-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt")])
+                    .chain(["-subj", &format!("/CN={name}")])
+                    .collect::<Vec<_>>(),
+            );
+        };
+        ca("test-ca");
+        ca("other-ca");
+        std::fs::write(d.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "test-ca.crt",
+            "-CAkey",
+            "test-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let data = d.join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(d.join("sock")).unwrap();
+        let root = unsafe_free_is_root();
+        let as_pg = |prog: &str| {
+            let prog = format!("{}/{prog}", pgtest::pgbin());
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", &prog]);
+                c
+            } else {
+                Command::new(prog)
+            }
+        };
+        if root {
+            let _ = Command::new("chmod").arg("755").arg(d).status();
+            let st = Command::new("chown").args(["-R", "postgres"]).arg(d).status().unwrap();
+            assert!(st.success());
+        }
+        let out = as_pg("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            d.join("sock").display(),
+            d.join("server.crt").display(),
+            d.join("server.key").display()
+        );
+        let mut pgconf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        pgconf.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), pgconf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let key = d.join("server.key");
+        let _ = Command::new("chmod").arg("600").arg(&key).status();
+        let log = d.join("log");
+        let out = as_pg("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        let server = TlsServer { dir, port };
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Some(server)
+    }
+
+    fn url(&self, host: &str, params: &str) -> String {
+        format!("postgresql://postgres@{host}:{}/postgres?namespace=tls&{params}", self.port)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let pg_ctl = format!("{}/pg_ctl", pgtest::pgbin());
+        let data = self.dir.path().join("data");
+        let mut cmd = if unsafe_free_is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = cmd.arg("-D").arg(&data).args(["stop", "-m", "fast", "-w"]).output();
+    }
+}
+
+#[cfg(feature = "postgres-tls")]
+#[test]
+fn tls_follows_sslmode_sslrootcert_and_the_libpq_environment() {
+    let _g = shared();
+    let Some(srv) = TlsServer::start("tls") else { return };
+    let k = StashKey::new("k").unwrap();
+    let works = |url: &str| {
+        let s = Store::open_url(url).unwrap_or_else(|e| panic!("{url}: {}", chain(&e)));
+        s.save(&k, &"over TLS").unwrap();
+        assert_eq!(s.load::<String>(&k).unwrap().unwrap().into_value(), "over TLS", "{url}");
+    };
+    let refused = |url: &str, why: &str| {
+        let e = Store::open_url(url).expect_err(url);
+        let text = chain(&e);
+        assert!(matches!(e, Error::Backend { op: "connect to", .. }), "{url}: {text}");
+        assert!(!text.contains("password"), "{text}");
+        assert!(text.contains(why), "{url}: {text}");
+    };
+    let ca = srv.file("test-ca.crt");
+    let other = srv.file("other-ca.crt");
+    // The server refuses plain TCP, so each that works went over TLS.
+    works(&srv.url("127.0.0.1", "sslmode=require"));
+    works(&srv.url("127.0.0.1", "")); // prefer, libpq's default
+    refused(&srv.url("127.0.0.1", "sslmode=disable"), "no encryption");
+    // Verified: the chain, and for verify-full the name too.
+    works(&srv.url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")));
+    works(&srv.url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")));
+    refused(&srv.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")), "certificate");
+    refused(
+        &srv.url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other}")),
+        "certificate",
+    );
+    // require with a root certificate checks the chain, as libpq does.
+    refused(&srv.url("127.0.0.1", &format!("sslmode=require&sslrootcert={other}")), "certificate");
+    // libpq's environment, through the CLI (a process of its own).
+    let cli = |url: &str, env: &[(&str, &str)]| {
+        let mut cmd = assert_cmd::Command::cargo_bin("safestash").unwrap();
+        cmd.args(["list", url]).env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let port = srv.port.to_string();
+    let libpq = [
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", &port),
+        ("PGUSER", "postgres"),
+        ("PGDATABASE", "postgres"),
+    ];
+    let (code, err) = cli("postgresql://?namespace=tls", &libpq);
+    assert_eq!(code, Some(0), "PGHOST/PGPORT/PGUSER/PGDATABASE: {err}");
+    let with = |extra: (&'static str, &'static str)| {
+        let mut env: Vec<(&str, &str)> = libpq.to_vec();
+        env.push(extra);
+        env
+    };
+    let (code, err) = cli("postgresql://?namespace=tls", &with(("PGSSLMODE", "disable")));
+    assert_eq!(code, Some(2), "PGSSLMODE=disable is honoured: {err}");
+    assert!(err.contains("no encryption"), "{err}");
+    let (code, err) =
+        cli("postgresql://?namespace=tls&sslmode=require", &with(("PGSSLMODE", "disable")));
+    assert_eq!(code, Some(0), "the URL's sslmode wins over PGSSLMODE: {err}");
+}
+
+#[test]
+fn loads_racing_saves_of_a_large_stash_never_return_a_wrong_value() {
+    let _g = shared();
+    let Some((s, url)) = store("reread") else { return };
+    let k = StashKey::new("k").unwrap();
+    // Above the 4 MiB a remote load reads whole: every load is a verifying
+    // pass and a second, re-hashed read, with saves landing in between.
+    let save = |s: &Store, n: u64| {
+        let opts = SaveOptions::new().origin(format!("n={n}"));
+        s.save_with(&k, &Tagged::new(n, 0, 700_000), &opts).unwrap();
+    };
+    save(&s, 0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut loads, mut changed) = (0u32, 0u32);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let writer = Store::open_url(&url).unwrap();
+            for n in 1..=12 {
+                save(&writer, n);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            match s.load::<Tagged>(&k) {
+                Ok(Some(v)) => {
+                    // The value is the one whose header was verified.
+                    let origin = v.meta().header.origin().unwrap().to_owned();
+                    assert_eq!(origin, format!("n={}", v.value().n), "a value from another save");
+                    assert!(v.value().intact());
+                    loads += 1;
+                }
+                Err(e @ Error::Backend { op: "load", .. }) => {
+                    assert!(chain(&e).contains("changed while it was read"), "{}", chain(&e));
+                    changed += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    eprintln!("racing loads: {loads} intact, {changed} refused as changed between the reads");
+    assert!(loads + changed > 0);
+}
+
+#[test]
+fn a_batch_with_large_stashes_saves_each_and_checks_every_value_first() {
+    let _g = shared();
+    let Some((s, _)) = store("batch_large") else { return };
+    let (small, large) = (Tagged::new(1, 0, 10), Tagged::new(2, 0, 300_000));
+    let keys: Vec<StashKey> = ["a", "b", "c"].iter().map(|k| StashKey::new(*k).unwrap()).collect();
+    let opts = SaveOptions::new();
+    let mut batch = s.batch();
+    batch.add(&keys[0], &small, &opts).unwrap();
+    // Over 1 MiB: checked in the first pass, serialized again into the backend.
+    batch.add(&keys[1], &large, &opts).unwrap();
+    batch.add(&keys[2], &small, &opts).unwrap();
+    let receipts = batch.commit().unwrap();
+    assert!(receipts[1].bytes > 1 << 20);
+    for (k, (want, r)) in keys.iter().zip([&small, &large, &small].into_iter().zip(&receipts)) {
+        let got = s.load::<Tagged>(k).unwrap().unwrap();
+        assert_eq!((got.meta().digest, got.value()), (r.digest, want), "{k}");
+    }
+    // A value that does not serialize, after a large one: nothing written.
+    struct Fails;
+    impl Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    let d = StashKey::new("d").unwrap();
+    let mut batch = s.batch();
+    batch.add(&d, &large, &opts).unwrap();
+    batch.add(&keys[0], &Fails, &opts).unwrap();
+    let err = batch.commit().unwrap_err();
+    assert!(matches!(err.error, Error::Serialize { .. }), "{:?}", err.error);
+    assert!(err.saved.is_empty());
+    assert!(s.load::<Tagged>(&d).unwrap().is_none());
 }

@@ -12,35 +12,86 @@
 //!   fails with [`Error::Locked`].
 //!
 //! What the URL leaves out comes from libpq's environment variables
-//! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE`.
-//! Connections are plain TCP or Unix sockets (`NoTls`): TLS is not wired up
-//! yet, so use it on a trusted network or through a local socket or tunnel.
+//! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`
+//! and `PGSSLROOTCERT`.
 //!
-//! # Schema (version 1)
+//! TLS (feature `postgres-tls`, rustls: no system library) follows libpq's
+//! `sslmode` (`disable`, `prefer` the default, `require`, `verify-ca`,
+//! `verify-full`) and `sslrootcert=FILE` (PEM); the table of what each
+//! verifies is in `backend/postgres/tls.rs`: `prefer` and `require`
+//! encrypt without checking the certificate (unless `sslrootcert` is
+//! given), `verify-full` checks the chain and the host name. Without the
+//! feature, `prefer` connects in plain text and the modes that require TLS
+//! are refused when the store is opened, so nothing falls back silently.
+//!
+//! # Schema (version 2)
 //!
 //! Created on first use when the role may create tables (in the first
 //! schema of its `search_path`); otherwise a DBA creates it with:
 //!
 //! ```sql
 //! CREATE TABLE safestash_schema (version integer NOT NULL);
-//! INSERT INTO safestash_schema (version) VALUES (1);
+//! INSERT INTO safestash_schema (version) VALUES (2);
 //! CREATE TABLE safestash_stashes (
 //!     namespace text        NOT NULL,
 //!     key       text        NOT NULL,
 //!     envelope  bytea       NOT NULL, -- the v1 envelope, byte for byte a stash file
+//!                                     -- (empty when chunks > 0)
 //!     digest    bytea       NOT NULL, -- its sha256 as recorded at save (for conditions)
-//!     size      bigint      NOT NULL, -- length(envelope) at save
+//!     size      bigint      NOT NULL, -- its length at save
 //!     created   timestamptz NOT NULL DEFAULT now(),
+//!     chunks    integer     NOT NULL DEFAULT 0, -- 0: inline in envelope; N: in
+//!                                               -- safestash_chunks, seq 0..N-1
 //!     PRIMARY KEY (namespace, key)
 //! );
-//! GRANT SELECT, INSERT, UPDATE, DELETE ON safestash_stashes TO worker_role;
+//! CREATE TABLE safestash_chunks (
+//!     namespace text    NOT NULL,
+//!     key       text    NOT NULL,
+//!     seq       integer NOT NULL,
+//!     bytes     bytea   NOT NULL, -- the envelope's bytes from seq * 1 MiB on
+//!     PRIMARY KEY (namespace, key, seq),
+//!     FOREIGN KEY (namespace, key) REFERENCES safestash_stashes (namespace, key)
+//!         ON UPDATE CASCADE ON DELETE CASCADE
+//! );
+//! ALTER TABLE safestash_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+//! GRANT SELECT, INSERT, UPDATE, DELETE ON safestash_stashes, safestash_chunks TO worker_role;
 //! GRANT SELECT ON safestash_schema TO worker_role;
 //! ```
 //!
-//! A store refuses a schema version other than 1. Reserved namespaces of a
+//! An envelope of at most [`CHUNK_LEN`] (1 MiB) is one row, written by one
+//! `INSERT ... ON CONFLICT` as in version 1. A larger one is streamed in:
+//! the row (with `chunks = N`) and N rows of `safestash_chunks` of 1 MiB
+//! each (stored uncompressed: an envelope rarely compresses and the
+//! attempt costs CPU), written in the same transaction as the condition
+//! check, which comes first, and replacing the old chunks in it; so a
+//! client killed mid-save leaves the old stash or the new one. A load
+//! reads the chunks one at a time in one `REPEATABLE READ` snapshot, so
+//! memory on both sides stays at a few MiB whatever the size (the store
+//! verifies a large envelope in one streaming pass, then reads it again
+//! for the payload, re-hashing it).
+//!
+//! **Migration from version 1** (done on first use by a role that may
+//! alter the table, under an advisory lock, in one transaction; a DBA can
+//! run it by hand):
+//!
+//! ```sql
+//! BEGIN;
+//! ALTER TABLE safestash_stashes ADD COLUMN chunks integer NOT NULL DEFAULT 0;
+//! CREATE TABLE safestash_chunks ( ... as above ... );
+//! ALTER TABLE safestash_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+//! UPDATE safestash_schema SET version = 2;
+//! COMMIT;
+//! ```
+//!
+//! Every version 1 row is a valid version 2 row (`chunks = 0`), and the
+//! `ADD COLUMN` with a constant default rewrites nothing. Builds that know
+//! only version 1 refuse a version 2 schema rather than misread a chunked
+//! stash, so upgrade every worker of a database together. A store refuses
+//! any other version. Reserved namespaces of a
 //! store (the journal's, the tenant guard's) are the rows of namespace
 //! `NAMESPACE/journal` and so on; a quarantined stash is the row renamed
-//! to `.KEY.quarantined.STAMP` in its namespace.
+//! to `.KEY.quarantined.STAMP` in its namespace (its chunks follow by the
+//! foreign key's `ON UPDATE CASCADE`).
 //!
 //! # Durability, atomicity, locks
 //!
@@ -66,38 +117,59 @@
 //!   Two keys whose hashes collide share a lock (a wait, never a wrong
 //!   result).
 //! - Keys and namespaces are always bound parameters.
-//! - Size: an envelope is one `bytea` value, held in memory on both sides:
-//!   at most 1 GiB by PostgreSQL's limit, and practically a few hundred MiB.
-//!   Stashes larger than memory need the directory store for now.
+//! - Size: unbounded by memory (see the schema above); a save of N bytes
+//!   writes them once to the heap and once to the WAL.
 
 use std::fmt;
-use std::io::Cursor;
+use std::io::{self, Cursor, Read, Write};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use postgres::config::Host;
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, Statement, Transaction};
 
-use super::{Backend, Condition, Fetched, Held, Listed, Outcome};
+use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::key::StashKey;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// The largest envelope kept inline in its row, and the size of every chunk
+/// but the last of a larger one.
+///
+/// ```
+/// assert_eq!(safestash::backend::postgres::CHUNK_LEN, 1 << 20);
+/// assert_eq!(safestash::backend::postgres::SCHEMA_VERSION, 2);
+/// ```
+pub const CHUNK_LEN: usize = 1 << 20;
 
 /// The namespace of a URL without `namespace=`.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The advisory lock taken while creating the schema (so that concurrent
-/// first uses do not race in `CREATE TABLE IF NOT EXISTS`).
+/// The advisory lock taken while creating or migrating the schema (so that
+/// concurrent first uses do not race).
 const SCHEMA_LOCK: i64 = 0x5afe_57a5_0000_0001;
 
-const CREATE_SCHEMA: &str = "
+const CREATE_CHUNKS: &str = "
+CREATE TABLE IF NOT EXISTS safestash_chunks (
+    namespace text    NOT NULL,
+    key       text    NOT NULL,
+    seq       integer NOT NULL,
+    bytes     bytea   NOT NULL,
+    PRIMARY KEY (namespace, key, seq),
+    FOREIGN KEY (namespace, key) REFERENCES safestash_stashes (namespace, key)
+        ON UPDATE CASCADE ON DELETE CASCADE
+);
+ALTER TABLE safestash_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+";
+
+const CREATE_STASHES: &str = "
 CREATE TABLE IF NOT EXISTS safestash_schema (version integer NOT NULL);
 CREATE TABLE IF NOT EXISTS safestash_stashes (
     namespace text        NOT NULL,
@@ -106,21 +178,110 @@ CREATE TABLE IF NOT EXISTS safestash_stashes (
     digest    bytea       NOT NULL,
     size      bigint      NOT NULL,
     created   timestamptz NOT NULL DEFAULT now(),
+    chunks    integer     NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace, key)
 );
 INSERT INTO safestash_schema (version)
-    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM safestash_schema);
+    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM safestash_schema);
+";
+
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE safestash_stashes ADD COLUMN chunks integer NOT NULL DEFAULT 0;
 ";
 
 const XACT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))";
 
+#[cfg(feature = "postgres-tls")]
+mod tls;
+
+/// How much of the server's certificate is checked (see `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
+enum Verify {
+    /// Nothing (libpq's `prefer` and `require`).
+    None,
+    /// That it chains to `sslrootcert` (`verify-ca`).
+    Ca,
+    /// That, and that it names the host (`verify-full`).
+    Full,
+}
+
+/// The connector of a store's connections.
+enum Tls {
+    /// No TLS: `sslmode=disable`, or `prefer` in a build without TLS.
+    Plain,
+    /// rustls (feature `postgres-tls`).
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    /// The connector for libpq's `sslmode` (default `prefer`) and
+    /// `sslrootcert`, setting the client's own mode to match.
+    fn for_mode(
+        url: &str,
+        sslmode: Option<&str>,
+        root_cert: Option<&str>,
+        config: &mut Config,
+    ) -> Result<Tls> {
+        use postgres::config::SslMode;
+        let (mode, verify) = match sslmode.unwrap_or("prefer") {
+            "disable" => (SslMode::Disable, Verify::None),
+            "prefer" => (SslMode::Prefer, Verify::None),
+            "require" if root_cert.is_some() => (SslMode::Require, Verify::Ca),
+            "require" => (SslMode::Require, Verify::None),
+            "verify-ca" => (SslMode::Require, Verify::Ca),
+            "verify-full" => (SslMode::Require, Verify::Full),
+            _ => {
+                return Err(url_error(
+                    url,
+                    "sslmode must be disable, prefer, require, verify-ca or verify-full",
+                ));
+            }
+        };
+        config.ssl_mode(mode);
+        if mode == SslMode::Disable {
+            return Ok(Tls::Plain);
+        }
+        #[cfg(feature = "postgres-tls")]
+        {
+            tls::connector(verify, root_cert).map(Tls::Rustls).map_err(|reason| Error::Backend {
+                op: "set up TLS for",
+                target: redact(url),
+                source: reason.into(),
+            })
+        }
+        #[cfg(not(feature = "postgres-tls"))]
+        {
+            let _ = (verify, root_cert);
+            if mode == SslMode::Require {
+                return Err(url_error(
+                    url,
+                    "TLS (sslmode require, verify-ca, verify-full) needs safestash built with the cargo feature `postgres-tls`",
+                ));
+            }
+            Ok(Tls::Plain)
+        }
+    }
+}
+
 /// What every connection of a store (and its children) shares.
 struct Shared {
     config: Config,
+    tls: Tls,
     /// `postgresql://user@host:port/db`, no password.
     base: String,
     lock_timeout: Duration,
     pool: Mutex<Vec<Client>>,
+}
+
+impl Shared {
+    /// Returns a healthy connection to the pool.
+    fn give_back(&self, client: Client) {
+        if !client.is_closed() {
+            self.pool.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+        }
+    }
 }
 
 /// One namespace of a PostgreSQL database. See the [module docs](self).
@@ -194,6 +355,7 @@ impl Postgres {
         let mut ns = DEFAULT_NAMESPACE.to_owned();
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
         let mut passed = Vec::new();
+        let (mut sslmode, mut root_cert) = (None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
@@ -202,6 +364,8 @@ impl Postgres {
                         .map_err(|_| url_error(url, "namespace must be a valid key ([A-Za-z0-9._-], not starting with '.')"))?
                         .into_string();
                 }
+                "sslmode" => sslmode = Some(value.to_owned()),
+                "sslrootcert" => root_cert = Some(value.to_owned()),
                 "lock_timeout" => {
                     lock_timeout = humantime::parse_duration(value).map_err(|_| {
                         url_error(url, "lock_timeout must be a duration such as 30s")
@@ -221,6 +385,10 @@ impl Postgres {
             source: e.into(),
         })?;
         fill_from_env(&mut config);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let sslmode = sslmode.or_else(|| env("PGSSLMODE"));
+        let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT"));
+        let tls = Tls::for_mode(url, sslmode.as_deref(), root_cert.as_deref(), &mut config)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -228,7 +396,8 @@ impl Postgres {
             config.application_name("safestash");
         }
         let base = describe(&config);
-        let shared = Arc::new(Shared { config, base, lock_timeout, pool: Mutex::new(Vec::new()) });
+        let shared =
+            Arc::new(Shared { config, tls, base, lock_timeout, pool: Mutex::new(Vec::new()) });
         let store = Postgres::in_namespace(shared, ns);
         store.ensure_schema()?;
         Ok(store)
@@ -267,7 +436,12 @@ impl Postgres {
     }
 
     fn new_client(&self) -> Result<Client> {
-        let mut client = self.shared.config.connect(NoTls).map_err(|e| Error::Backend {
+        let connected = match &self.shared.tls {
+            Tls::Plain => self.shared.config.connect(NoTls),
+            #[cfg(feature = "postgres-tls")]
+            Tls::Rustls(tls) => self.shared.config.connect(tls.clone()),
+        };
+        let mut client = connected.map_err(|e| Error::Backend {
             op: "connect to",
             target: self.location.clone(),
             source: e.into(),
@@ -290,9 +464,60 @@ impl Postgres {
     }
 
     fn give_back(&self, client: Client) {
-        if !client.is_closed() {
-            self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+        self.shared.give_back(client);
+    }
+
+    /// A chunked envelope, read in one snapshot, a chunk at a time.
+    fn get_chunked(&self, key: &StashKey) -> Result<Option<Fetched>> {
+        let mut client = self.take_client()?;
+        let opened = (|| {
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let row = client.query_opt(
+                "SELECT s.chunks, s.envelope, \
+                   (SELECT coalesce(sum(length(c.bytes)), 0)::bigint FROM safestash_chunks c \
+                    WHERE c.namespace = s.namespace AND c.key = s.key) \
+                 FROM safestash_stashes s WHERE s.namespace = $1 AND s.key = $2",
+                &[&self.ns, &key.as_str()],
+            )?;
+            let stmt = client.prepare(
+                "SELECT bytes FROM safestash_chunks WHERE namespace = $1 AND key = $2 AND seq = $3",
+            )?;
+            Ok::<_, postgres::Error>(
+                row.map(|r| (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, i64>(2), stmt)),
+            )
+        })();
+        let found = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                // The snapshot's transaction goes with the connection.
+                drop(client);
+                return Err(self.fail("load", Some(key))(e));
+            }
+        };
+        let mut reader = ChunkReader {
+            client: Some(client),
+            shared: self.shared.clone(),
+            stmt: None,
+            ns: self.ns.clone(),
+            key: key.as_str().to_owned(),
+            next: 0,
+            chunks: 0,
+            cur: Vec::new(),
+            at: 0,
+        };
+        let Some((chunks, inline, total, stmt)) = found else {
+            reader.end();
+            return Ok(None);
+        };
+        if chunks == 0 {
+            // Replaced by a small stash since the first look.
+            reader.end();
+            let len = inline.len() as u64;
+            return Ok(Some(Fetched { len, reader: Box::new(Cursor::new(inline)) }));
         }
+        reader.chunks = chunks;
+        reader.stmt = Some(stmt);
+        Ok(Some(Fetched { len: u64::try_from(total).unwrap_or(0), reader: Box::new(reader) }))
     }
 
     /// Runs `f` on the pinned connection of a held lock, or on a pooled one.
@@ -334,7 +559,14 @@ impl Postgres {
             if !exists {
                 let mut tx = c.transaction()?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-                tx.batch_execute(CREATE_SCHEMA)?;
+                tx.batch_execute(CREATE_STASHES)?;
+                // Tables that an older build created stay as they are: the
+                // version below tells, and a migration follows.
+                let version: Option<i32> =
+                    tx.query_one("SELECT max(version) FROM safestash_schema", &[])?.get(0);
+                if version == Some(SCHEMA_VERSION) {
+                    tx.batch_execute(CREATE_CHUNKS)?;
+                }
                 tx.commit()?;
             }
             let version: Option<i32> =
@@ -343,6 +575,7 @@ impl Postgres {
         })?;
         match version {
             Some(SCHEMA_VERSION) => Ok(()),
+            Some(1) => self.migrate_from_1(),
             other => Err(Error::Backend {
                 op: "use the schema of",
                 target: self.location.clone(),
@@ -352,6 +585,23 @@ impl Postgres {
                 .into(),
             }),
         }
+    }
+
+    /// Schema version 1 to 2 (see the [module docs](self)), in one
+    /// transaction under the schema lock; a no-op if another process did it.
+    fn migrate_from_1(&self) -> Result<()> {
+        self.run("migrate the schema (version 1 to 2; see the docs for the SQL) of", None, |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+            let version: Option<i32> =
+                tx.query_one("SELECT max(version) FROM safestash_schema", &[])?.get(0);
+            if version == Some(1) {
+                tx.batch_execute(MIGRATE_1_TO_2)?;
+                tx.batch_execute(CREATE_CHUNKS)?;
+                tx.execute("UPDATE safestash_schema SET version = $1", &[&SCHEMA_VERSION])?;
+            }
+            tx.commit()
+        })
     }
 }
 
@@ -413,51 +663,79 @@ impl Backend for Postgres {
         digest: &Digest,
         cond: Condition,
     ) -> Result<Outcome> {
-        let size = i64::try_from(envelope.len()).unwrap_or(i64::MAX);
-        let done = self.run("save", Some(key), |c| {
+        self.put_with(key, cond, &mut |sink| {
+            sink.write_all(envelope).map_err(|e| Error::Backend {
+                op: "save",
+                target: self.target(Some(key)),
+                source: e.into(),
+            })?;
+            Ok(*digest)
+        })
+    }
+
+    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+        let step = self.run("save", Some(key), |c| {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = on")?;
             tx.execute(XACT_LOCK, &[&self.ns, &key.as_str()])?;
-            let current: Option<Vec<u8>> = tx
+            let current: Option<(Vec<u8>, i32)> = tx
                 .query_opt(
-                    "SELECT digest FROM safestash_stashes WHERE namespace = $1 AND key = $2 FOR UPDATE",
+                    "SELECT digest, chunks FROM safestash_stashes \
+                     WHERE namespace = $1 AND key = $2 FOR UPDATE",
                     &[&self.ns, &key.as_str()],
                 )?
-                .map(|row| row.get(0));
-            let current_digest = current.as_deref().map(digest_of);
+                .map(|row| (row.get(0), row.get(1)));
+            let current_digest = current.as_ref().map(|(d, _)| digest_of(d));
             let refused = match cond {
                 Condition::Any => false,
                 Condition::Absent => current.is_some(),
                 Condition::Unchanged(d) => current_digest != Some(Some(d)),
             };
             if refused {
-                return Ok(Ok(Outcome::Refused { current: current_digest.flatten() }));
+                return Ok(PutStep::Refused(current_digest.flatten()));
             }
-            tx.execute(
-                "INSERT INTO safestash_stashes (namespace, key, envelope, digest, size, created) \
-                 VALUES ($1, $2, $3, $4, $5, now()) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET envelope = EXCLUDED.envelope, \
-                 digest = EXCLUDED.digest, size = EXCLUDED.size, created = EXCLUDED.created",
-                &[&self.ns, &key.as_str(), &envelope, &&digest.as_bytes()[..], &size],
-            )?;
+            // The condition holds (and stays so under the lock): stream.
+            let had_chunks = current.is_some_and(|(_, n)| n > 0);
+            let mut sink = Chunker::new(&mut tx, &self.ns, key.as_str(), had_chunks);
+            let filled = fill(&mut sink);
+            if let Some(e) = sink.failed.take() {
+                return Err(e);
+            }
+            let digest = match filled {
+                Ok(d) => d,
+                Err(e) => return Ok(PutStep::FillFailed(e)),
+            };
+            sink.finish(&digest)?;
             // The commit's own failure is told apart: its outcome may be unknown.
-            Ok(tx.commit().map(|()| Outcome::Done))
+            Ok(PutStep::Commit(tx.commit()))
         })?;
-        done.map_err(self.fail(
-            "commit the save (if the connection was lost, it may have committed) of",
-            Some(key),
-        ))
+        match step {
+            PutStep::Refused(current) => Ok(Outcome::Refused { current }),
+            PutStep::FillFailed(e) => Err(e),
+            PutStep::Commit(Ok(())) => Ok(Outcome::Done),
+            PutStep::Commit(Err(e)) => Err(self.fail(
+                "commit the save (if the connection was lost, it may have committed) of",
+                Some(key),
+            )(e)),
+        }
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
-        let bytes: Option<Vec<u8>> = self.run("load", Some(key), |c| {
+        // One statement for the common case: the envelope inline in its row.
+        let row: Option<(i32, Vec<u8>)> = self.run("load", Some(key), |c| {
             Ok(c.query_opt(
-                "SELECT envelope FROM safestash_stashes WHERE namespace = $1 AND key = $2",
+                "SELECT chunks, envelope FROM safestash_stashes WHERE namespace = $1 AND key = $2",
                 &[&self.ns, &key.as_str()],
             )?
-            .map(|row| row.get(0)))
+            .map(|row| (row.get(0), row.get(1))))
         })?;
-        Ok(bytes.map(|b| Fetched { len: b.len() as u64, reader: Box::new(Cursor::new(b)) }))
+        match row {
+            None => Ok(None),
+            Some((0, b)) => {
+                Ok(Some(Fetched { len: b.len() as u64, reader: Box::new(Cursor::new(b)) }))
+            }
+            Some(_) => self.get_chunked(key),
+        }
     }
 
     fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
@@ -493,8 +771,15 @@ impl Backend for Postgres {
         let head_len = i32::try_from(head_len).unwrap_or(i32::MAX);
         let rows = self.run("list", None, |c| {
             c.query(
-                "SELECT key, length(envelope)::bigint, substring(envelope FROM 1 FOR $2) \
-                 FROM safestash_stashes WHERE namespace = $1 ORDER BY key COLLATE \"C\"",
+                "SELECT s.key, \
+                   CASE WHEN s.chunks = 0 THEN length(s.envelope)::bigint \
+                   ELSE (SELECT coalesce(sum(length(c.bytes)), 0)::bigint FROM safestash_chunks c \
+                         WHERE c.namespace = s.namespace AND c.key = s.key) END, \
+                   CASE WHEN s.chunks = 0 THEN substring(s.envelope FROM 1 FOR $2) \
+                   ELSE coalesce((SELECT substring(c.bytes FROM 1 FOR $2) FROM safestash_chunks c \
+                         WHERE c.namespace = s.namespace AND c.key = s.key AND c.seq = 0), \
+                         ''::bytea) END \
+                 FROM safestash_stashes s WHERE s.namespace = $1 ORDER BY s.key COLLATE \"C\"",
                 &[&self.ns, &head_len],
             )
         })?;
@@ -615,5 +900,199 @@ impl Drop for PgHeld {
             // Closing the session releases whatever it still holds.
             _ => drop(client),
         }
+    }
+}
+
+/// What a save's transaction came to.
+enum PutStep {
+    Refused(Option<Digest>),
+    FillFailed(Error),
+    Commit(std::result::Result<(), postgres::Error>),
+}
+
+/// The sink a save streams its envelope into: up to [`CHUNK_LEN`] it is
+/// kept for one inline row; past it, it goes out in chunk rows as it comes.
+struct Chunker<'t, 'c> {
+    tx: &'t mut Transaction<'c>,
+    ns: &'t str,
+    key: &'t str,
+    buf: Vec<u8>,
+    /// Chunks written so far.
+    seq: i32,
+    /// The old envelope has chunks still to remove.
+    had_chunks: bool,
+    size: u64,
+    insert: Option<Statement>,
+    /// The server's error, when a statement failed (the transaction is lost).
+    failed: Option<postgres::Error>,
+}
+
+impl<'t, 'c> Chunker<'t, 'c> {
+    fn new(tx: &'t mut Transaction<'c>, ns: &'t str, key: &'t str, had_chunks: bool) -> Self {
+        Chunker {
+            tx,
+            ns,
+            key,
+            buf: Vec::new(),
+            seq: 0,
+            had_chunks,
+            size: 0,
+            insert: None,
+            failed: None,
+        }
+    }
+
+    fn drop_old_chunks(&mut self) -> std::result::Result<(), postgres::Error> {
+        if std::mem::take(&mut self.had_chunks) {
+            self.tx.execute(
+                "DELETE FROM safestash_chunks WHERE namespace = $1 AND key = $2",
+                &[&self.ns, &self.key],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the full buffer as the next chunk; before the first, the row
+    /// (a placeholder until [`finish`](Self::finish)) and no old chunks.
+    fn write_chunk(&mut self) -> std::result::Result<(), postgres::Error> {
+        if self.insert.is_none() {
+            self.tx.execute(
+                "INSERT INTO safestash_stashes (namespace, key, envelope, digest, size, created, chunks) \
+                 VALUES ($1, $2, '', '', 0, now(), 0) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET envelope = '', digest = '', size = 0, \
+                 created = now(), chunks = 0",
+                &[&self.ns, &self.key],
+            )?;
+            self.drop_old_chunks()?;
+            self.insert = Some(self.tx.prepare(
+                "INSERT INTO safestash_chunks (namespace, key, seq, bytes) VALUES ($1, $2, $3, $4)",
+            )?);
+        }
+        if let Some(insert) = &self.insert {
+            self.tx.execute(insert, &[&self.ns, &self.key, &self.seq, &self.buf.as_slice()])?;
+        }
+        self.seq += 1;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is left: the whole envelope in its row, or the last
+    /// chunk and the row's digest, size and chunk count.
+    fn finish(mut self, digest: &Digest) -> std::result::Result<(), postgres::Error> {
+        let size = i64::try_from(self.size).unwrap_or(i64::MAX);
+        let digest = &digest.as_bytes()[..];
+        if self.insert.is_none() {
+            self.drop_old_chunks()?;
+            self.tx.execute(
+                "INSERT INTO safestash_stashes (namespace, key, envelope, digest, size, created, chunks) \
+                 VALUES ($1, $2, $3, $4, $5, now(), 0) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET envelope = EXCLUDED.envelope, \
+                 digest = EXCLUDED.digest, size = EXCLUDED.size, created = EXCLUDED.created, \
+                 chunks = 0",
+                &[&self.ns, &self.key, &self.buf.as_slice(), &digest, &size],
+            )?;
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.write_chunk()?;
+        }
+        self.tx.execute(
+            "UPDATE safestash_stashes SET digest = $3, size = $4, chunks = $5, created = now() \
+             WHERE namespace = $1 AND key = $2",
+            &[&self.ns, &self.key, &digest, &size, &self.seq],
+        )?;
+        Ok(())
+    }
+}
+
+impl Write for Chunker<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the save's transaction failed"));
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            // A full buffer goes out only when more comes: an envelope of
+            // exactly CHUNK_LEN stays inline.
+            if self.buf.len() == CHUNK_LEN {
+                if let Err(e) = self.write_chunk() {
+                    self.failed = Some(e);
+                    return Err(io::Error::other("the server refused a chunk of the envelope"));
+                }
+            }
+            let take = (CHUNK_LEN - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        self.size += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reader of a chunked envelope: one chunk in memory at a time, all
+/// read in the snapshot of one read-only transaction, whose connection
+/// goes back to the pool at the end.
+struct ChunkReader {
+    client: Option<Client>,
+    shared: Arc<Shared>,
+    stmt: Option<Statement>,
+    ns: String,
+    key: String,
+    next: i32,
+    chunks: i32,
+    cur: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    /// Ends the snapshot and returns the connection.
+    fn end(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            if client.batch_execute("ROLLBACK").is_ok() {
+                self.shared.give_back(client);
+            }
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.cur.len() {
+            let (Some(client), Some(stmt)) = (self.client.as_mut(), self.stmt.as_ref()) else {
+                return Ok(0);
+            };
+            if self.next >= self.chunks {
+                self.end();
+                return Ok(0);
+            }
+            match client.query_opt(stmt, &[&self.ns, &self.key, &self.next]) {
+                Ok(Some(row)) => {
+                    self.cur = row.get(0);
+                    self.at = 0;
+                    self.next += 1;
+                }
+                // A missing chunk: the envelope ends short, which the
+                // store's verification reports as truncated.
+                Ok(None) => self.next = self.chunks,
+                Err(e) => {
+                    self.client = None;
+                    return Err(io::Error::other(e));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.at);
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        self.end();
     }
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! safestash list DIR [--json]          every stash, temp leftover and quarantined file
 //! safestash show DIR KEY [--raw]       header fields and the payload
+//! safestash export DIR KEY [-o FILE]   the stored envelope, byte for byte
 //! safestash verify DIR [--json]        exit 0 all intact, 1 any corrupt, 2 error
 //! safestash quarantine DIR KEY [--yes] move a stash aside for inspection
 //! safestash clear DIR KEY [--yes]      delete a stash
@@ -110,6 +111,32 @@ Examples:
         /// Print only the payload, byte for byte as stored, for piping.
         #[arg(long)]
         raw: bool,
+    },
+    /// Write a stash's whole envelope, byte for byte as stored, after
+    /// verifying it: to FILE, or to standard output.
+    ///
+    /// The bytes are a stash file: copied under the key's name into a
+    /// directory store, they load there (a PostgreSQL stash moved to a
+    /// directory, say). FILE is written beside itself and renamed into
+    /// place once complete and synced, so it never holds a partial
+    /// envelope. Exit 1 when the stash is damaged or absent.
+    #[command(after_help = "\
+Examples:
+  safestash export 'postgresql://etl@db/etl?namespace=orders' orders.dictionary \\
+      -o /var/lib/etl/stashes/orders.dictionary
+  safestash export /var/lib/etl/stashes orders.dictionary | sha256sum")]
+    Export {
+        /// The store directory or URL.
+        dir: PathBuf,
+        /// The stash's key.
+        #[arg(value_parser = parse_key)]
+        key: StashKey,
+        /// The reserved namespace holding the record (`journal`, …).
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Write to this file (replaced atomically) instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Check every stash's SHA-256, header and key, the library's own
     /// records included (reported in their groups).
@@ -369,6 +396,9 @@ fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
         Command::Show { dir, key, namespace, raw } => {
             show(&dir, &key, namespace.as_deref(), raw, out)
         }
+        Command::Export { dir, key, namespace, output } => {
+            export(&dir, &key, namespace.as_deref(), output.as_deref(), out)
+        }
         Command::Verify { dir, json } => verify(&dir, json, out),
         Command::Quarantine { dir, key, namespace, yes } => {
             remove::run(&dir, &key, namespace.as_deref(), remove::Removal::Quarantine, yes, out)
@@ -436,6 +466,63 @@ fn list(dir: &Path, json: bool, out: &mut Out) -> Result<Outcome, Failure> {
 fn to_json(doc: &impl serde::Serialize) -> String {
     // Plain structs of strings and numbers always serialize.
     serde_json::to_string_pretty(doc).expect("JSON output serializes")
+}
+
+fn export(
+    dir: &Path,
+    key: &StashKey,
+    namespace: Option<&str>,
+    output: Option<&Path>,
+    out: &mut Out,
+) -> Result<Outcome, Failure> {
+    let store = open_store(dir)?;
+    let (store, place) = match namespace {
+        Some(ns) => (store.namespace(ns)?, format!("namespace {ns} of `{}`", dir.display())),
+        None => (store, format!("`{}`", dir.display())),
+    };
+    let exported = match output {
+        None => store.export(key, &mut out.0),
+        Some(file) => export_to_file(&store, key, file)?,
+    };
+    match exported {
+        Ok(Some(_)) => Ok(Outcome::Ok),
+        Ok(None) => {
+            warn(format_args!("no stash `{key}` in {place}"));
+            Ok(Outcome::Finding)
+        }
+        Err(e @ (Error::Corrupt { .. } | Error::NotAFile { .. })) => {
+            warn(one_line(&e));
+            Ok(Outcome::Finding)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Exports into `FILE.export-tmp` beside `file`, synced, then renamed over
+/// it; removed if the export fails.
+fn export_to_file(
+    store: &Store,
+    key: &StashKey,
+    file: &Path,
+) -> Result<Result<Option<safestash::StashMeta>, Error>, Failure> {
+    let mut tmp_name = file.as_os_str().to_owned();
+    tmp_name.push(".export-tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let failed = |what: &str, e| Failure::io(format!("failed to {what} `{}`", tmp.display()), e);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| failed("create", e))?;
+    let exported = store.export(key, &mut f);
+    if !matches!(exported, Ok(Some(_))) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(exported);
+    }
+    f.sync_all().map_err(|e| failed("sync", e))?;
+    drop(f);
+    std::fs::rename(&tmp, file).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Failure::io(format!("failed to rename `{}` to `{}`", tmp.display(), file.display()), e)
+    })?;
+    Ok(exported)
 }
 
 fn show(

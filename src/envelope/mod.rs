@@ -32,7 +32,10 @@ mod read;
 mod write;
 
 pub use header::{Encoding, Header};
-pub use read::{DecodeError, Decoded, Layout, decode, read_header, recorded_digest, verify_reader};
+pub use read::{
+    DecodeError, Decoded, Layout, decode, read_header, recorded_digest, verify_reader,
+    verify_stream,
+};
 pub use write::{EnvelopeWriter, Finished, encode};
 
 /// The first bytes of every envelope: the magic and the space before the version.
@@ -97,7 +100,7 @@ pub const MAX_WRITER_LEN: usize = 64;
 
 const TRAILER_TAG: &[u8] = b"\nSAFESTASH-END len=";
 /// Bytes of the trailer before the digest digits.
-const TRAILER_HASHED: usize = 47;
+pub(crate) const TRAILER_HASHED: usize = 47;
 /// The shortest possible envelope: `SAFESTASH 1\n`, an empty header line, the trailer.
 const MIN_LEN: usize = MAGIC.len() + 2 + 1 + TRAILER_LEN;
 /// The longest magic-and-version line: `SAFESTASH ` and five digits and `\n`.

@@ -320,6 +320,122 @@ pub fn verify_reader<R: Read + Seek>(
     }))
 }
 
+/// Verifies an envelope of `len` bytes read once from `r`, front to back,
+/// without holding it in memory and without seeking (a reader from a
+/// server): the digest over every byte, the trailer, the header. Memory is
+/// bounded by the header and a 1 MiB buffer, whatever `len`. A reader
+/// that ends before `len` bytes is [`Corruption::Truncated`]; bytes after
+/// `len` are not read.
+///
+/// # Errors
+///
+/// The outer error is an I/O error from `r`; the inner one is a
+/// [`DecodeError`] as from [`decode`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::SystemTime;
+/// # use safestash::{envelope::{encode, verify_stream, Header}, StashKey};
+/// let h = Header::new(StashKey::new("k")?, "value", None, SystemTime::now())?;
+/// let bytes = encode(&h, b"[1]");
+/// let layout = verify_stream(&mut &bytes[..], bytes.len() as u64)??;
+/// assert_eq!((layout.payload_len, layout.header), (3, h));
+/// assert!(verify_stream(&mut &bytes[..9], bytes.len() as u64)?.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn verify_stream<R: Read + ?Sized>(
+    r: &mut R,
+    len: u64,
+) -> io::Result<Result<Layout, DecodeError>> {
+    if len < MIN_LEN as u64 {
+        // Too short to be an envelope: what it starts with decides the reason.
+        let mut start = [0u8; MAGIC.len()];
+        let n =
+            read_up_to_stream(r, &mut start[..usize::try_from(len).unwrap_or(0).min(MAGIC.len())])?;
+        return Ok(Err(check_start(&start[..n], len)
+            .err()
+            .unwrap_or(Corruption::Truncated { len })
+            .into()));
+    }
+    let body_end = len - TRAILER_LEN as u64;
+    let hashed_end = body_end + TRAILER_HASHED as u64;
+    let prefix_len = usize::try_from(body_end).unwrap_or(usize::MAX).min(MAX_PREFIX_LEN);
+    let mut prefix = Vec::with_capacity(prefix_len);
+    let mut trailer = [0u8; TRAILER_LEN];
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: u64 = 0;
+    while pos < len {
+        let want = usize::try_from(len - pos).unwrap_or(usize::MAX).min(buf.len());
+        let got = match r.read(&mut buf[..want]) {
+            Ok(0) => return Ok(Err(Corruption::Truncated { len: pos }.into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..got];
+        let end = pos + got as u64;
+        if prefix.len() < prefix_len {
+            let take = (prefix_len - prefix.len()).min(got);
+            prefix.extend_from_slice(&chunk[..take]);
+            if let Err(c) = check_start(&prefix, len) {
+                return Ok(Err(c.into()));
+            }
+        }
+        if pos < hashed_end {
+            let upto = usize::try_from(hashed_end.min(end) - pos).unwrap_or(got);
+            hasher.update(&chunk[..upto]);
+        }
+        if end > body_end {
+            let from = usize::try_from(body_end.saturating_sub(pos)).unwrap_or(0);
+            let at = usize::try_from(pos.saturating_sub(body_end)).unwrap_or(0);
+            trailer[at..at + got - from].copy_from_slice(&chunk[from..]);
+        }
+        pos = end;
+    }
+    let trailer = match parse_trailer(&trailer) {
+        Ok(t) => t,
+        Err(c) => return Ok(Err(c.into())),
+    };
+    let actual = Digest::from_bytes(hasher.finalize().into());
+    if actual != trailer.digest {
+        return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
+    }
+    let (header, payload_start) = match parse_prefix(&prefix) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let actual_len = body_end - payload_start as u64;
+    if actual_len != trailer.payload_len {
+        return Ok(Err(Corruption::LengthMismatch {
+            recorded: trailer.payload_len,
+            actual: actual_len,
+        }
+        .into()));
+    }
+    Ok(Ok(Layout {
+        header,
+        digest: trailer.digest,
+        payload_offset: payload_start as u64,
+        payload_len: actual_len,
+    }))
+}
+
+/// Reads until `buf` is full or the end; returns bytes read.
+fn read_up_to_stream<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Reads from `offset` until `buf` is full or the end; returns bytes read.
 fn read_up_to<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     r.seek(SeekFrom::Start(offset))?;
@@ -360,6 +476,28 @@ mod tests {
         damaged[2 << 20] ^= 4;
         let err = verify_reader(&mut Cursor::new(&damaged), bytes.len() as u64).unwrap();
         assert!(matches!(err, Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))));
+    }
+
+    #[test]
+    fn stream_agrees_with_slice() {
+        let bytes = encode(&header(), &vec![b'7'; (3 << 20) + 5]);
+        let d = decode(&bytes).unwrap();
+        let layout = verify_stream(&mut &bytes[..], bytes.len() as u64).unwrap().unwrap();
+        assert_eq!((layout.header, layout.digest), (d.header, d.digest));
+        assert_eq!(layout.payload_len, (3 << 20) + 5);
+        for at in [3, 200, 2 << 20, bytes.len() - 70, bytes.len() - 2] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 4;
+            let got = verify_stream(&mut &damaged[..], bytes.len() as u64).unwrap();
+            assert!(matches!(got, Err(DecodeError::Corrupt(_))), "flip at {at}: {got:?}");
+        }
+        let short = &bytes[..bytes.len() - 1];
+        let got = verify_stream(&mut &short[..], bytes.len() as u64).unwrap();
+        assert!(matches!(got, Err(DecodeError::Corrupt(Corruption::Truncated { .. }))));
+        for n in [0, 5, 30] {
+            let got = verify_stream(&mut &bytes[..n], n as u64).unwrap();
+            assert!(got.is_err(), "{n} bytes");
+        }
     }
 
     #[test]

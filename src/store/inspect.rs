@@ -212,6 +212,56 @@ impl<F: Fs> Store<F> {
         }
     }
 
+    /// Writes `key`'s whole envelope to `out`, byte for byte as stored
+    /// (on any backend), after verifying it; `None` (nothing written) when
+    /// there is no stash. The bytes are a stash file: written under the
+    /// key's name in a directory store, they load there. Memory stays
+    /// bounded whatever the size: a large envelope is verified in one
+    /// streaming pass, then copied; a remote one is read again and
+    /// re-hashed on the way, so if it changed in between the copy ends
+    /// with an error (what was written is then not to be trusted).
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Store::load) (never [`Error::Deserialize`]), and
+    /// [`Error::Io`] (op `write`) when `out` fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("k")?;
+    /// let receipt = store.save(&key, &[1, 2])?;
+    /// let mut bytes = Vec::new();
+    /// let meta = store.export(&key, &mut bytes)?.expect("saved");
+    /// assert_eq!(bytes, std::fs::read(&receipt.path)?);
+    /// assert_eq!((meta.size, meta.digest), (receipt.bytes, receipt.digest));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export(&self, key: &StashKey, out: &mut dyn io::Write) -> Result<Option<StashMeta>> {
+        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
+            return Ok(None);
+        };
+        let write_err = |e| Error::Io { op: IoOp::Write, path: meta.path.clone(), source: e };
+        match payload {
+            Payload::Bytes { bytes, .. } => out.write_all(&bytes).map_err(write_err)?,
+            Payload::InFile { mut reader, .. } => {
+                // The verified file, through the handle that verified it.
+                reader.seek(SeekFrom::Start(0)).map_err(io_err(IoOp::Read, &meta.path))?;
+                let copied = io::copy(&mut (&mut reader).take(meta.size), out)
+                    .map_err(io_err(IoOp::Read, &meta.path))?;
+                if copied != meta.size {
+                    let reason = Corruption::Truncated { len: copied };
+                    return Err(Error::Corrupt { path: meta.path, reason });
+                }
+            }
+            Payload::Remote(streamed) => streamed.copy_envelope(out)?,
+        }
+        out.flush().map_err(write_err)?;
+        Ok(Some(meta))
+    }
+
     /// `key`'s payload, byte for byte as stored, after full verification;
     /// `None` when there is no stash. For tools that pass a payload on
     /// without interpreting it (`safestash show --raw`).
@@ -248,6 +298,12 @@ impl<F: Fs> Store<F> {
                 reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &meta.path))?;
                 bytes
             }
+            Payload::Remote(streamed) => streamed
+                .read_payload(|r| {
+                    let mut bytes = Vec::new();
+                    r.read_to_end(&mut bytes).map(|_| bytes)
+                })?
+                .map_err(io_err(IoOp::Read, &meta.path))?,
         };
         Ok(Some(Stashed { value, meta }))
     }

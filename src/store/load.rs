@@ -2,8 +2,18 @@ use super::*;
 
 /// The payload of a verified stash, in memory or still in the file.
 pub(super) enum Payload<R> {
-    Bytes { bytes: Vec<u8>, range: std::ops::Range<usize> },
-    InFile { reader: R, offset: u64, len: u64 },
+    Bytes {
+        bytes: Vec<u8>,
+        range: std::ops::Range<usize>,
+    },
+    InFile {
+        reader: R,
+        offset: u64,
+        len: u64,
+    },
+    /// A remote envelope too large to read whole, verified; its payload is
+    /// read again from the backend.
+    Remote(super::remote::Streamed),
 }
 
 impl<F: Fs> Store<F> {
@@ -44,6 +54,8 @@ impl<F: Fs> Store<F> {
                 let limited = BufReader::with_capacity(1 << 20, reader.take(len));
                 serde_json::from_reader(limited)
             }
+            Payload::Remote(streamed) => streamed
+                .read_payload(|r| serde_json::from_reader(BufReader::with_capacity(1 << 20, r)))?,
         };
         match parsed {
             Ok(value) => Ok(Some(Stashed { value, meta })),
@@ -62,7 +74,7 @@ impl<F: Fs> Store<F> {
         whole_limit: u64,
     ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
         if let Some(remote) = &self.remote {
-            return self.remote_open_verified(remote.as_ref(), key);
+            return self.remote_open_verified(remote, key, whole_limit);
         }
         let path = self.path_of(key);
         let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {

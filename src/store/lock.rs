@@ -214,6 +214,14 @@ impl<F: Fs> Store<F> {
         let path = self.lock_path(key);
         let claim = self.claim_thread(key, wait)?;
         if let Some(remote) = &self.remote {
+            if !remote.has_locks() {
+                // Asking would misbehave (an object store has no locks): say so.
+                return Err(Error::Backend {
+                    op: "lock",
+                    target: self.path_of(key).display().to_string(),
+                    source: "this store's backend has no per-key locks".into(),
+                });
+            }
             return match remote.lock(key, wait)? {
                 Some(held) => Ok(KeyLock {
                     store: self,
@@ -295,5 +303,78 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn try_lock(&self, key: &StashKey) -> Result<KeyLock<'_, F>> {
         self.acquire(key, false, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, Condition, Fetched, Held, Listed, Outcome};
+    use crate::digest::Digest;
+    use crate::error::{Error, Result};
+    use crate::fs::OsFs;
+    use crate::key::StashKey;
+    use crate::store::Store;
+
+    /// A backend with no locks whose every call fails, so the test shows
+    /// that `lock` never reaches it.
+    #[derive(Debug)]
+    struct NoLocks;
+
+    fn refused<T>() -> Result<T> {
+        Err(Error::Backend {
+            op: "reach",
+            target: "nolocks://ns".into(),
+            source: "not here".into(),
+        })
+    }
+
+    impl Backend for NoLocks {
+        fn location(&self) -> &str {
+            "nolocks://ns"
+        }
+        fn put(&self, _: &StashKey, _: &[u8], _: &Digest, _: Condition) -> Result<Outcome> {
+            refused()
+        }
+        fn get(&self, _: &StashKey) -> Result<Option<Fetched>> {
+            refused()
+        }
+        fn delete(&self, _: &StashKey, _: Condition) -> Result<Outcome> {
+            refused()
+        }
+        fn list(&self, _: usize) -> Result<Vec<Listed>> {
+            refused()
+        }
+        fn has_locks(&self) -> bool {
+            false
+        }
+        fn lock(&self, _: &StashKey, _: bool) -> Result<Option<Box<dyn Held>>> {
+            refused()
+        }
+        fn move_aside(&self, _: &StashKey, _: &str) -> Result<bool> {
+            refused()
+        }
+        fn child(&self, _: &str) -> Box<dyn Backend> {
+            Box::new(NoLocks)
+        }
+        fn children(&self) -> Result<Vec<String>> {
+            refused()
+        }
+    }
+
+    #[test]
+    fn lock_on_a_backend_without_locks_is_a_typed_error() {
+        let store = Store::over_backend(Arc::new(NoLocks), OsFs, Vec::new());
+        let key = StashKey::new("k").unwrap();
+        for result in [store.lock(&key).map(drop), store.try_lock(&key).map(drop)] {
+            match result {
+                Err(Error::Backend { op: "lock", target, source }) => {
+                    assert_eq!(target, "nolocks://ns/k");
+                    assert!(source.to_string().contains("no per-key locks"), "{source}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

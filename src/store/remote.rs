@@ -2,15 +2,20 @@
 //! [`Backend`](crate::backend::Backend) (PostgreSQL), and
 //! [`Store::open_url`].
 //!
-//! The envelope is the same: encoded here in memory, handed to the
-//! backend with its digest, and on every read decoded and verified here
-//! exactly as a file's. The local directory never comes through this file:
+//! The envelope is the same: encoded here by an `EnvelopeWriter` streaming
+//! into the backend's sink (no whole-envelope copy in memory), and on every
+//! read verified here exactly as a file's: in memory up to the verb's
+//! whole-read limit, above it in a streaming pass followed by a second,
+//! re-hashed read for the payload ([`Streamed`]). The local directory never comes through this file:
 //! its verbs keep their own code (and syscalls) unchanged.
 
 use super::batch::ErasedSerialize;
 use super::load::Payload;
 use super::*;
+use std::io::Write;
+
 use crate::backend::{Backend, Condition, Listed, Outcome};
+use sha2::{Digest as _, Sha256};
 
 impl From<Precondition> for Condition {
     fn from(p: Precondition) -> Condition {
@@ -154,7 +159,11 @@ impl Store<OsFs> {
 }
 
 impl<F: Fs> Store<F> {
-    fn over_backend(backend: Arc<dyn Backend>, fs: F, observers: Vec<Arc<Observer>>) -> Store<F> {
+    pub(super) fn over_backend(
+        backend: Arc<dyn Backend>,
+        fs: F,
+        observers: Vec<Arc<Observer>>,
+    ) -> Store<F> {
         Store {
             dir: PathBuf::from(backend.location()),
             fs,
@@ -188,27 +197,33 @@ impl<F: Fs> Store<F> {
         self.remote.as_deref().expect("a remote store")
     }
 
-    /// The envelope of `value`, in memory, and its digest.
-    fn encode_with(
+    /// Puts through `via`, under `expect`, the envelope of `header` and
+    /// what `write` serializes, streamed by an [`EnvelopeWriter`] straight
+    /// into the backend's sink: no copy of the envelope is held here.
+    fn remote_put_with(
         &self,
+        via: &dyn Backend,
         header: &Header,
-        write: impl FnOnce(&mut EnvelopeWriter<Vec<u8>>) -> serde_json::Result<()>,
-    ) -> Result<(Vec<u8>, Digest)> {
-        let path = self.path_of(header.key());
-        let mut writer =
-            EnvelopeWriter::new(Vec::new(), header).map_err(io_err(IoOp::Write, &path))?;
-        if let Err(e) = write(&mut writer) {
-            return Err(if e.is_io() {
-                Error::Io { op: IoOp::Write, path, source: e.into() }
-            } else {
-                Error::Serialize { key: header.key().clone(), source: e }
-            });
-        }
-        let done = writer.finish().map_err(io_err(IoOp::Write, &path))?;
-        Ok((done.inner, done.digest))
+        expect: Precondition,
+        mut write: impl FnMut(&mut EnvelopeWriter<&mut dyn Write>) -> serde_json::Result<()>,
+    ) -> Result<Receipt> {
+        let key = header.key().clone();
+        let path = self.path_of(&key);
+        let (mut bytes, mut digest) = (0, None);
+        let mut fill = |sink: &mut dyn Write| -> Result<Digest> {
+            let mut writer =
+                EnvelopeWriter::new(sink, header).map_err(io_err(IoOp::Write, &path))?;
+            write(&mut writer).map_err(|e| serialize_error(header, &path, e))?;
+            let done = writer.finish().map_err(io_err(IoOp::Write, &path))?;
+            bytes = done.len;
+            digest = Some(done.digest);
+            Ok(done.digest)
+        };
+        let outcome = via.put_with(&key, expect.into(), &mut fill)?;
+        self.put_outcome(header, outcome, expect, bytes, digest)
     }
 
-    /// Puts an encoded envelope through `via` under `expect`.
+    /// Puts an envelope already encoded in memory through `via`.
     fn remote_put(
         &self,
         via: &dyn Backend,
@@ -217,9 +232,22 @@ impl<F: Fs> Store<F> {
         digest: Digest,
         expect: Precondition,
     ) -> Result<Receipt> {
+        let outcome = via.put(header.key(), envelope, &digest, expect.into())?;
+        self.put_outcome(header, outcome, expect, envelope.len() as u64, Some(digest))
+    }
+
+    /// The receipt of a put, or the refusal it met.
+    fn put_outcome(
+        &self,
+        header: &Header,
+        outcome: Outcome,
+        expect: Precondition,
+        bytes: u64,
+        digest: Option<Digest>,
+    ) -> Result<Receipt> {
         let key = header.key().clone();
         let path = self.path_of(&key);
-        match via.put(&key, envelope, &digest, expect.into())? {
+        match outcome {
             Outcome::Done | Outcome::Missing => {}
             Outcome::Refused { current } => {
                 return Err(match expect {
@@ -228,7 +256,12 @@ impl<F: Fs> Store<F> {
                 });
             }
         }
-        let bytes = envelope.len() as u64;
+        // A streamed put learns its digest from the fill, which `Done` implies ran.
+        let digest = digest.ok_or_else(|| Error::Backend {
+            op: "save",
+            target: path.display().to_string(),
+            source: "the backend reported a save it never wrote".into(),
+        })?;
         tracing::info!(key = %key, bytes, digest = %digest, "stash written");
         Ok(Receipt {
             key,
@@ -241,7 +274,8 @@ impl<F: Fs> Store<F> {
     }
 
     /// `save_with` / `save_if` on a remote store: the condition is checked
-    /// in the backend's transaction, under the key's lock there.
+    /// in the backend's transaction, under the key's lock there, before the
+    /// envelope is streamed in.
     pub(super) fn remote_save<T: Serialize + ?Sized>(
         &self,
         key: &StashKey,
@@ -250,10 +284,11 @@ impl<F: Fs> Store<F> {
         expect: Precondition,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        let (envelope, digest) = self.encode_with(&header, |w| serde_json::to_writer(w, value))?;
         let mut receipt = {
             let _claim = self.claim_thread(key, true)?;
-            self.remote_put(self.remote_backend(), &header, &envelope, digest, expect)?
+            self.remote_put_with(self.remote_backend(), &header, expect, |w| {
+                serde_json::to_writer(w, value)
+            })?
         };
         receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
         Ok(receipt)
@@ -268,8 +303,9 @@ impl<F: Fs> Store<F> {
         opts: &SaveOptions,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        let (envelope, digest) = self.encode_with(&header, |w| serde_json::to_writer(w, value))?;
-        let mut receipt = self.remote_put(via, &header, &envelope, digest, Precondition::Any)?;
+        let mut receipt = self.remote_put_with(via, &header, Precondition::Any, |w| {
+            serde_json::to_writer(w, value)
+        })?;
         receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
         Ok(receipt)
     }
@@ -320,23 +356,46 @@ impl<F: Fs> Store<F> {
         Ok(via.move_aside(key, &aside)?.then(|| self.dir.join(aside)))
     }
 
-    /// `key`'s envelope, read whole and verified exactly as a file's.
+    /// `key`'s envelope, verified exactly as a file's: read whole when it
+    /// is at most `whole_limit` bytes; otherwise verified in one streaming
+    /// pass, its payload left to a second read ([`Streamed`]) that the
+    /// caller makes only if it wants the payload.
     pub(super) fn remote_open_verified(
         &self,
-        remote: &dyn Backend,
+        remote: &Arc<dyn Backend>,
         key: &StashKey,
+        whole_limit: u64,
     ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
         let path = self.path_of(key);
         let Some(fetched) = remote.get(key)? else {
             return Ok(None);
         };
         let len = fetched.len;
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        fetched.reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
-        let decoded = envelope::decode(&bytes).map_err(|e| decode_error(&path, e))?;
-        let end = bytes.len() - envelope::TRAILER_LEN;
-        let range = end - decoded.payload.len()..end;
-        let (header, digest) = (decoded.header, decoded.digest);
+        let (header, digest, payload) = if len <= whole_limit.min(REMOTE_WHOLE_LIMIT) {
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            fetched.reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
+            let decoded = envelope::decode(&bytes).map_err(|e| decode_error(&path, e))?;
+            let end = bytes.len() - envelope::TRAILER_LEN;
+            let range = end - decoded.payload.len()..end;
+            let (header, digest) = (decoded.header, decoded.digest);
+            (header, digest, Payload::Bytes { bytes, range })
+        } else {
+            let mut reader = fetched.reader;
+            let layout = envelope::verify_stream(&mut reader, len)
+                .map_err(io_err(IoOp::Read, &path))?
+                .map_err(|e| decode_error(&path, e))?;
+            drop(reader);
+            let streamed = Streamed {
+                backend: remote.clone(),
+                key: key.clone(),
+                path: path.clone(),
+                size: len,
+                digest: layout.digest,
+                offset: layout.payload_offset,
+                len: layout.payload_len,
+            };
+            (layout.header, layout.digest, Payload::Remote(streamed))
+        };
         if header.key() != key {
             let reason = Corruption::KeyMismatch {
                 expected: key.to_string(),
@@ -344,7 +403,7 @@ impl<F: Fs> Store<F> {
             };
             return Err(Error::Corrupt { path, reason });
         }
-        Ok(Some((StashMeta { header, digest, size: len, path }, Payload::Bytes { bytes, range })))
+        Ok(Some((StashMeta { header, digest, size: len, path }, payload)))
     }
 
     /// The names of a remote store that are keys, as files.
@@ -414,9 +473,13 @@ impl<F: Fs> Store<F> {
         Ok(found)
     }
 
-    /// A batch on a remote store: every envelope is encoded first (a value
-    /// that does not serialize writes nothing), then each is put under its
-    /// condition, in order; each is durable once put.
+    /// A batch on a remote store: every value is serialized first (a value
+    /// that does not serialize writes nothing), then each envelope is put
+    /// under its condition, in order; each is durable once put. Envelopes
+    /// up to [`BATCH_HELD_LIMIT`] are kept from the first pass, while they
+    /// total at most [`BATCH_HELD_TOTAL`]; any other is only checked then
+    /// (serialized into a digest) and serialized again straight into the
+    /// backend, so memory stays bounded.
     #[allow(clippy::result_large_err)]
     pub(super) fn remote_batch(
         &self,
@@ -424,9 +487,22 @@ impl<F: Fs> Store<F> {
     ) -> std::result::Result<Vec<Receipt>, BatchError> {
         let all_keys = || items.iter().map(|(h, _, _)| h.key().clone()).collect::<Vec<_>>();
         let mut encoded = Vec::with_capacity(items.len());
+        let mut budget = BATCH_HELD_TOTAL;
         for (header, value, expect) in &items {
-            match self.encode_with(header, |w| value.write_json(w)) {
-                Ok((bytes, digest)) => encoded.push((*header, bytes, digest, *expect)),
+            let path = self.path_of(header.key());
+            let capped = Capped { held: None, over: false, cap: budget.min(BATCH_HELD_LIMIT) };
+            let checked = EnvelopeWriter::new(capped, header)
+                .map_err(io_err(IoOp::Write, &path))
+                .and_then(|mut w| {
+                    value.write_json(&mut w).map_err(|e| serialize_error(header, &path, e))?;
+                    w.finish().map_err(io_err(IoOp::Write, &path))
+                });
+            match checked {
+                Ok(done) => {
+                    let held = done.inner.held.map(|bytes| (bytes, done.digest));
+                    budget -= held.as_ref().map_or(0, |(bytes, _)| bytes.len());
+                    encoded.push((*header, *value, held, *expect));
+                }
                 Err(error) => {
                     return Err(BatchError { error, saved: Vec::new(), not_saved: all_keys() });
                 }
@@ -435,9 +511,13 @@ impl<F: Fs> Store<F> {
         let mut receipts = Vec::with_capacity(encoded.len());
         let mut rest = encoded.into_iter();
         let mut failure = None;
-        for (header, bytes, digest, expect) in rest.by_ref() {
+        for (header, value, held, expect) in rest.by_ref() {
             let put = self.claim_thread(header.key(), true).and_then(|_claim| {
-                self.remote_put(self.remote_backend(), header, &bytes, digest, expect)
+                let via = self.remote_backend();
+                match &held {
+                    Some((bytes, digest)) => self.remote_put(via, header, bytes, *digest, expect),
+                    None => self.remote_put_with(via, header, expect, |w| value.write_json(w)),
+                }
             });
             match put {
                 Ok(receipt) => receipts.push(receipt),
@@ -459,6 +539,162 @@ impl<F: Fs> Store<F> {
                 Err(BatchError { error, saved: receipts, not_saved: keys })
             }
         }
+    }
+}
+
+/// The largest remote envelope read into memory whole (a verb may set a
+/// lower limit): above it, a load costs a second read from the server but
+/// holds only the backend's chunk and the deserializer's buffer.
+const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
+
+/// The largest envelope a remote batch keeps in memory between its two
+/// passes.
+const BATCH_HELD_LIMIT: usize = 1 << 20;
+
+/// What a remote batch keeps in memory between its two passes, in all.
+const BATCH_HELD_TOTAL: usize = 16 << 20;
+
+/// A sink that keeps what is written while it stays within `cap`, and from
+/// then on only lets it through.
+struct Capped {
+    held: Option<Vec<u8>>,
+    over: bool,
+    cap: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if !self.over {
+            let held = self.held.get_or_insert_with(Vec::new);
+            if held.len() + data.len() <= self.cap {
+                held.extend_from_slice(data);
+            } else {
+                self.held = None;
+                self.over = true;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A verified remote envelope too large to read whole: its payload is read
+/// by a second `get`, every byte re-hashed on the way, and accepted only if
+/// the envelope hashes to the digest the verifying pass found. An envelope
+/// that changed between the two reads (a concurrent save, damage) is an
+/// error, never a wrong value.
+pub(super) struct Streamed {
+    backend: Arc<dyn Backend>,
+    key: StashKey,
+    path: PathBuf,
+    size: u64,
+    digest: Digest,
+    offset: u64,
+    len: u64,
+}
+
+impl Streamed {
+    /// Runs `read` on the payload (exactly its bytes), then checks the
+    /// whole envelope against the verified digest; `read`'s result is
+    /// returned only if it matches.
+    pub(super) fn read_payload<T>(self, read: impl FnOnce(&mut dyn Read) -> T) -> Result<T> {
+        let (offset, len) = (self.offset, self.len);
+        self.reread(|reader| {
+            let skipped = io::copy(&mut reader.take(offset), &mut io::sink())?;
+            let out = read(&mut reader.take(len));
+            Ok((skipped == offset).then_some(out))
+        })
+    }
+
+    /// Copies the whole envelope to `out`, re-hashed; an error at the end
+    /// if it was not the verified one.
+    pub(super) fn copy_envelope(self, out: &mut dyn Write) -> Result<()> {
+        let (path, size) = (self.path.clone(), self.size);
+        let mut failed = None;
+        let copied = self.reread(|reader| {
+            let mut reader = reader.take(size);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(Some(()));
+                }
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    failed = Some(e);
+                    return Ok(None);
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(Error::Io { op: IoOp::Write, path, source: e }),
+            None => copied,
+        }
+    }
+
+    /// A second `get`, handed to `read` as a re-hashing reader; what `read`
+    /// leaves unread is drained. `read`'s result (`None`: the envelope
+    /// ended early) is returned only if every byte hashed to the verified
+    /// digest.
+    fn reread<T>(&self, read: impl FnOnce(&mut Rehashing) -> io::Result<Option<T>>) -> Result<T> {
+        let changed = |why: &str| Error::Backend {
+            op: "load",
+            target: self.path.display().to_string(),
+            source: format!(
+                "the stash changed while it was read ({why}; a concurrent save?): load it again"
+            )
+            .into(),
+        };
+        let Some(fetched) = self.backend.get(&self.key)? else {
+            return Err(changed("it is gone"));
+        };
+        if fetched.len != self.size {
+            return Err(changed("another length"));
+        }
+        let hashed = self.size - envelope::TRAILER_LEN as u64 + envelope::TRAILER_HASHED as u64;
+        let mut reader = Rehashing { inner: fetched.reader, hasher: Sha256::new(), pos: 0, hashed };
+        let out = read(&mut reader).map_err(io_err(IoOp::Read, &self.path))?;
+        let rest = self.size.saturating_sub(reader.pos);
+        let drained = io::copy(&mut (&mut reader).take(rest), &mut io::sink())
+            .map_err(io_err(IoOp::Read, &self.path))?;
+        let Some(out) = out else { return Err(changed("shorter")) };
+        if drained != rest
+            || reader.pos != self.size
+            || Digest::from_bytes(reader.hasher.finalize().into()) != self.digest
+        {
+            return Err(changed("another digest"));
+        }
+        Ok(out)
+    }
+}
+
+/// A reader that hashes the first `hashed` bytes it passes on.
+struct Rehashing {
+    inner: Box<dyn Read + Send>,
+    hasher: Sha256,
+    pos: u64,
+    hashed: u64,
+}
+
+impl Read for Rehashing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.pos < self.hashed {
+            let upto = usize::try_from(self.hashed - self.pos).unwrap_or(usize::MAX).min(n);
+            self.hasher.update(&buf[..upto]);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn serialize_error(header: &Header, path: &Path, e: serde_json::Error) -> Error {
+    if e.is_io() {
+        Error::Io { op: IoOp::Write, path: path.to_owned(), source: e.into() }
+    } else {
+        Error::Serialize { key: header.key().clone(), source: e }
     }
 }
 
