@@ -1,7 +1,7 @@
 //! Object storage rows of the bench report: save and load of 1 KiB and
 //! 1 MiB through safestash, next to the same `object_store` calls written
 //! by hand, as ratios (medians of interleaved rounds; see
-//! `examples/objstore_rows/mod.rs`). Absolute times on shared machines are
+//! `examples/backend_rows/objstore.rs`). Absolute times on shared machines are
 //! noise; the ratio is the cost of the envelope, the checksum and the read
 //! before each conditional PUT.
 //!
@@ -16,8 +16,8 @@
 //! by `.ci/run`) with a fresh prefix, else `memory:///bench`.
 
 #[cfg(feature = "object-store")]
-#[path = "objstore_rows/mod.rs"]
-mod objstore_rows;
+#[path = "backend_rows/mod.rs"]
+mod backend_rows;
 
 #[cfg(feature = "object-store")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,12 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => "memory:///bench".to_owned(),
         };
-    let rows = objstore_rows::rows(&url, rounds)?;
+    let rows = backend_rows::objstore::rows(&url, rounds)?;
     println!(
         "object store `{}`, {rounds} interleaved rounds, medians:\n",
         url.split('?').next().unwrap_or(&url)
     );
-    print!("{}", objstore_rows::table(&rows));
+    print!("{}", backend_rows::table(&rows));
     Ok(())
 }
 

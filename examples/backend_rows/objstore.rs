@@ -1,5 +1,4 @@
-//! The object storage rows of the bench report, for `#[path]`-inclusion:
-//! safestash save and load of 1 KiB and 1 MiB next to the same
+//! The object storage rows: safestash save and load of 1 KiB and 1 MiB next to the same
 //! `object_store` calls written by hand (a plain PUT of the JSON; a GET and
 //! `serde_json::from_slice`), on the same client. Rounds are interleaved
 //! (which side goes first alternates) and each side's median per-call time
@@ -7,15 +6,13 @@
 //! checksum and the read before each conditional PUT.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use safestash::backend::object_store::ObjectStoreBackend;
 use safestash::{StashKey, Store};
 
-/// One row: `(operation, safestash seconds per call, by-hand seconds per call)`.
-pub type Row = (String, f64, f64);
+use super::{Row, interleaved};
 
 /// The rows,
 /// medians over `rounds` interleaved rounds, for the store at `url` (an
@@ -61,51 +58,4 @@ pub fn rows(url: &str, rounds: usize) -> Result<Vec<Row>, Box<dyn std::error::Er
     store.clear(&key)?;
     rt.block_on(os.delete(&path))?;
     Ok(out)
-}
-
-/// Medians of the per-call times of `ours` and `hand`, `iters` calls each
-/// per round, alternating which goes first.
-fn interleaved(
-    rounds: usize,
-    iters: u32,
-    mut ours: impl FnMut(),
-    mut hand: impl FnMut(),
-) -> (f64, f64) {
-    let time = |f: &mut dyn FnMut()| -> Duration {
-        let start = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        start.elapsed() / iters
-    };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for round in 0..rounds.max(1) {
-        if round % 2 == 0 {
-            a.push(time(&mut ours));
-            b.push(time(&mut hand));
-        } else {
-            b.push(time(&mut hand));
-            a.push(time(&mut ours));
-        }
-    }
-    (median(a), median(b))
-}
-
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64()
-}
-
-/// The rows as a markdown table.
-pub fn table(rows: &[Row]) -> String {
-    let mut s = String::from("| operation | safestash | by hand | ratio |\n|---|---|---|---|\n");
-    for (op, ours, hand) in rows {
-        s.push_str(&format!(
-            "| {op} | {:.2?} | {:.2?} | {:.2}x |\n",
-            Duration::from_secs_f64(*ours),
-            Duration::from_secs_f64(*hand),
-            ours / hand
-        ));
-    }
-    s
 }
