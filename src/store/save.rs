@@ -228,6 +228,21 @@ impl<F: Fs> Store<F> {
         header: &Header,
         write: impl FnOnce(&mut EnvelopeWriter<F::File>) -> serde_json::Result<()>,
     ) -> Result<(Digest, u64)> {
+        let (mut file, digest, len) = self.write_envelope(file, tmp, header, write)?;
+        self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;
+        drop(file);
+        Ok((digest, len))
+    }
+
+    /// Writes the envelope into the temp file and hands the file back,
+    /// not yet synced, with the envelope's digest and length.
+    pub(super) fn write_envelope(
+        &self,
+        file: F::File,
+        tmp: &Path,
+        header: &Header,
+        write: impl FnOnce(&mut EnvelopeWriter<F::File>) -> serde_json::Result<()>,
+    ) -> Result<(F::File, Digest, u64)> {
         let mut writer = EnvelopeWriter::new(file, header).map_err(io_err(IoOp::Write, tmp))?;
         if let Err(e) = write(&mut writer) {
             return Err(if e.is_io() {
@@ -237,10 +252,7 @@ impl<F: Fs> Store<F> {
             });
         }
         let done = writer.finish().map_err(io_err(IoOp::Write, tmp))?;
-        let mut file = done.inner;
-        self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;
-        drop(file);
-        Ok((done.digest, done.len))
+        Ok((done.inner, done.digest, done.len))
     }
 
     /// Refuses a symlink, directory or special file at a stash path.
