@@ -191,6 +191,39 @@ pub trait Fs: fmt::Debug + Clone {
         files.iter_mut().try_for_each(|file| self.sync_file(file))
     }
 
+    /// Asks the OS to start writing `len` bytes of `file` from `offset` to
+    /// the device, without waiting: a hint that lets a large file's
+    /// writeback overlap with the writing of the rest, so the final
+    /// [`sync_file`](Fs::sync_file) has little left to do. It makes nothing
+    /// durable: only `sync_file` does.
+    ///
+    /// The default does nothing. [`OsFs`] on Linux issues
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)` on the range, which starts
+    /// writeback of its dirty pages and returns (pages still dirty or under
+    /// writeback stay cached).
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use safestash::fs::{Fs, OsFs};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let (mut file, _path) = OsFs.create_temp(dir.path(), ".k.", ".tmp")?;
+    /// file.write_all(&[7; 1 << 20])?;
+    /// OsFs.start_writeback(&mut file, 0, 1 << 20)?; // under way, not durable
+    /// OsFs.sync_file(&mut file)?; // durable
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn start_writeback(&self, file: &mut Self::File, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (file, offset, len);
+        Ok(())
+    }
+
     /// Renames `from` to `to`, atomically replacing `to`.
     ///
     /// # Errors
@@ -262,7 +295,10 @@ fn random_name() -> String {
     const ALNUM: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u32(std::process::id());
+    // The process id, once per process (a forked child keeps its parent's
+    // here, but not its clock reading; `O_EXCL` settles any clash).
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    hasher.write_u32(*PID.get_or_init(std::process::id));
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         hasher.write_u128(t.as_nanos());
     }
@@ -344,6 +380,10 @@ impl Fs for OsFs {
             }
             _ => files.iter().try_for_each(File::sync_all),
         }
+    }
+
+    fn start_writeback(&self, file: &mut File, offset: u64, len: u64) -> io::Result<()> {
+        start_writeback(file, offset, len)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -455,6 +495,21 @@ fn one_syncfs_suffices(first: &File, rest: &[File]) -> io::Result<bool> {
 #[cfg(not(target_os = "linux"))]
 fn one_syncfs_suffices(_first: &File, _rest: &[File]) -> io::Result<bool> {
     Ok(false)
+}
+
+/// See [`Fs::start_writeback`]: rustix has no `sync_file_range`, and this
+/// crate forbids unsafe code; `POSIX_FADV_DONTNEED` starts the same
+/// asynchronous writeback (`WB_SYNC_NONE`) on the range.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let Some(len) = std::num::NonZeroU64::new(len) else { return Ok(()) };
+    rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed)
+        .map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]

@@ -160,6 +160,12 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    /// A counted call that changes nothing: starting writeback makes
+    /// nothing durable.
+    fn start_writeback(&self, file: &mut SimFile, _offset: u64, _len: u64) -> io::Result<()> {
+        self.lock().call("start_writeback", &file.path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.call("rename", from)?;
