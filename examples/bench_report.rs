@@ -6,11 +6,15 @@
 //! ```text
 //! cargo run --release --example bench_report            # the full report
 //! cargo run --release --example bench_report -- --quick # a fast smoke run
+//! cargo run --release --example bench_report -- --size 1KiB --no-batch --no-instr
 //! BENCH_DIR=/some/disk cargo run --release --example bench_report
 //! ```
 //!
 //! The directory is `BENCH_DIR`, or a fresh one under `target/`, so that the
-//! files live on the project's disk rather than on a tmpfs.
+//! files live on the project's disk rather than on a tmpfs. The batch rows
+//! run there too, and again in `BENCH_BATCH_DIR` when it is set (another
+//! filesystem: a batch's price is its flushes, which the filesystem's
+//! journal, or lack of one, decides).
 //!
 //! Besides the per-size table it prints: batch rows (1,000 stashes of
 //! 1 KiB in one [`Store::batch`] against 1,000 single saves and against
@@ -273,7 +277,11 @@ fn filesystem(dir: &Path) -> String {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--size 1KiB` (repeatable): only those sizes.
+    let only: Vec<String> =
+        args.windows(2).filter(|w| w[0] == "--size").map(|w| w[1].replace(' ', "")).collect();
     let base: PathBuf = std::env::var_os("BENCH_DIR")
         .map(Into::into)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -299,6 +307,9 @@ fn main() {
 
     let mut rows = Vec::new();
     for (size, label) in SIZES {
+        if !only.is_empty() && !only.contains(&label.replace(' ', "")) {
+            continue;
+        }
         let rounds = match (size, quick) {
             (_, true) if size > MIB => continue,
             (_, true) => 5,
@@ -329,22 +340,37 @@ fn main() {
         );
     }
 
-    let batch_rounds = if quick { 1 } else { 5 };
-    eprintln!("running batches of 1,000 x {batch_rounds} rounds…");
-    let batch = batch_rows(dir.path(), 1000, batch_rounds);
-    println!("\n## Batches: 1,000 stashes of 1 KiB\n");
-    println!("| contender | median | per stash | single saves ÷ it |");
-    println!("|---|---:|---:|---:|");
-    for (name, d) in &batch {
-        println!(
-            "| {name} | {} | {} | {:.1} |",
-            fmt(*d),
-            fmt(*d / 1000),
-            batch[0].1.as_secs_f64() / d.as_secs_f64()
-        );
-    }
+    let batch = if args.iter().any(|a| a == "--no-batch") {
+        None
+    } else {
+        let batch_rounds = if quick { 1 } else { 5 };
+        let mut places = vec![dir.path().to_owned()];
+        let extra = std::env::var_os("BENCH_BATCH_DIR").map(|d| {
+            std::fs::create_dir_all(&d).expect("batch dir");
+            tempfile::tempdir_in(d).expect("tempdir")
+        });
+        places.extend(extra.as_ref().map(|d| d.path().to_owned()));
+        let mut all = Vec::new();
+        for place in &places {
+            eprintln!("running batches of 1,000 x {batch_rounds} rounds in {}…", place.display());
+            let batch = batch_rows(place, 1000, batch_rounds);
+            println!("\n## Batches: 1,000 stashes of 1 KiB, {}\n", filesystem(place));
+            println!("| contender | median | per stash | single saves ÷ it |");
+            println!("|---|---:|---:|---:|");
+            for (name, d) in &batch {
+                println!(
+                    "| {name} | {} | {} | {:.1} |",
+                    fmt(*d),
+                    fmt(*d / 1000),
+                    batch[0].1.as_secs_f64() / d.as_secs_f64()
+                );
+            }
+            all.push((filesystem(place), batch));
+        }
+        Some(all)
+    };
 
-    if !std::env::args().any(|a| a == "--no-instr") {
+    if !args.iter().any(|a| a == "--no-instr") {
         println!("\n## Instructions per operation (user space, callgrind)\n");
         println!(
             "Counted by `valgrind --tool=callgrind` on `examples/bench_instr`: the kernel is \
@@ -424,11 +450,13 @@ fn main() {
             println!("| (save {label} ÷ floor + sha256, no target) | {m:.2} | – |");
         }
     }
-    let speedup = batch[0].1.as_secs_f64() / batch[1].1.as_secs_f64();
-    println!(
-        "| 1,000 × 1 KiB: one batch ≥ 10 × faster than single saves | {speedup:.1} | {} |",
-        if speedup >= 10.0 { "yes" } else { "**no**" }
-    );
-    let vs_sqlite = batch[1].1.as_secs_f64() / batch[2].1.as_secs_f64();
-    println!("| (one batch ÷ sqlite transaction, no target) | {vs_sqlite:.2} | – |");
+    for (place, batch) in batch.iter().flatten() {
+        let speedup = batch[0].1.as_secs_f64() / batch[1].1.as_secs_f64();
+        println!(
+            "| 1,000 × 1 KiB: one batch ≥ 10 × faster than single saves ({place}) | {speedup:.1} | {} |",
+            if speedup >= 10.0 { "yes" } else { "**no**" }
+        );
+        let vs_sqlite = batch[1].1.as_secs_f64() / batch[2].1.as_secs_f64();
+        println!("| (one batch ÷ sqlite transaction, {place}, no target) | {vs_sqlite:.2} | – |");
+    }
 }

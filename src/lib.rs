@@ -170,7 +170,8 @@ pub use observe::Event;
 pub use policy::{Checked, LoadPolicy};
 pub use rollback::{GuardError, Restored, Resume, RollbackGuard};
 pub use store::{
-    Batch, BatchError, EntryName, Inspected, KeyLock, Precondition, Restorer, Store, temp_file_key,
+    Batch, BatchError, EntryName, FLUSH_GROUP, Inspected, KeyLock, Precondition, Restorer, Store,
+    temp_file_key,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -246,7 +246,7 @@ fn check_created(created: SystemTime) -> Result<(), Error> {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WireHeader {
     key: String,
@@ -260,6 +260,39 @@ pub(super) struct WireHeader {
 }
 
 impl WireHeader {
+    /// Parses a header line, `line` without its line feed: the fast path
+    /// for the exact form [`Header::encode_prefix`] writes when no string
+    /// needs an escape, the strict `serde_json` parse for anything else, so
+    /// what is accepted and what it means are the same either way.
+    pub(super) fn parse(line: &[u8]) -> Result<WireHeader, serde_json::Error> {
+        match WireHeader::parse_canonical(line) {
+            Some(wire) => Ok(wire),
+            None => serde_json::from_slice(line),
+        }
+    }
+
+    /// The header line if it is exactly `{"key":"…","kind":"…","created":"…",
+    /// "origin":"…"|null,"encoding":"…","writer":"…"}` (no whitespace) with
+    /// no escape, no control character and only valid UTF-8 in its strings;
+    /// `None` otherwise. Where this gives `Some`, `serde_json` gives the
+    /// same value (the unit tests check it on arbitrary lines).
+    fn parse_canonical(line: &[u8]) -> Option<WireHeader> {
+        let mut rest = line;
+        let key = member(&mut rest, b"{\"key\":")?;
+        let kind = member(&mut rest, b",\"kind\":")?;
+        let created = member(&mut rest, b",\"created\":")?;
+        let origin = match rest.strip_prefix(b",\"origin\":null") {
+            Some(after) => {
+                rest = after;
+                None
+            }
+            None => Some(member(&mut rest, b",\"origin\":")?),
+        };
+        let encoding = member(&mut rest, b",\"encoding\":")?;
+        let writer = member(&mut rest, b",\"writer\":")?;
+        (rest == b"}").then_some(WireHeader { key, kind, created, origin, encoding, writer })
+    }
+
     pub(super) fn validate(self) -> Result<Header, String> {
         let key = StashKey::new(self.key).map_err(|e| e.to_string())?;
         check_kind(&self.kind).map_err(|e| e.to_string())?;
@@ -287,10 +320,137 @@ impl WireHeader {
     }
 }
 
+/// `tag` then a JSON string without escapes or control characters, taken
+/// off the front of `rest`.
+fn member(rest: &mut &[u8], tag: &[u8]) -> Option<String> {
+    let after = rest.strip_prefix(tag)?.strip_prefix(b"\"")?;
+    let end = super::scan::string_end(after)?;
+    if after[end] != b'"' {
+        return None;
+    }
+    let s = std::str::from_utf8(&after[..end]).ok()?.to_owned();
+    *rest = &after[end + 1..];
+    Some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::{MAX_PREFIX_LEN, decode, encode};
+    use proptest::prelude::*;
+
+    fn wire_line(key: &str, kind: &str, created: &str, origin: Option<&str>) -> Vec<u8> {
+        let wire = WireHeader {
+            key: key.to_owned(),
+            kind: kind.to_owned(),
+            created: created.to_owned(),
+            origin: origin.map(str::to_owned),
+            encoding: "json".to_owned(),
+            writer: WRITER.to_owned(),
+        };
+        serde_json::to_vec(&wire).unwrap()
+    }
+
+    /// The fast path agrees with serde_json wherever it answers.
+    fn agrees(line: &[u8]) -> Result<(), TestCaseError> {
+        if let Some(fast) = WireHeader::parse_canonical(line) {
+            let strict: Result<WireHeader, _> = serde_json::from_slice(line);
+            prop_assert_eq!(
+                strict.as_ref().ok(),
+                Some(&fast),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let via_parse = WireHeader::parse(line).ok();
+        let strict = serde_json::from_slice::<WireHeader>(line).ok();
+        prop_assert_eq!(via_parse, strict);
+        Ok(())
+    }
+
+    #[test]
+    fn the_writers_own_lines_take_the_fast_path() {
+        let now = SystemTime::now();
+        for origin in [None, Some("upload-7f3a"), Some("café ☕")] {
+            let h = Header::new(StashKey::new("orders.dictionary").unwrap(), "value", origin, now)
+                .unwrap();
+            let prefix = h.encode_prefix();
+            let line = &prefix[12..prefix.len() - 1];
+            let fast = WireHeader::parse_canonical(line).expect("canonical");
+            assert_eq!(fast.validate().unwrap(), h);
+        }
+        // Escapes, whitespace, another order: the strict path, same result.
+        let escaped = wire_line("k", "value", "2026-01-01T00:00:00Z", Some("a\"b\n"));
+        assert!(WireHeader::parse_canonical(&escaped).is_none());
+        assert_eq!(WireHeader::parse(&escaped).unwrap().origin.as_deref(), Some("a\"b\n"));
+        let spaced = br#"{"key": "k","kind":"v","created":"2026-01-01T00:00:00Z","origin":null,"encoding":"json","writer":"w"}"#;
+        assert!(WireHeader::parse_canonical(spaced).is_none());
+        assert!(WireHeader::parse(spaced).is_ok());
+        let trailing = br#"{"key":"k","kind":"v","created":"c","origin":null,"encoding":"json","writer":"w"} "#;
+        assert!(WireHeader::parse_canonical(trailing).is_none());
+        assert!(WireHeader::parse(trailing).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn fast_and_strict_header_parses_agree(
+            key in "[a-z.\\\\\"\\x00-\\x1f\u{e9}]{0,12}",
+            kind in "[a-z:/\\\\\"]{0,8}",
+            created in "[0-9TZ:.\\-]{0,30}",
+            origin in proptest::option::of("\\PC{0,12}|[\\x00-\\x7f]{0,12}"),
+            cut in 0usize..200,
+            flip in proptest::option::of((0usize..200, any::<u8>())),
+        ) {
+            let mut line = wire_line(&key, &kind, &created, origin.as_deref());
+            agrees(&line)?;
+            if let Some((at, byte)) = flip {
+                let at = at % line.len();
+                line[at] = byte;
+                agrees(&line)?;
+            }
+            line.truncate(cut.min(line.len()));
+            agrees(&line)?;
+        }
+
+        #[test]
+        fn fast_and_strict_header_parses_agree_on_raw_members(
+            members in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(
+                    vec![b'a', b'Z', b'0', b' ', b'\\', b'"', b'u', 0x00, 0x09, 0x1f, 0x7f, 0xc3, 0xa9, 0xe2, 0x98, 0x95, 0xff],
+                ), 0..6),
+                6,
+            ),
+            null_origin in any::<bool>(),
+        ) {
+            // The canonical layout with raw, unescaped bytes in each string.
+            let names = ["key", "kind", "created", "origin", "encoding", "writer"];
+            let mut line = Vec::new();
+            for (i, (name, raw)) in names.iter().zip(&members).enumerate() {
+                line.extend_from_slice(if i == 0 { b"{\"" } else { b",\"" });
+                line.extend_from_slice(name.as_bytes());
+                line.extend_from_slice(b"\":");
+                if *name == "origin" && null_origin {
+                    line.extend_from_slice(b"null");
+                    continue;
+                }
+                line.push(b'"');
+                line.extend_from_slice(raw);
+                line.push(b'"');
+            }
+            line.push(b'}');
+            agrees(&line)?;
+        }
+
+        #[test]
+        fn fast_and_strict_header_parses_agree_on_any_bytes(
+            line in proptest::collection::vec(any::<u8>(), 0..160),
+            prefix in proptest::sample::select(vec![&b""[..], b"{\"key\":\"", b"{\"key\":\"k\",\"kind\":\"v\",\"created\":\"c\",\"origin\":"]),
+        ) {
+            let mut bytes = prefix.to_vec();
+            bytes.extend_from_slice(&line);
+            agrees(&bytes)?;
+        }
+    }
 
     #[test]
     fn header_options_are_checked() {

@@ -29,6 +29,7 @@
 
 mod header;
 mod read;
+mod scan;
 mod write;
 
 pub use header::{Encoding, Header};

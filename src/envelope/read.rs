@@ -141,12 +141,9 @@ fn parse_prefix(body: &[u8]) -> Result<(Header, usize), DecodeError> {
     }
     let header_start = MAGIC.len() + line_end + 1;
     let header_area = &body[header_start..];
-    let header_len = header_area
-        .iter()
-        .take(MAX_HEADER_LEN)
-        .position(|&b| b == b'\n')
+    let header_len = super::scan::line_feed(&header_area[..header_area.len().min(MAX_HEADER_LEN)])
         .ok_or_else(|| Corruption::BadHeader("no line feed within 8192 bytes".to_owned()))?;
-    let wire: WireHeader = serde_json::from_slice(&header_area[..header_len])
+    let wire = WireHeader::parse(&header_area[..header_len])
         .map_err(|e| Corruption::BadHeader(e.to_string()))?;
     let header = wire.validate().map_err(Corruption::BadHeader)?;
     Ok((header, header_start + header_len + 1))

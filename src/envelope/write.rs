@@ -36,9 +36,10 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
 /// need no [`std::io::BufWriter`] around it, and it hashes the bytes as
 /// they arrive, a block at a time while the block is still in the cache.
 /// An envelope of up to 4 MiB reaches `inner` in a single `write`, as a
-/// hand-written serialize-then-write would; a larger one goes out in
-/// writes of 4 MiB, so a stream larger than memory is written with a
-/// bounded buffer. Hashing stays on the caller's thread (see
+/// hand-written serialize-then-write would; past that, the rest goes out
+/// in writes of 256 KiB, so a stream larger than memory is written with a
+/// bounded buffer whose bytes are still in the cache when the kernel copies
+/// them. Hashing stays on the caller's thread (see
 /// `HASH_BLOCK` in the source for the measurements behind that).
 ///
 /// # Examples
@@ -71,6 +72,9 @@ pub struct EnvelopeWriter<W: Write> {
     flushed: u64,
     /// Length of the magic line and header.
     prefix_len: u64,
+    /// How large `buf` may grow before it is written: [`WRITE_CHUNK`],
+    /// then [`STREAM_CHUNK`] once a first chunk was written.
+    chunk: usize,
 }
 
 /// Bytes hashed at a time while a chunk is filled: small enough to be
@@ -88,6 +92,14 @@ const HASH_BLOCK: usize = 64 << 10;
 
 /// The largest write: an envelope up to this size goes out in one `write`.
 const WRITE_CHUNK: usize = 4 << 20;
+
+/// The writes of a stream past its first [`WRITE_CHUNK`]: small enough that
+/// the buffer is still in the L2 cache when the kernel copies it into the
+/// page cache. Measured on this project's machine (issue 16), a 1 GiB
+/// streaming save spent 31 % of its CPU time in that copy with 4 MiB
+/// writes (4.6 s of system time, against 1.0 s for the same JSON written
+/// through a 64 KiB `BufWriter`).
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// What [`EnvelopeWriter::finish`] hands back.
 ///
@@ -143,6 +155,7 @@ impl<W: Write> EnvelopeWriter<W> {
             mark: 0,
             flushed: 0,
             prefix_len: prefix.len() as u64,
+            chunk: WRITE_CHUNK,
         };
         w.catch_up();
         Ok(w)
@@ -156,16 +169,18 @@ impl<W: Write> EnvelopeWriter<W> {
             self.hasher.update(&self.buf[self.buf_hashed..self.buf_hashed + whole]);
             self.buf_hashed += whole;
         }
-        self.mark = (self.buf_hashed + HASH_BLOCK).min(WRITE_CHUNK);
+        self.mark = (self.buf_hashed + HASH_BLOCK).min(self.chunk);
     }
 
     #[cold]
     fn write_all_cold(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while self.buf.len() + data.len() >= WRITE_CHUNK {
-            let (now, rest) = data.split_at(WRITE_CHUNK - self.buf.len());
+        while self.buf.len() + data.len() >= self.chunk {
+            let (now, rest) = data.split_at(self.chunk - self.buf.len());
             self.buf.extend_from_slice(now);
             data = rest;
             self.emit_buf()?;
+            self.chunk = STREAM_CHUNK;
+            self.catch_up();
         }
         self.buf.extend_from_slice(data);
         self.catch_up();
@@ -305,7 +320,10 @@ mod tests {
         for chunk in payload.chunks(65536) {
             w.write_all(chunk).unwrap();
         }
-        assert_eq!(w.flushed, 2 * WRITE_CHUNK as u64);
+        // One write of WRITE_CHUNK, then writes of STREAM_CHUNK.
+        let prefix = header().encode_prefix().len();
+        let streamed = (prefix + payload.len() - WRITE_CHUNK) / STREAM_CHUNK * STREAM_CHUNK;
+        assert_eq!(w.flushed, (WRITE_CHUNK + streamed) as u64);
         let done = w.finish().unwrap();
         assert_eq!(done.digest, Digest::of(&done.inner[..done.inner.len() - 65]));
         assert_eq!(decode(&done.inner).unwrap().payload, &payload[..]);

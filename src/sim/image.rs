@@ -64,25 +64,34 @@ impl SimFs {
     /// ```
     pub fn crash_image(&self, n: u64) -> SimFs {
         let s = self.lock().clone();
-        let mut mix = n;
-        let mut draw = |limit: usize| -> usize {
-            // splitmix64: every draw is a fresh, well-spread number.
-            mix = mix.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = mix;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) % limit as u64) as usize
-        };
         let pending = pending_dirs(&s);
-        let prefixes: Vec<usize> = pending.iter().map(|(_, n)| draw(n + 1)).collect();
+        sample_image(&s, &pending, &mut BTreeMap::new(), n)
+    }
+
+    /// Calls `f` with the crash images numbered `0..count`, each the image
+    /// [`crash_image`](SimFs::crash_image) gives for that number, working
+    /// out each unsynced file's variants once for all of them (for a sample
+    /// of the images when there are too many to enumerate).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::{fs::Fs, sim::SimFs};
+    /// let fs = SimFs::new();
+    /// fs.create_dir("/d".as_ref())?;
+    /// let mut seen = Vec::new();
+    /// fs.for_each_sampled_crash_image(20, |image| seen.push(image.list("/").is_empty()));
+    /// let one_by_one: Vec<bool> = (0..20).map(|n| fs.crash_image(n).list("/").is_empty()).collect();
+    /// assert_eq!(seen, one_by_one);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn for_each_sampled_crash_image(&self, count: u64, mut f: impl FnMut(SimFs)) {
+        let s = self.lock().clone();
+        let pending = pending_dirs(&s);
         let mut cache = BTreeMap::new();
-        let (mut image, dirty) = dir_image(&s, &pending, &prefixes, &mut cache);
-        for inode in dirty {
-            let variants = &cache[&inode];
-            let v = variants[draw(variants.len())].clone();
-            image.inodes[inode] = Inode { durable: v.clone(), live: v };
+        for n in 0..count {
+            f(sample_image(&s, &pending, &mut cache, n));
         }
-        SimFs { state: Arc::new(Mutex::new(image)) }
     }
 
     fn enumerate(&self, mut f: impl FnMut(State)) {
@@ -103,6 +112,33 @@ impl SimFs {
             });
         });
     }
+}
+
+/// The crash image numbered `n` (see [`SimFs::crash_image`]), with the
+/// files' variants from (and added to) `cache`.
+fn sample_image(
+    s: &State,
+    pending: &[(PathBuf, usize)],
+    cache: &mut BTreeMap<usize, Vec<Vec<u8>>>,
+    n: u64,
+) -> SimFs {
+    let mut mix = n;
+    let mut draw = |limit: usize| -> usize {
+        // splitmix64: every draw is a fresh, well-spread number.
+        mix = mix.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = mix;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % limit as u64) as usize
+    };
+    let prefixes: Vec<usize> = pending.iter().map(|(_, n)| draw(n + 1)).collect();
+    let (mut image, dirty) = dir_image(s, pending, &prefixes, cache);
+    for inode in dirty {
+        let variants = &cache[&inode];
+        let v = variants[draw(variants.len())].clone();
+        image.inodes[inode] = Inode { durable: v.clone(), live: v };
+    }
+    SimFs { state: Arc::new(Mutex::new(image)) }
 }
 
 /// Every directory with pending operations, and how many.

@@ -146,6 +146,26 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    /// One call for all of `files` (the model of one `syncfs`): if it is
+    /// made, every file's live bytes become durable; if the power is cut
+    /// before it or it fails, none of them do.
+    fn sync_files(&self, files: &mut [SimFile]) -> io::Result<()> {
+        let Some(first) = files.first() else { return Ok(()) };
+        let mut s = self.lock();
+        s.call("sync_files", first.path.parent().unwrap_or(&first.path))?;
+        for file in files.iter() {
+            let node = &mut s.inodes[file.inode];
+            node.durable = node.live.clone();
+        }
+        Ok(())
+    }
+
+    /// A counted call that changes nothing: starting writeback makes
+    /// nothing durable.
+    fn start_writeback(&self, file: &mut SimFile, _offset: u64, _len: u64) -> io::Result<()> {
+        self.lock().call("start_writeback", &file.path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.call("rename", from)?;

@@ -212,7 +212,7 @@ impl<F: Fs> Store<F> {
         create_dir: bool,
     ) -> Result<KeyLock<'_, F>> {
         let path = self.lock_path(key);
-        let claim = self.claim_thread(key, wait)?;
+        let claim = self.claim_path(key, &path, wait)?;
         if let Some(remote) = &self.remote {
             if !remote.has_locks() {
                 // Asking would misbehave (an object store has no locks): say so.
@@ -254,8 +254,13 @@ impl<F: Fs> Store<F> {
     /// on a lock it holds would wait for itself forever, so it is refused
     /// with an error that says so.
     pub(super) fn claim_thread(&self, key: &StashKey, wait: bool) -> Result<ThreadClaim> {
-        let path = self.lock_path(key);
-        ThreadClaim::new(&path).ok_or_else(|| {
+        self.claim_path(key, &self.lock_path(key), wait)
+    }
+
+    /// [`claim_thread`](Store::claim_thread) with the lock's path at hand.
+    fn claim_path(&self, key: &StashKey, path: &Path, wait: bool) -> Result<ThreadClaim> {
+        ThreadClaim::new(path).ok_or_else(|| {
+            let path = path.to_owned();
             if wait {
                 Error::LockedByThisThread { key: key.clone(), path }
             } else {

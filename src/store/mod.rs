@@ -17,7 +17,7 @@ mod restore;
 mod save;
 mod scan;
 
-pub use batch::{Batch, BatchError};
+pub use batch::{Batch, BatchError, FLUSH_GROUP};
 pub use inspect::Inspected;
 pub use lock::KeyLock;
 use names::TEMP_SUFFIX;

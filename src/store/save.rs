@@ -226,8 +226,24 @@ impl<F: Fs> Store<F> {
         file: F::File,
         tmp: &Path,
         header: &Header,
-        write: impl FnOnce(&mut EnvelopeWriter<F::File>) -> serde_json::Result<()>,
+        write: impl FnOnce(&mut EnvelopeWriter<Writeback<'_, F>>) -> serde_json::Result<()>,
     ) -> Result<(Digest, u64)> {
+        let (mut file, digest, len) = self.write_envelope(file, tmp, header, write)?;
+        self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;
+        drop(file);
+        Ok((digest, len))
+    }
+
+    /// Writes the envelope into the temp file and hands the file back,
+    /// not yet synced, with the envelope's digest and length.
+    pub(super) fn write_envelope(
+        &self,
+        file: F::File,
+        tmp: &Path,
+        header: &Header,
+        write: impl FnOnce(&mut EnvelopeWriter<Writeback<'_, F>>) -> serde_json::Result<()>,
+    ) -> Result<(F::File, Digest, u64)> {
+        let file = Writeback { fs: &self.fs, file, written: 0, started: 0 };
         let mut writer = EnvelopeWriter::new(file, header).map_err(io_err(IoOp::Write, tmp))?;
         if let Err(e) = write(&mut writer) {
             return Err(if e.is_io() {
@@ -237,10 +253,7 @@ impl<F: Fs> Store<F> {
             });
         }
         let done = writer.finish().map_err(io_err(IoOp::Write, tmp))?;
-        let mut file = done.inner;
-        self.fs.sync_file(&mut file).map_err(io_err(IoOp::SyncFile, tmp))?;
-        drop(file);
-        Ok((done.digest, done.len))
+        Ok((done.inner.file, done.digest, done.len))
     }
 
     /// Refuses a symlink, directory or special file at a stash path.
@@ -317,5 +330,36 @@ impl<F: Fs> Store<F> {
             self.fs.sync_dir(parent).map_err(io_err(IoOp::SyncDir, parent))?;
         }
         Ok(())
+    }
+}
+
+/// How many bytes of a temp file are written before their writeback is
+/// started ([`Fs::start_writeback`]): a large stash's writeback overlaps
+/// with serializing and hashing the rest instead of all waiting for the
+/// final `fsync`. Smaller stashes never reach it.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// A temp file being written, which starts the writeback of every
+/// [`WRITEBACK_CHUNK`] written.
+pub(super) struct Writeback<'f, F: Fs> {
+    fs: &'f F,
+    file: F::File,
+    written: u64,
+    started: u64,
+}
+
+impl<F: Fs> io::Write for Writeback<'_, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_CHUNK {
+            self.fs.start_writeback(&mut self.file, self.started, self.written - self.started)?;
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }

@@ -42,7 +42,7 @@ use std::time::SystemTime;
 use safestash::envelope::{self, Header};
 use safestash::fs::Fs;
 use safestash::sim::SimFs;
-use safestash::{Error, StashKey, Stashed, Store, temp_file_key};
+use safestash::{Error, SaveOptions, StashKey, Stashed, Store, temp_file_key};
 
 /// The store's directory in every scenario.
 ///
@@ -54,6 +54,42 @@ use safestash::{Error, StashKey, Stashed, Store, temp_file_key};
 pub const DIR: &str = "/data/stashes";
 /// How many violation descriptions a report keeps.
 const MAX_EXAMPLES: usize = 8;
+/// A crash point with more images than this is checked on
+/// [`SAMPLED_IMAGES`] of them, chosen as [`SimFs::crash_image`] does (a
+/// batch leaves several files unsynced at once, and their sector choices
+/// multiply).
+pub const MAX_ENUMERATED_IMAGES: u64 = 4096;
+/// How many images a crash point with too many to enumerate is checked on.
+///
+/// # Examples
+///
+/// ```
+/// use safestash_testkit::crash::{MAX_ENUMERATED_IMAGES, SAMPLED_IMAGES};
+/// assert!(SAMPLED_IMAGES < MAX_ENUMERATED_IMAGES);
+/// ```
+pub const SAMPLED_IMAGES: u64 = 512;
+/// How many stashes the batch scenario saves (the first over an old stash,
+/// the others where there was none).
+///
+/// [`explore_all`] runs the batch scenario with the value lengths up to
+/// [`MAX_BATCH_VALUE_LEN`] only: three files of a value written in several
+/// chunks have too many sector variants to build for every crash point.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash_testkit::crash::BATCH_LEN, 3);
+/// ```
+pub const BATCH_LEN: usize = 3;
+/// The longest value [`explore_all`] gives the batch scenario (six sectors a
+/// file: every sector combination of each file).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(safestash_testkit::crash::MAX_BATCH_VALUE_LEN, 2600);
+/// ```
+pub const MAX_BATCH_VALUE_LEN: usize = 2600;
 
 /// A store operation to cut off at every call.
 ///
@@ -81,6 +117,10 @@ pub enum Scenario {
     /// `rollback` through a restore hook: once the permit is given the
     /// snapshot must survive until the hook has run.
     RollbackRestore,
+    /// One [`Store::batch`] of [`BATCH_LEN`] stashes, the first over an
+    /// existing stash: each key must hold its old stash (or none) or its new
+    /// one, and all must be new once the batch returned `Ok`.
+    Batch,
 }
 
 impl Scenario {
@@ -91,7 +131,7 @@ impl Scenario {
     /// ```
     /// assert!(safestash_testkit::crash::Scenario::ALL.contains(&safestash_testkit::crash::Scenario::Clear));
     /// ```
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::SaveCreatingDirs,
         Scenario::SaveOverNothing,
         Scenario::SaveOverExisting,
@@ -99,6 +139,7 @@ impl Scenario {
         Scenario::Quarantine,
         Scenario::Cleanup,
         Scenario::RollbackRestore,
+        Scenario::Batch,
     ];
 
     fn is_save(self) -> bool {
@@ -119,6 +160,7 @@ impl fmt::Display for Scenario {
             Scenario::Quarantine => "quarantine",
             Scenario::Cleanup => "cleanup of stale temps",
             Scenario::RollbackRestore => "begin + rollback-restore",
+            Scenario::Batch => "batch of 3 saves",
         })
     }
 }
@@ -136,9 +178,12 @@ impl fmt::Display for Scenario {
 pub enum Protocol {
     /// [`Store::save`] itself.
     Correct,
-    /// Temp file, rename, directory fsync — but the file is never fsynced.
+    /// Temp file, rename, directory fsync — but the file is never fsynced
+    /// (in a batch: the temp files are never flushed with
+    /// [`Fs::sync_files`]).
     NoFileSync,
-    /// Temp file, fsync, rename — but the directory is never fsynced.
+    /// Temp file, fsync, rename — but the directory is never fsynced (in a
+    /// batch: temp files flushed together, renamed, and no directory fsync).
     NoDirSync,
     /// Overwrite the stash file in place, then fsync it.
     InPlace,
@@ -255,7 +300,7 @@ impl Case {
             Scenario::SaveOverNothing | Scenario::RollbackRestore => {
                 fs.mkdir_durable(DIR).expect("setup");
             }
-            Scenario::SaveOverExisting | Scenario::Clear | Scenario::Cleanup => {
+            Scenario::SaveOverExisting | Scenario::Clear | Scenario::Cleanup | Scenario::Batch => {
                 let store = Store::with_fs(DIR, fs.clone()).expect("setup");
                 store.save(&self.key, &self.old).expect("setup");
                 if self.scenario == Scenario::Cleanup {
@@ -280,7 +325,7 @@ impl Case {
             Scenario::SaveCreatingDirs | Scenario::SaveOverNothing => {
                 (vec![Outcome::Missing, new.clone()], new)
             }
-            Scenario::SaveOverExisting => (vec![old, new.clone()], new),
+            Scenario::SaveOverExisting | Scenario::Batch => (vec![old, new.clone()], new),
             Scenario::Clear => (vec![old, Outcome::Missing], Outcome::Missing),
             Scenario::Quarantine => (vec![Outcome::Corrupt, Outcome::Missing], Outcome::Missing),
             Scenario::Cleanup => (vec![old.clone()], old),
@@ -356,6 +401,17 @@ impl Case {
         let result = match (self.scenario, self.protocol) {
             (s, Protocol::Correct) if s.is_save() => store.save(&self.key, &self.new).map(drop),
             (s, broken) if s.is_save() => return broken_save(store, &self.key, &self.new, broken),
+            (Scenario::Batch, Protocol::Correct) => {
+                let keys = self.batch_keys();
+                let mut batch = store.batch();
+                for key in &keys {
+                    batch.add(key, &self.new, &SaveOptions::new()).map_err(|e| e.to_string())?;
+                }
+                batch.commit().map(drop).map_err(Error::from)
+            }
+            (Scenario::Batch, broken) => {
+                return broken_batch(store, &self.batch_keys(), &self.new, broken);
+            }
             (Scenario::Clear, _) => store.clear(&self.key).map(drop),
             (Scenario::Quarantine, _) => store.quarantine(&self.key).map(drop),
             (Scenario::Cleanup, _) => store.cleanup().map(drop),
@@ -364,8 +420,22 @@ impl Case {
         result.map_err(|e| e.to_string())
     }
 
+    /// The keys of the batch scenario: the case's key (over its old
+    /// stash), then keys that had none.
+    fn batch_keys(&self) -> Vec<StashKey> {
+        let mut keys = vec![self.key.clone()];
+        for i in 1..BATCH_LEN {
+            keys.push(StashKey::new(format!("{}.{i}", self.key)).expect("valid key"));
+        }
+        keys
+    }
+
     fn load(&self, store: &Store<SimFs>) -> Outcome {
-        match store.load::<String>(&self.key) {
+        Case::load_key(store, &self.key)
+    }
+
+    fn load_key(store: &Store<SimFs>, key: &StashKey) -> Outcome {
+        match store.load::<String>(key) {
             Ok(None) => Outcome::Missing,
             Ok(Some(s)) => Outcome::Value(s.into_value()),
             Err(Error::Corrupt { .. }) => Outcome::Corrupt,
@@ -383,6 +453,21 @@ impl Case {
         if !allowed.contains(&outcome) {
             let allowed: Vec<String> = allowed.iter().map(Outcome::to_string).collect();
             return Some(format!("load gave {outcome}, allowed: {}", allowed.join(" or ")));
+        }
+        // The other keys of a batch had no stash: where the first key may
+        // keep its old value, they may have none.
+        let others = if self.scenario == Scenario::Batch { self.batch_keys() } else { Vec::new() };
+        let old = Outcome::Value(self.old.clone());
+        let fresh: Vec<Outcome> =
+            allowed.iter().map(|o| if *o == old { Outcome::Missing } else { o.clone() }).collect();
+        let mut before_cleanup = Vec::new();
+        for key in others.iter().skip(1) {
+            let found = Case::load_key(&store, key);
+            if !fresh.contains(&found) {
+                let fresh: Vec<String> = fresh.iter().map(Outcome::to_string).collect();
+                return Some(format!("{key}: load gave {found}, allowed: {}", fresh.join(" or ")));
+            }
+            before_cleanup.push(found);
         }
         if self.scenario == Scenario::RollbackRestore
             && progress.permit
@@ -409,6 +494,12 @@ impl Case {
         let again = self.load(&store);
         if again != outcome {
             return Some(format!("load changed after cleanup: {outcome} then {again}"));
+        }
+        for (key, before) in others.iter().skip(1).zip(before_cleanup) {
+            let again = Case::load_key(&store, key);
+            if again != before {
+                return Some(format!("{key}: load changed after cleanup: {before} then {again}"));
+            }
         }
         None
     }
@@ -444,6 +535,41 @@ fn broken_save(
     }
     drop(file);
     fs.rename(&tmp, &path).map_err(err)?;
+    if protocol != Protocol::NoDirSync {
+        fs.sync_dir(dir).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The negative controls for batches: the batch protocol (every temp file
+/// written, flushed together, each renamed, the directory fsynced once)
+/// with one step skipped.
+fn broken_batch(
+    store: &Store<SimFs>,
+    keys: &[StashKey],
+    value: &String,
+    protocol: Protocol,
+) -> Result<(), String> {
+    let err = |e: std::io::Error| e.to_string();
+    let fs = store.fs();
+    let dir = store.dir();
+    let payload = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    let (mut files, mut temps) = (Vec::new(), Vec::new());
+    for key in keys {
+        let header = Header::new(key.clone(), "value", None, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+        let (mut file, tmp) = fs.create_temp(dir, &format!(".{key}."), ".tmp").map_err(err)?;
+        file.write_all(&envelope::encode(&header, &payload)).map_err(err)?;
+        files.push(file);
+        temps.push((tmp, store.path_of(key)));
+    }
+    if protocol != Protocol::NoFileSync {
+        fs.sync_files(&mut files).map_err(err)?;
+    }
+    drop(files);
+    for (tmp, path) in &temps {
+        fs.rename(tmp, path).map_err(err)?;
+    }
     if protocol != Protocol::NoDirSync {
         fs.sync_dir(dir).map_err(err)?;
     }
@@ -503,14 +629,19 @@ pub fn explore(scenario: Scenario, protocol: Protocol, value_len: usize) -> Repo
         let (result, progress) = case.run(&store);
         let returned_ok = result.is_ok() && !fs.is_crashed();
         let allowed = case.allowed_after(progress, returned_ok, false);
-        fs.for_each_crash_image(|image| {
+        let check = |image: SimFs| {
             report.states += 1;
             if let Some(what) = case.check(image, &allowed, progress) {
                 report.lost_after_ok += u64::from(returned_ok);
                 let when = if returned_ok { "after it returned Ok" } else { "mid-operation" };
                 report.violation(format!("crash after call {k}/{calls} ({when}): {what}"));
             }
-        });
+        };
+        if fs.crash_image_count() <= MAX_ENUMERATED_IMAGES {
+            fs.for_each_crash_image(check);
+        } else {
+            fs.for_each_sampled_crash_image(SAMPLED_IMAGES, check);
+        }
     }
 
     // I/O errors at every call, once and from then on.
@@ -560,11 +691,15 @@ pub fn explore_all(value_lens: &[usize]) -> Vec<(Scenario, Protocol, Report)> {
                 &[Protocol::Correct, Protocol::NoFileSync, Protocol::NoDirSync, Protocol::InPlace]
             }
             Scenario::RollbackRestore => &[Protocol::Correct, Protocol::ClearBeforeRestore],
+            Scenario::Batch => &[Protocol::Correct, Protocol::NoFileSync, Protocol::NoDirSync],
             _ => &[Protocol::Correct],
         };
         for &protocol in protocols {
             let mut total = Report::default();
             for &len in value_lens {
+                if scenario == Scenario::Batch && len > MAX_BATCH_VALUE_LEN {
+                    continue;
+                }
                 let r = explore(scenario, protocol, len);
                 total.calls = total.calls.max(r.calls);
                 total.crash_points += r.crash_points;
