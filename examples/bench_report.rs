@@ -21,10 +21,28 @@
 //! SQLite inserting the same rows in one transaction), user-space
 //! instructions per save and load counted by `valgrind --tool=callgrind`
 //! on `examples/bench_instr` (skipped with a reason when valgrind or that
-//! example is missing; `--no-instr` skips them), and the targets table.
+//! example is missing; `--no-instr` skips them), the backend rows, and the
+//! targets table.
+//!
+//! The backend rows (save and load of 1 KiB and 1 MiB on PostgreSQL and on
+//! object storage, against the same calls written by hand; see
+//! `examples/backend_rows/`) need the backend's feature and its URL:
+//!
+//! ```text
+//! SAFESTASH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/db \
+//! SAFESTASH_OBJSTORE_URL=s3://bucket/bench AWS_ENDPOINT_URL=http://127.0.0.1:5000 ... \
+//!   cargo run --release --features postgres,object-store --example bench_report
+//! ```
+//!
+//! Without them each backend's section says why it is missing; `--no-backends`
+//! skips them.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+
+#[cfg(any(feature = "postgres", feature = "object-store"))]
+#[path = "backend_rows/mod.rs"]
+mod backend_rows;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -413,6 +431,10 @@ fn main() {
         }
     }
 
+    if !args.iter().any(|a| a == "--no-backends") {
+        backends(if quick { 3 } else { 9 });
+    }
+
     println!("\n## Targets\n");
     println!("| target | measured | met |");
     println!("|---|---:|---|");
@@ -459,4 +481,47 @@ fn main() {
         let vs_sqlite = batch[1].1.as_secs_f64() / batch[2].1.as_secs_f64();
         println!("| (one batch ÷ sqlite transaction, {place}, no target) | {vs_sqlite:.2} | – |");
     }
+}
+
+/// The backend sections: PostgreSQL and object storage rows, or why each
+/// is missing.
+#[cfg_attr(not(any(feature = "postgres", feature = "object-store")), allow(unused_variables))]
+fn backends(rounds: usize) {
+    println!("\n## PostgreSQL: save and load against the same statements by hand\n");
+    #[cfg(feature = "postgres")]
+    match std::env::var("SAFESTASH_POSTGRES_URL")
+        .or_else(|_| std::env::var("SAFESTASH_TEST_POSTGRES_URL"))
+    {
+        Ok(url) => {
+            eprintln!("running the PostgreSQL rows x {rounds} rounds…");
+            match backend_rows::postgres::rows(&url, rounds) {
+                Ok(rows) => print!("{}", backend_rows::table(&rows)),
+                Err(e) => println!("(failed: {e})"),
+            }
+        }
+        Err(_) => println!("(skipped: SAFESTASH_POSTGRES_URL is not set)"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    println!("(skipped: built without the feature `postgres`)");
+
+    println!("\n## Object storage: save and load against the same object_store calls by hand\n");
+    #[cfg(feature = "object-store")]
+    match std::env::var("SAFESTASH_OBJSTORE_URL").or_else(|_| {
+        std::env::var("SAFESTASH_TEST_S3_URL")
+            .map(|b| format!("{}/bench-{}", b.trim_end_matches('/'), std::process::id()))
+    }) {
+        Ok(url) => {
+            eprintln!("running the object store rows x {rounds} rounds…");
+            match backend_rows::objstore::rows(&url, rounds) {
+                Ok(rows) => {
+                    println!("`{}`:\n", url.split('?').next().unwrap_or(&url));
+                    print!("{}", backend_rows::table(&rows));
+                }
+                Err(e) => println!("(failed: {e})"),
+            }
+        }
+        Err(_) => println!("(skipped: SAFESTASH_OBJSTORE_URL is not set)"),
+    }
+    #[cfg(not(feature = "object-store"))]
+    println!("(skipped: built without the feature `object-store`)");
 }
