@@ -164,6 +164,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::ClientConfigKey;
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -417,22 +418,34 @@ impl ObjectStoreBackend {
         };
         let store: Arc<dyn ObjectStore> = match scheme {
             "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(bucket_url.clone())
-                    .build()
-                    .map_err(built)?,
+                stream_timeouts(
+                    "AWS",
+                    object_store::aws::AmazonS3Builder::from_env(),
+                    |b, k, v| b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v),
+                )
+                .with_url(bucket_url.clone())
+                .build()
+                .map_err(built)?,
             ),
             "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(bucket_url.clone())
-                    .build()
-                    .map_err(built)?,
+                stream_timeouts(
+                    "GOOGLE",
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                    |b, k, v| b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v),
+                )
+                .with_url(bucket_url.clone())
+                .build()
+                .map_err(built)?,
             ),
             "az" | "abfs" | "abfss" => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(bucket_url.clone())
-                    .build()
-                    .map_err(built)?,
+                stream_timeouts(
+                    "AZURE",
+                    object_store::azure::MicrosoftAzureBuilder::from_env(),
+                    |b, k, v| b.with_config(object_store::azure::AzureConfigKey::Client(k), v),
+                )
+                .with_url(bucket_url.clone())
+                .build()
+                .map_err(built)?,
             ),
             "memory" => Arc::new(object_store::memory::InMemory::new()),
             _ => {
@@ -920,6 +933,26 @@ struct StreamReader {
     shared: Arc<Shared>,
     stream: BoxStream<'static, object_store::Result<Bytes>>,
     buf: Bytes,
+}
+
+/// The client timeouts a streamed stash needs, unless the environment sets
+/// them (`{PREFIX}_TIMEOUT`, `{PREFIX}_READ_TIMEOUT`, as object_store reads
+/// them). object_store's default `timeout` (30 s) bounds a whole request,
+/// body included, and a load reads the body only as fast as the caller
+/// deserializes it: a large stash read by a slow consumer would be cut off
+/// (its retries resume by range, within a budget of minutes, then fail). So
+/// a request may last as long as its body takes (`timeout` 24 h), while a
+/// connection that stalls, with no byte for `read_timeout` (60 s), fails.
+fn stream_timeouts<B>(prefix: &str, builder: B, set: impl Fn(B, ClientConfigKey, &str) -> B) -> B {
+    let unset = |name: &str| std::env::var_os(format!("{prefix}_{name}")).is_none();
+    let mut builder = builder;
+    if unset("TIMEOUT") {
+        builder = set(builder, ClientConfigKey::Timeout, "24h");
+    }
+    if unset("READ_TIMEOUT") {
+        builder = set(builder, ClientConfigKey::ReadTimeout, "60s");
+    }
+    builder
 }
 
 impl Read for StreamReader {

@@ -654,11 +654,22 @@ impl Streamed {
             return Err(changed("another length"));
         }
         let hashed = self.size - envelope::TRAILER_LEN as u64 + envelope::TRAILER_HASHED as u64;
-        let mut reader = Rehashing { inner: fetched.reader, hasher: Sha256::new(), pos: 0, hashed };
+        let mut reader = Rehashing {
+            inner: fetched.reader,
+            hasher: Sha256::new(),
+            pos: 0,
+            hashed,
+            failed: None,
+        };
         let out = read(&mut reader).map_err(io_err(IoOp::Read, &self.path))?;
         let rest = self.size.saturating_sub(reader.pos);
-        let drained = io::copy(&mut (&mut reader).take(rest), &mut io::sink())
-            .map_err(io_err(IoOp::Read, &self.path))?;
+        let drained = io::copy(&mut (&mut reader).take(rest), &mut io::sink());
+        // A read that failed is that error, not "changed", even when the
+        // payload's reader swallowed it and the stream then ended early.
+        if let Some(e) = reader.failed.take() {
+            return Err(io_err(IoOp::Read, &self.path)(e));
+        }
+        let drained = drained.map_err(io_err(IoOp::Read, &self.path))?;
         let Some(out) = out else { return Err(changed("shorter")) };
         if drained != rest
             || reader.pos != self.size
@@ -676,11 +687,22 @@ struct Rehashing {
     hasher: Sha256,
     pos: u64,
     hashed: u64,
+    /// The first read error, kept: the reader's user (serde) may swallow
+    /// it, and the stream may then just end.
+    failed: Option<io::Error>,
 }
 
 impl Read for Rehashing {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted && self.failed.is_none() {
+                    self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+                }
+                return Err(e);
+            }
+        };
         if self.pos < self.hashed {
             let upto = usize::try_from(self.hashed - self.pos).unwrap_or(usize::MAX).min(n);
             self.hasher.update(&buf[..upto]);
