@@ -849,7 +849,7 @@ fn two_tenant_reconcilers_on_one_bucket_take_turns_on_the_run_lock() {
     use safestash::reconcile::{IdSet, Limits, Reconciler, plan};
     let Some(url) = objtest::url("tenant_runs") else { return };
     // Two workers, each with its own store, run the same plan at once: the
-    // run lock (a lease here) makes one run whole before the other starts.
+    // run lock (a lease here) keeps their export-and-stash phases apart.
     let calls = Arc::new(Mutex::new(Vec::new()));
     let local: IdSet<_> = (1..=10).map(tenant).collect();
     let truth: IdSet<_> = (4..=10).map(tenant).collect();
@@ -886,10 +886,20 @@ fn two_tenant_reconcilers_on_one_bucket_take_turns_on_the_run_lock() {
     });
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 12, "{calls:?}");
-    let first = calls[0].0;
-    let (a, b) = calls.split_at(6);
-    assert!(a.iter().all(|c| c.0 == first), "the runs interleaved: {calls:?}");
-    assert!(b.iter().all(|c| c.0 != first), "the runs interleaved: {calls:?}");
+    // The run lock covers choosing generation keys, exporting and the
+    // batch; it is released before the deletes (phase 2), so the other
+    // run's exports may overlap this run's deletes, but the two runs'
+    // export phases never interleave. (Both reports being complete also
+    // shows they chose different generation keys: a second run on the
+    // same keys would have been refused by the batch's `Absent`.)
+    let exports: Vec<usize> = calls.iter().filter(|c| c.1 == "export").map(|c| c.0).collect();
+    assert_eq!(exports.len(), 6, "{calls:?}");
+    let first = exports[0];
+    assert!(exports[..3].iter().all(|w| *w == first), "the runs interleaved: {calls:?}");
+    assert!(exports[3..].iter().all(|w| *w != first), "the runs interleaved: {calls:?}");
+    let last_export_of_first = calls.iter().rposition(|c| c.0 == first && c.1 == "export");
+    let first_export_of_other = calls.iter().position(|c| c.0 != first && c.1 == "export");
+    assert!(last_export_of_first < first_export_of_other, "{calls:?}");
 }
 
 // ---------------------------------------------------------------------------
