@@ -498,10 +498,7 @@ fn part_name(worker: usize) -> String {
 }
 
 fn steps() -> Vec<Change> {
-    let mut steps = vec![Change::to(Running).note("started")];
-    steps.extend((0..PROGRESS).map(|i| Change::to(Running).note(format!("progress {i}"))));
-    steps.push(Change::to(Completed).note("done"));
-    steps
+    harness::journal_steps(PROGRESS)
 }
 
 /// The child: drives its own part through every step, each a
@@ -524,21 +521,14 @@ fn journal_child_worker() {
         assert!(Instant::now() < deadline, "no go signal");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let mut conflicts = 0u32;
-    for change in steps() {
-        loop {
-            assert!(Instant::now() < deadline, "worker {worker}: no progress");
-            let seen = op.view().unwrap().generation;
-            match op.update(&part, Expect::Operation(seen), change.clone()) {
-                Ok(_) => break,
-                Err(JournalError::Conflict { .. }) => {
-                    conflicts += 1;
-                    std::thread::sleep(Duration::from_micros(rng.below(2000)));
-                }
-                Err(e) => panic!("worker {worker}: {e}"),
-            }
-        }
-    }
+    let conflicts = harness::drive_journal_part(
+        &op,
+        &part,
+        steps(),
+        &mut rng,
+        Duration::from_micros(2000),
+        deadline,
+    );
     std::fs::write(dir.join(format!("done-{worker}")), conflicts.to_string()).unwrap();
 }
 

@@ -24,7 +24,7 @@ use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion};
 use safestash::backend::object_store::{ObjectStoreBackend, Options};
 use safestash::backend::{Backend, Condition, Outcome};
 use safestash::envelope::{EnvelopeWriter, Header};
-use safestash::journal::{Change, Expect, JournalError, Operation, PartState};
+use safestash::journal::{Change, Operation};
 use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 use sha2::{Digest as _, Sha256};
 
@@ -190,21 +190,14 @@ fn child_entry() {
             let part = format!("host-{worker}");
             let mut rng = harness::Rng::new(worker as u64);
             let deadline = Instant::now() + Duration::from_secs(240);
-            let mut conflicts = 0u32;
-            for change in journal_steps() {
-                loop {
-                    assert!(Instant::now() < deadline, "worker {worker}: no progress");
-                    let seen = op.view().unwrap().generation;
-                    match op.update(&part, Expect::Operation(seen), change.clone()) {
-                        Ok(_) => break,
-                        Err(JournalError::Conflict { .. }) => {
-                            conflicts += 1;
-                            std::thread::sleep(Duration::from_micros(rng.below(20_000)));
-                        }
-                        Err(e) => panic!("worker {worker}: {e}"),
-                    }
-                }
-            }
+            let conflicts = harness::drive_journal_part(
+                &op,
+                &part,
+                journal_steps(),
+                &mut rng,
+                Duration::from_millis(20),
+                deadline,
+            );
             println!("journal done {conflicts}");
         }
         // 1 GiB through put_with and get, reporting peak RSS.
@@ -645,10 +638,7 @@ const JOURNAL_OP: &str = "fleet upgrade";
 const JOURNAL_WORKERS: usize = 8;
 
 fn journal_steps() -> Vec<Change> {
-    let mut steps = vec![Change::to(PartState::Running).note("started")];
-    steps.extend((0..4).map(|i| Change::to(PartState::Running).note(format!("progress {i}"))));
-    steps.push(Change::to(PartState::Completed).note("done"));
-    steps
+    harness::journal_steps(4)
 }
 
 #[test]

@@ -11,6 +11,7 @@
 #![cfg(feature = "postgres")]
 
 mod bigvalue;
+mod harness;
 mod pgtest;
 
 use std::io::{BufRead, BufReader};
@@ -20,9 +21,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bigvalue::{Big, BigCheck, PIECE};
-use safestash::journal::{
-    Aggregate, Change, Derivation, Expect, JournalError, Operation, PartState,
-};
+use safestash::journal::{Aggregate, Change, Derivation, Operation};
 use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 use serde::{Deserialize, Serialize};
 
@@ -311,25 +310,14 @@ fn child_entry() {
                 assert!(Instant::now() < deadline, "no go signal");
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let mut seed = worker as u64 * 7919 + 1;
-            let mut conflicts = 0u32;
-            for change in journal_steps() {
-                loop {
-                    assert!(Instant::now() < deadline, "worker {worker}: no progress");
-                    let seen = op.view().unwrap().generation;
-                    match op.update(&part, Expect::Operation(seen), change.clone()) {
-                        Ok(_) => break,
-                        Err(JournalError::Conflict { .. }) => {
-                            conflicts += 1;
-                            seed ^= seed << 13;
-                            seed ^= seed >> 7;
-                            seed ^= seed << 17;
-                            std::thread::sleep(Duration::from_micros(seed % 2000));
-                        }
-                        Err(e) => panic!("worker {worker}: {e}"),
-                    }
-                }
-            }
+            let conflicts = harness::drive_journal_part(
+                &op,
+                &part,
+                journal_steps(),
+                &mut harness::Rng::new(worker as u64),
+                Duration::from_micros(2000),
+                deadline,
+            );
             println!("journal done {conflicts}");
         }
         other => panic!("unknown child role {other}"),
@@ -739,12 +727,7 @@ const JOURNAL_OP: &str = "fleet upgrade";
 const JOURNAL_PROGRESS: usize = 10;
 
 fn journal_steps() -> Vec<Change> {
-    let mut steps = vec![Change::to(PartState::Running).note("started")];
-    steps.extend(
-        (0..JOURNAL_PROGRESS).map(|i| Change::to(PartState::Running).note(format!("progress {i}"))),
-    );
-    steps.push(Change::to(PartState::Completed).note("done"));
-    steps
+    harness::journal_steps(JOURNAL_PROGRESS)
 }
 
 /// The journal's eight-process test (tests/journal.rs), on PostgreSQL:

@@ -297,24 +297,7 @@ pub fn verify_reader<R: Read + Seek>(
     if read_up_to(r, 0, &mut buf)? != prefix_len {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    let (header, payload_start) = match parse_prefix(&buf) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
-    let actual_len = body_end - payload_start as u64;
-    if actual_len != trailer.payload_len {
-        return Ok(Err(Corruption::LengthMismatch {
-            recorded: trailer.payload_len,
-            actual: actual_len,
-        }
-        .into()));
-    }
-    Ok(Ok(Layout {
-        header,
-        digest: trailer.digest,
-        payload_offset: payload_start as u64,
-        payload_len: actual_len,
-    }))
+    Ok(checked_layout(&buf, body_end, &trailer))
 }
 
 /// Verifies an envelope of `len` bytes read once from `r`, front to back,
@@ -399,24 +382,29 @@ pub fn verify_stream<R: Read + ?Sized>(
     if actual != trailer.digest {
         return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
     }
-    let (header, payload_start) = match parse_prefix(&prefix) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
+    Ok(checked_layout(&prefix, body_end, &trailer))
+}
+
+/// The layout of an envelope whose digest matched `trailer`: the header
+/// parsed from `prefix` (the body's first bytes), and the payload's length
+/// (from where the header ends to `body_end`) checked against the one the
+/// trailer records.
+fn checked_layout(prefix: &[u8], body_end: u64, trailer: &Trailer) -> Result<Layout, DecodeError> {
+    let (header, payload_start) = parse_prefix(prefix)?;
     let actual_len = body_end - payload_start as u64;
     if actual_len != trailer.payload_len {
-        return Ok(Err(Corruption::LengthMismatch {
+        return Err(Corruption::LengthMismatch {
             recorded: trailer.payload_len,
             actual: actual_len,
         }
-        .into()));
+        .into());
     }
-    Ok(Ok(Layout {
+    Ok(Layout {
         header,
         digest: trailer.digest,
         payload_offset: payload_start as u64,
         payload_len: actual_len,
-    }))
+    })
 }
 
 /// Reads until `buf` is full or the end; returns bytes read.

@@ -129,3 +129,48 @@ pub fn wait_for_workers<W: std::fmt::Display>(
     }
     assert!(failed.is_empty(), "{}", failed.join("\n---\n"));
 }
+
+/// The steps a journal worker drives its part through: `Running`
+/// ("started"), `progress` more `Running` updates, then `Completed`.
+pub fn journal_steps(progress: usize) -> Vec<safestash::journal::Change> {
+    use safestash::journal::{Change, PartState};
+    let mut steps = vec![Change::to(PartState::Running).note("started")];
+    steps.extend(
+        (0..progress).map(|i| Change::to(PartState::Running).note(format!("progress {i}"))),
+    );
+    steps.push(Change::to(PartState::Completed).note("done"));
+    steps
+}
+
+/// A journal worker's loop: drives `part` of `op` through `steps`, each a
+/// compare-and-swap on the whole operation's generation (so any sibling's
+/// update in between is a conflict), retried after a pause of up to
+/// `max_pause` until it lands. Panics on any other error, or when
+/// `deadline` passes first. Returns how many conflicts it met.
+pub fn drive_journal_part(
+    op: &safestash::journal::Operation<'_>,
+    part: &str,
+    steps: Vec<safestash::journal::Change>,
+    rng: &mut Rng,
+    max_pause: std::time::Duration,
+    deadline: std::time::Instant,
+) -> u32 {
+    use safestash::journal::{Expect, JournalError};
+    let max_pause_us = u64::try_from(max_pause.as_micros()).unwrap().max(1);
+    let mut conflicts = 0u32;
+    for change in steps {
+        loop {
+            assert!(std::time::Instant::now() < deadline, "{part}: no progress");
+            let seen = op.view().unwrap().generation;
+            match op.update(part, Expect::Operation(seen), change.clone()) {
+                Ok(_) => break,
+                Err(JournalError::Conflict { .. }) => {
+                    conflicts += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(rng.below(max_pause_us)));
+                }
+                Err(e) => panic!("{part}: {e}"),
+            }
+        }
+    }
+    conflicts
+}

@@ -39,8 +39,9 @@ pub(super) fn connector(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = match (verify, root_cert) {
-        (Verify::None, _) => Arc::new(Unverified(provider.signature_verification_algorithms)),
+    let algorithms = provider.signature_verification_algorithms;
+    let verifier = match (verify, root_cert) {
+        (Verify::None, _) => Verifier { algorithms, chain: None, names: false },
         (_, None) => {
             return Err("sslmode=verify-ca or verify-full needs sslrootcert=FILE (PEM)".into());
         }
@@ -55,62 +56,30 @@ pub(super) fn connector(
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("sslrootcert `{file}`: {e}"))?;
-            Arc::new(Chained { webpki, names: verify == Verify::Full })
+            Verifier { algorithms, chain: Some(webpki), names: verify == Verify::Full }
         }
     };
-    let config =
-        builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// `prefer` and `require` without a root certificate: any certificate,
-/// but a handshake signed by its key.
+/// The server-certificate check `sslmode` asks for. The handshake's
+/// signatures are checked with the provider's algorithms in every mode, so
+/// a peer must hold the key of the certificate it shows.
 #[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// `verify-ca` (`names: false`: the chain only) and `verify-full`.
-#[derive(Debug)]
-struct Chained {
-    webpki: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    algorithms: WebPkiSupportedAlgorithms,
+    /// `None` (`prefer`, `require` without a root certificate): any
+    /// certificate; otherwise it must chain to `sslrootcert`.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// Whether the certificate must also name the host (`verify-full`).
     names: bool,
 }
 
-impl ServerCertVerifier for Chained {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -119,7 +88,10 @@ impl ServerCertVerifier for Chained {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(webpki) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.names => Ok(ServerCertVerified::assertion()),
@@ -133,7 +105,7 @@ impl ServerCertVerifier for Chained {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -142,10 +114,10 @@ impl ServerCertVerifier for Chained {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
