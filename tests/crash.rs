@@ -209,17 +209,17 @@ fn scenarios_use_the_documented_directory() {
     assert_ne!(safestash_testkit::crash::DIR, safestash_testkit::model::DIR);
 }
 
-/// A stash past 8 MiB starts its writeback part way (`Fs::start_writeback`,
-/// a call that makes nothing durable); an error there fails the save and
-/// keeps the old stash. (Crash images of a 9 MiB file are too many to
-/// build: the power cuts are covered at smaller sizes, where the same
-/// protocol runs without this call.)
+/// A stash past 512 KiB starts its writeback part way
+/// (`Fs::start_writeback`, a call that makes nothing durable); an error
+/// there fails the save and keeps the old stash. (Crash images of a 1 MiB
+/// file are too many to build: the power cuts are covered at smaller
+/// sizes, where the same protocol runs without this call.)
 #[test]
 fn a_large_save_starts_writeback_and_an_error_there_fails_the_save() {
     use safestash::sim::SimFs;
     use safestash::{StashKey, Store};
     let key = StashKey::new("large").unwrap();
-    let big = "x".repeat(9 << 20);
+    let big = "x".repeat(1 << 20);
     let setup = || {
         let fs = SimFs::new();
         Store::with_fs("/s", fs.clone()).unwrap().save(&key, &"old").unwrap();
@@ -232,7 +232,7 @@ fn a_large_save_starts_writeback_and_an_error_there_fails_the_save() {
         .log()
         .into_iter()
         .find(|c| c.seq > start && c.op == "start_writeback")
-        .expect("a 9 MiB save starts its writeback")
+        .expect("a 1 MiB save starts its writeback")
         .seq;
     drop(dry);
     for persistent in [false, true] {
