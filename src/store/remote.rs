@@ -728,3 +728,148 @@ fn decode_error(path: &Path, e: DecodeError) -> Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Read};
+    use std::sync::{Arc, Mutex};
+
+    use super::REMOTE_WHOLE_LIMIT;
+    use crate::backend::{Backend, Condition, Fetched, Held, Listed, Outcome};
+    use crate::digest::Digest;
+    use crate::error::{Error, IoOp, Result};
+    use crate::fs::OsFs;
+    use crate::key::StashKey;
+    use crate::store::Store;
+
+    /// A backend keeping one envelope in memory, whose reads after the
+    /// first (the second pass of a large load) fail with `ConnectionReset`
+    /// after `fail_at` bytes and then end, as a dropped stream does.
+    #[derive(Debug)]
+    struct FlakyReads {
+        envelope: Mutex<Option<Vec<u8>>>,
+        gets: Mutex<u32>,
+        fail_at: usize,
+    }
+
+    /// The envelope's bytes up to `fail_at`, then one error, then the end.
+    struct Dropped {
+        bytes: io::Cursor<Vec<u8>>,
+        fail_at: u64,
+        failed: bool,
+    }
+
+    impl Read for Dropped {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let left = self.fail_at.saturating_sub(self.bytes.position());
+            if left == 0 {
+                if self.failed {
+                    return Ok(0);
+                }
+                self.failed = true;
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "peer went away"));
+            }
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.bytes.read(&mut buf[..n])
+        }
+    }
+
+    impl Backend for FlakyReads {
+        fn location(&self) -> &str {
+            "flaky://ns"
+        }
+        fn put(&self, _: &StashKey, envelope: &[u8], _: &Digest, _: Condition) -> Result<Outcome> {
+            *self.envelope.lock().unwrap() = Some(envelope.to_vec());
+            Ok(Outcome::Done)
+        }
+        fn get(&self, _: &StashKey) -> Result<Option<Fetched>> {
+            let Some(bytes) = self.envelope.lock().unwrap().clone() else { return Ok(None) };
+            let mut gets = self.gets.lock().unwrap();
+            *gets += 1;
+            let len = bytes.len() as u64;
+            let fail_at = if *gets == 1 { u64::MAX } else { self.fail_at as u64 };
+            let reader = Dropped { bytes: io::Cursor::new(bytes), fail_at, failed: false };
+            Ok(Some(Fetched { len, reader: Box::new(reader) }))
+        }
+        fn delete(&self, _: &StashKey, _: Condition) -> Result<Outcome> {
+            Ok(if self.envelope.lock().unwrap().take().is_some() {
+                Outcome::Done
+            } else {
+                Outcome::Missing
+            })
+        }
+        fn list(&self, _: usize) -> Result<Vec<Listed>> {
+            Ok(Vec::new())
+        }
+        fn has_locks(&self) -> bool {
+            false
+        }
+        fn lock(&self, _: &StashKey, _: bool) -> Result<Option<Box<dyn Held>>> {
+            unreachable!("a backend without locks is never asked for one")
+        }
+        fn move_aside(&self, _: &StashKey, _: &str) -> Result<bool> {
+            Ok(false)
+        }
+        fn child(&self, _: &str) -> Box<dyn Backend> {
+            unreachable!("not used here")
+        }
+        fn children(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn assert_reset(what: &str, result: Result<impl std::fmt::Debug>) {
+        match result {
+            Err(Error::Io { op: IoOp::Read, path, source }) => {
+                assert_eq!(source.kind(), io::ErrorKind::ConnectionReset, "{what}: {source}");
+                assert_eq!(path.to_string_lossy(), "flaky://ns/big", "{what}");
+            }
+            other => panic!("{what}: a failed read must be reported as that read error: {other:?}"),
+        }
+    }
+
+    /// A read error in the second pass of a large remote load (the payload
+    /// read, or the drain of the trailer behind it) is reported as that
+    /// I/O error, not as "the stash changed": a retry is the answer to
+    /// both, but only the truth tells an operator where to look.
+    #[test]
+    fn a_read_error_in_the_second_pass_of_a_large_load_is_that_error() {
+        let value = "x".repeat(usize::try_from(REMOTE_WHOLE_LIMIT).unwrap() + 1000);
+        let key = StashKey::new("big").unwrap();
+        let size = {
+            let backend =
+                FlakyReads { envelope: Mutex::new(None), gets: Mutex::new(0), fail_at: 0 };
+            let store = Store::over_backend(Arc::new(backend), OsFs, Vec::new());
+            store.save(&key, &value).unwrap().bytes
+        };
+        assert!(size > REMOTE_WHOLE_LIMIT, "{size}: large enough to be read twice");
+        // In the payload, and in the trailer after it (where the payload's
+        // reader has already finished).
+        for fail_at in [1 << 20, usize::try_from(size).unwrap() - 10] {
+            let backend =
+                Arc::new(FlakyReads { envelope: Mutex::new(None), gets: Mutex::new(0), fail_at });
+            let store = Store::over_backend(backend.clone(), OsFs, Vec::new());
+            store.save(&key, &value).unwrap();
+            *backend.gets.lock().unwrap() = 0;
+            assert_reset(&format!("load, failing at {fail_at}"), store.load::<String>(&key));
+            assert_eq!(*backend.gets.lock().unwrap(), 2, "verified, then read again");
+
+            *backend.gets.lock().unwrap() = 0;
+            assert_reset(&format!("read_raw, failing at {fail_at}"), store.read_raw(&key));
+
+            *backend.gets.lock().unwrap() = 0;
+            let mut out = Vec::new();
+            assert_reset(&format!("export, failing at {fail_at}"), store.export(&key, &mut out));
+
+            // And with reads that do not fail, the value comes back whole.
+            *backend.gets.lock().unwrap() = 0;
+            let healthy = FlakyReads {
+                envelope: Mutex::new(backend.envelope.lock().unwrap().clone()),
+                gets: Mutex::new(0),
+                fail_at: usize::MAX,
+            };
+            let store = Store::over_backend(Arc::new(healthy), OsFs, Vec::new());
+            assert_eq!(store.load::<String>(&key).unwrap().unwrap().into_value(), value);
+        }
+    }
+}
