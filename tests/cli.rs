@@ -320,6 +320,18 @@ fn export_writes_the_envelope_byte_for_byte() {
     assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(f.dir.join("fresh.ok")).unwrap());
     let loaded = Store::open(other.path()).unwrap().load::<Value>(&key("fresh.ok")).unwrap();
     assert_eq!(loaded.unwrap().meta().digest, f.fresh_digest);
+    // The temp file is a fresh one: a file at any other name beside the
+    // output (here the name a fixed-name temp file would take) is never
+    // opened, truncated or renamed, and nothing else is left behind.
+    let bystander = other.path().join("again.ok.export-tmp");
+    std::fs::write(&bystander, b"someone else's").unwrap();
+    let again = other.path().join("again.ok");
+    let out = run(&[&"export", &f.dir, &"fresh.ok", &"-o", &again]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(std::fs::read(&bystander).unwrap(), b"someone else's");
+    std::fs::remove_file(&bystander).unwrap();
+    std::fs::remove_file(&again).unwrap();
     // Damaged or absent: exit 1, and no file left behind.
     for k in ["old.corrupt", "missing"] {
         let file = other.path().join(k);

@@ -33,6 +33,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
+use safestash::fs::{Fs, OsFs};
 use safestash::{Error, KeyError, StashKey, Store};
 use serde_json::value::RawValue;
 
@@ -498,30 +499,45 @@ fn export(
     }
 }
 
-/// Exports into `FILE.export-tmp` beside `file`, synced, then renamed over
-/// it; removed if the export fails.
+/// Exports into a fresh temp file beside `file` (`.NAME.XXXX.export-tmp`,
+/// created `O_EXCL`, mode 0600, so it never opens or clobbers an existing
+/// file), synced, renamed over `file`, then the directory synced: the
+/// store's own protocol, through its `Fs` seam. The temp file is removed
+/// if anything before the rename fails.
 fn export_to_file(
     store: &Store,
     key: &StashKey,
     file: &Path,
 ) -> Result<Result<Option<safestash::StashMeta>, Error>, Failure> {
-    let mut tmp_name = file.as_os_str().to_owned();
-    tmp_name.push(".export-tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let failed = |what: &str, e| Failure::io(format!("failed to {what} `{}`", tmp.display()), e);
-    let mut f = std::fs::File::create(&tmp).map_err(|e| failed("create", e))?;
+    let Some(name) = file.file_name() else {
+        return Err(Failure::Plain(format!("`{}` does not name a file", file.display())));
+    };
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let (mut f, tmp) = OsFs.create_temp(dir, &prefix, ".export-tmp").map_err(|e| {
+        Failure::io(format!("failed to create a temp file in `{}`", dir.display()), e)
+    })?;
     let exported = store.export(key, &mut f);
     if !matches!(exported, Ok(Some(_))) {
         drop(f);
-        let _ = std::fs::remove_file(&tmp);
+        let _ = OsFs.remove_file(&tmp);
         return Ok(exported);
     }
-    f.sync_all().map_err(|e| failed("sync", e))?;
+    if let Err(e) = OsFs.sync_file(&mut f) {
+        drop(f);
+        let _ = OsFs.remove_file(&tmp);
+        return Err(Failure::io(format!("failed to sync `{}`", tmp.display()), e));
+    }
     drop(f);
-    std::fs::rename(&tmp, file).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+    OsFs.rename(&tmp, file).map_err(|e| {
+        let _ = OsFs.remove_file(&tmp);
         Failure::io(format!("failed to rename `{}` to `{}`", tmp.display(), file.display()), e)
     })?;
+    OsFs.sync_dir(dir)
+        .map_err(|e| Failure::io(format!("failed to sync directory `{}`", dir.display()), e))?;
     Ok(exported)
 }
 
