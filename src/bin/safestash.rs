@@ -469,6 +469,15 @@ fn to_json(doc: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(doc).expect("JSON output serializes")
 }
 
+/// The store at `dir`, or its `namespace`, and how messages name it.
+fn open_in(dir: &Path, namespace: Option<&str>) -> Result<(Store, String), Failure> {
+    let store = open_store(dir)?;
+    Ok(match namespace {
+        Some(ns) => (store.namespace(ns)?, format!("namespace {ns} of `{}`", dir.display())),
+        None => (store, format!("`{}`", dir.display())),
+    })
+}
+
 fn export(
     dir: &Path,
     key: &StashKey,
@@ -476,11 +485,7 @@ fn export(
     output: Option<&Path>,
     out: &mut Out,
 ) -> Result<Outcome, Failure> {
-    let store = open_store(dir)?;
-    let (store, place) = match namespace {
-        Some(ns) => (store.namespace(ns)?, format!("namespace {ns} of `{}`", dir.display())),
-        None => (store, format!("`{}`", dir.display())),
-    };
+    let (store, place) = open_in(dir, namespace)?;
     let exported = match output {
         None => store.export(key, &mut out.0),
         Some(file) => export_to_file(&store, key, file)?,
@@ -548,11 +553,7 @@ fn show(
     raw: bool,
     out: &mut Out,
 ) -> Result<Outcome, Failure> {
-    let store = open_store(dir)?;
-    let (store, place) = match namespace {
-        Some(ns) => (store.namespace(ns)?, format!("namespace {ns} of `{}`", dir.display())),
-        None => (store, format!("`{}`", dir.display())),
-    };
+    let (store, place) = open_in(dir, namespace)?;
     let ns_flag = namespace.map(|ns| format!(" --namespace {ns}")).unwrap_or_default();
     let damaged = |e: &Error| {
         warn(format_args!(

@@ -424,16 +424,7 @@ fn read_up_to_stream<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<
 /// Reads from `offset` until `buf` is full or the end; returns bytes read.
 fn read_up_to<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     r.seek(SeekFrom::Start(offset))?;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+    read_up_to_stream(r, buf)
 }
 
 #[cfg(test)]
