@@ -108,6 +108,9 @@
 //!   (see [`backend`]), on the sync `postgres` client.
 //! - `postgres-tls`: `postgres` with TLS as libpq's `sslmode` says, on
 //!   rustls (no system library).
+//! - `object-store`: stores in S3, GCS, Azure or memory, opened with
+//!   [`Store::open_url`] (`s3://bucket/prefix`, ...), on the `object_store`
+//!   crate run on a private tokio runtime; the API stays synchronous.
 //!
 //! With no features the crate pulls in no async runtime, no HTTP stack and
 //! no database client.
