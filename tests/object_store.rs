@@ -956,3 +956,133 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
         assert!(data_objects().is_empty(), "{name}: {:?}", raw.names());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Lost replies
+// ---------------------------------------------------------------------------
+
+/// `InMemory` whose next PUT to an armed key lands and then reports an
+/// error, as when a service's reply is lost on the way back.
+#[derive(Debug)]
+struct LostReply {
+    inner: InMemory,
+    armed: std::sync::Mutex<Option<object_store::path::Path>>,
+}
+
+impl std::fmt::Display for LostReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LostReply({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for LostReply {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let lose = {
+            let mut armed = self.armed.lock().unwrap();
+            let hit = armed.as_ref() == Some(location);
+            if hit {
+                *armed = None;
+            }
+            hit
+        };
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        if lose {
+            return Err(object_store::Error::Generic {
+                store: "LostReply",
+                source: "connection reset after the request was sent".into(),
+            });
+        }
+        Ok(put)
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A save whose reference PUT landed but whose reply was lost fails, and
+/// must not take the new stash's data with it; a quarantine whose
+/// tombstone landed but whose reply was lost fails, and must not delete
+/// the only copy. Either way the stash stays loadable somewhere.
+#[test]
+fn a_lost_reply_never_loses_the_stash() {
+    let memory = Arc::new(LostReply { inner: InMemory::new(), armed: Default::default() });
+    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), "lost", opts).unwrap();
+    let prefix = backend.prefix().clone();
+    let raw = objtest::Raw::over(memory.clone(), prefix.clone());
+    let store = Store::open_object_store(backend);
+    let k = key("big");
+    let arm = |name: &str| *memory.armed.lock().unwrap() = Some(prefix.clone().join(name));
+
+    store.save(&k, &tagged(1, 300 << 10)).unwrap();
+    arm("big");
+    let lost = store.save(&k, &tagged(2, 300 << 10));
+    assert!(lost.is_err(), "the lost reply is reported: {lost:?}");
+    // The reference landed: the key loads, and it is the new stash.
+    let now = store.load::<String>(&k).expect("the stash the key names loads");
+    assert_eq!(now.unwrap().into_value(), tagged(2, 300 << 10));
+
+    // Quarantine: the copy aside, then a tombstone whose reply is lost.
+    let small = key("small");
+    store.save(&small, &"only copy").unwrap();
+    arm("small");
+    let lost = store.quarantine(&small);
+    assert!(lost.is_err(), "the lost reply is reported: {lost:?}");
+    let aside: Vec<String> =
+        raw.names().into_iter().filter(|n| n.starts_with(".small.quarantined.")).collect();
+    let still_at_key = store.load::<String>(&small).ok().flatten().is_some();
+    assert!(
+        still_at_key || aside.len() == 1,
+        "the stash is neither at the key nor aside: {:?}",
+        raw.names()
+    );
+    assert_eq!(aside.len(), 1, "the key was tombstoned, so the copy aside must stay");
+}

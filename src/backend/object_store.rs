@@ -683,9 +683,14 @@ impl ObjectStoreBackend {
         own_data: Option<&str>,
     ) -> Result<Outcome> {
         let out = self.block_on(self.write_async(op, name, payload, cond, tombstone));
-        let keep = matches!(out, Ok((Outcome::Done, _)));
-        if let (false, Some(data)) = (keep, own_data) {
-            let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
+        if let (false, Some(data)) = (matches!(out, Ok((Outcome::Done, _))), own_data) {
+            // An error (or a refusal after a retry) does not prove that the
+            // reference was not written: a PUT may land and its reply be
+            // lost. The data goes only if the key is seen not to name it.
+            let named = self.block_on(self.current(name, op)).map(|now| now.data() == Some(data));
+            if let Ok(false) = named {
+                let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
+            }
         }
         let (outcome, replaced) = out?;
         if let Some(old) = replaced {
@@ -1189,9 +1194,13 @@ impl Backend for ObjectStoreBackend {
                 Ok(true)
             }
             Err(e) => {
-                // The copy may be of a newer stash saved in between: the key
-                // keeps it, the copy goes.
-                let _ = self.block_on(store.delete(&aside_path));
+                // Refused: a newer stash was saved in between; the key
+                // keeps it, the copy goes. Any other error may be a reply
+                // lost after the tombstone landed: the copy stays, so the
+                // stash is still somewhere.
+                if is_conflict(&e) {
+                    let _ = self.block_on(store.delete(&aside_path));
+                }
                 Err(Error::Backend {
                     op: "quarantine (remove the original of)",
                     target: self.target(Some(name)),
