@@ -962,11 +962,13 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
 // ---------------------------------------------------------------------------
 
 /// `InMemory` whose next PUT to an armed key lands and then reports an
-/// error, as when a service's reply is lost on the way back.
+/// error, as when a service's reply is lost on the way back; or, for the
+/// key in `slow`, lands and then replies only after the given time.
 #[derive(Debug)]
 struct LostReply {
     inner: InMemory,
     armed: std::sync::Mutex<Option<object_store::path::Path>>,
+    slow: std::sync::Mutex<Option<(object_store::path::Path, Duration)>>,
 }
 
 impl std::fmt::Display for LostReply {
@@ -991,7 +993,20 @@ impl object_store::ObjectStore for LostReply {
             }
             hit
         };
+        let delay = {
+            let mut slow = self.slow.lock().unwrap();
+            match slow.take() {
+                Some((at, delay)) if &at == location => Some(delay),
+                other => {
+                    *slow = other;
+                    None
+                }
+            }
+        };
         let put = self.inner.put_opts(location, payload, opts).await?;
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         if lose {
             return Err(object_store::Error::Generic {
                 store: "LostReply",
@@ -1053,7 +1068,11 @@ impl object_store::ObjectStore for LostReply {
 /// the only copy. Either way the stash stays loadable somewhere.
 #[test]
 fn a_lost_reply_never_loses_the_stash() {
-    let memory = Arc::new(LostReply { inner: InMemory::new(), armed: Default::default() });
+    let memory = Arc::new(LostReply {
+        inner: InMemory::new(),
+        armed: Default::default(),
+        slow: Default::default(),
+    });
     let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
     let backend = ObjectStoreBackend::new(memory.clone(), "lost", opts).unwrap();
     let prefix = backend.prefix().clone();
@@ -1085,4 +1104,33 @@ fn a_lost_reply_never_loses_the_stash() {
         raw.names()
     );
     assert_eq!(aside.len(), 1, "the key was tombstoned, so the copy aside must stay");
+}
+
+/// A lease counts from when its take was sent, as its expiry in the lease
+/// object does: a take whose reply comes back late leaves its holder that
+/// much less time to write under it, never more.
+#[test]
+fn a_lease_counts_from_when_its_take_was_sent() {
+    let memory = Arc::new(LostReply {
+        inner: InMemory::new(),
+        armed: Default::default(),
+        slow: Default::default(),
+    });
+    let opts = Options { lease: Duration::from_secs(2), ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), "slow", opts).unwrap();
+    let k = key("job");
+    let (v1, d1) = envelope(&k, "one");
+    backend.put(&k, &v1, &d1, Condition::Any).unwrap();
+    let lease_object = backend.prefix().clone().join(".locks").join("job");
+    // The take lands at once; its reply takes 1.9 s of the 2 s lease.
+    *memory.slow.lock().unwrap() = Some((lease_object, Duration::from_millis(1900)));
+    let held = backend.lock(&k, false).unwrap().expect("free");
+    let (v2, d2) = envelope(&k, "two");
+    let err = held.backend().put(&k, &v2, &d2, Condition::Any).unwrap_err();
+    let why = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(why.contains("not renewed in time"), "{err}: {why}");
+    let got = backend.get(&k).unwrap().unwrap();
+    let mut bytes = Vec::new();
+    { got.reader }.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, v1, "nothing was written under a lease about to expire");
 }

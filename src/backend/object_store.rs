@@ -116,7 +116,8 @@
 //! - A holder paused longer than its lease (a stopped process, a long GC
 //!   pause) has lost the lock without knowing. Every change made through the
 //!   lock ([`Held::backend`]) is fenced twice: it is refused when the lease
-//!   was not renewed within nine tenths of its duration, or when renewal
+//!   was not renewed within nine tenths of its duration (counted from when
+//!   its take or last renewal was sent, not from the reply), or when renewal
 //!   found it taken over; and a change to the locked key itself is
 //!   conditional on the ETag the holder last saw or wrote there, so once a
 //!   new holder has written the key, a stale holder's write is refused by
@@ -878,8 +879,13 @@ impl ObjectStoreBackend {
         Ok(Some((version, body)))
     }
 
-    /// One attempt to take `key`'s lease: its version when taken.
-    async fn try_take(&self, key: &StashKey, holder: &str) -> Result<Option<UpdateVersion>> {
+    /// One attempt to take `key`'s lease: its version when taken, and when
+    /// the take was sent (the lease counts from then, as a renewal does).
+    async fn try_take(
+        &self,
+        key: &StashKey,
+        holder: &str,
+    ) -> Result<Option<(UpdateVersion, Instant)>> {
         let path = self.lock_path(key);
         let mode = match self.read_lease(key).await? {
             None => PutMode::Create,
@@ -890,10 +896,11 @@ impl ObjectStoreBackend {
                 PutMode::Update(version)
             }
         };
+        let sent = Instant::now();
         let body = LeaseBody::held(holder, self.shared.lease);
         let opts = PutOptions { mode, ..Default::default() };
         match self.shared.store.put_opts(&path, body.payload(), opts).await {
-            Ok(put) => Ok(Some(UpdateVersion::from(put))),
+            Ok(put) => Ok(Some((UpdateVersion::from(put), sent))),
             Err(e) if is_conflict(&e) => Ok(None),
             Err(e) => Err(self.fail("lock", key.as_str())(e)),
         }
@@ -1129,9 +1136,9 @@ impl Backend for ObjectStoreBackend {
         let holder = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
-        let version = loop {
-            if let Some(v) = self.block_on(self.try_take(key, &holder))? {
-                break v;
+        let (version, sent) = loop {
+            if let Some(taken) = self.block_on(self.try_take(key, &holder))? {
+                break taken;
             }
             if !wait {
                 return Ok(None);
@@ -1149,12 +1156,12 @@ impl Backend for ObjectStoreBackend {
         let key_version = match self.block_on(self.current(key.as_str(), "lock")) {
             Ok(c) => c.version().cloned(),
             Err(e) => {
-                let lease = Lease::new(self, key, holder, version, None);
+                let lease = Lease::new(self, key, holder, (version, sent), None);
                 drop(LeaseHeld::start(self, lease));
                 return Err(e);
             }
         };
-        let lease = Lease::new(self, key, holder, version, key_version);
+        let lease = Lease::new(self, key, holder, (version, sent), key_version);
         Ok(Some(Box::new(LeaseHeld::start(self, lease))))
     }
 
@@ -1258,7 +1265,7 @@ impl Lease {
         backend: &ObjectStoreBackend,
         key: &StashKey,
         holder: String,
-        version: UpdateVersion,
+        (version, sent): (UpdateVersion, Instant),
         key_version: Option<UpdateVersion>,
     ) -> Lease {
         Lease {
@@ -1266,12 +1273,7 @@ impl Lease {
             path: backend.lock_path(key),
             holder,
             duration: backend.shared.lease,
-            state: Mutex::new(LeaseState {
-                version,
-                renewed: Instant::now(),
-                lost: false,
-                key_version,
-            }),
+            state: Mutex::new(LeaseState { version, renewed: sent, lost: false, key_version }),
         }
     }
 
