@@ -144,7 +144,7 @@
 //!   `load` reads files up to 256 MiB whole; larger ones are verified in a
 //!   streaming pass and then deserialized from the file, so the file itself
 //!   is never held in memory. `verify` streams anything over 1 MiB, and
-//!   `save` streams always (hashing on a helper thread past 4 MiB).
+//!   `save` streams always (hashing on a helper thread past 256 KiB).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

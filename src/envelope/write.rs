@@ -42,7 +42,7 @@ pub fn encode(header: &Header, payload: &[u8]) -> Vec<u8> {
 /// writes of 256 KiB, so the store can start their writeback while the
 /// rest is still being serialized, and a stream larger than memory is
 /// written with a bounded buffer whose bytes are still in the cache when
-/// the kernel copies them. Up to 4 MiB, hashing is done on the caller's
+/// the kernel copies them. The first 256 KiB are hashed on the caller's
 /// thread; past that, a helper thread hashes each written chunk while the
 /// next is serialized (see `HELPER_FROM` in the source for the
 /// measurements behind that).
@@ -93,20 +93,31 @@ const HASH_BLOCK: usize = 64 << 10;
 
 /// Once this many bytes are written, a helper thread hashes each chunk
 /// after it is written, while the caller's thread serializes the next one
-/// into a second buffer: the two buffers are swapped, never copied.
+/// into a second buffer: the buffers are swapped, never copied.
 ///
-/// Measured on this project's 2-core machine (issue 16, alternating runs,
-/// medians of 15 at 128 MiB on a tmpfs): 0.89 × a raw serialize-and-write
-/// inline, 0.91 with a chunk handed over at a time, 1.00 with batches of
-/// [`HELPER_BATCH`] chunks (each hand-off may cost the other core a
-/// wake-up). At 1 GiB, 0.84 inline and 1.06 batched on a tmpfs, 1.01 and
-/// 1.07 on the disk. Below 4 MiB the thread's start and hand-offs cost
-/// more than they save: an earlier helper from 256 KiB made 1 MiB saves
-/// slower (5.0-5.2 ms against 4.6-5.0 ms inline, tmpfs, medians of 60).
-const HELPER_FROM: u64 = 4 << 20;
+/// Measured on this project's 2-core machine (issue 16, alternating runs on
+/// a quiet machine):
+/// - a 1 MiB save, `bench_report`, eight runs each: 1.07-1.29 × the floor
+///   (median 1.11) inline, 0.97-1.14 (median 1.05) with the helper from
+///   here;
+/// - a 128 MiB streaming save on a tmpfs, × a raw serialize-and-write,
+///   medians of 15: 0.89 inline, 0.91 with one chunk per hand-off, 1.00
+///   with batches of [`HELPER_BATCH`] (a hand-off may cost the other core a
+///   wake-up);
+/// - at 1 GiB: 0.84 inline and 1.06 batched on a tmpfs, 1.01 and 1.07 on
+///   the disk.
+///
+/// An earlier helper that hashed *copies* of each block lost on a machine
+/// whose two cores were busy with other builds (load 3-7): a busy machine
+/// has no idle core to give it.
+const HELPER_FROM: u64 = WRITE_CHUNK as u64;
 
-/// Written chunks handed to the helper at a time: each hand-off may wake
-/// it, and a wake-up costs a cross-CPU interrupt.
+/// Chunks handed over one at a time before batches start.
+const HELPER_SINGLES: usize = 16;
+
+/// Written chunks handed to the helper at a time, past the first
+/// [`HELPER_SINGLES`]: each hand-off may wake it, and a wake-up costs a
+/// cross-CPU interrupt.
 const HELPER_BATCH: usize = 8;
 
 /// Buffers made at most with a helper (of [`STREAM_CHUNK`] each): two
@@ -147,6 +158,8 @@ struct Helper {
     spare: Vec<Vec<u8>>,
     /// Buffers made so far (at most [`HELPER_BUFFERS`]).
     buffers: usize,
+    /// Chunks handed over so far.
+    handed: usize,
     /// The thread; it hands back the hash when `to_hash` closes.
     thread: JoinHandle<Sha256>,
 }
@@ -178,7 +191,7 @@ impl Helper {
             })
             .ok()?;
         let pending = Vec::with_capacity(HELPER_BATCH);
-        Some(Helper { to_hash, hashed, pending, spare: Vec::new(), buffers: 1, thread })
+        Some(Helper { to_hash, hashed, pending, spare: Vec::new(), buffers: 1, handed: 0, thread })
     }
 
     /// Hands over the pending chunks.
@@ -196,7 +209,11 @@ impl Helper {
     fn swap(&mut self, full: Vec<u8>) -> io::Result<Vec<u8>> {
         let capacity = full.capacity();
         self.pending.push(full);
-        if self.pending.len() >= HELPER_BATCH {
+        self.handed += 1;
+        // One at a time at first, so that a short stream's few chunks are
+        // hashed while the next is serialized, then in batches.
+        let batch = if self.handed <= HELPER_SINGLES { 1 } else { HELPER_BATCH };
+        if self.pending.len() >= batch {
             self.send()?;
         }
         loop {
@@ -483,31 +500,31 @@ mod tests {
 
     #[test]
     fn a_long_stream_is_hashed_on_the_helper_to_the_same_digest() {
-        // Past HELPER_FROM, and long enough that every buffer is made and
-        // the writer has to wait for the helper to give some back.
-        let len = HELPER_FROM as usize + 2 * HELPER_BUFFERS * STREAM_CHUNK + 12345;
-        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let mut want: Option<Vec<u8>> = None;
-        for step in [len, 65536, 4099] {
-            let mut w = EnvelopeWriter::new(Vec::new(), &header()).unwrap();
-            for (i, chunk) in payload.chunks(step).enumerate() {
-                w.write_all(chunk).unwrap();
-                if i % 997 == 5 {
-                    w.flush().unwrap(); // a short chunk for the helper
+        // Past HELPER_FROM: ending with a batch not yet full, once before
+        // every buffer is made, once long enough that the writer has to
+        // wait for the helper to give some back.
+        for chunks in [HELPER_SINGLES + 3, 2 * HELPER_BUFFERS + 3] {
+            let len = HELPER_FROM as usize + chunks * STREAM_CHUNK + 12345;
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut want: Option<Vec<u8>> = None;
+            for step in [len, 65536, 4099] {
+                let mut w = EnvelopeWriter::new(Vec::new(), &header()).unwrap();
+                for (i, chunk) in payload.chunks(step).enumerate() {
+                    w.write_all(chunk).unwrap();
+                    if i % 997 == 5 {
+                        w.flush().unwrap(); // a short chunk for the helper
+                    }
                 }
-            }
-            let helper = w.helper.as_ref().expect("the helper hashes a long stream");
-            assert!(helper.buffers <= HELPER_BUFFERS, "{} buffers", helper.buffers);
-            let done = w.finish().unwrap();
-            assert_eq!(
-                done.digest,
-                Digest::of(&done.inner[..done.inner.len() - 65]),
-                "step {step}"
-            );
-            assert_eq!(decode(&done.inner).unwrap().payload, &payload[..]);
-            match &want {
-                None => want = Some(done.inner),
-                Some(w) => assert!(w == &done.inner, "step {step}: other bytes"),
+                let helper = w.helper.as_ref().expect("the helper hashes a long stream");
+                assert!(helper.buffers <= HELPER_BUFFERS, "{} buffers", helper.buffers);
+                let done = w.finish().unwrap();
+                let at = format!("{chunks} chunks, step {step}");
+                assert_eq!(done.digest, Digest::of(&done.inner[..done.inner.len() - 65]), "{at}");
+                assert_eq!(decode(&done.inner).unwrap().payload, &payload[..], "{at}");
+                match &want {
+                    None => want = Some(done.inner),
+                    Some(w) => assert!(w == &done.inner, "{at}: other bytes"),
+                }
             }
         }
     }
