@@ -969,6 +969,19 @@ struct LostReply {
     inner: InMemory,
     armed: std::sync::Mutex<Option<object_store::path::Path>>,
     slow: std::sync::Mutex<Option<(object_store::path::Path, Duration)>>,
+    /// Written right after the next listing is taken, as by another saver.
+    after_list: std::sync::Mutex<Option<(object_store::path::Path, Vec<u8>)>>,
+}
+
+impl LostReply {
+    fn new() -> LostReply {
+        LostReply {
+            inner: InMemory::new(),
+            armed: Default::default(),
+            slow: Default::default(),
+            after_list: Default::default(),
+        }
+    }
 }
 
 impl std::fmt::Display for LostReply {
@@ -1050,7 +1063,12 @@ impl object_store::ObjectStore for LostReply {
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
+        let listing = self.inner.list_with_delimiter(prefix).await?;
+        let write = self.after_list.lock().unwrap().take();
+        if let Some((at, bytes)) = write {
+            self.inner.put_opts(&at, PutPayload::from(bytes), PutOptions::default()).await?;
+        }
+        Ok(listing)
     }
     async fn copy_opts(
         &self,
@@ -1068,11 +1086,7 @@ impl object_store::ObjectStore for LostReply {
 /// the only copy. Either way the stash stays loadable somewhere.
 #[test]
 fn a_lost_reply_never_loses_the_stash() {
-    let memory = Arc::new(LostReply {
-        inner: InMemory::new(),
-        armed: Default::default(),
-        slow: Default::default(),
-    });
+    let memory = Arc::new(LostReply::new());
     let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
     let backend = ObjectStoreBackend::new(memory.clone(), "lost", opts).unwrap();
     let prefix = backend.prefix().clone();
@@ -1111,11 +1125,7 @@ fn a_lost_reply_never_loses_the_stash() {
 /// much less time to write under it, never more.
 #[test]
 fn a_lease_counts_from_when_its_take_was_sent() {
-    let memory = Arc::new(LostReply {
-        inner: InMemory::new(),
-        armed: Default::default(),
-        slow: Default::default(),
-    });
+    let memory = Arc::new(LostReply::new());
     let opts = Options { lease: Duration::from_secs(2), ..Options::default() };
     let backend = ObjectStoreBackend::new(memory.clone(), "slow", opts).unwrap();
     let k = key("job");
@@ -1133,4 +1143,25 @@ fn a_lease_counts_from_when_its_take_was_sent() {
     let mut bytes = Vec::new();
     { got.reader }.read_to_end(&mut bytes).unwrap();
     assert_eq!(bytes, v1, "nothing was written under a lease about to expire");
+}
+
+/// A key replaced between the listing and the read of its head is listed
+/// as what is there now, never as damaged: here a multipart stash (listed
+/// as its short reference) is replaced by a small envelope.
+#[test]
+fn a_stash_replaced_while_listed_is_listed_as_it_is_now() {
+    let memory = Arc::new(LostReply::new());
+    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), "listed", opts).unwrap();
+    let prefix = backend.prefix().clone();
+    let store = Store::open_object_store(backend);
+    let k = key("big");
+    store.save(&k, &tagged(1, 300 << 10)).unwrap();
+    let (small, _) = envelope(&k, "now small");
+    *memory.after_list.lock().unwrap() = Some((prefix.join("big"), small.clone()));
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    let header = listed[0].header.as_ref().expect("listed as healthy");
+    assert_eq!(header.key(), &k);
+    assert_eq!(listed[0].size, small.len() as u64);
 }

@@ -830,21 +830,51 @@ impl ObjectStoreBackend {
 
     /// The stored length and first `head_len` bytes of one listed object;
     /// `None` for a tombstone.
-    async fn listed(&self, name: String, size: u64, head_len: usize) -> Result<Option<Listed>> {
-        if size == 0 {
-            return Ok(None);
-        }
+    async fn listed(
+        &self,
+        name: String,
+        mut size: u64,
+        mut e_tag: Option<String>,
+        head_len: usize,
+    ) -> Result<Option<Listed>> {
         let store = &self.shared.store;
+        let path = self.path(&name);
         let want = head_len as u64;
-        if size > SMALL && want == 0 {
-            return Ok(Some(Listed { name, len: size, head: Vec::new() }));
-        }
-        let range = if size <= SMALL { 0..size } else { 0..want.min(size) };
-        let bytes = match store.get_range(&self.path(&name), range).await {
-            Ok(b) => b,
-            // Removed since the listing.
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.fail("list", &name)(e)),
+        // Read as listed; when the key was replaced since the listing (the
+        // ETag no longer matches), read what is there now instead of taking
+        // the start of another object for the listed one.
+        let mut attempts = 0;
+        let bytes = loop {
+            if size == 0 {
+                return Ok(None);
+            }
+            if size > SMALL && want == 0 {
+                return Ok(Some(Listed { name, len: size, head: Vec::new() }));
+            }
+            let range = if size <= SMALL { 0..size } else { 0..want.min(size) };
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                if_match: e_tag.clone(),
+                ..Default::default()
+            };
+            let got = match store.get_opts(&path, opts).await {
+                Ok(got) => got.bytes().await,
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(b) => break b,
+                // Removed since the listing.
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(object_store::Error::Precondition { .. }) if attempts < 3 => {
+                    attempts += 1;
+                    match store.head(&path).await {
+                        Ok(meta) => (size, e_tag) = (meta.size, meta.e_tag),
+                        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                        Err(e) => return Err(self.fail("list", &name)(e)),
+                    }
+                }
+                Err(e) => return Err(self.fail("list", &name)(e)),
+            }
         };
         if size <= SMALL {
             if let Some(r) = parse_reference(&bytes) {
@@ -1118,7 +1148,7 @@ impl Backend for ObjectStoreBackend {
         let mut found: Vec<Listed> = self.block_on(
             futures_util::stream::iter(listing.objects.into_iter().filter_map(|meta| {
                 let name = meta.location.filename()?.to_owned();
-                Some(self.listed(name, meta.size, head_len))
+                Some(self.listed(name, meta.size, meta.e_tag, head_len))
             }))
             .buffered(8)
             .try_filter_map(|l| async move { Ok(l) })
