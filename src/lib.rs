@@ -99,7 +99,7 @@
 //!
 //! # Cargo features
 //!
-//! - `sim`: [`sim::SimFs`](crate::sim), an in-memory filesystem that
+//! - `sim`: `sim::SimFs`, an in-memory filesystem that
 //!   simulates power cuts and I/O errors, for crash-testing code built on
 //!   the store.
 //! - `cli`: the `safestash` operator binary (`list`, `show`, `export`,
