@@ -958,14 +958,15 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
 }
 
 // ---------------------------------------------------------------------------
-// Lost replies
+// Faults a service can show: lost and late replies, concurrent writers
 // ---------------------------------------------------------------------------
 
-/// `InMemory` whose next PUT to an armed key lands and then reports an
-/// error, as when a service's reply is lost on the way back; or, for the
-/// key in `slow`, lands and then replies only after the given time.
+/// `InMemory` with faults a real service can show: the next PUT to the
+/// key in `armed` lands and then reports an error (its reply was lost);
+/// the next PUT to the key in `slow` lands and replies only after the given
+/// time; and `after_list` is written right after the next listing.
 #[derive(Debug)]
-struct LostReply {
+struct Faulty {
     inner: InMemory,
     armed: std::sync::Mutex<Option<object_store::path::Path>>,
     slow: std::sync::Mutex<Option<(object_store::path::Path, Duration)>>,
@@ -973,9 +974,9 @@ struct LostReply {
     after_list: std::sync::Mutex<Option<(object_store::path::Path, Vec<u8>)>>,
 }
 
-impl LostReply {
-    fn new() -> LostReply {
-        LostReply {
+impl Faulty {
+    fn new() -> Faulty {
+        Faulty {
             inner: InMemory::new(),
             armed: Default::default(),
             slow: Default::default(),
@@ -984,14 +985,24 @@ impl LostReply {
     }
 }
 
-impl std::fmt::Display for LostReply {
+/// A store over a fresh [`Faulty`] in namespace `ns`, saving over 64 KiB
+/// as multipart uploads: the faults, the namespace's prefix, the store.
+fn faulty_multipart_store(ns: &str) -> (Arc<Faulty>, object_store::path::Path, Store) {
+    let memory = Arc::new(Faulty::new());
+    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), ns, opts).unwrap();
+    let prefix = backend.prefix().clone();
+    (memory, prefix, Store::open_object_store(backend))
+}
+
+impl std::fmt::Display for Faulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LostReply({})", self.inner)
+        write!(f, "Faulty({})", self.inner)
     }
 }
 
 #[async_trait::async_trait]
-impl object_store::ObjectStore for LostReply {
+impl object_store::ObjectStore for Faulty {
     async fn put_opts(
         &self,
         location: &object_store::path::Path,
@@ -1022,7 +1033,7 @@ impl object_store::ObjectStore for LostReply {
         }
         if lose {
             return Err(object_store::Error::Generic {
-                store: "LostReply",
+                store: "Faulty",
                 source: "connection reset after the request was sent".into(),
             });
         }
@@ -1086,12 +1097,8 @@ impl object_store::ObjectStore for LostReply {
 /// the only copy. Either way the stash stays loadable somewhere.
 #[test]
 fn a_lost_reply_never_loses_the_stash() {
-    let memory = Arc::new(LostReply::new());
-    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
-    let backend = ObjectStoreBackend::new(memory.clone(), "lost", opts).unwrap();
-    let prefix = backend.prefix().clone();
+    let (memory, prefix, store) = faulty_multipart_store("lost");
     let raw = objtest::Raw::over(memory.clone(), prefix.clone());
-    let store = Store::open_object_store(backend);
     let k = key("big");
     let arm = |name: &str| *memory.armed.lock().unwrap() = Some(prefix.clone().join(name));
 
@@ -1125,7 +1132,7 @@ fn a_lost_reply_never_loses_the_stash() {
 /// much less time to write under it, never more.
 #[test]
 fn a_lease_counts_from_when_its_take_was_sent() {
-    let memory = Arc::new(LostReply::new());
+    let memory = Arc::new(Faulty::new());
     let opts = Options { lease: Duration::from_secs(2), ..Options::default() };
     let backend = ObjectStoreBackend::new(memory.clone(), "slow", opts).unwrap();
     let k = key("job");
@@ -1150,11 +1157,7 @@ fn a_lease_counts_from_when_its_take_was_sent() {
 /// as its short reference) is replaced by a small envelope.
 #[test]
 fn a_stash_replaced_while_listed_is_listed_as_it_is_now() {
-    let memory = Arc::new(LostReply::new());
-    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
-    let backend = ObjectStoreBackend::new(memory.clone(), "listed", opts).unwrap();
-    let prefix = backend.prefix().clone();
-    let store = Store::open_object_store(backend);
+    let (memory, prefix, store) = faulty_multipart_store("listed");
     let k = key("big");
     store.save(&k, &tagged(1, 300 << 10)).unwrap();
     let (small, _) = envelope(&k, "now small");
