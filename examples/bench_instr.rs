@@ -8,7 +8,8 @@
 //! valgrind --tool=callgrind target/release/examples/bench_instr save safestash 1024 101 DIR
 //! ```
 //!
-//! Contenders: `safestash`, `floor`, `floor+sha256`, `atomic-write-file`;
+//! Contenders: `safestash`, `floor`, `floor+sha256`, `floor+promises`,
+//! `atomic-write-file`;
 //! ops: `save`, `load`, and `sha256` (the checksum alone, any contender). Sizes of 64 KiB and less are field dictionaries, larger ones
 //! tables of records, as in `bench_report`.
 
@@ -17,7 +18,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{AtomicWrite, Contender, Floor, FloorSha, KIB, Safestash, dictionary, table};
+use common::{
+    AtomicWrite, Contender, Floor, FloorPromised, FloorSha, KIB, Safestash, dictionary, table,
+};
 use serde::{Serialize, de::DeserializeOwned};
 
 fn run<T: Serialize + DeserializeOwned>(op: &str, name: &str, value: T, n: usize, dir: &Path) {
@@ -25,6 +28,7 @@ fn run<T: Serialize + DeserializeOwned>(op: &str, name: &str, value: T, n: usize
         "safestash" => Box::new(Safestash::new(dir)),
         "floor" => Box::new(Floor::new(dir)),
         "floor+sha256" => Box::new(FloorSha::new(dir)),
+        "floor+promises" => Box::new(FloorPromised::new(dir)),
         "atomic-write-file" => Box::new(AtomicWrite::new(dir)),
         other => panic!("unknown contender {other}"),
     };

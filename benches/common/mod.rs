@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use safestash::{StashKey, Store, dictionary::Field};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -196,6 +197,98 @@ impl<T: Serialize + DeserializeOwned> Contender<T> for FloorSha {
     }
 }
 
+/// The floor with every promise a safestash save keeps on top of it, by
+/// hand: the checksum, and the envelope's framing (`SAFESTASH 1`, the
+/// header line, the trailer with length and SHA-256), the key's lock (open
+/// `.bench.lock`, `flock`, a no-follow stat of the stash, held until the
+/// directory is fsynced: writers of one key never interleave), and a
+/// unique random temp name as long as safestash's (writers never share a
+/// temp file). Otherwise the floor's syscalls. What safestash cannot go
+/// below without dropping a promise.
+pub struct FloorPromised {
+    dir: PathBuf,
+    prefix: Vec<u8>,
+    seed: u64,
+}
+
+impl FloorPromised {
+    pub fn new(dir: &Path) -> FloorPromised {
+        let dir = dir.join("floor-promised");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let key = StashKey::new("bench").expect("key");
+        let header = safestash::envelope::Header::new(key, "value", None, SystemTime::now())
+            .expect("header");
+        let empty = safestash::envelope::encode(&header, b"");
+        let prefix = empty[..empty.len() - safestash::envelope::TRAILER_LEN].to_vec();
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos() as u64;
+        FloorPromised { dir, prefix, seed: seed | 1 }
+    }
+
+    /// `.bench.XXXXXXXX.tmp`, eight random letters and digits (xorshift).
+    fn temp_name(&mut self) -> PathBuf {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut name = *b".bench.XXXXXXXX.tmp";
+        for c in &mut name[7..15] {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            *c = ALPHABET[(self.seed % ALPHABET.len() as u64) as usize];
+        }
+        self.dir.join(std::str::from_utf8(&name).expect("ascii"))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Contender<T> for FloorPromised {
+    fn name(&self) -> &'static str {
+        "floor + promises"
+    }
+    fn save(&mut self, value: &T) {
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.dir.join(".bench.lock"))
+            .expect("lock file");
+        fs2::FileExt::lock_exclusive(&lock).expect("flock");
+        let stash = self.dir.join("bench");
+        std::hint::black_box(std::fs::symlink_metadata(&stash).ok());
+        let mut bytes = self.prefix.clone();
+        serde_json::to_writer(&mut bytes, value).expect("serialize");
+        let payload_len = bytes.len() - self.prefix.len();
+        write!(bytes, "\nSAFESTASH-END len={payload_len:020} sha256=").expect("trailer");
+        let digest = Sha256::digest(&bytes);
+        for b in digest {
+            write!(bytes, "{b:02x}").expect("hex");
+        }
+        bytes.push(b'\n');
+        let tmp = self.temp_name();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .expect("open");
+        f.write_all(&bytes).expect("write");
+        f.sync_all().expect("fsync");
+        drop(f);
+        std::fs::rename(&tmp, &stash).expect("rename");
+        fsync_dir(&self.dir);
+        drop(lock);
+    }
+    fn load(&mut self) -> T {
+        let bytes = std::fs::read(self.dir.join("bench")).expect("read");
+        let decoded = safestash::envelope::decode(&bytes).expect("decode");
+        serde_json::from_slice(decoded.payload).expect("parse")
+    }
+    fn verifies(&self) -> bool {
+        true
+    }
+}
+
 /// atomic-write-file: temp file, fsync, rename, fsync dir, by the crate.
 pub struct AtomicWrite {
     path: PathBuf,
@@ -332,6 +425,7 @@ pub fn contenders<T: Serialize + DeserializeOwned>(dir: &Path) -> Vec<Box<dyn Co
         Box::new(Safestash::new(dir)),
         Box::new(Floor::new(dir)),
         Box::new(FloorSha::new(dir)),
+        Box::new(FloorPromised::new(dir)),
         Box::new(AtomicWrite::new(dir)),
         Box::new(TempfilePersist::new(dir)),
         Box::new(Sqlite::new(dir)),
