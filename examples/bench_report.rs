@@ -83,10 +83,11 @@ fn fmt(d: Duration) -> String {
 /// one, and what a contender leaves behind is paid by the next. Measured
 /// on this project's disk (issue 16), safestash, rotated in right after
 /// `std::fs::write` (whose unsynced data the kernel starts writing back on
-/// its own), measured 1.09-1.10 × the floor at 1 KiB where a second
-/// safestash store in the same run, following another contender, measured
-/// 1.04-1.05; its thread spent 50 µs more CPU a save at 1 KiB and 100 µs
-/// more at 64 KiB.
+/// its own), measured 1.07-1.10 × the floor at 1 KiB in three runs where a
+/// second safestash store in the same run, following another contender,
+/// measured 0.96-1.06; in two more such runs its thread spent 49-53 µs more
+/// CPU a save than "floor + promises" at 1 KiB and 82-112 µs at 64 KiB, the
+/// second store's 13-20 µs.
 fn interleave<T>(
     all: &mut [Box<dyn Contender<T>>],
     rounds: usize,
