@@ -1,7 +1,7 @@
 //! The ratio report: safestash against its floor and the alternatives,
 //! interleaved in one process (each contender once a round, in a shuffled
-//! order) so that a noisy neighbour slows every contender alike, and printed as a markdown table of medians
-//! and ratios.
+//! order) so that a noisy neighbour slows every contender alike, and
+//! printed as a markdown table of medians and ratios.
 //!
 //! ```text
 //! cargo run --release --example bench_report            # the full report
@@ -47,7 +47,9 @@ mod backend_rows;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Contender, Floor, KIB, MIB, SIZES, Safestash, contenders, dictionary, table};
+use common::{
+    Contender, Floor, KIB, MIB, SIZES, Safestash, contenders, dictionary, table, xorshift,
+};
 use safestash::{SaveOptions, StashKey, Store};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -98,12 +100,9 @@ fn interleave<T>(
     let mut order: Vec<usize> = (0..n).collect();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..rounds {
-        // Fisher-Yates with xorshift64.
+        // Fisher-Yates.
         for k in (1..n).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            order.swap(k, (seed % (k as u64 + 1)) as usize);
+            order.swap(k, (xorshift(&mut seed) % (k as u64 + 1)) as usize);
         }
         for &i in &order {
             let start = Instant::now();

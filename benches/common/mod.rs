@@ -197,6 +197,15 @@ impl<T: Serialize + DeserializeOwned> Contender<T> for FloorSha {
     }
 }
 
+/// The next number of a xorshift64 sequence (`state` must not be 0): cheap
+/// randomness for temp names and run orders, where no crate is needed.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// The floor with every promise a safestash save keeps on top of it, by
 /// hand: the checksum, and the envelope's framing (`SAFESTASH 1`, the
 /// header line, the trailer with length and SHA-256), the key's lock (open
@@ -229,10 +238,7 @@ impl FloorPromised {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         let mut name = *b".bench.XXXXXXXX.tmp";
         for c in &mut name[7..15] {
-            self.seed ^= self.seed << 13;
-            self.seed ^= self.seed >> 7;
-            self.seed ^= self.seed << 17;
-            *c = ALPHABET[(self.seed % ALPHABET.len() as u64) as usize];
+            *c = ALPHABET[(xorshift(&mut self.seed) % ALPHABET.len() as u64) as usize];
         }
         self.dir.join(std::str::from_utf8(&name).expect("ascii"))
     }
