@@ -10,7 +10,13 @@
 //!
 //! Contenders: `safestash`, `floor`, `floor+sha256`, `floor+promises`,
 //! `atomic-write-file`;
-//! ops: `save`, `load`, and `sha256` (the checksum alone, any contender). Sizes of 64 KiB and less are field dictionaries, larger ones
+//! ops: `save`, `load`, `sha256` (the checksum alone, any contender), and
+//! `parts` (any contender): what a save does beyond the floor's, each part
+//! timed alone in interleaved rounds, medians in µs — serializing into a
+//! `Vec` (the floor's CPU work), serializing through an `EnvelopeWriter`
+//! into `io::sink()` (header, hashing and trailer included), SHA-256 of that
+//! envelope alone, and the key's lock (`Store::lock` and its release) in
+//! DIR. Sizes of 64 KiB and less are field dictionaries, larger ones
 //! tables of records, as in `bench_report`.
 
 #[path = "../benches/common/mod.rs"]
@@ -50,10 +56,53 @@ fn run<T: Serialize + DeserializeOwned>(op: &str, name: &str, value: T, n: usize
     eprintln!("{op} {name}: median {:?} of {n}", times[n / 2]);
 }
 
+/// Times each part of a save alone, `n` interleaved rounds; prints medians.
+fn parts<T: Serialize>(value: &T, n: usize, dir: &Path) {
+    use safestash::envelope::{EnvelopeWriter, Header};
+    use std::time::{Instant, SystemTime};
+    let key = safestash::StashKey::new("bench").expect("key");
+    let store = safestash::Store::open(dir.join("parts")).expect("open");
+    let header = Header::new(key.clone(), "value", None, SystemTime::now()).expect("header");
+    let envelope_len = {
+        let mut w = EnvelopeWriter::new(Vec::new(), &header).expect("writer");
+        serde_json::to_writer(&mut w, value).expect("serialize");
+        w.finish().expect("finish").len as usize
+    };
+    let bytes = vec![b'7'; envelope_len];
+    let names = [
+        "serialize to a Vec",
+        "serialize into an envelope (to io::sink)",
+        "sha256 of the envelope",
+        "lock and unlock",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(n); names.len()];
+    for _ in 0..n {
+        for (i, t) in times.iter_mut().enumerate() {
+            let start = Instant::now();
+            match i {
+                0 => drop(std::hint::black_box(serde_json::to_vec(value).expect("serialize"))),
+                1 => {
+                    let mut w = EnvelopeWriter::new(std::io::sink(), &header).expect("writer");
+                    serde_json::to_writer(&mut w, value).expect("serialize");
+                    std::hint::black_box(w.finish().expect("finish"));
+                }
+                2 => drop(std::hint::black_box(<sha2::Sha256 as sha2::Digest>::digest(&bytes))),
+                _ => drop(std::hint::black_box(store.lock(&key).expect("lock"))),
+            }
+            t.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for (name, t) in names.iter().zip(&mut times) {
+        t.sort_by(f64::total_cmp);
+        println!("{name}: {:.1} µs (median of {n})", t[n / 2]);
+    }
+    println!("envelope: {envelope_len} bytes");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 6 {
-        eprintln!("usage: bench_instr save|load CONTENDER BYTES N DIR");
+        eprintln!("usage: bench_instr save|load|sha256|parts CONTENDER BYTES N DIR");
         std::process::exit(2);
     }
     let size: usize = args[3].parse().expect("bytes");
@@ -70,6 +119,14 @@ fn main() {
         return;
     }
     std::fs::create_dir_all(dir).expect("dir");
+    if args[1] == "parts" {
+        if size <= 64 * KIB {
+            parts(&dictionary(size), n, dir);
+        } else {
+            parts(&table(size), n, dir);
+        }
+        return;
+    }
     if size <= 64 * KIB {
         run(&args[1], &args[2], dictionary(size), n, dir);
     } else {
