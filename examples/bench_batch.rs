@@ -20,6 +20,12 @@
 //!   writes that back too, where the per-file fsyncs do not.
 //!
 //! The directory is `BENCH_DIR`, or a fresh one under `target/`.
+//! `BENCH_PAUSE=100` sleeps 100 s before each timed phase. ext4 without a
+//! journal does not reuse an inode freed in the last 60 s (360 s while its
+//! inode-table block is not yet written back), and checks each such inode
+//! of the group when it creates a file; so the phases before (each frees
+//! 1,000 inodes) make every create of the next one slower, and a pause
+//! shows what the creates cost without them.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -111,17 +117,23 @@ fn main() {
         }
         return;
     }
+    let pause = Duration::from_secs_f64(
+        std::env::var("BENCH_PAUSE").ok().and_then(|p| p.parse().ok()).unwrap_or(0.0),
+    );
     let junk = vec![0x5au8; 64 << 20];
     let mut times: [Vec<Duration>; 4] = Default::default();
     for round in 0..=rounds {
+        std::thread::sleep(pause);
         let t = Instant::now();
         for k in &keys {
             singles.save(k, &value).expect("save");
         }
         let single = t.elapsed();
+        std::thread::sleep(pause);
         let t = Instant::now();
         batch(&syncfs, &keys, &value);
         let one = t.elapsed();
+        std::thread::sleep(pause);
         let t = Instant::now();
         batch(&fsyncs, &keys, &value);
         let each = t.elapsed();
@@ -129,6 +141,7 @@ fn main() {
         File::create(dir.path().join("unrelated"))
             .and_then(|mut f| f.write_all(&junk))
             .expect("junk");
+        std::thread::sleep(pause);
         let t = Instant::now();
         batch(&noisy, &keys, &value);
         let next_to_dirty = t.elapsed();
