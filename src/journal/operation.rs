@@ -26,6 +26,7 @@ use crate::fs::{Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{SaveOptions, Stashed};
 use crate::store::KeyLock;
+use crate::store::Precondition;
 #[cfg(doc)]
 use crate::store::Restorer;
 use crate::store::Store;
@@ -40,6 +41,9 @@ pub(super) const STASH_KIND: &str = "journal/stash";
 pub(super) struct State {
     pub(super) header: HeaderRecord,
     pub(super) parts: Vec<Result<PartInfo, Unreadable>>,
+    /// The digest of each readable part's record as read: a part's record
+    /// is replaced only if it is still that one.
+    digests: Vec<Option<Digest>>,
     pub(super) generation: Generation,
 }
 
@@ -165,6 +169,14 @@ impl State {
 /// so a power cut between the two writes never hands out a generation
 /// twice. A stale expectation is [`JournalError::Conflict`]: re-read with
 /// [`Operation::view`] and retry.
+///
+/// Every record a change writes (the part's, a part's stash, the header)
+/// goes through the held lock's fencing, and a part's record and stash are
+/// written only over what the change read. On a shared store a holder can
+/// lose its lock without knowing (a lease that ran out while it was
+/// paused, on object storage; a lock session that died, on PostgreSQL):
+/// when it resumes, its writes are refused, and the newer holder's updates
+/// stand.
 ///
 /// # Rollback across parts
 ///
@@ -317,7 +329,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         // Every part record in one batch (one directory fsync), durable
         // before the header that makes the operation exist.
         let opts = SaveOptions::new().kind(PART_KIND);
-        let mut batch = op.records.batch();
+        let mut batch = op.records.batch_under(&lock);
         for rec in &records {
             batch
                 .add(&part_key(&op.id, &rec.name), rec, &opts)
@@ -527,7 +539,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         change: impl Into<Change>,
     ) -> Result<Updated, JournalError> {
         let Change { to, note } = change.into();
-        self.change(part, expect, "update", false, |rec, at| {
+        self.change(part, expect, "update", false, |rec, at, _| {
             if to == PartState::RolledBack {
                 return Err(JournalError::RestoreRequired {
                     op: rec.op.clone(),
@@ -632,10 +644,14 @@ impl<'s, F: Fs> Operation<'s, F> {
         Ok(header)
     }
 
-    fn read_part(&self, name: &str) -> Result<PartInfo, Unreadable> {
+    /// Part `name`'s record and the digest of its stash.
+    fn read_part(&self, name: &str) -> Result<(PartInfo, Digest), Unreadable> {
         let unreadable = |reason: String| Unreadable { part: name.to_owned(), reason };
-        let rec = match self.records.load::<PartInfo>(&part_key(&self.id, name)) {
-            Ok(Some(stashed)) => stashed.into_value(),
+        let (rec, digest) = match self.records.load::<PartInfo>(&part_key(&self.id, name)) {
+            Ok(Some(stashed)) => {
+                let digest = stashed.meta().digest;
+                (stashed.into_value(), digest)
+            }
             Ok(None) => return Err(unreadable("its record is missing".to_owned())),
             Err(e) => return Err(unreadable(describe(&e))),
         };
@@ -648,18 +664,25 @@ impl<'s, F: Fs> Operation<'s, F> {
                 rec.name, rec.op
             )));
         }
-        Ok(rec)
+        Ok((rec, digest))
     }
 
     /// Reads the header and every part. Call with the lock held.
     pub(super) fn read_state(&self) -> Result<State, JournalError> {
         let header = self.read_header()?;
-        let parts: Vec<_> = header.parts.iter().map(|name| self.read_part(name)).collect();
+        let (parts, digests): (Vec<_>, Vec<_>) = header
+            .parts
+            .iter()
+            .map(|name| match self.read_part(name) {
+                Ok((rec, digest)) => (Ok(rec), Some(digest)),
+                Err(u) => (Err(u), None),
+            })
+            .unzip();
         let generation = parts
             .iter()
             .filter_map(|p| p.as_ref().ok().map(|r| r.op_generation))
             .fold(header.generation, Generation::max);
-        Ok(State { header, parts, generation })
+        Ok(State { header, parts, digests, generation })
     }
 
     pub(super) fn index(&self, state: &State, part: &str) -> Result<usize, JournalError> {
@@ -671,12 +694,25 @@ impl<'s, F: Fs> Operation<'s, F> {
             .ok_or_else(|| JournalError::UnknownPart { op: self.id.clone(), part: part.to_owned() })
     }
 
-    fn write_part(&self, rec: &PartInfo) -> Result<(), JournalError> {
+    /// Writes part `idx`'s record `rec` under `lock`, through its fencing,
+    /// and only over the record read into `state`: a holder whose lock was
+    /// lost (a lease that ran out, a lock session that died) and that
+    /// resumes cannot overwrite a newer holder's update.
+    fn write_part(
+        &self,
+        lock: &KeyLock<'_, F>,
+        state: &mut State,
+        idx: usize,
+        rec: &PartInfo,
+    ) -> Result<(), JournalError> {
         let opts = SaveOptions::new().kind(PART_KIND);
-        self.records
-            .save_with(&part_key(&self.id, &rec.name), rec, &opts)
-            .map(drop)
-            .map_err(|e| self.store_err(&format!("write part `{}`", rec.name), e))
+        let expect = state.digests[idx].map_or(Precondition::Absent, Precondition::Unchanged);
+        let receipt = self
+            .records
+            .save_if_under(lock, &part_key(&self.id, &rec.name), rec, &opts, expect)
+            .map_err(|e| self.store_err(&format!("write part `{}`", rec.name), e))?;
+        state.digests[idx] = Some(receipt.digest);
+        Ok(())
     }
 
     pub(super) fn write_header(
@@ -700,7 +736,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         rec.generation = rec.generation.next();
         rec.op_generation = at;
         rec.updates += 1;
-        self.write_part(&rec)?;
+        self.write_part(lock, state, idx, &rec)?;
         state.parts[idx] = Ok(rec);
         state.generation = at;
         state.header.generation = at;
@@ -719,7 +755,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         expect: Expect,
         call: &'static str,
         on_finished: bool,
-        apply: impl FnOnce(&mut PartInfo, Generation) -> Result<(), JournalError>,
+        apply: impl FnOnce(&mut PartInfo, Generation, &KeyLock<'_, F>) -> Result<(), JournalError>,
     ) -> Result<Updated, JournalError> {
         let lock = self.lock(call)?;
         let mut state = self.read_state()?;
@@ -752,7 +788,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         if let Some(aggregate) = state.finished().filter(|_| !on_finished) {
             return Err(JournalError::Finished { op: self.id.clone(), aggregate });
         }
-        apply(&mut rec, state.generation.next())?;
+        apply(&mut rec, state.generation.next(), &lock)?;
         self.commit(&lock, &mut state, idx, rec)?;
         let derivation = state.derivation();
         if let Derivation::Undetermined { unreadable, .. } = &derivation {

@@ -13,10 +13,10 @@ use super::operation::{Operation, STASH_KIND};
 use super::record::PartInfo;
 use super::record::{Expect, Updated, transition};
 use super::state::PartState;
-#[cfg(doc)]
 use crate::error::Error;
 use crate::fs::Fs;
 use crate::meta::{SaveOptions, Stashed};
+use crate::store::Precondition;
 
 impl<F: Fs> Operation<'_, F> {
     /// Stashes `snapshot` for `part` (durably, under `op.ID.stash.NAME`)
@@ -61,7 +61,7 @@ impl<F: Fs> Operation<'_, F> {
         expect: Expect,
         snapshot: &T,
     ) -> Result<Updated, JournalError> {
-        self.change(part, expect, "stash", false, |rec, at| {
+        self.change(part, expect, "stash", false, |rec, at, lock| {
             let refuse = |reason| JournalError::StashRefused {
                 op: rec.op.clone(),
                 part: rec.name.clone(),
@@ -75,10 +75,19 @@ impl<F: Fs> Operation<'_, F> {
             }
             let key = stash_key(&self.id, &rec.name);
             let opts = SaveOptions::new().kind(STASH_KIND).origin(rec.name.clone());
-            let receipt = self
-                .stashes
-                .save_with(&key, snapshot, &opts)
-                .map_err(|e| self.store_err(&format!("stash part `{}`", rec.name), e))?;
+            // Under the operation's lock, through its fencing: a created
+            // stash, or one over a leftover that no record names (a crash
+            // between this save and the record's write), only ever the
+            // leftover seen here.
+            let save = |expect| self.stashes.save_if_under(lock, &key, snapshot, &opts, expect);
+            let receipt = match save(Precondition::Absent) {
+                Err(Error::StashExists { digest: Some(leftover), .. }) => {
+                    tracing::info!(op = %rec.op, part = %rec.name, leftover = %leftover, "replacing a stash no record names");
+                    save(Precondition::Unchanged(leftover))
+                }
+                other => other,
+            }
+            .map_err(|e| self.store_err(&format!("stash part `{}`", rec.name), e))?;
             let note = format!("stashed a snapshot (sha256 {})", receipt.digest);
             rec.stash = Some(receipt.digest);
             transition(rec, PartState::Running, at, Some(note));
@@ -156,7 +165,7 @@ impl<F: Fs> Operation<'_, F> {
     /// ```
     pub fn discard_stash(&self, part: &str, expect: Expect) -> Result<Updated, JournalError> {
         let mut discarded = None;
-        let updated = self.change(part, expect, "discard_stash", true, |rec, at| {
+        let updated = self.change(part, expect, "discard_stash", true, |rec, at, _| {
             let digest = match rec.stash {
                 Some(digest) if rec.holds_stash() => digest,
                 _ => {

@@ -43,6 +43,9 @@ use super::*;
 #[must_use = "a batch writes nothing until it is committed"]
 pub struct Batch<'s, 'v, F: Fs = OsFs> {
     store: &'s Store<F>,
+    /// On a remote store, the backend of a held lock whose fencing every
+    /// put goes through ([`Store::batch_under`]); the store's own otherwise.
+    via: Option<&'s dyn crate::backend::Backend>,
     items: Vec<Item<'v>>,
     keys: BTreeSet<StashKey>,
 }
@@ -96,7 +99,20 @@ impl<F: Fs> Store<F> {
     ///
     /// See [`Batch`].
     pub fn batch<'v>(&self) -> Batch<'_, 'v, F> {
-        Batch { store: self, items: Vec::new(), keys: BTreeSet::new() }
+        Batch { store: self, via: None, items: Vec::new(), keys: BTreeSet::new() }
+    }
+
+    /// A batch written under `lock`, a held lock of a store with this
+    /// store's backend namespace: on a remote store every put goes through
+    /// the lock's fencing (a lease that was lost, or a lock session that
+    /// died, refuses it); on a directory each stash takes its own key's
+    /// lock as in [`batch`](Store::batch).
+    pub(crate) fn batch_under<'s, 'v>(&'s self, lock: &'s KeyLock<'_, F>) -> Batch<'s, 'v, F> {
+        let via = match &lock.held {
+            lock::Held::Remote(held) => Some(held.backend()),
+            lock::Held::Local(_) => None,
+        };
+        Batch { store: self, via, items: Vec::new(), keys: BTreeSet::new() }
     }
 }
 
@@ -219,13 +235,13 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
     /// See [`Batch`].
     #[allow(clippy::result_large_err)] // the error carries every receipt it saved
     pub fn commit(self) -> std::result::Result<Vec<Receipt>, BatchError> {
-        let Batch { store, items, .. } = self;
+        let Batch { store, via, items, .. } = self;
         if items.is_empty() {
             return Ok(Vec::new());
         }
         if store.remote.is_some() {
             let items = items.iter().map(|i| (&i.header, i.value, i.expect)).collect();
-            return store.remote_batch(items);
+            return store.remote_batch(via, items);
         }
         let fail = |error| BatchError { error, saved: Vec::new(), not_saved: Vec::new() };
         store.ensure_dir().map_err(fail)?;

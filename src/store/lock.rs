@@ -144,7 +144,13 @@ impl<F: Fs> KeyLock<'_, F> {
         opts: &SaveOptions,
     ) -> Result<Receipt> {
         if let Held::Remote(held) = &self.held {
-            return self.store.remote_save_via(held.backend(), &self.key, value, opts);
+            return self.store.remote_save_via(
+                held.backend(),
+                &self.key,
+                value,
+                opts,
+                Precondition::Any,
+            );
         }
         self.store.save_locked(&self.key, value, opts)
     }
@@ -203,6 +209,26 @@ impl<F: Fs> KeyLock<'_, F> {
 }
 
 impl<F: Fs> Store<F> {
+    /// [`save_if`](Store::save_if) of another key, written under `lock` (a
+    /// held lock of a store with this store's backend namespace, such as a
+    /// journal operation's): on a remote store through the lock's fencing,
+    /// so a holder whose lease was lost or whose lock session died cannot
+    /// write; on a directory under `key`'s own lock. This store's observers
+    /// are told.
+    pub(crate) fn save_if_under<T: Serialize + ?Sized>(
+        &self,
+        lock: &KeyLock<'_, F>,
+        key: &StashKey,
+        value: &T,
+        opts: &SaveOptions,
+        expect: Precondition,
+    ) -> Result<Receipt> {
+        match &lock.held {
+            Held::Remote(held) => self.remote_save_via(held.backend(), key, value, opts, expect),
+            Held::Local(_) => self.save_if(key, value, opts, expect),
+        }
+    }
+
     /// Takes `key`'s lock; with `create_dir`, creates the store's directory
     /// first if it is missing.
     pub(super) fn acquire(

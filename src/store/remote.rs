@@ -294,18 +294,19 @@ impl<F: Fs> Store<F> {
         Ok(receipt)
     }
 
-    /// [`KeyLock::save_with`] on a remote store: through the lock's session.
+    /// A save through a held lock's backend (its session, its lease), under
+    /// `expect`.
     pub(super) fn remote_save_via<T: Serialize + ?Sized>(
         &self,
         via: &dyn Backend,
         key: &StashKey,
         value: &T,
         opts: &SaveOptions,
+        expect: Precondition,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        let mut receipt = self.remote_put_with(via, &header, Precondition::Any, |w| {
-            serde_json::to_writer(w, value)
-        })?;
+        let mut receipt =
+            self.remote_put_with(via, &header, expect, |w| serde_json::to_writer(w, value))?;
         receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
         Ok(receipt)
     }
@@ -483,6 +484,7 @@ impl<F: Fs> Store<F> {
     #[allow(clippy::result_large_err)]
     pub(super) fn remote_batch(
         &self,
+        via: Option<&dyn Backend>,
         items: Vec<(&Header, &dyn ErasedSerialize, Precondition)>,
     ) -> std::result::Result<Vec<Receipt>, BatchError> {
         let all_keys = || items.iter().map(|(h, _, _)| h.key().clone()).collect::<Vec<_>>();
@@ -513,7 +515,7 @@ impl<F: Fs> Store<F> {
         let mut failure = None;
         for (header, value, held, expect) in rest.by_ref() {
             let put = self.claim_thread(header.key(), true).and_then(|_claim| {
-                let via = self.remote_backend();
+                let via = via.unwrap_or_else(|| self.remote_backend());
                 match &held {
                     Some((bytes, digest)) => self.remote_put(via, header, bytes, *digest, expect),
                     None => self.remote_put_with(via, header, expect, |w| value.write_json(w)),
