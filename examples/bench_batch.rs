@@ -27,7 +27,7 @@
 //! that the next one's creates may have to step over; a pause tells how
 //! much of a batch's time that is. (On this project's disk it was little:
 //! 2.8 × with 35 s pauses and 3.4 × with 100 s, against 3.1 × with none,
-//! since files deleted minutes before count too; see the README.)
+//! since files deleted minutes before count too; see docs/PERFORMANCE.md.)
 
 #[path = "../benches/common/mod.rs"]
 mod common;

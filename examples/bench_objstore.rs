@@ -6,7 +6,7 @@
 //! before each conditional PUT.
 //!
 //! ```sh
-//! # against moto (see the README's "Backends" section), or any bucket:
+//! # against moto (see docs/BACKENDS.md), or any bucket:
 //! SAFESTASH_OBJSTORE_URL=s3://safestash-test/bench AWS_ENDPOINT_URL=http://127.0.0.1:5000 \
 //!   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true \
 //!   cargo run --release --features object-store --example bench_objstore -- --rounds 9

@@ -181,3 +181,8 @@ pub use store::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of docs/RECONCILE.md, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/RECONCILE.md")]
+pub struct ReconcileDoctests;

@@ -87,7 +87,7 @@ Examples:
     List {
         /// The store directory.
         dir: PathBuf,
-        /// Print a JSON document instead of a table (shape in the README).
+        /// Print a JSON document instead of a table (shape in docs/CLI.md).
         #[arg(long)]
         json: bool,
     },
@@ -152,7 +152,7 @@ Examples:
     Verify {
         /// The store directory.
         dir: PathBuf,
-        /// Print a JSON document instead of text (shape in the README).
+        /// Print a JSON document instead of text (shape in docs/CLI.md).
         #[arg(long)]
         json: bool,
     },

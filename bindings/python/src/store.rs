@@ -288,8 +288,8 @@ impl StashInfo {
 /// the first save creates the directory and any missing parents (mode
 /// 0700), each fsynced into its parent; until then every read finds no
 /// stash. A ``postgresql://`` (or ``postgres://``) URL opens the
-/// PostgreSQL store, with the same verbs and promises (see the README's
-/// "Backends"); ``?namespace=NAME`` picks a namespace in the database.
+/// PostgreSQL store, with the same verbs and promises (see the crate's
+/// docs/BACKENDS.md); ``?namespace=NAME`` picks a namespace in the database.
 ///
 /// Raises ``NotAFileError`` when something other than a directory is at
 /// ``path``, ``StashIOError`` when it cannot be inspected.

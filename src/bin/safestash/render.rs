@@ -177,7 +177,7 @@ pub fn pretty_json(text: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
 }
 
-/// One entry in `--json` output (see README, "Operator CLI").
+/// One entry in `--json` output (see docs/CLI.md).
 #[derive(Debug, Serialize)]
 pub struct JsonEntry<'a> {
     /// The key.
