@@ -87,7 +87,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn batch<F: Fs>(store: &Store<F>, keys: &[StashKey], value: &impl serde::Serialize) {
+fn batch<F: Fs>(store: &Store<F>, keys: &[StashKey], value: &(impl serde::Serialize + Sync)) {
     let opts = SaveOptions::new();
     let mut b = store.batch();
     for k in keys {

@@ -60,11 +60,7 @@ impl<F: Fs> Store<F> {
     /// assert_eq!(table.len(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn begin<T: Serialize>(
-        &self,
-        key: &StashKey,
-        snapshot: &T,
-    ) -> Result<RollbackGuard<'_, T, F>> {
+    pub fn begin<T: Serialize>(&self, key: &StashKey, snapshot: &T) -> Result<RollbackGuard<T, F>> {
         self.begin_with(key, snapshot, &SaveOptions::default())
     }
 
@@ -89,9 +85,9 @@ impl<F: Fs> Store<F> {
         key: &StashKey,
         snapshot: &T,
         opts: &SaveOptions,
-    ) -> Result<RollbackGuard<'_, T, F>> {
+    ) -> Result<RollbackGuard<T, F>> {
         let receipt = self.save_if(key, snapshot, opts, Precondition::Absent)?;
-        Ok(RollbackGuard::over(self, receipt))
+        Ok(RollbackGuard::over(self.clone(), receipt))
     }
 
     /// [`begin_with`](Store::begin_with) over a stash the caller has seen:
@@ -123,9 +119,9 @@ impl<F: Fs> Store<F> {
         snapshot: &T,
         opts: &SaveOptions,
         seen: &Digest,
-    ) -> Result<RollbackGuard<'_, T, F>> {
+    ) -> Result<RollbackGuard<T, F>> {
         let receipt = self.save_if(key, snapshot, opts, Precondition::Unchanged(*seen))?;
-        Ok(RollbackGuard::over(self, receipt))
+        Ok(RollbackGuard::over(self.clone(), receipt))
     }
 
     /// Takes charge of a stash the caller has loaded and looked at (a
@@ -153,8 +149,8 @@ impl<F: Fs> Store<F> {
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn adopt<T>(&self, stashed: &Stashed<T>) -> RollbackGuard<'_, T, F> {
-        RollbackGuard::over(self, receipt_of(stashed.meta()))
+    pub fn adopt<T>(&self, stashed: &Stashed<T>) -> RollbackGuard<T, F> {
+        RollbackGuard::over(self.clone(), receipt_of(stashed.meta()))
     }
 
     /// The retry decision, in one call: what a job that may be re-running
@@ -218,7 +214,7 @@ impl<F: Fs> Store<F> {
         live: Option<&T>,
         opts: &SaveOptions,
         policy: &LoadPolicy,
-    ) -> Result<Resume<'_, T, F>> {
+    ) -> Result<Resume<T, F>> {
         let existing = self.load::<T>(key)?;
         if let Some(value) = live {
             let replaced = existing.map(|s| s.meta().clone());
@@ -230,7 +226,10 @@ impl<F: Fs> Store<F> {
                 None => Precondition::Absent,
             };
             let receipt = self.save_if(key, value, opts, expect)?;
-            return Ok(Resume::Live { guard: RollbackGuard::over(self, receipt), replaced });
+            return Ok(Resume::Live {
+                guard: RollbackGuard::over(self.clone(), receipt),
+                replaced,
+            });
         }
         let Some(stashed) = existing else {
             return Ok(Resume::Nothing);
@@ -238,7 +237,7 @@ impl<F: Fs> Store<F> {
         match policy.check(stashed) {
             Checked::Fresh(stashed) => {
                 tracing::info!(key = %key, age_secs = stashed.meta().age().as_secs_f64(), "resuming from stash: no live resource");
-                Ok(Resume::Stash(RollbackGuard::over(self, receipt_of(stashed.meta()))))
+                Ok(Resume::Stash(RollbackGuard::over(self.clone(), receipt_of(stashed.meta()))))
             }
             refused => {
                 tracing::warn!(key = %key, verdict = ?VerdictName(&refused), "stash not resumed: it fails the load policy");
@@ -281,17 +280,17 @@ impl<T> fmt::Debug for VerdictName<'_, T> {
 #[derive(Debug)]
 #[must_use = "a resumed stash must be rolled back, committed or kept"]
 #[non_exhaustive]
-pub enum Resume<'s, T, F: Fs = OsFs> {
+pub enum Resume<T, F: Fs = OsFs> {
     /// The live resource was stashed: the guard is the permit to destroy it.
     Live {
         /// The permit to destroy.
-        guard: RollbackGuard<'s, T, F>,
+        guard: RollbackGuard<T, F>,
         /// The earlier run's stash this one replaced, if there was one.
         replaced: Option<StashMeta>,
     },
     /// No live resource; the stash passed the policy: a guard over it, to
     /// roll back onto the recreated resource.
-    Stash(RollbackGuard<'s, T, F>),
+    Stash(RollbackGuard<T, F>),
     /// No live resource; the stash failed the policy (stale, future or
     /// foreign) and is left untouched. [`Store::adopt`] accepts it.
     Refused(Checked<T>),
@@ -316,14 +315,14 @@ pub enum Resume<'s, T, F: Fs = OsFs> {
 ///
 /// See [`Store::begin`].
 #[must_use = "dropping the guard keeps the stash; commit or roll back"]
-pub struct RollbackGuard<'s, T, F: Fs = OsFs> {
-    store: &'s Store<F>,
+pub struct RollbackGuard<T, F: Fs = OsFs> {
+    store: Store<F>,
     receipt: Receipt,
     done: bool,
     _snapshot: PhantomData<fn() -> T>,
 }
 
-impl<T, F: Fs> fmt::Debug for RollbackGuard<'_, T, F> {
+impl<T, F: Fs> fmt::Debug for RollbackGuard<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RollbackGuard").field("receipt", &self.receipt).finish_non_exhaustive()
     }
@@ -351,8 +350,8 @@ pub struct Restored {
     pub observer_errors: Vec<ObserverError>,
 }
 
-impl<'s, T, F: Fs> RollbackGuard<'s, T, F> {
-    fn over(store: &'s Store<F>, receipt: Receipt) -> RollbackGuard<'s, T, F> {
+impl<T, F: Fs> RollbackGuard<T, F> {
+    fn over(store: Store<F>, receipt: Receipt) -> RollbackGuard<T, F> {
         RollbackGuard { store, receipt, done: false, _snapshot: PhantomData }
     }
 
@@ -410,7 +409,7 @@ impl<'s, T, F: Fs> RollbackGuard<'s, T, F> {
     // The guard travels back in the error by value, as tempfile's
     // PersistError hands back its file; the failure path is cold.
     #[allow(clippy::result_large_err)]
-    pub fn commit(mut self) -> Result<bool, GuardError<'s, T, F>> {
+    pub fn commit(mut self) -> Result<bool, GuardError<T, F>> {
         match self.store.clear_if(&self.receipt.key, &self.receipt.digest) {
             Ok(removed) => {
                 self.done = true;
@@ -439,7 +438,7 @@ impl<'s, T, F: Fs> RollbackGuard<'s, T, F> {
     }
 }
 
-impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
+impl<T: DeserializeOwned, F: Fs> RollbackGuard<T, F> {
     /// The rebuild failed: loads and verifies the stash, hands it to
     /// `restorer` to recreate the resource, and only if that succeeded,
     /// clears the stash.
@@ -481,7 +480,7 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
     pub fn rollback<R: Restorer<T>>(
         mut self,
         restorer: &mut R,
-    ) -> Result<Restored, GuardError<'s, T, F>> {
+    ) -> Result<Restored, GuardError<T, F>> {
         let (key, digest) = (self.receipt.key.clone(), self.receipt.digest);
         match self.store.restore_and_clear(&key, &digest, restorer) {
             Ok(RestoreOutcome { meta, observer_errors }) => {
@@ -495,7 +494,7 @@ impl<'s, T: DeserializeOwned, F: Fs> RollbackGuard<'s, T, F> {
     }
 }
 
-impl<T, F: Fs> Drop for RollbackGuard<'_, T, F> {
+impl<T, F: Fs> Drop for RollbackGuard<T, F> {
     fn drop(&mut self) {
         if !self.done {
             tracing::warn!(
@@ -515,16 +514,16 @@ impl<T, F: Fs> Drop for RollbackGuard<'_, T, F> {
 /// # Examples
 ///
 /// See [`RollbackGuard::rollback`].
-pub struct GuardError<'s, T, F: Fs = OsFs> {
+pub struct GuardError<T, F: Fs = OsFs> {
     /// The guard, for a retry.
-    pub guard: RollbackGuard<'s, T, F>,
+    pub guard: RollbackGuard<T, F>,
     /// What went wrong.
     pub error: Error,
     /// Whether the restore itself succeeded (only the clear after it failed).
     pub restored: bool,
 }
 
-impl<T, F: Fs> fmt::Debug for GuardError<'_, T, F> {
+impl<T, F: Fs> fmt::Debug for GuardError<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardError")
             .field("key", &self.guard.receipt.key)
@@ -534,7 +533,7 @@ impl<T, F: Fs> fmt::Debug for GuardError<'_, T, F> {
     }
 }
 
-impl<T, F: Fs> fmt::Display for GuardError<'_, T, F> {
+impl<T, F: Fs> fmt::Display for GuardError<T, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.restored {
             write!(f, "stash `{}` was restored, but clearing it failed", self.guard.receipt.key)
@@ -566,13 +565,13 @@ impl<T, F: Fs> fmt::Display for GuardError<'_, T, F> {
 /// # reload(&safestash::Store::open(dir.path())?, &safestash::StashKey::new("k")?)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-impl<T, F: Fs> From<GuardError<'_, T, F>> for Error {
-    fn from(e: GuardError<'_, T, F>) -> Error {
+impl<T, F: Fs> From<GuardError<T, F>> for Error {
+    fn from(e: GuardError<T, F>) -> Error {
         e.error
     }
 }
 
-impl<T, F: Fs> std::error::Error for GuardError<'_, T, F> {
+impl<T, F: Fs> std::error::Error for GuardError<T, F> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }

@@ -231,7 +231,7 @@ fn path_to(state: PartState) -> &'static [PartState] {
 
 /// Applies `steps` to `part`, each a compare-and-swap on a fresh view.
 fn drive<F: safestash::fs::Fs>(
-    op: &Operation<'_, F>,
+    op: &Operation<F>,
     part: &str,
     steps: &[PartState],
 ) -> safestash::journal::Updated {
@@ -247,13 +247,13 @@ fn drive<F: safestash::fs::Fs>(
     })
 }
 
-fn stash_and_complete(op: &Operation<'_>, part: &str) {
+fn stash_and_complete(op: &Operation, part: &str) {
     let u = drive(op, part, &[Running]);
     let u = op.stash(part, Expect::Part(u.part.generation), &format!("{part} before")).unwrap();
     op.update(part, Expect::Operation(u.generation), Completed).unwrap();
 }
 
-fn state_of(op: &Operation<'_>, part: &str) -> PartState {
+fn state_of(op: &Operation, part: &str) -> PartState {
     op.view().unwrap().part(part).unwrap().unwrap().state
 }
 
@@ -270,7 +270,7 @@ enum Damage {
     Foreign,
 }
 
-fn damage(op: &Operation<'_>, part: &str, how: Damage) {
+fn damage(op: &Operation, part: &str, how: Damage) {
     let path = op.records().path_of(&op.part_key(part));
     match how {
         Damage::Garbage => std::fs::write(&path, b"SAFESTASH 1\nnot a record").unwrap(),
@@ -849,7 +849,7 @@ fn a_power_cut_during_an_update_leaves_the_old_or_the_new_state_and_a_fresh_gene
 // ---------------------------------------------------------------------------
 
 /// Runs `part` to `running`, stashes `"{part} before"`, then applies `then`.
-fn stash_then(op: &Operation<'_>, part: &str, then: &[PartState]) {
+fn stash_then(op: &Operation, part: &str, then: &[PartState]) {
     let u = drive(op, part, &[Running]);
     op.stash(part, Expect::Part(u.part.generation), &format!("{part} before")).unwrap();
     if !then.is_empty() {
@@ -857,7 +857,7 @@ fn stash_then(op: &Operation<'_>, part: &str, then: &[PartState]) {
     }
 }
 
-fn stash_of(op: &Operation<'_>, part: &str) -> Option<String> {
+fn stash_of(op: &Operation, part: &str) -> Option<String> {
     op.records().load::<String>(&op.stash_key(part)).unwrap().map(Stashed::into_value)
 }
 

@@ -387,7 +387,7 @@ impl Model {
 
     fn run(
         &self,
-        r: &Reconciler<'_>,
+        r: &Reconciler,
         p: &Plan<CanonicalUuid>,
         local: &IdSet<CanonicalUuid>,
         truth: &IdSet<CanonicalUuid>,

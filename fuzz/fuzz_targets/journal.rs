@@ -174,7 +174,7 @@ fn check_view(
     model: &Model,
     view: &OperationView,
     store: &Store<SimFs>,
-    op: &Operation<'_, SimFs>,
+    op: &Operation<SimFs>,
 ) {
     assert_eq!(view.generation.get(), model.generation, "generation");
     assert_eq!(view.stored, model.stored, "stored aggregate");

@@ -224,9 +224,7 @@ impl State {
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Operation<'s, F: Fs = OsFs> {
-    /// The user's store: the operation lives in its reserved namespace.
-    _store: std::marker::PhantomData<&'s Store<F>>,
+pub struct Operation<F: Fs = OsFs> {
     /// The namespace `journal`, for the operation's own records (header,
     /// part records, lock): user observers never see them.
     pub(super) records: Store<F>,
@@ -237,13 +235,13 @@ pub struct Operation<'s, F: Fs = OsFs> {
     pub(super) key: StashKey,
 }
 
-impl<F: Fs> fmt::Debug for Operation<'_, F> {
+impl<F: Fs> fmt::Debug for Operation<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Operation").field("id", &self.id).field("key", &self.key).finish()
     }
 }
 
-impl<'s, F: Fs> Operation<'s, F> {
+impl<F: Fs> Operation<F> {
     /// Creates the operation `id` with these parts, all `pending`, and
     /// returns a handle to it. Part records are written first and the header
     /// last, so an operation exists once it is whole; leftovers of an
@@ -274,11 +272,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// assert!(Operation::create(&store, "x", ["a", "a"]).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn create<I>(
-        store: &'s Store<F>,
-        id: &str,
-        parts: I,
-    ) -> Result<Operation<'s, F>, JournalError>
+    pub fn create<I>(store: &Store<F>, id: &str, parts: I) -> Result<Operation<F>, JournalError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -368,7 +362,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// assert_eq!(op.parts()?, ["a"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn open(store: &'s Store<F>, id: &str) -> Result<Operation<'s, F>, JournalError> {
+    pub fn open(store: &Store<F>, id: &str) -> Result<Operation<F>, JournalError> {
         check_name("operation id", id)?;
         let op = Operation::handle(store, id);
         op.read_header()?;
@@ -376,9 +370,8 @@ impl<'s, F: Fs> Operation<'s, F> {
     }
 
     /// A handle on operation `id` of `store`, reading and writing nothing.
-    fn handle(store: &'s Store<F>, id: &str) -> Operation<'s, F> {
+    fn handle(store: &Store<F>, id: &str) -> Operation<F> {
         Operation {
-            _store: std::marker::PhantomData,
             records: store.reserved(JOURNAL_NS, false),
             stashes: store.reserved(JOURNAL_NS, true),
             id: id.to_owned(),
@@ -603,7 +596,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// Takes the operation's lock for `call`. Refused inside one of this
     /// operation's own restore hooks, where this thread holds it already
     /// (taking it again would wait forever).
-    pub(super) fn lock(&self, call: &'static str) -> Result<KeyLock<'_, F>, JournalError> {
+    pub(super) fn lock(&self, call: &'static str) -> Result<KeyLock<F>, JournalError> {
         if self.in_own_hook() {
             return Err(JournalError::InsideRestoreHook { op: self.id.clone(), call });
         }
@@ -613,7 +606,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// The lock for a read: `None` inside one of this operation's own
     /// restore hooks, where this thread's rollback holds it and writes
     /// nothing until the hook returns.
-    pub(super) fn read_lock(&self) -> Result<Option<KeyLock<'_, F>>, JournalError> {
+    pub(super) fn read_lock(&self) -> Result<Option<KeyLock<F>>, JournalError> {
         if self.in_own_hook() {
             return Ok(None);
         }
@@ -700,7 +693,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// resumes cannot overwrite a newer holder's update.
     fn write_part(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         state: &mut State,
         idx: usize,
         rec: &PartInfo,
@@ -717,7 +710,7 @@ impl<'s, F: Fs> Operation<'s, F> {
 
     pub(super) fn write_header(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         header: &HeaderRecord,
     ) -> Result<(), JournalError> {
         let opts = SaveOptions::new().kind(HEADER_KIND);
@@ -727,7 +720,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// Writes `rec` as part `idx` at the next generation, then the header.
     pub(super) fn commit(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         state: &mut State,
         idx: usize,
         mut rec: PartInfo,
@@ -755,7 +748,7 @@ impl<'s, F: Fs> Operation<'s, F> {
         expect: Expect,
         call: &'static str,
         on_finished: bool,
-        apply: impl FnOnce(&mut PartInfo, Generation, &KeyLock<'_, F>) -> Result<(), JournalError>,
+        apply: impl FnOnce(&mut PartInfo, Generation, &KeyLock<F>) -> Result<(), JournalError>,
     ) -> Result<Updated, JournalError> {
         let lock = self.lock(call)?;
         let mut state = self.read_state()?;

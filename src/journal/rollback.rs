@@ -73,7 +73,7 @@ enum Restore {
     Failed(Error),
 }
 
-impl<'s, F: Fs> Operation<'s, F> {
+impl<F: Fs> Operation<F> {
     /// Aborts and undoes the operation, under its lock:
     ///
     /// 1. refuses if some part cannot be read ([`JournalError::Undetermined`]),
@@ -273,7 +273,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// One rollback step: part `idx` to `to`, committed. Returns its name.
     fn step(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         state: &mut State,
         idx: usize,
         to: PartState,
@@ -295,7 +295,7 @@ impl<'s, F: Fs> Operation<'s, F> {
     /// place a rollback removes a stash.
     fn restore_part<T, R>(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         state: &mut State,
         idx: usize,
         restorer: &mut R,

@@ -18,7 +18,7 @@ use crate::fs::Fs;
 use crate::meta::{SaveOptions, Stashed};
 use crate::store::Precondition;
 
-impl<F: Fs> Operation<'_, F> {
+impl<F: Fs> Operation<F> {
     /// Stashes `snapshot` for `part` (durably, under `op.ID.stash.NAME`)
     /// and records its digest in the part, so a rollback of the operation
     /// can restore it. Call it while the part is `running`, before

@@ -108,8 +108,8 @@ impl<I: fmt::Display> fmt::Display for ExecutionReport<I> {
 /// # Examples
 ///
 /// See [`Reconciler::execute`].
-pub struct Reconciler<'s, F: Fs = OsFs> {
-    store: &'s Store<F>,
+pub struct Reconciler<F: Fs = OsFs> {
+    store: Store<F>,
     /// The reserved namespace `tenants` of `store`, where the snapshots live.
     snapshots: Store<F>,
     limits: Limits,
@@ -117,7 +117,7 @@ pub struct Reconciler<'s, F: Fs = OsFs> {
     retention: Duration,
 }
 
-impl<F: Fs> fmt::Debug for Reconciler<'_, F> {
+impl<F: Fs> fmt::Debug for Reconciler<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reconciler")
             .field("store", &self.store.dir())
@@ -128,7 +128,7 @@ impl<F: Fs> fmt::Debug for Reconciler<'_, F> {
     }
 }
 
-impl<'s, F: Fs> Reconciler<'s, F> {
+impl<F: Fs> Reconciler<F> {
     /// A reconciler stashing into `store`, with the default [`Limits`], no
     /// overrides, and a retention of 30 days.
     ///
@@ -141,9 +141,9 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// assert_eq!(reconciler.retention(), std::time::Duration::from_secs(30 * 24 * 3600));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(store: &'s Store<F>) -> Reconciler<'s, F> {
+    pub fn new(store: &Store<F>) -> Reconciler<F> {
         Reconciler {
-            store,
+            store: store.clone(),
             snapshots: snapshot_store(store),
             limits: Limits::default(),
             overrides: Overrides::none(),
@@ -181,7 +181,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn limits(mut self, limits: Limits) -> Reconciler<'s, F> {
+    pub fn limits(mut self, limits: Limits) -> Reconciler<F> {
         self.limits = limits;
         self
     }
@@ -198,7 +198,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn overrides(mut self, overrides: Overrides) -> Reconciler<'s, F> {
+    pub fn overrides(mut self, overrides: Overrides) -> Reconciler<F> {
         self.overrides = overrides;
         self
     }
@@ -216,7 +216,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn retain_for(mut self, retention: Duration) -> Reconciler<'s, F> {
+    pub fn retain_for(mut self, retention: Duration) -> Reconciler<F> {
         self.retention = retention;
         self
     }
@@ -338,7 +338,7 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     ) -> Result<ExecutionReport<I>, ReconcileError>
     where
         I: CanonicalId,
-        T: Serialize,
+        T: Serialize + Sync,
         X: FnMut(&I) -> Result<T, XE>,
         XE: Into<BoxError>,
         D: FnMut(&I) -> Result<(), DE>,
@@ -659,6 +659,6 @@ impl<'s, F: Fs> Reconciler<'s, F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn purge_expired(&self) -> Result<PurgeReport> {
-        purge_expired(self.store, self.retention)
+        purge_expired(&self.store, self.retention)
     }
 }

@@ -107,12 +107,12 @@ pub(super) fn run_lock_key() -> StashKey {
 /// A held run lock (see [`run_lock_key`]). This thread asking again (an
 /// observer or hook calling back into a run on the same store) gets
 /// [`Error::LockedByThisThread`] instead of waiting for itself.
-pub(super) struct RunLock<'s, F: Fs> {
-    _lock: KeyLock<'s, F>,
+pub(super) struct RunLock<F: Fs> {
+    _lock: KeyLock<F>,
 }
 
-impl<'s, F: Fs> RunLock<'s, F> {
-    pub(super) fn acquire(snapshots: &'s Store<F>) -> Result<RunLock<'s, F>> {
+impl<F: Fs> RunLock<F> {
+    pub(super) fn acquire(snapshots: &Store<F>) -> Result<RunLock<F>> {
         Ok(RunLock { _lock: snapshots.lock(&run_lock_key())? })
     }
 }

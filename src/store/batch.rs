@@ -21,6 +21,8 @@ use super::*;
 /// Nothing is written until `commit`: [`add`](Batch::add) only checks the
 /// key and options; the batch borrows the values and serializes each
 /// straight into its temp file during `commit`, so it holds no copies.
+/// It holds a clone of its [`Store`], not a borrow, and its values are
+/// `Sync`, so a batch can be committed on another thread.
 ///
 /// # Examples
 ///
@@ -41,18 +43,18 @@ use super::*;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a batch writes nothing until it is committed"]
-pub struct Batch<'s, 'v, F: Fs = OsFs> {
-    store: &'s Store<F>,
+pub struct Batch<'v, F: Fs = OsFs> {
+    store: Store<F>,
     /// On a remote store, the backend of a held lock whose fencing every
     /// put goes through ([`Store::batch_under`]); the store's own otherwise.
-    via: Option<&'s dyn crate::backend::Backend>,
+    via: Option<&'v dyn crate::backend::Backend>,
     items: Vec<Item<'v>>,
     keys: BTreeSet<StashKey>,
 }
 
 struct Item<'v> {
     header: Header,
-    value: &'v (dyn ErasedSerialize + 'v),
+    value: &'v (dyn ErasedSerialize + Sync + 'v),
     expect: Precondition,
 }
 
@@ -67,7 +69,7 @@ impl<T: Serialize + ?Sized> ErasedSerialize for T {
     }
 }
 
-impl<F: Fs> fmt::Debug for Batch<'_, '_, F> {
+impl<F: Fs> fmt::Debug for Batch<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch").field("keys", &self.keys).finish_non_exhaustive()
     }
@@ -98,8 +100,8 @@ impl<F: Fs> Store<F> {
     /// # Examples
     ///
     /// See [`Batch`].
-    pub fn batch<'v>(&self) -> Batch<'_, 'v, F> {
-        Batch { store: self, via: None, items: Vec::new(), keys: BTreeSet::new() }
+    pub fn batch<'v>(&self) -> Batch<'v, F> {
+        Batch { store: self.clone(), via: None, items: Vec::new(), keys: BTreeSet::new() }
     }
 
     /// A batch written under `lock`, a held lock of a store with this
@@ -107,16 +109,16 @@ impl<F: Fs> Store<F> {
     /// the lock's fencing (a lease that was lost, or a lock session that
     /// died, refuses it); on a directory each stash takes its own key's
     /// lock as in [`batch`](Store::batch).
-    pub(crate) fn batch_under<'s, 'v>(&'s self, lock: &'s KeyLock<'_, F>) -> Batch<'s, 'v, F> {
+    pub(crate) fn batch_under<'v>(&self, lock: &'v KeyLock<F>) -> Batch<'v, F> {
         let via = match &lock.held {
             lock::Held::Remote(held) => Some(held.backend()),
             lock::Held::Local(_) => None,
         };
-        Batch { store: self, via, items: Vec::new(), keys: BTreeSet::new() }
+        Batch { store: self.clone(), via, items: Vec::new(), keys: BTreeSet::new() }
     }
 }
 
-impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
+impl<'v, F: Fs> Batch<'v, F> {
     /// Adds `value` under `key` with `opts`, replacing any stash there.
     ///
     /// # Errors
@@ -133,7 +135,7 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
     /// batch.commit()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add<T: Serialize>(
+    pub fn add<T: Serialize + Sync>(
         &mut self,
         key: &StashKey,
         value: &'v T,
@@ -163,7 +165,7 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
     /// assert!(batch.add(&k, &2, &SaveOptions::new()).is_err()); // once per batch
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_if<T: Serialize>(
+    pub fn add_if<T: Serialize + Sync>(
         &mut self,
         key: &StashKey,
         value: &'v T,
@@ -240,7 +242,10 @@ impl<'s, 'v, F: Fs> Batch<'s, 'v, F> {
             return Ok(Vec::new());
         }
         if store.remote.is_some() {
-            let items = items.iter().map(|i| (&i.header, i.value, i.expect)).collect();
+            let items = items
+                .iter()
+                .map(|i| (&i.header, i.value as &dyn ErasedSerialize, i.expect))
+                .collect();
             return store.remote_batch(via, items);
         }
         let fail = |error| BatchError { error, saved: Vec::new(), not_saved: Vec::new() };

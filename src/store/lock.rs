@@ -65,8 +65,8 @@ impl Drop for ThreadClaim {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "the lock is released when the guard is dropped"]
-pub struct KeyLock<'s, F: Fs = OsFs> {
-    pub(crate) store: &'s Store<F>,
+pub struct KeyLock<F: Fs = OsFs> {
+    pub(crate) store: Store<F>,
     pub(crate) key: StashKey,
     // Declared in this order so the flock is released before this thread's
     // claim on the path is dropped.
@@ -81,13 +81,13 @@ pub(super) enum Held<F: Fs> {
     Remote(Box<dyn crate::backend::Held>),
 }
 
-impl<F: Fs> fmt::Debug for KeyLock<'_, F> {
+impl<F: Fs> fmt::Debug for KeyLock<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyLock").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
-impl<F: Fs> KeyLock<'_, F> {
+impl<F: Fs> KeyLock<F> {
     /// The locked key.
     ///
     /// # Examples
@@ -217,7 +217,7 @@ impl<F: Fs> Store<F> {
     /// are told.
     pub(crate) fn save_if_under<T: Serialize + ?Sized>(
         &self,
-        lock: &KeyLock<'_, F>,
+        lock: &KeyLock<F>,
         key: &StashKey,
         value: &T,
         opts: &SaveOptions,
@@ -236,7 +236,7 @@ impl<F: Fs> Store<F> {
         key: &StashKey,
         wait: bool,
         create_dir: bool,
-    ) -> Result<KeyLock<'_, F>> {
+    ) -> Result<KeyLock<F>> {
         let path = self.lock_path(key);
         let claim = self.claim_path(key, &path, wait)?;
         if let Some(remote) = &self.remote {
@@ -250,7 +250,7 @@ impl<F: Fs> Store<F> {
             }
             return match remote.lock(key, wait)? {
                 Some(held) => Ok(KeyLock {
-                    store: self,
+                    store: self.clone(),
                     key: key.clone(),
                     held: Held::Remote(held),
                     _claim: claim,
@@ -267,7 +267,7 @@ impl<F: Fs> Store<F> {
         };
         match held.map_err(io_err(IoOp::Lock, &path))? {
             Some(held) => Ok(KeyLock {
-                store: self,
+                store: self.clone(),
                 key: key.clone(),
                 held: Held::Local(held),
                 _claim: claim,
@@ -311,7 +311,7 @@ impl<F: Fs> Store<F> {
     /// lock.save(&"under the lock")?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lock(&self, key: &StashKey) -> Result<KeyLock<'_, F>> {
+    pub fn lock(&self, key: &StashKey) -> Result<KeyLock<F>> {
         self.acquire(key, true, true)
     }
 
@@ -332,7 +332,7 @@ impl<F: Fs> Store<F> {
     /// assert!(matches!(store.try_lock(&key), Err(safestash::Error::Locked { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_lock(&self, key: &StashKey) -> Result<KeyLock<'_, F>> {
+    pub fn try_lock(&self, key: &StashKey) -> Result<KeyLock<F>> {
         self.acquire(key, false, true)
     }
 }

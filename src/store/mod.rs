@@ -102,6 +102,21 @@ pub enum Precondition {
 /// assert!(store.load::<BTreeMap<String, String>>(&key)?.is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A `Store` is cheap to clone (a path, and shared handles), and a clone
+/// is the same store: guards, locks, batches, operations and reconcilers
+/// each hold one, so none of them borrows the `Store` value it came from.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let store = safestash::Store::open(dir.path())?;
+/// let key = safestash::StashKey::new("k")?;
+/// let guard = store.begin(&key, &"snapshot")?;
+/// drop(store);
+/// std::thread::spawn(move || guard.commit()).join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
 pub struct Store<F: Fs = OsFs> {
     dir: PathBuf,
     fs: F,
@@ -109,7 +124,7 @@ pub struct Store<F: Fs = OsFs> {
     /// Whether this store has fsynced every ancestor of `dir` (done before
     /// its first save: an earlier writer may have created the chain and
     /// failed or crashed before making it durable).
-    chain_synced: AtomicBool,
+    chain_synced: Arc<AtomicBool>,
     /// Where envelopes live when not in `dir` (see [`open_url`](Store::open_url)):
     /// every verb then takes its remote path, and `dir` only names the store.
     remote: Option<Arc<dyn crate::backend::Backend>>,
@@ -173,7 +188,7 @@ impl<F: Fs> Store<F> {
                 dir,
                 fs,
                 observers: Vec::new(),
-                chain_synced: AtomicBool::new(false),
+                chain_synced: Arc::new(AtomicBool::new(false)),
                 remote: None,
             }),
             Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
@@ -296,7 +311,7 @@ impl<F: Fs> Store<F> {
             dir: self.dir.join(names::namespace_dir(ns)),
             fs: self.fs.clone(),
             observers: if observed { self.observers.clone() } else { Vec::new() },
-            chain_synced: AtomicBool::new(false),
+            chain_synced: Arc::new(AtomicBool::new(false)),
             remote: None,
         }
     }

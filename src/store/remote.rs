@@ -168,7 +168,7 @@ impl<F: Fs> Store<F> {
             dir: PathBuf::from(backend.location()),
             fs,
             observers,
-            chain_synced: AtomicBool::new(true),
+            chain_synced: Arc::new(AtomicBool::new(true)),
             remote: Some(backend),
         }
     }

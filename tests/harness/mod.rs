@@ -148,7 +148,7 @@ pub fn journal_steps(progress: usize) -> Vec<safestash::journal::Change> {
 /// `max_pause` until it lands. Panics on any other error, or when
 /// `deadline` passes first. Returns how many conflicts it met.
 pub fn drive_journal_part(
-    op: &safestash::journal::Operation<'_>,
+    op: &safestash::journal::Operation,
     part: &str,
     steps: Vec<safestash::journal::Change>,
     rng: &mut Rng,

@@ -1,7 +1,6 @@
 //! `safestash.journal`: multi-part operations whose aggregate never lies.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -13,20 +12,9 @@ use safestash::journal::{
 };
 
 use crate::errors::{CallbackError, journal_error};
-use crate::store::{RsStore, Stashed, Store};
+use crate::store::{Stashed, Store};
 use crate::time::datetime;
 use crate::value::Json;
-
-type RsOp<'a> = RsOperation<'a>;
-
-self_cell::self_cell!(
-    /// An `Operation` together with the store it was opened on.
-    struct HeldOp {
-        owner: Arc<RsStore>,
-        #[covariant]
-        dependent: RsOp,
-    }
-);
 
 fn state(py: Python<'_>, s: &str) -> PyResult<PartState> {
     PartState::from_str(s).map_err(|e| journal_error(py, e))
@@ -297,12 +285,12 @@ pub fn report_to_py(py: Python<'_>, r: RsReport) -> PyResult<Bound<'_, PyAny>> {
 /// ``Operation.open(store, id)`` opens an existing one.
 #[pyclass(frozen, module = "safestash.journal")]
 pub struct Operation {
-    held: HeldOp,
+    op: RsOperation,
 }
 
 impl Operation {
-    fn op(&self) -> &RsOperation<'_> {
-        self.held.borrow_dependent()
+    fn op(&self) -> &RsOperation {
+        &self.op
     }
 }
 
@@ -313,22 +301,19 @@ impl Operation {
     /// ``JournalError`` for an invalid id or part list.
     #[staticmethod]
     fn create(py: Python<'_>, store: &Store, id: &str, parts: Vec<String>) -> PyResult<Operation> {
-        let owner = Arc::clone(&store.inner);
-        let held = py
-            .detach(|| HeldOp::try_new(owner, |s| RsOperation::create(s, id, &parts)))
+        let op = py
+            .detach(|| RsOperation::create(&store.inner, id, &parts))
             .map_err(|e| journal_error(py, e))?;
-        Ok(Operation { held })
+        Ok(Operation { op })
     }
 
     /// Opens the existing operation ``id``. Raises
     /// ``OperationNotFoundError`` when there is none.
     #[staticmethod]
     fn open(py: Python<'_>, store: &Store, id: &str) -> PyResult<Operation> {
-        let owner = Arc::clone(&store.inner);
-        let held = py
-            .detach(|| HeldOp::try_new(owner, |s| RsOperation::open(s, id)))
-            .map_err(|e| journal_error(py, e))?;
-        Ok(Operation { held })
+        let op =
+            py.detach(|| RsOperation::open(&store.inner, id)).map_err(|e| journal_error(py, e))?;
+        Ok(Operation { op })
     }
 
     /// The operation's id.

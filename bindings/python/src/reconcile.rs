@@ -204,7 +204,7 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    fn build<'s>(&self, store: &'s safestash::Store) -> RsReconciler<'s> {
+    fn build(&self, store: &safestash::Store) -> RsReconciler {
         let r = RsReconciler::new(store).limits(self.limits).overrides(self.overrides.clone());
         match self.retention {
             Some(d) => r.retain_for(d),

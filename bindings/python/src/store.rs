@@ -572,13 +572,9 @@ impl Store {
     #[pyo3(signature = (key, *, blocking=true))]
     fn lock(&self, py: Python<'_>, key: &str, blocking: bool) -> PyResult<KeyLock> {
         let key = self::key(py, key)?;
-        let owner = Arc::clone(&self.inner);
+        let store = &self.inner;
         let held = py
-            .detach(|| {
-                HeldLock::try_new(owner, |store| {
-                    if blocking { store.lock(&key) } else { store.try_lock(&key) }
-                })
-            })
+            .detach(|| if blocking { store.lock(&key) } else { store.try_lock(&key) })
             .map_err(|e| store_error(py, e))?;
         Ok(KeyLock { key: key.to_string(), held: Mutex::new(Some(held)) })
     }
@@ -723,17 +719,6 @@ fn policy(max_age: Option<&Bound<'_, PyAny>>, origin: Option<String>) -> PyResul
 
 // --- the held lock ------------------------------------------------------
 
-type RsLock<'a> = RsKeyLock<'a>;
-
-self_cell::self_cell!(
-    /// A `KeyLock` together with the store it borrows.
-    pub struct HeldLock {
-        owner: Arc<RsStore>,
-        #[covariant]
-        dependent: RsLock,
-    }
-);
-
 /// A held lock on one key, from :meth:`Store.lock`.
 ///
 /// A context manager: ``with store.lock(key) as held:`` releases it on
@@ -744,18 +729,18 @@ self_cell::self_cell!(
 pub struct KeyLock {
     #[pyo3(get)]
     key: String,
-    held: Mutex<Option<HeldLock>>,
+    held: Mutex<Option<RsKeyLock>>,
 }
 
 impl KeyLock {
     fn with<R: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&RsKeyLock<'_>) -> safestash::Result<R> + Send,
+        f: impl FnOnce(&RsKeyLock) -> safestash::Result<R> + Send,
     ) -> PyResult<R> {
         let out = py.detach(|| {
             let guard = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            guard.as_ref().map(|h| f(h.borrow_dependent()))
+            guard.as_ref().map(f)
         });
         match out {
             Some(r) => r.map_err(|e| store_error(py, e)),

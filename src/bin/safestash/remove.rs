@@ -110,7 +110,7 @@ fn target(
 
 /// Takes `key`'s lock without waiting: an operator command fails rather than
 /// hangs behind a writer.
-fn try_lock<'s>(store: &'s Store, key: &StashKey) -> Result<KeyLock<'s>, Failure> {
+fn try_lock(store: &Store, key: &StashKey) -> Result<KeyLock, Failure> {
     store.try_lock(key).map_err(|e| match e {
         Error::Locked { .. } => Failure::Plain(format!("{e}; try again when it is done")),
         other => other.into(),
