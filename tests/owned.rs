@@ -29,7 +29,8 @@ fn a_guard_commits_on_another_thread_after_its_store_is_dropped() {
     let k = StashKey::new("k").unwrap();
     let g = store.begin(&k, &"snapshot".to_owned()).unwrap();
     drop(store);
-    assert!(thread::spawn(move || g.commit()).join().unwrap().map_err(Error::from).unwrap());
+    let committed = thread::spawn(move || g.commit().map_err(Error::from)).join().unwrap();
+    assert!(committed.unwrap());
     assert!(Store::open(dir.path()).unwrap().load::<String>(&k).unwrap().is_none());
 }
 
@@ -53,7 +54,8 @@ fn a_batch_commits_on_another_thread_after_its_store_is_dropped() {
     let mut batch = store.batch();
     batch.add(&StashKey::new("a").unwrap(), &1, &Default::default()).unwrap();
     drop(store);
-    let receipts = thread::spawn(move || batch.commit()).join().unwrap().unwrap();
+    let receipts =
+        thread::spawn(move || batch.commit().map_err(|e| e.error)).join().unwrap().unwrap();
     assert_eq!(receipts.len(), 1);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(*store.load::<i32>(&StashKey::new("a").unwrap()).unwrap().unwrap().value(), 1);
