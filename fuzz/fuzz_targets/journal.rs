@@ -20,10 +20,16 @@ use PartState::{
 };
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use safestash_testkit::journal_oracle::{oracle, oracle_parts};
 use safestash::fs::Fs;
 use safestash::sim::SimFs;
-use safestash::{Stashed, Store, journal::{Aggregate, aggregate, aggregate_parts, Derivation, Expect, JournalError, MAX_HISTORY, Operation, OperationView, PartState, PartStatus, RollbackOutcome}};
+use safestash::{
+    Stashed, Store,
+    journal::{
+        Aggregate, Derivation, Expect, JournalError, MAX_HISTORY, Operation, OperationView,
+        PartState, PartStatus, RollbackOutcome, aggregate, aggregate_parts,
+    },
+};
+use safestash_testkit::journal_oracle::{oracle, oracle_parts};
 
 const DIR: &str = "/j";
 const MAX_PARTS: u8 = 5;
@@ -170,12 +176,7 @@ fn kind<T>(r: &Result<T, JournalError>) -> &'static str {
     }
 }
 
-fn check_view(
-    model: &Model,
-    view: &OperationView,
-    store: &Store<SimFs>,
-    op: &Operation<SimFs>,
-) {
+fn check_view(model: &Model, view: &OperationView, op: &Operation<SimFs>) {
     assert_eq!(view.generation.get(), model.generation, "generation");
     assert_eq!(view.stored, model.stored, "stored aggregate");
     let truth = model.truth();
@@ -221,7 +222,8 @@ fn check_view(
                 assert_eq!(p.holds_stash(), m.held(), "{}", m.name);
                 assert_eq!(p.history.len() as u64, m.updates.min(MAX_HISTORY as u64));
                 assert!(p.op_generation.get() <= model.generation);
-                let live = op.records().load::<String>(&op.stash_key(&m.name)).expect("stash loads");
+                let live =
+                    op.records().load::<String>(&op.stash_key(&m.name)).expect("stash loads");
                 assert_eq!(live.is_some(), m.stash_live, "{}: stash file", m.name);
             }
             Err(u) => {
@@ -271,8 +273,12 @@ fuzz_target!(|input: Input| {
                     (false, true) => {
                         Expect::Operation(safestash::journal::Generation::new(model.generation - 1))
                     }
-                    (true, false) => Expect::Part(safestash::journal::Generation::new(m.generation)),
-                    (true, true) => Expect::Part(safestash::journal::Generation::new(m.generation - 1)),
+                    (true, false) => {
+                        Expect::Part(safestash::journal::Generation::new(m.generation))
+                    }
+                    (true, true) => {
+                        Expect::Part(safestash::journal::Generation::new(m.generation - 1))
+                    }
                 };
                 let want = if stale && !by_part {
                     "conflict"
@@ -521,10 +527,10 @@ fuzz_target!(|input: Input| {
                         model.stored = a;
                     }
                 }
-                check_view(&model, &view, &store, &op);
+                check_view(&model, &view, &op);
             }
         }
         let view = op.view().expect("view");
-        check_view(&model, &view, &store, &op);
+        check_view(&model, &view, &op);
     }
 });

@@ -17,7 +17,9 @@ fuzz_target!(|input: (String, String)| {
             assert_eq!(key.as_str(), s);
             let path = store.path_of(&key);
             assert_eq!(path.parent(), Some(Path::new("/fuzz/store")));
-            assert!(path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))));
+            assert!(
+                path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            );
             assert_eq!(path.file_name().and_then(|n| n.to_str()), Some(s.as_str()));
             assert_eq!(key.to_string().parse::<StashKey>().expect("Display/FromStr"), key);
             let json = serde_json::to_string(&key).expect("serialize");
