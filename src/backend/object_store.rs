@@ -17,7 +17,14 @@
 //! - `lease=DURATION` (`humantime` syntax, default `30s`): how long a lock
 //!   lives without renewal (see *Locks* below);
 //! - `lock_timeout=DURATION` (default `60s`): how long [`Store::lock`](crate::Store::lock)
-//!   waits for another holder before [`Error::Locked`].
+//!   waits for another holder before [`Error::Locked`];
+//! - `timeout=DURATION` (default `30s`, [`Options::timeout`]): the bound on
+//!   each call to the service, connecting and the client's retries
+//!   included, and on each chunk of a body or a listing; past it the call
+//!   fails with [`Error::Backend`] naming the operation, its source saying
+//!   it timed out (the outcome of a write is then unknown, see below);
+//! - `gc_grace=DURATION` (default `1h`, [`Options::gc_grace`]): how old an
+//!   unreferenced data object must be before cleanup removes it.
 //!
 //! The API stays synchronous: every call runs to completion on a tokio
 //! runtime the backend owns (two worker threads), or on one the caller
@@ -31,8 +38,11 @@
 //! is the prefix `P/ns`):
 //!
 //! - `P/KEY`: the stash, byte for byte the v1 envelope of a stash file; or a
-//!   *reference* (below) for a stash saved by multipart upload; or an empty
-//!   object, a *tombstone*, which every reader treats as absent;
+//!   *reference* (below) for a stash saved by multipart upload; or a
+//!   *tombstone* (`SAFESTASH-TOMBSTONE v1`, a newline, a unique id and a
+//!   newline), which every reader treats as absent. An empty object is
+//!   damage ([`Error::Corrupt`]), never absence (tombstones written before
+//!   this format were empty: they now read as damage);
 //! - `P/.KEY.quarantined.STAMP`: a quarantined stash;
 //! - `P/.data/KEY.UUID`: the envelope of a large stash, uploaded by
 //!   multipart, named by the reference at `P/KEY`;
@@ -61,11 +71,11 @@
 //! # Clear: a conditional tombstone
 //!
 //! `object_store` has no conditional DELETE. A clear (conditional or not)
-//! therefore *replaces* the stash with an empty object under `If-Match` on
+//! therefore *replaces* the stash with a tombstone under `If-Match` on
 //! the ETag it read, and every reader, `list` and `Condition::Absent` treat
-//! an empty object as absent. A stash another writer saved after the check
+//! a tombstone as absent. A stash another writer saved after the check
 //! changes the ETag, so the tombstone is refused and that stash stays:
-//! there is no window. The cost is one empty object per cleared key, left in
+//! there is no window. The cost is one small object per cleared key, left in
 //! the bucket (and reused by the key's next save). Tombstones are never
 //! deleted by this backend, because deleting one unconditionally could
 //! delete a stash written over it in between.
@@ -83,18 +93,43 @@
 //! PUT, and the whole new one after it: a client killed at any point leaves
 //! the old stash or the new one. What a killed upload can leave behind is an
 //! incomplete multipart upload or an orphaned `.data/` object, never visible
-//! as a stash; set the bucket's lifecycle rule "abort incomplete multipart
-//! uploads after N days". The data object of a replaced or cleared
-//! reference is deleted after the change; a reader that fetched the old
-//! reference just before reads the key again.
+//! as a stash.
+//!
+//! A data object is never deleted when a reference might name it, now or
+//! later: the data of a replaced or cleared reference stays, and
+//! [`Store::cleanup`](crate::Store::cleanup) (`safestash gc URL`) removes
+//! the data objects that neither a key nor a quarantined copy names once
+//! they are older than [`Options::gc_grace`]. A save writes its reference
+//! within half of that grace after its upload began (or fails, leaving the
+//! data to cleanup), so a reference never lands naming a collected object.
+//! A reference whose data object is missing is [`Error::Corrupt`]. Cleanup
+//! does not remove incomplete multipart uploads: `object_store` 0.14 cannot
+//! list them. The backend aborts its own upload when it fails with a clear
+//! answer; set the bucket's lifecycle rule "abort incomplete multipart
+//! uploads after N days" for the rest.
+//!
+//! # Ambiguous answers
+//!
+//! `object_store` retries a request that met a 5xx or a timeout,
+//! conditional PUTs included, so a 412 or 409 can answer the request's own
+//! earlier landing, an error can come back for a PUT that was applied (or
+//! that lands later), and S3's `409 ConditionalRequestConflict` on a create
+//! (reported as `AlreadyExists`) can mean nothing landed. After any such
+//! answer the writer reads the key again: its own write (recognised by the
+//! envelope's digest, the reference's data name, or the tombstone's unique
+//! id) is done; a conflict with nothing of its own there is decided on what
+//! is there now (so `StashExists` only when a stash is); any other error is
+//! returned, and nothing is deleted on its strength.
 //!
 //! # Quarantine: copy, then a conditional tombstone
 //!
-//! `move_aside` reads the key's ETag, copies the object to the aside name,
-//! and tombstones the key under `If-Match` on that ETag. The window: a save
-//! that lands between the read and the copy is what gets copied aside, and
-//! the tombstone is then refused; the copy is removed again and the
-//! quarantine fails with an error (nothing is lost, the stash stays).
+//! `move_aside` reads the key's ETag, reads the object conditionally on it
+//! (so the copy is exactly that version), creates the copy at the aside
+//! name, and tombstones the key under `If-Match` on that ETag. When the
+//! tombstone's answer is not a plain success, the key is read again: its
+//! own tombstone there means done; a newer stash there that verifies means
+//! a save won, and the copy is removed again; anything else (no answer,
+//! damage, another tombstone) leaves the copy aside, and the error says so.
 //!
 //! # Locks: leases on conditional writes
 //!
@@ -135,9 +170,9 @@
 //!   readers see the old envelope or the new one. It returns `Ok` once the
 //!   service acknowledged it; that is the service's durability promise (S3:
 //!   stored redundantly before the 200), not an fsync this host can check.
-//! - A reply lost in transit leaves the outcome unknown (the error says
-//!   which operation); a retried conditional save is then refused if the
-//!   first attempt did land.
+//! - A reply lost in transit is resolved by reading the key back (see
+//!   *Ambiguous answers*); when that read cannot tell, the error stands and
+//!   the outcome is unknown: the key holds the old stash or the new one.
 //! - Size: a single PUT up to the threshold, multipart beyond (S3 allows up
 //!   to 10,000 parts of 8 MiB here, so about 78 GiB).
 //!
