@@ -171,11 +171,15 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// A remote backend (PostgreSQL) failed an operation: a lost
-    /// connection, a server restart, a timeout, a full disk on the server.
-    /// Names the operation and the stash or store; the client's error is the
-    /// [`source`](std::error::Error::source). A save that fails this way
-    /// did not commit, and the previous stash is intact.
+    /// A remote store (PostgreSQL or object storage) failed an operation: a
+    /// lost connection, a server restart, a call past the store's `timeout`
+    /// (the source then says it timed out), a full disk on the server, a
+    /// multipart upload whose parts failed. Names the operation and the
+    /// stash or store; the client's error is the
+    /// [`source`](std::error::Error::source). The previous stash is then
+    /// intact, or (when the answer was lost or came too late: a timeout, a
+    /// reset connection) the change may have been made: it is never half
+    /// made, and nothing was deleted on the strength of that answer.
     #[error("failed to {op} `{target}`")]
     Backend {
         /// What was being done (`"save"`, `"connect to"`, ...).
@@ -299,6 +303,9 @@ pub enum Corruption {
         /// The key its header names.
         found: String,
     },
+    /// A part of the stash stored apart is missing: the data object an
+    /// object store's reference names (named here).
+    MissingData(String),
 }
 
 impl fmt::Display for Corruption {
@@ -318,6 +325,7 @@ impl fmt::Display for Corruption {
             Corruption::KeyMismatch { expected, found } => {
                 write!(f, "written for key `{found}`, not `{expected}`")
             }
+            Corruption::MissingData(name) => write!(f, "its data `{name}` is missing"),
         }
     }
 }

@@ -127,9 +127,9 @@ fn object_places(test: &str) -> Vec<Place> {
         damage: object_damage(raw),
         _dir: None,
     }];
-    if let Some(url) = objtest::url(test) {
+    for (name, url) in objtest::urls(test) {
         all.push(Place {
-            name: "s3",
+            name,
             store: Store::open_url(&url).unwrap(),
             damage: object_damage(objtest::Raw::open(&url)),
             _dir: None,
@@ -253,6 +253,18 @@ fn truncated_is_corrupt() {
         let k = key("k");
         p.store.save(&k, &vec![7u8; 1000]).unwrap();
         (p.damage)(Damage::Truncate(&k, 300));
+        let err = p.store.load::<Vec<u8>>(&k).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{}: {err:?}", p.name);
+        assert!(p.store.verify().unwrap()[0].result.is_err(), "{}", p.name);
+    }
+}
+
+#[test]
+fn truncated_to_nothing_is_corrupt_not_absent() {
+    for p in places("truncated_empty") {
+        let k = key("k");
+        p.store.save(&k, &vec![7u8; 1000]).unwrap();
+        (p.damage)(Damage::Truncate(&k, 0));
         let err = p.store.load::<Vec<u8>>(&k).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{}: {err:?}", p.name);
         assert!(p.store.verify().unwrap()[0].result.is_err(), "{}", p.name);

@@ -413,8 +413,8 @@ fn backends(test: &str) -> Vec<(&'static str, ObjectStoreBackend, objtest::Raw)>
     let b = ObjectStoreBackend::new(memory.clone(), "stale", Options::default()).unwrap();
     let raw = objtest::Raw::over(memory, b.prefix().clone());
     let mut all = vec![("in-memory", b, raw)];
-    if let Some(url) = objtest::url(test) {
-        all.push(("s3", ObjectStoreBackend::open(&url).unwrap(), objtest::Raw::open(&url)));
+    for (name, url) in objtest::urls(test) {
+        all.push((name, ObjectStoreBackend::open(&url).unwrap(), objtest::Raw::open(&url)));
     }
     all
 }
@@ -460,7 +460,8 @@ fn a_stale_etag_is_a_precondition_error_never_an_overwrite() {
             "{name}"
         );
         assert_eq!(backend.delete(&k, Condition::Unchanged(d2)).unwrap(), Outcome::Done);
-        assert_eq!(raw.get("k").unwrap(), b"", "{name}: a tombstone");
+        let mark = raw.get("k").unwrap();
+        assert!(mark.starts_with(b"SAFESTASH-TOMBSTONE v1\n"), "{name}: a tombstone");
         assert!(backend.get(&k).unwrap().is_none(), "{name}");
         assert!(backend.list(0).unwrap().is_empty(), "{name}");
         assert_eq!(backend.delete(&k, Condition::Any).unwrap(), Outcome::Missing, "{name}");
@@ -756,8 +757,8 @@ fn stores(test: &str) -> Vec<(&'static str, Store)> {
             ObjectStoreBackend::new(memory, "tenants-test", Options::default()).unwrap(),
         ),
     )];
-    if let Some(url) = objtest::url(test) {
-        all.push(("s3", Store::open_url(&url).unwrap()));
+    for (name, url) in objtest::urls(test) {
+        all.push((name, Store::open_url(&url).unwrap()));
     }
     all
 }
@@ -899,16 +900,18 @@ fn two_tenant_reconcilers_on_one_bucket_take_turns_on_the_run_lock() {
 #[test]
 fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
     let memory = Arc::new(InMemory::new());
-    let opts = || Options { multipart_threshold: 64 << 10, ..Options::default() };
+    // Servers keep an object's time to the second: a grace of 2 s.
+    let grace = Duration::from_secs(2);
+    let opts = || Options { multipart_threshold: 64 << 10, gc_grace: grace, ..Options::default() };
     let b = ObjectStoreBackend::new(memory.clone(), "multipart", opts()).unwrap();
     let raw = objtest::Raw::over(memory, b.prefix().clone());
     let mut all = vec![("in-memory", b, raw)];
-    if let Some(url) = objtest::url("multipart") {
+    for (name, url) in objtest::urls("multipart") {
         let plain = ObjectStoreBackend::open(&url).unwrap();
         let b =
             ObjectStoreBackend::new(plain.object_store().clone(), plain.prefix().as_ref(), opts())
                 .unwrap();
-        all.push(("s3", b, objtest::Raw::open(&url)));
+        all.push((name, b, objtest::Raw::open(&url)));
     }
     for (name, backend, raw) in all {
         let k = key("big");
@@ -934,6 +937,17 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
         let stale = Condition::Unchanged(ds);
         assert!(matches!(put(3, stale), Outcome::Refused { .. }), "{name}");
         assert_eq!(put(4, Condition::Unchanged(d1)), Outcome::Done, "{name}");
+        // The replaced stash's data stays (a reader may hold its reference)
+        // until cleanup finds it unreferenced and older than the grace.
+        assert_eq!(data_objects().len(), 2, "{name}");
+        let store = Store::open_object_store(
+            ObjectStoreBackend::new(raw.store.clone(), raw.prefix.as_ref(), opts()).unwrap(),
+        );
+        assert!(store.cleanup().unwrap().is_empty(), "{name}: not before the grace");
+        std::thread::sleep(grace + Duration::from_millis(100));
+        let removed = store.cleanup().unwrap();
+        assert_eq!(removed.len(), 1, "{name}: {removed:?}");
+        assert!(removed[0].ends_with(&first[0]), "{name}: {removed:?} {first:?}");
         let now = data_objects();
         assert_eq!(now.len(), 1, "{name}: the replaced stash's data was removed: {now:?}");
         assert_ne!(now, first, "{name}");
@@ -944,6 +958,8 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
         // A clear tombstones the reference and removes its data.
         let Outcome::Refused { current: Some(d4) } = put(5, Condition::Absent) else { panic!() };
         assert_eq!(backend.delete(&k, Condition::Unchanged(d4)).unwrap(), Outcome::Done);
+        std::thread::sleep(grace + Duration::from_millis(100));
+        assert_eq!(store.cleanup().unwrap().len(), 1, "{name}");
         assert!(data_objects().is_empty(), "{name}: {:?}", raw.names());
         assert!(backend.get(&k).unwrap().is_none(), "{name}");
         // A fill that fails stores nothing, and leaves no upload behind.
@@ -961,27 +977,114 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
 // Faults a service can show: lost and late replies, concurrent writers
 // ---------------------------------------------------------------------------
 
-/// `InMemory` with faults a real service can show: the next PUT to the
-/// key in `armed` lands and then reports an error (its reply was lost);
-/// the next PUT to the key in `slow` lands and replies only after the given
-/// time; and `after_list` is written right after the next listing.
-#[derive(Debug)]
+/// `InMemory` with faults a real service can show, each armed for the next
+/// PUT to one path: `armed`, it lands and then reports an error (its reply
+/// was lost); `slow`, it lands and replies only after the given time;
+/// `echo`, it lands and then reports the conflict that object_store's retry
+/// of it meets (its own write: `Precondition`, or `AlreadyExists` for a
+/// create); `late`, it reports an error at once and lands (under its
+/// condition) after the given time; `conflict`, it fails with
+/// `AlreadyExists` and nothing lands (S3's `409 ConditionalRequestConflict`
+/// on a create); `hook`, it lands, then the hook runs (as another worker),
+/// then it reports the conflict of `echo`; `hang`, it never answers. And
+/// `after_list` is written right after the next listing; `fail_parts`
+/// makes every multipart part upload fail.
+#[derive(Default)]
 struct Faulty {
     inner: InMemory,
     armed: std::sync::Mutex<Option<object_store::path::Path>>,
     slow: std::sync::Mutex<Option<(object_store::path::Path, Duration)>>,
+    echo: std::sync::Mutex<Option<object_store::path::Path>>,
+    late: std::sync::Mutex<Option<(object_store::path::Path, Duration)>>,
+    /// The held-back PUTs, to wait for.
+    landing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    conflict: std::sync::Mutex<Option<object_store::path::Path>>,
+    hook: std::sync::Mutex<Option<(object_store::path::Path, Hook)>>,
+    hang: std::sync::Mutex<Option<object_store::path::Path>>,
     /// Written right after the next listing is taken, as by another saver.
     after_list: std::sync::Mutex<Option<(object_store::path::Path, Vec<u8>)>>,
+    fail_parts: std::sync::atomic::AtomicBool,
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Faulty")
+    }
 }
 
 impl Faulty {
     fn new() -> Faulty {
-        Faulty {
-            inner: InMemory::new(),
-            armed: Default::default(),
-            slow: Default::default(),
-            after_list: Default::default(),
+        Faulty::default()
+    }
+
+    /// Waits until every held-back PUT has landed (or been refused).
+    fn wait_landed(&self) {
+        let all: Vec<_> = self.landing.lock().unwrap().drain(..).collect();
+        for t in all {
+            t.join().unwrap();
         }
+    }
+}
+
+/// Takes the armed path out of `slot` if it is `location`.
+fn take_if<T>(
+    slot: &std::sync::Mutex<Option<(object_store::path::Path, T)>>,
+    location: &object_store::path::Path,
+) -> Option<T> {
+    let mut slot = slot.lock().unwrap();
+    match slot.take() {
+        Some((at, t)) if &at == location => Some(t),
+        other => {
+            *slot = other;
+            None
+        }
+    }
+}
+
+fn take_path(
+    slot: &std::sync::Mutex<Option<object_store::path::Path>>,
+    location: &object_store::path::Path,
+) -> bool {
+    let mut slot = slot.lock().unwrap();
+    let hit = slot.as_ref() == Some(location);
+    if hit {
+        *slot = None;
+    }
+    hit
+}
+
+/// The conflict a retried PUT meets when its first attempt landed.
+fn own_conflict(location: &object_store::path::Path, mode: &PutMode) -> object_store::Error {
+    let source = "the retry met the request's own earlier write".into();
+    match mode {
+        PutMode::Create => {
+            object_store::Error::AlreadyExists { path: location.to_string(), source }
+        }
+        _ => object_store::Error::Precondition { path: location.to_string(), source },
+    }
+}
+
+/// A multipart upload whose parts all fail.
+#[derive(Debug)]
+struct FailingParts(Box<dyn object_store::MultipartUpload>);
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for FailingParts {
+    fn put_part(&mut self, _data: PutPayload) -> object_store::UploadPart {
+        Box::pin(async {
+            Err(object_store::Error::Generic {
+                store: "Faulty",
+                source: "500 Internal Server Error uploading a part".into(),
+            })
+        })
+    }
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        self.0.complete().await
+    }
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.0.abort().await
     }
 }
 
@@ -1009,24 +1112,33 @@ impl object_store::ObjectStore for Faulty {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
-        let lose = {
-            let mut armed = self.armed.lock().unwrap();
-            let hit = armed.as_ref() == Some(location);
-            if hit {
-                *armed = None;
-            }
-            hit
-        };
-        let delay = {
-            let mut slow = self.slow.lock().unwrap();
-            match slow.take() {
-                Some((at, delay)) if &at == location => Some(delay),
-                other => {
-                    *slow = other;
-                    None
-                }
-            }
-        };
+        if take_path(&self.hang, location) {
+            return std::future::pending().await;
+        }
+        if take_path(&self.conflict, location) && matches!(opts.mode, PutMode::Create) {
+            return Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "409 ConditionalRequestConflict: retry the upload".into(),
+            });
+        }
+        if let Some(delay) = take_if(&self.late, location) {
+            let (inner, at) = (self.inner.clone(), location.clone());
+            let landing = std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                use futures_util::FutureExt;
+                let _ = inner.put_opts(&at, payload, opts).now_or_never();
+            });
+            self.landing.lock().unwrap().push(landing);
+            return Err(object_store::Error::Generic {
+                store: "Faulty",
+                source: "timed out waiting for the reply (the request is still in flight)".into(),
+            });
+        }
+        let lose = take_path(&self.armed, location);
+        let echo = take_path(&self.echo, location);
+        let hook = take_if(&self.hook, location);
+        let delay = take_if(&self.slow, location);
+        let mode = opts.mode.clone();
         let put = self.inner.put_opts(location, payload, opts).await?;
         if let Some(delay) = delay {
             std::thread::sleep(delay);
@@ -1037,6 +1149,14 @@ impl object_store::ObjectStore for Faulty {
                 source: "connection reset after the request was sent".into(),
             });
         }
+        if let Some(hook) = hook {
+            // Another worker, on its own thread and runtime.
+            std::thread::spawn(hook).join().unwrap();
+            return Err(own_conflict(location, &mode));
+        }
+        if echo {
+            return Err(own_conflict(location, &mode));
+        }
         Ok(put)
     }
     async fn put_multipart_opts(
@@ -1044,7 +1164,11 @@ impl object_store::ObjectStore for Faulty {
         location: &object_store::path::Path,
         opts: object_store::PutMultipartOptions,
     ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        let upload = self.inner.put_multipart_opts(location, opts).await?;
+        if self.fail_parts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Box::new(FailingParts(upload)));
+        }
+        Ok(upload)
     }
     async fn get_opts(
         &self,
@@ -1105,8 +1229,8 @@ fn a_lost_reply_never_loses_the_stash() {
     store.save(&k, &tagged(1, 300 << 10)).unwrap();
     arm("big");
     let lost = store.save(&k, &tagged(2, 300 << 10));
-    assert!(lost.is_err(), "the lost reply is reported: {lost:?}");
-    // The reference landed: the key loads, and it is the new stash.
+    // The reference landed, and the writer read it back: done.
+    assert!(lost.is_ok(), "its own landing is recognised: {lost:?}");
     let now = store.load::<String>(&k).expect("the stash the key names loads");
     assert_eq!(now.unwrap().into_value(), tagged(2, 300 << 10));
 
@@ -1115,7 +1239,7 @@ fn a_lost_reply_never_loses_the_stash() {
     store.save(&small, &"only copy").unwrap();
     arm("small");
     let lost = store.quarantine(&small);
-    assert!(lost.is_err(), "the lost reply is reported: {lost:?}");
+    assert!(lost.is_ok(), "its own tombstone is recognised: {lost:?}");
     let aside: Vec<String> =
         raw.names().into_iter().filter(|n| n.starts_with(".small.quarantined.")).collect();
     let still_at_key = store.load::<String>(&small).ok().flatten().is_some();
@@ -1167,4 +1291,308 @@ fn a_stash_replaced_while_listed_is_listed_as_it_is_now() {
     let header = listed[0].header.as_ref().expect("listed as healthy");
     assert_eq!(header.key(), &k);
     assert_eq!(listed[0].size, small.len() as u64);
+}
+
+// ---------------------------------------------------------------------------
+// The fault suite: ambiguous answers never lose a stash
+// ---------------------------------------------------------------------------
+
+/// The names under the prefix that start with `start`.
+fn names_starting(raw: &objtest::Raw, start: &str) -> Vec<String> {
+    raw.names().into_iter().filter(|n| n.starts_with(start)).collect()
+}
+
+/// A quarantine whose tombstone lands but whose retry meets that tombstone
+/// (a 412 for its own write) must not conclude that a newer save won: the
+/// copy aside is the only copy left, and it stays.
+#[test]
+fn a_quarantine_whose_retry_meets_its_own_tombstone_keeps_the_copy() {
+    for big in [false, true] {
+        let (memory, prefix, store) = faulty_multipart_store("quarantine-echo");
+        let raw = objtest::Raw::over(memory.clone(), prefix.clone());
+        let k = key("only");
+        let value = tagged(7, if big { 300 << 10 } else { 100 });
+        store.save(&k, &value).unwrap();
+        let before = raw.get("only").unwrap();
+        *memory.echo.lock().unwrap() = Some(prefix.clone().join("only"));
+        let out = store.quarantine(&k);
+        let aside = names_starting(&raw, ".only.quarantined.");
+        let at_key = store.load::<String>(&k);
+        assert!(
+            matches!(at_key, Ok(Some(_))) || aside.len() == 1,
+            "big {big}: the stash is neither at the key ({at_key:?}) nor aside: {:?} ({out:?})",
+            raw.names()
+        );
+        assert_eq!(aside.len(), 1, "big {big}: the copy aside stays: {:?} ({out:?})", raw.names());
+        assert_eq!(raw.get(&aside[0]).unwrap(), before, "big {big}: the version that was read");
+        if big {
+            // The data the copy aside names is still there.
+            let data = names_starting(&raw, ".data/");
+            assert_eq!(data.len(), 1, "{:?}", raw.names());
+        }
+    }
+}
+
+/// (a) A multipart save whose reference PUT fails now and lands later: the
+/// save reports an error, and must not delete the data the late reference
+/// will name. Once it lands, the key loads (the new stash).
+#[test]
+fn a_reference_that_lands_late_never_names_deleted_data() {
+    let (memory, prefix, store) = faulty_multipart_store("late-ref");
+    let k = key("big");
+    store.save(&k, &tagged(1, 300 << 10)).unwrap();
+    *memory.late.lock().unwrap() = Some((prefix.clone().join("big"), Duration::from_millis(300)));
+    let failed = store.save(&k, &tagged(2, 300 << 10));
+    assert!(failed.is_err(), "the lost reply is reported: {failed:?}");
+    memory.wait_landed();
+    let now = store.load::<String>(&k);
+    let v = now.unwrap_or_else(|e| panic!("the key names deleted data: {e}"));
+    assert_eq!(v.expect("a stash").into_value(), tagged(2, 300 << 10), "the late reference");
+}
+
+/// (b) A multipart save whose reference lands, whose reply is lost, and
+/// whose retry meets another worker's newer save (which replaced it): the
+/// save may be acknowledged only if what it acknowledged loads.
+#[test]
+fn a_save_acknowledged_after_its_retry_met_another_save_loads() {
+    let (memory, prefix, store) = faulty_multipart_store("retry-other");
+    let other = Store::open_object_store(
+        ObjectStoreBackend::new(
+            memory.clone(),
+            prefix.as_ref(),
+            Options { multipart_threshold: 64 << 10, ..Options::default() },
+        )
+        .unwrap(),
+    );
+    let k = key("big");
+    store.save(&k, &tagged(1, 300 << 10)).unwrap();
+    let k2 = k.clone();
+    let hook: Hook = Box::new(move || {
+        other.save(&k2, &tagged(3, 300 << 10)).unwrap();
+    });
+    *memory.hook.lock().unwrap() = Some((prefix.clone().join("big"), hook));
+    let saved = store.save(&k, &tagged(2, 300 << 10));
+    let now = store.load::<String>(&k);
+    let v = now.unwrap_or_else(|e| panic!("the key names deleted data ({saved:?}): {e}"));
+    let v = v.expect("a stash").into_value();
+    if saved.is_ok() {
+        assert_eq!(v, tagged(2, 300 << 10), "the acknowledged save is the one that loads");
+    } else {
+        assert_eq!(v, tagged(3, 300 << 10));
+    }
+}
+
+/// A save or clear whose retry meets its own write is done, not refused:
+/// create-if-absent does not report `StashExists` for its own stash, and a
+/// conditional clear does not report `Replaced` for its own tombstone.
+#[test]
+fn a_write_whose_retry_meets_its_own_landing_is_done() {
+    for (big, ns) in [(false, "own-small"), (true, "own-big")] {
+        let (memory, prefix, store) = faulty_multipart_store(ns);
+        let k = key("k");
+        let value = tagged(5, if big { 300 << 10 } else { 100 });
+        *memory.echo.lock().unwrap() = Some(prefix.clone().join("k"));
+        let saved = store.save_if(&k, &value, &SaveOptions::new(), Precondition::Absent);
+        let receipt = saved.unwrap_or_else(|e| panic!("big {big}: its own stash: {e}"));
+        assert_eq!(store.load::<String>(&k).unwrap().unwrap().into_value(), value);
+        *memory.echo.lock().unwrap() = Some(prefix.clone().join("k"));
+        let cleared = store.clear_if(&k, &receipt.digest);
+        assert!(matches!(cleared, Ok(true)), "big {big}: its own tombstone: {cleared:?}");
+        assert!(store.load::<String>(&k).unwrap().is_none());
+    }
+}
+
+/// S3 answers a conditional create that raced another request with `409
+/// ConditionalRequestConflict`, which object_store reports as
+/// `AlreadyExists` although nothing landed: that is no `StashExists`.
+#[test]
+fn a_conflict_on_create_where_nothing_landed_is_not_stash_exists() {
+    let (memory, prefix, store) = faulty_multipart_store("conflict-409");
+    let k = key("k");
+    *memory.conflict.lock().unwrap() = Some(prefix.clone().join("k"));
+    let saved = store.save_if(&k, &"first", &SaveOptions::new(), Precondition::Absent);
+    assert!(saved.is_ok(), "nothing was at the key: {saved:?}");
+    assert_eq!(store.load::<String>(&k).unwrap().unwrap().value(), "first");
+}
+
+/// A large save that fails while uploading its parts is a backend error
+/// naming the stash, not a local write error.
+#[test]
+fn a_failed_part_upload_is_a_backend_error_naming_the_stash() {
+    let (memory, _prefix, store) = faulty_multipart_store("parts");
+    memory.fail_parts.store(true, std::sync::atomic::Ordering::SeqCst);
+    // More parts than are kept in flight, so that the failure shows while
+    // the envelope is still being written.
+    let err = store.save(&key("big"), &tagged(1, 40 << 20)).unwrap_err();
+    match &err {
+        Error::Backend { target, .. } => assert!(target.ends_with("/big"), "{target}"),
+        other => panic!("a failed part upload: {other:?}"),
+    }
+}
+
+/// An object truncated to nothing is damage, not a cleared stash; a
+/// reference whose data object is missing is damage too, found by verify.
+#[test]
+fn an_empty_object_or_a_missing_data_object_is_corrupt() {
+    let (memory, prefix, store) = faulty_multipart_store("damage");
+    let raw = objtest::Raw::over(memory.clone(), prefix.clone());
+    let (small, big) = (key("small"), key("big"));
+    store.save(&small, &"x").unwrap();
+    raw.put("small", Vec::new());
+    let err = store.load::<String>(&small).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "an empty object: {err:?}");
+    store.save(&big, &tagged(1, 300 << 10)).unwrap();
+    let data = names_starting(&raw, ".data/");
+    assert_eq!(data.len(), 1);
+    let path = prefix.clone().join(".data").join(&data[0][".data/".len()..]);
+    raw.block_on(object_store::ObjectStoreExt::delete(&*raw.store, &path)).unwrap();
+    let err = store.load::<String>(&big).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "a missing data object: {err:?}");
+    let verified = store.verify().unwrap();
+    let bad: Vec<_> = verified
+        .iter()
+        .filter(|r| matches!(r.result, Err(Error::Corrupt { .. })))
+        .map(|r| r.key.to_string())
+        .collect();
+    assert_eq!(bad, ["big", "small"], "{verified:?}");
+}
+
+/// Cleanup removes the data objects nothing names once they are older than
+/// the grace period, and nothing a reference (or a quarantined copy of
+/// one) names.
+#[test]
+fn cleanup_removes_only_unreferenced_data_older_than_the_grace() {
+    let memory = Arc::new(InMemory::new());
+    let grace = Duration::from_millis(400);
+    let opts = Options { multipart_threshold: 64 << 10, gc_grace: grace, ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), "gc", opts).unwrap();
+    let raw = objtest::Raw::over(memory, backend.prefix().clone());
+    let store = Store::open_object_store(backend);
+    let (a, b, q) = (key("a"), key("b"), key("q"));
+    store.save(&a, &tagged(1, 300 << 10)).unwrap();
+    store.save(&a, &tagged(2, 300 << 10)).unwrap();
+    store.save(&b, &tagged(3, 300 << 10)).unwrap();
+    store.save(&q, &tagged(4, 300 << 10)).unwrap();
+    store.quarantine(&q).unwrap();
+    let tenants = store.namespace("tenants").unwrap();
+    tenants.save(&a, &tagged(5, 300 << 10)).unwrap();
+    tenants.save(&a, &tagged(6, 300 << 10)).unwrap();
+    store.clear(&b).unwrap();
+    raw.put(".data/a.0123456789abcdef0123456789abcdef", vec![1; 10]);
+    assert!(store.cleanup().unwrap().is_empty(), "nothing before the grace");
+    std::thread::sleep(grace + Duration::from_millis(100));
+    let removed = store.cleanup().unwrap();
+    let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+    // a's first, b's (cleared), the stray one, and tenants/a's first.
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("/.data/a.0123456789abcdef0123456789abcdef")));
+    assert!(names.iter().any(|n| n.contains("/tenants/.data/a.")), "{names:?}");
+    assert_eq!(store.load::<String>(&a).unwrap().unwrap().into_value(), tagged(2, 300 << 10));
+    assert_eq!(tenants.load::<String>(&a).unwrap().unwrap().into_value(), tagged(6, 300 << 10));
+    // The quarantined copy still names its data, which stays.
+    let aside = names_starting(&raw, ".q.quarantined.");
+    assert_eq!(aside.len(), 1);
+    assert_eq!(names_starting(&raw, ".data/q.").len(), 1, "{:?}", raw.names());
+    assert!(store.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    assert!(store.cleanup().unwrap().is_empty(), "done");
+}
+
+/// Cleanup raced against saves on many threads loses nothing: every
+/// acknowledged save loads, right after it and at the end.
+#[test]
+fn cleanup_raced_against_saves_loses_nothing() {
+    let memory: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+    // Long enough that a save's reference is written well within half of
+    // it on a loaded machine (past that a save fails, by design).
+    let grace = Duration::from_secs(2);
+    let open = || {
+        let opts = Options { multipart_threshold: 64 << 10, gc_grace: grace, ..Options::default() };
+        Store::open_object_store(ObjectStoreBackend::new(memory.clone(), "race", opts).unwrap())
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collected = std::thread::scope(|s| {
+        let gc = {
+            let (store, stop) = (open(), stop.clone());
+            s.spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += store.cleanup().unwrap().len();
+                }
+                n
+            })
+        };
+        let savers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = open();
+                s.spawn(move || {
+                    let k = key(&format!("k{}", t % 2));
+                    let mut last = None;
+                    let began = Instant::now();
+                    let mut n = t * 1000;
+                    while began.elapsed() < Duration::from_secs(5) {
+                        n += 1;
+                        let len = if n % 3 == 0 { 100 } else { 100 << 10 };
+                        let value = tagged(n, len);
+                        store.save(&k, &value).unwrap();
+                        // Loads whatever the key holds now: never damage.
+                        let now = store.load::<String>(&k).unwrap().expect("a stash");
+                        assert!(intact(now.value()), "torn");
+                        last = Some(value);
+                    }
+                    (k, last)
+                })
+            })
+            .collect();
+        let done: Vec<_> = savers.into_iter().map(|t| t.join()).collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let done: Vec<_> = done.into_iter().map(|r| r.unwrap()).collect();
+        (gc.join().unwrap(), done)
+    });
+    let (removed, done) = collected;
+    let store = open();
+    for (k, last) in done {
+        let now = store.load::<String>(&k).unwrap().expect("a stash").into_value();
+        assert!(intact(&now), "{k}");
+        let _ = last;
+    }
+    assert!(removed > 0, "cleanup removed the replaced data objects");
+    assert!(store.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    println!("cleanup raced against saves: removed {removed} data objects, lost nothing");
+}
+
+/// A store that stops answering fails a save within the timeout, saying
+/// it timed out, instead of hanging.
+#[test]
+fn a_store_that_stops_answering_fails_within_the_timeout() {
+    let memory = Arc::new(Faulty::new());
+    let opts = Options { timeout: Duration::from_secs(1), ..Options::default() };
+    let backend = ObjectStoreBackend::new(memory.clone(), "hang", opts).unwrap();
+    *memory.hang.lock().unwrap() = Some(backend.prefix().clone().join("k"));
+    let store = Store::open_object_store(backend);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let began = Instant::now();
+    std::thread::spawn(move || tx.send(store.save(&key("k"), &1).map(|_| ())).unwrap());
+    let got = rx.recv_timeout(Duration::from_secs(20)).expect("the save hung");
+    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    assert_timed_out(got);
+    // The URL takes it too.
+    assert!(ObjectStoreBackend::open("memory:///t?timeout=2s").is_ok());
+    assert!(ObjectStoreBackend::open("memory:///t?timeout=soon").is_err());
+}
+
+fn assert_timed_out(got: Result<(), Error>) {
+    match got {
+        Err(e @ Error::Backend { .. }) => {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            assert!(why.starts_with("failed to save"), "{why}");
+            assert!(why.contains("timed out"), "{why}");
+            println!("{why}");
+        }
+        other => panic!("a timeout is a backend error: {other:?}"),
+    }
 }

@@ -194,6 +194,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// When the service fails.
     fn children(&self) -> Result<Vec<String>>;
+
+    /// Removes what interrupted or replaced saves left behind that nothing
+    /// names any more (an object store's unreferenced data objects, once
+    /// older than its grace period), and returns the names removed,
+    /// relative to the namespace. The default: nothing to remove (a save
+    /// that is one transaction leaves nothing behind).
+    ///
+    /// # Errors
+    ///
+    /// When the service fails; what was removed before stays removed.
+    fn cleanup(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A held per-key lock of a [`Backend`]; released when dropped, and by the

@@ -17,7 +17,14 @@
 //! - `lease=DURATION` (`humantime` syntax, default `30s`): how long a lock
 //!   lives without renewal (see *Locks* below);
 //! - `lock_timeout=DURATION` (default `60s`): how long [`Store::lock`](crate::Store::lock)
-//!   waits for another holder before [`Error::Locked`].
+//!   waits for another holder before [`Error::Locked`];
+//! - `timeout=DURATION` (default `30s`, [`Options::timeout`]): the bound on
+//!   each call to the service, connecting and the client's retries
+//!   included, and on each chunk of a body or a listing; past it the call
+//!   fails with [`Error::Backend`] naming the operation, its source saying
+//!   it timed out (the outcome of a write is then unknown, see below);
+//! - `gc_grace=DURATION` (default `1h`, [`Options::gc_grace`]): how old an
+//!   unreferenced data object must be before cleanup removes it.
 //!
 //! The API stays synchronous: every call runs to completion on a tokio
 //! runtime the backend owns (two worker threads), or on one the caller
@@ -31,8 +38,11 @@
 //! is the prefix `P/ns`):
 //!
 //! - `P/KEY`: the stash, byte for byte the v1 envelope of a stash file; or a
-//!   *reference* (below) for a stash saved by multipart upload; or an empty
-//!   object, a *tombstone*, which every reader treats as absent;
+//!   *reference* (below) for a stash saved by multipart upload; or a
+//!   *tombstone* (`SAFESTASH-TOMBSTONE v1`, a newline, a unique id and a
+//!   newline), which every reader treats as absent. An empty object is
+//!   damage ([`Error::Corrupt`]), never absence (tombstones written before
+//!   this format were empty: they now read as damage);
 //! - `P/.KEY.quarantined.STAMP`: a quarantined stash;
 //! - `P/.data/KEY.UUID`: the envelope of a large stash, uploaded by
 //!   multipart, named by the reference at `P/KEY`;
@@ -61,11 +71,11 @@
 //! # Clear: a conditional tombstone
 //!
 //! `object_store` has no conditional DELETE. A clear (conditional or not)
-//! therefore *replaces* the stash with an empty object under `If-Match` on
+//! therefore *replaces* the stash with a tombstone under `If-Match` on
 //! the ETag it read, and every reader, `list` and `Condition::Absent` treat
-//! an empty object as absent. A stash another writer saved after the check
+//! a tombstone as absent. A stash another writer saved after the check
 //! changes the ETag, so the tombstone is refused and that stash stays:
-//! there is no window. The cost is one empty object per cleared key, left in
+//! there is no window. The cost is one small object per cleared key, left in
 //! the bucket (and reused by the key's next save). Tombstones are never
 //! deleted by this backend, because deleting one unconditionally could
 //! delete a stash written over it in between.
@@ -83,18 +93,43 @@
 //! PUT, and the whole new one after it: a client killed at any point leaves
 //! the old stash or the new one. What a killed upload can leave behind is an
 //! incomplete multipart upload or an orphaned `.data/` object, never visible
-//! as a stash; set the bucket's lifecycle rule "abort incomplete multipart
-//! uploads after N days". The data object of a replaced or cleared
-//! reference is deleted after the change; a reader that fetched the old
-//! reference just before reads the key again.
+//! as a stash.
+//!
+//! A data object is never deleted when a reference might name it, now or
+//! later: the data of a replaced or cleared reference stays, and
+//! [`Store::cleanup`](crate::Store::cleanup) (`safestash gc URL`) removes
+//! the data objects that neither a key nor a quarantined copy names once
+//! they are older than [`Options::gc_grace`]. A save writes its reference
+//! within half of that grace after its upload began (or fails, leaving the
+//! data to cleanup), so a reference never lands naming a collected object.
+//! A reference whose data object is missing is [`Error::Corrupt`]. Cleanup
+//! does not remove incomplete multipart uploads: `object_store` 0.14 cannot
+//! list them. The backend aborts its own upload when it fails with a clear
+//! answer; set the bucket's lifecycle rule "abort incomplete multipart
+//! uploads after N days" for the rest.
+//!
+//! # Ambiguous answers
+//!
+//! `object_store` retries a request that met a 5xx or a timeout,
+//! conditional PUTs included, so a 412 or 409 can answer the request's own
+//! earlier landing, an error can come back for a PUT that was applied (or
+//! that lands later), and S3's `409 ConditionalRequestConflict` on a create
+//! (reported as `AlreadyExists`) can mean nothing landed. After any such
+//! answer the writer reads the key again: its own write (recognised by the
+//! envelope's digest, the reference's data name, or the tombstone's unique
+//! id) is done; a conflict with nothing of its own there is decided on what
+//! is there now (so `StashExists` only when a stash is); any other error is
+//! returned, and nothing is deleted on its strength.
 //!
 //! # Quarantine: copy, then a conditional tombstone
 //!
-//! `move_aside` reads the key's ETag, copies the object to the aside name,
-//! and tombstones the key under `If-Match` on that ETag. The window: a save
-//! that lands between the read and the copy is what gets copied aside, and
-//! the tombstone is then refused; the copy is removed again and the
-//! quarantine fails with an error (nothing is lost, the stash stays).
+//! `move_aside` reads the key's ETag, reads the object conditionally on it
+//! (so the copy is exactly that version), creates the copy at the aside
+//! name, and tombstones the key under `If-Match` on that ETag. When the
+//! tombstone's answer is not a plain success, the key is read again: its
+//! own tombstone there means done; a newer stash there that verifies means
+//! a save won, and the copy is removed again; anything else (no answer,
+//! damage, another tombstone) leaves the copy aside, and the error says so.
 //!
 //! # Locks: leases on conditional writes
 //!
@@ -135,9 +170,9 @@
 //!   readers see the old envelope or the new one. It returns `Ok` once the
 //!   service acknowledged it; that is the service's durability promise (S3:
 //!   stored redundantly before the 200), not an fsync this host can check.
-//! - A reply lost in transit leaves the outcome unknown (the error says
-//!   which operation); a retried conditional save is then refused if the
-//!   first attempt did land.
+//! - A reply lost in transit is resolved by reading the key back (see
+//!   *Ambiguous answers*); when that read cannot tell, the error stands and
+//!   the outcome is unknown: the key holds the old stash or the new one.
 //! - Size: a single PUT up to the threshold, multipart beyond (S3 allows up
 //!   to 10,000 parts of 8 MiB here, so about 78 GiB).
 //!
@@ -175,11 +210,34 @@ use object_store::{
 use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
 use crate::digest::Digest;
 use crate::envelope::{TRAILER_LEN, recorded_digest};
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::key::StashKey;
+use timeout::Timed;
+
+#[path = "object_store_gc.rs"]
+mod gc;
+#[path = "object_store_timeout.rs"]
+mod timeout;
 
 /// The first line of a reference to a multipart-uploaded envelope.
 const REF_MAGIC: &[u8] = b"SAFESTASH-REF v1\n";
+
+/// The first line of a tombstone, the object a clear leaves at a key; a
+/// unique id follows, so that a writer recognises its own (and no two
+/// tombstones share an ETag).
+const TOMBSTONE_MAGIC: &[u8] = b"SAFESTASH-TOMBSTONE v1\n";
+
+/// A new tombstone.
+fn tombstone() -> Bytes {
+    let mut mark = TOMBSTONE_MAGIC.to_vec();
+    mark.extend_from_slice(uuid::Uuid::new_v4().simple().to_string().as_bytes());
+    mark.push(b'\n');
+    Bytes::from(mark)
+}
+
+fn is_tombstone(bytes: &[u8]) -> bool {
+    bytes.starts_with(TOMBSTONE_MAGIC)
+}
 
 /// Objects at most this long are read whole when the current state of a
 /// key is read: every reference and tombstone is shorter.
@@ -223,7 +281,25 @@ pub struct Options {
     /// The location for messages (a URL without secrets); `None`: made from
     /// the store's name and the prefix.
     pub location: Option<String>,
+    /// The bound on each call to the store (default 30 s), the client's
+    /// connecting and retries included, and on each chunk of a body or a
+    /// listing: past it the call fails with [`Error::Backend`] saying it
+    /// timed out. A runtime handed in ([`Options::runtime`]) must have its
+    /// time driver enabled (`enable_time`).
+    pub timeout: Duration,
+    /// How old an unreferenced data object must be before
+    /// [`Store::cleanup`](crate::Store::cleanup) removes it (default 1
+    /// hour). A multipart save writes its reference within half of it after
+    /// its upload started, or fails: so a data object a reference is about
+    /// to name is never old enough to be removed.
+    pub gc_grace: Duration,
 }
+
+/// The default of [`Options::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of [`Options::gc_grace`].
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 impl Default for Options {
     fn default() -> Options {
@@ -233,6 +309,8 @@ impl Default for Options {
             multipart_threshold: 8 << 20,
             runtime: None,
             location: None,
+            timeout: DEFAULT_TIMEOUT,
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 }
@@ -253,7 +331,11 @@ impl Runtime {
 
 /// What a backend and its children share.
 struct Shared {
+    /// The caller's store, every call bounded by the timeout.
     store: Arc<dyn ObjectStore>,
+    /// The caller's store as handed in.
+    raw: Arc<dyn ObjectStore>,
+    gc_grace: Duration,
     rt: Runtime,
     /// `s3://bucket`, no trailing slash.
     base: String,
@@ -287,7 +369,8 @@ fn url_error(url: &str, rule: &'static str) -> Error {
 /// What is at a key now.
 enum Current {
     Absent,
-    Tombstone(UpdateVersion),
+    /// A tombstone, and its bytes.
+    Tombstone(UpdateVersion, Bytes),
     Stash {
         version: UpdateVersion,
         digest: Option<Digest>,
@@ -300,7 +383,7 @@ impl Current {
     fn version(&self) -> Option<&UpdateVersion> {
         match self {
             Current::Absent => None,
-            Current::Tombstone(v) | Current::Stash { version: v, .. } => Some(v),
+            Current::Tombstone(v, _) | Current::Stash { version: v, .. } => Some(v),
         }
     }
 
@@ -311,11 +394,49 @@ impl Current {
         }
     }
 
-    fn data(&self) -> Option<&str> {
-        match self {
-            Current::Stash { data, .. } => data.as_deref(),
-            _ => None,
+    /// Whether this is what `mine` wrote: a writer whose answer was lost,
+    /// or whose retry met its own earlier landing, recognises it.
+    fn is(&self, mine: &Mine<'_>) -> bool {
+        match (self, mine) {
+            (Current::Tombstone(_, bytes), Mine::Tombstone(m)) => bytes.as_ref() == *m,
+            (Current::Stash { data: Some(d), .. }, Mine::Reference(m)) => d == m,
+            (Current::Stash { data: None, digest, .. }, Mine::Envelope(m)) => *digest == Some(*m),
+            _ => false,
         }
+    }
+}
+
+/// What a write puts at a key, as its writer recognises it when read back.
+enum Mine<'a> {
+    /// An envelope with this digest.
+    Envelope(Digest),
+    /// A reference naming this data object.
+    Reference(&'a str),
+    /// This tombstone.
+    Tombstone(&'a [u8]),
+}
+
+/// A quarantine that could not finish: the copy aside stays.
+#[derive(Debug)]
+struct KeptAside {
+    aside: String,
+    source: object_store::Error,
+}
+
+impl fmt::Display for KeptAside {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the key could not be cleared (the answer may have been lost); \
+             the copy set aside at `{}` stays",
+            self.aside
+        )
+    }
+}
+
+impl std::error::Error for KeptAside {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 
@@ -386,16 +507,22 @@ impl ObjectStoreBackend {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let duration = || {
                 humantime::parse_duration(value).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
-                    url_error(url, "lease and lock_timeout are durations such as 30s")
+                    url_error(
+                        url,
+                        "lease, lock_timeout, timeout and gc_grace are durations such as 30s",
+                    )
                 })
             };
             match name {
                 "lease" => opts.lease = duration()?,
                 "lock_timeout" => opts.lock_timeout = duration()?,
+                "timeout" => opts.timeout = duration()?,
+                "gc_grace" => opts.gc_grace = duration()?,
                 _ => {
                     return Err(url_error(
                         url,
-                        "the parameters of an object store URL are lease and lock_timeout",
+                        "the parameters of an object store URL are lease, lock_timeout, \
+                         timeout and gc_grace",
                     ));
                 }
             }
@@ -511,9 +638,20 @@ impl ObjectStoreBackend {
                     })?,
             ),
         };
+        if opts.timeout.is_zero() {
+            return Err(Error::InvalidOption {
+                field: "timeout",
+                value: "0s".into(),
+                rule: "a timeout lasts longer than zero",
+            });
+        }
         let base = opts.location.unwrap_or_else(|| store.to_string());
+        let timed: Arc<dyn ObjectStore> =
+            Arc::new(Timed { inner: store.clone(), limit: opts.timeout });
         let shared = Arc::new(Shared {
-            store,
+            store: timed,
+            raw: store,
+            gc_grace: opts.gc_grace,
             rt,
             base,
             lease: opts.lease,
@@ -542,7 +680,7 @@ impl ObjectStoreBackend {
     /// # Ok::<(), safestash::Error>(())
     /// ```
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.shared.store
+        &self.shared.raw
     }
 
     /// The namespace's prefix in the store.
@@ -611,10 +749,14 @@ impl ObjectStoreBackend {
             let version = UpdateVersion::from_meta(&got.meta);
             let size = got.meta.size;
             if size == 0 {
-                return Ok(Current::Tombstone(version));
+                // Damage (an envelope truncated to nothing), not absence.
+                return Ok(Current::Stash { version, digest: None, data: None });
             }
             if size <= SMALL {
                 let whole = got.bytes().await.map_err(self.fail(op, name))?;
+                if is_tombstone(&whole) {
+                    return Ok(Current::Tombstone(version, whole));
+                }
                 let data = parse_reference(&whole).map(|r| r.data);
                 let digest = trailer_digest(&whole);
                 return Ok(Current::Stash { version, digest, data });
@@ -671,49 +813,54 @@ impl ObjectStoreBackend {
     }
 
     /// Writes `payload` at `name` if `cond` holds, by a conditional PUT on
-    /// what was read; `tombstone` when this is a clear. Deletes the data
-    /// object of a replaced reference, or `own_data` (the new reference's)
-    /// when the write did not happen.
+    /// what was read; `mine` is how the writer recognises its own write
+    /// when it reads the key back. A reference's `deadline`: it is not
+    /// written (again) after it (see [`Options::gc_grace`]).
+    ///
+    /// Nothing is deleted here after an ambiguous answer: the data object
+    /// of a reference goes only when its write was refused before any PUT
+    /// was sent (so no PUT naming it can land later). The data objects of
+    /// replaced references are left to [`Backend::cleanup`].
     fn write(
         &self,
         op: &'static str,
         name: &str,
         payload: PutPayload,
         cond: Condition,
-        tombstone: bool,
-        own_data: Option<&str>,
+        mine: Mine<'_>,
+        deadline: Option<Instant>,
     ) -> Result<Outcome> {
-        let out = self.block_on(self.write_async(op, name, payload, cond, tombstone));
-        if let (false, Some(data)) = (matches!(out, Ok((Outcome::Done, _))), own_data) {
-            // An error (or a refusal after a retry) does not prove that the
-            // reference was not written: a PUT may land and its reply be
-            // lost. The data goes only if the key is seen not to name it.
-            let named = self.block_on(self.current(name, op)).map(|now| now.data() == Some(data));
-            if let Ok(false) = named {
-                let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
-            }
+        let mut sent = false;
+        let out =
+            self.block_on(self.write_async(op, name, payload, cond, &mine, deadline, &mut sent));
+        if let (Ok(Outcome::Refused { .. }), false, Mine::Reference(data)) = (&out, sent, &mine) {
+            // A failure here only leaves an orphan behind, for cleanup.
+            let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
         }
-        let (outcome, replaced) = out?;
-        if let Some(old) = replaced {
-            if Some(old.as_str()) != own_data {
-                // A failure here only leaves an orphan behind.
-                let _ = self.block_on(self.shared.store.delete(&self.data_path(&old)));
-            }
-        }
-        Ok(outcome)
+        out
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write_async(
         &self,
         op: &'static str,
         name: &str,
         payload: PutPayload,
         cond: Condition,
-        tombstone: bool,
-    ) -> Result<(Outcome, Option<String>)> {
+        mine: &Mine<'_>,
+        deadline: Option<Instant>,
+        sent: &mut bool,
+    ) -> Result<Outcome> {
+        let tombstone = matches!(mine, Mine::Tombstone(_));
         for _ in 0..RETRIES {
-            self.check_fence(op, name)?;
             let current = self.current(name, op).await?;
+            // A PUT of ours whose answer was a conflict may have been our
+            // own write, met by object_store's retry: then it is done.
+            if *sent && current.is(mine) {
+                self.record_version(name, current.version().cloned());
+                return Ok(Outcome::Done);
+            }
+            self.check_fence(op, name)?;
             if let Some(seen) = self.fenced_version(name) {
                 if seen.as_ref() != current.version() {
                     return Err(Error::Backend {
@@ -732,26 +879,46 @@ impl ObjectStoreBackend {
                 Condition::Unchanged(d) => current.digest() != Some(d) || !stash,
             };
             if tombstone && !stash && !matches!(cond, Condition::Unchanged(_)) {
-                return Ok((
-                    if refused { Outcome::Refused { current: None } } else { Outcome::Missing },
-                    None,
-                ));
+                return Ok(if refused {
+                    Outcome::Refused { current: None }
+                } else {
+                    Outcome::Missing
+                });
             }
             if refused {
-                return Ok((Outcome::Refused { current: current.digest() }, None));
+                return Ok(Outcome::Refused { current: current.digest() });
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(Error::Backend {
+                    op,
+                    target: self.target(Some(name)),
+                    source: "the upload took longer than half of the store's gc_grace, so its \
+                             data object may be collected: its reference is not written (the \
+                             data is left for cleanup)"
+                        .into(),
+                });
             }
             let mode = match current.version() {
                 None => PutMode::Create,
                 Some(v) => PutMode::Update(v.clone()),
             };
             let opts = PutOptions { mode, ..Default::default() };
+            *sent = true;
             match self.shared.store.put_opts(&self.path(name), payload.clone(), opts).await {
                 Ok(put) => {
                     self.record_version(name, Some(UpdateVersion::from(put)));
-                    return Ok((Outcome::Done, current.data().map(str::to_owned)));
+                    return Ok(Outcome::Done);
                 }
                 Err(e) if is_conflict(&e) => {
+                    // Our own earlier landing, a concurrent writer, or (S3's
+                    // 409 ConditionalRequestConflict) nothing at all: the
+                    // next read decides.
                     if self.fenced_version(name).is_some() {
+                        let now = self.current(name, op).await?;
+                        if now.is(mine) {
+                            self.record_version(name, now.version().cloned());
+                            return Ok(Outcome::Done);
+                        }
                         return Err(Error::Backend {
                             op,
                             target: self.target(Some(name)),
@@ -760,12 +927,19 @@ impl ObjectStoreBackend {
                                 .into(),
                         });
                     }
-                    if let Condition::Unchanged(_) = cond {
-                        let now = self.current(name, op).await?;
-                        return Ok((Outcome::Refused { current: now.digest() }, None));
-                    }
                 }
-                Err(e) => return Err(self.fail(op, name)(e)),
+                Err(e) => {
+                    // Ambiguous: the PUT may have landed, or may still land.
+                    // Done if it is seen to have; otherwise the error stands
+                    // (and nothing is deleted on its strength).
+                    if let Ok(now) = self.current(name, op).await {
+                        if now.is(mine) {
+                            self.record_version(name, now.version().cloned());
+                            return Ok(Outcome::Done);
+                        }
+                    }
+                    return Err(self.fail(op, name)(e));
+                }
             }
         }
         Err(Error::Backend {
@@ -791,7 +965,8 @@ impl ObjectStoreBackend {
             };
             let size = got.meta.size;
             if size == 0 {
-                return Ok(None);
+                // Damage: the store finds no envelope in it.
+                return Ok(Some(Fetched { len: 0, reader: Box::new(io::empty()) }));
             }
             if size > SMALL {
                 return Ok(Some(Fetched {
@@ -799,7 +974,11 @@ impl ObjectStoreBackend {
                     reader: Box::new(self.reader(got.into_stream())),
                 }));
             }
+            let version = UpdateVersion::from_meta(&got.meta);
             let bytes = self.block_on(got.bytes()).map_err(self.fail(op, name))?;
+            if is_tombstone(&bytes) {
+                return Ok(None);
+            }
             let Some(reference) = parse_reference(&bytes) else {
                 return Ok(Some(Fetched {
                     len: bytes.len() as u64,
@@ -813,15 +992,51 @@ impl ObjectStoreBackend {
                         reader: Box::new(self.reader(data.into_stream())),
                     }));
                 }
-                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(object_store::Error::NotFound { .. }) => {
+                    // Still this reference at the key: its data is gone,
+                    // which is damage. Replaced since: read again.
+                    let same = GetOptions {
+                        if_match: version.e_tag.clone(),
+                        version: version.version.clone(),
+                        head: true,
+                        ..Default::default()
+                    };
+                    match self.block_on(self.shared.store.get_opts(&self.path(name), same)) {
+                        Ok(_) => {
+                            return Err(Error::Corrupt {
+                                path: self.target(Some(name)).into(),
+                                reason: Corruption::MissingData(format!(
+                                    ".data/{}",
+                                    reference.data
+                                )),
+                            });
+                        }
+                        Err(
+                            object_store::Error::Precondition { .. }
+                            | object_store::Error::NotFound { .. },
+                        ) => continue,
+                        Err(e) => return Err(self.fail(op, name)(e)),
+                    }
+                }
                 Err(e) => return Err(self.fail(op, name)(e)),
             }
         }
         Err(Error::Backend {
             op,
             target: self.target(Some(name)),
-            source: "the data object its reference names is missing".into(),
+            source: "it kept changing while being read".into(),
         })
+    }
+
+    /// Whether `key` holds an intact envelope for it now (read whole).
+    fn verified_at(&self, key: &StashKey) -> bool {
+        match self.fetch(key.as_str(), "quarantine") {
+            Ok(Some(mut fetched)) => {
+                matches!(crate::envelope::verify_stream(&mut fetched.reader, fetched.len),
+                    Ok(Ok(layout)) if layout.header.key() == key)
+            }
+            _ => false,
+        }
     }
 
     fn reader(&self, stream: BoxStream<'static, object_store::Result<Bytes>>) -> StreamReader {
@@ -846,7 +1061,8 @@ impl ObjectStoreBackend {
         let mut attempts = 0;
         let bytes = loop {
             if size == 0 {
-                return Ok(None);
+                // Damage, listed so that verify finds it.
+                return Ok(Some(Listed { name, len: 0, head: Vec::new() }));
             }
             if size > SMALL && want == 0 {
                 return Ok(Some(Listed { name, len: size, head: Vec::new() }));
@@ -877,6 +1093,9 @@ impl ObjectStoreBackend {
             }
         };
         if size <= SMALL {
+            if is_tombstone(&bytes) {
+                return Ok(None);
+            }
             if let Some(r) = parse_reference(&bytes) {
                 let head = if want == 0 || r.len == 0 {
                     Bytes::new()
@@ -1023,29 +1242,42 @@ struct Sink<'a> {
     written: u64,
     /// The last `TRAILER_LEN` bytes written (once spilled).
     tail: Vec<u8>,
+    /// When the upload was started.
+    started: Option<Instant>,
+    /// The service's error that failed the upload, reported as such (the
+    /// envelope writer only sees an I/O error).
+    failed: Option<Error>,
 }
 
 impl Sink<'_> {
     fn spill(&mut self) -> io::Result<()> {
         let backend = self.backend;
+        let key = self.key.as_str();
         let (_, upload) = match &mut self.upload {
             Some(u) => u,
             None => {
                 let data = format!("{}.{}", self.key, uuid::Uuid::new_v4().simple());
                 let path = backend.data_path(&data);
-                let started = backend
-                    .block_on(backend.shared.store.put_multipart(&path))
-                    .map_err(io::Error::other)?;
+                self.started = Some(Instant::now());
+                let started = match backend.block_on(backend.shared.store.put_multipart(&path)) {
+                    Ok(started) => started,
+                    Err(e) => {
+                        self.failed = Some(backend.fail("start the upload of", key)(e));
+                        return Err(io::Error::other("the upload could not start"));
+                    }
+                };
                 self.upload.insert((data, WriteMultipart::new_with_chunk_size(started, PART_SIZE)))
             }
         };
         let buf = std::mem::take(&mut self.buf);
-        backend
-            .block_on(async {
-                upload.write(&buf);
-                upload.wait_for_capacity(PARTS_IN_FLIGHT).await
-            })
-            .map_err(io::Error::other)
+        let sent = backend.block_on(async {
+            upload.write(&buf);
+            upload.wait_for_capacity(PARTS_IN_FLIGHT).await
+        });
+        sent.map_err(|e| {
+            self.failed = Some(backend.fail("upload the envelope of", key)(e));
+            io::Error::other("the upload failed")
+        })
     }
 }
 
@@ -1085,11 +1317,11 @@ impl Backend for ObjectStoreBackend {
         &self,
         key: &StashKey,
         envelope: &[u8],
-        _digest: &Digest,
+        digest: &Digest,
         cond: Condition,
     ) -> Result<Outcome> {
         let payload = PutPayload::from(Bytes::copy_from_slice(envelope));
-        self.write("save", key.as_str(), payload, cond, false, None)
+        self.write("save", key.as_str(), payload, cond, Mine::Envelope(*digest), None)
     }
 
     fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
@@ -1100,14 +1332,26 @@ impl Backend for ObjectStoreBackend {
             upload: None,
             written: 0,
             tail: Vec::new(),
+            started: None,
+            failed: None,
         };
         let filled = fill(&mut sink);
+        let failed = sink.failed.take();
         let Some((data, mut upload)) = sink.upload.take() else {
-            filled?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let digest = filled?;
             let payload = PutPayload::from(std::mem::take(&mut sink.buf));
-            return self.write("save", key.as_str(), payload, cond, false, None);
+            return self.write("save", key.as_str(), payload, cond, Mine::Envelope(digest), None);
         };
         let rest = std::mem::take(&mut sink.buf);
+        // A part that failed is that error, whatever the envelope writer
+        // made of it.
+        let filled = match failed {
+            Some(e) => Err(e),
+            None => filled,
+        };
         let finished = match filled {
             Ok(_) => self
                 .block_on(async {
@@ -1123,13 +1367,18 @@ impl Backend for ObjectStoreBackend {
             }
         };
         if let Err(e) = finished {
-            // `finish` aborted a failed upload itself; a completed one that
-            // nothing names is removed (best effort: an orphan is harmless).
+            // `finish` aborted a failed upload itself; a completed one is
+            // removed: no reference naming it was sent, so none can land
+            // later (best effort: an orphan is left for cleanup).
             let _ = self.block_on(self.shared.store.delete(&self.data_path(&data)));
             return Err(e);
         }
         let reference = make_reference(&data, sink.written, &sink.tail);
-        self.write("save", key.as_str(), PutPayload::from(reference), cond, false, Some(&data))
+        // Written within half of the grace period after the upload began,
+        // so cleanup never takes a data object a reference is about to name.
+        let deadline = sink.started.map(|t| t + self.shared.gc_grace / 2);
+        let payload = PutPayload::from(reference);
+        self.write("save", key.as_str(), payload, cond, Mine::Reference(&data), deadline)
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
@@ -1137,7 +1386,9 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
-        self.write("clear", key.as_str(), PutPayload::new(), cond, true, None)
+        let mark = tombstone();
+        let payload = PutPayload::from(mark.clone());
+        self.write("clear", key.as_str(), payload, cond, Mine::Tombstone(&mark), None)
     }
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
@@ -1222,29 +1473,83 @@ impl Backend for ObjectStoreBackend {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.fail("quarantine", name)(e)),
         }
-        self.block_on(store.copy(&self.path(name), &aside_path))
-            .map_err(self.fail("quarantine (copy aside)", name))?;
-        let opts = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-        match self.block_on(store.put_opts(&self.path(name), PutPayload::new(), opts)) {
-            Ok(put) => {
-                self.record_version(name, Some(UpdateVersion::from(put)));
-                Ok(true)
-            }
-            Err(e) => {
-                // Refused: a newer stash was saved in between; the key
-                // keeps it, the copy goes. Any other error may be a reply
-                // lost after the tombstone landed: the copy stays, so the
-                // stash is still somewhere.
-                if is_conflict(&e) {
-                    let _ = self.block_on(store.delete(&aside_path));
-                }
-                Err(Error::Backend {
-                    op: "quarantine (remove the original of)",
+        // The copy aside is exactly the version read: a read conditional on
+        // its ETag, then a create at the aside name.
+        let path = self.path(name);
+        let exact = GetOptions {
+            if_match: version.e_tag.clone(),
+            version: version.version.clone(),
+            ..Default::default()
+        };
+        let read = self.block_on(async { store.get_opts(&path, exact).await?.bytes().await });
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => {
+                return Err(Error::Backend {
+                    op: "quarantine",
                     target: self.target(Some(name)),
-                    source: e.into(),
-                })
+                    source: "the stash changed while it was being quarantined; nothing was \
+                             moved: try again"
+                        .into(),
+                });
+            }
+            Err(e) => return Err(self.fail("quarantine (read)", name)(e)),
+        };
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let copied = self.block_on(store.put_opts(&aside_path, bytes.clone().into(), create));
+        if let Err(e) = copied {
+            // A conflict may be this create's own earlier landing, and any
+            // error a lost reply: the copy counts when it is there, whole.
+            let there = self.block_on(async { store.get(&aside_path).await?.bytes().await });
+            if !there.is_ok_and(|b| b == bytes) {
+                return Err(self.fail("quarantine (copy aside)", name)(e));
             }
         }
+        // Then the key: a tombstone on the ETag read.
+        let mark = tombstone();
+        let opts = PutOptions { mode: PutMode::Update(version.clone()), ..Default::default() };
+        let e = match self.block_on(store.put_opts(&path, PutPayload::from(mark.clone()), opts)) {
+            Ok(put) => {
+                self.record_version(name, Some(UpdateVersion::from(put)));
+                return Ok(true);
+            }
+            Err(e) => e,
+        };
+        // Refused or unanswered: the tombstone may be this request's own
+        // (a reply lost, a retry meeting it). Read the key again.
+        let now = self.block_on(self.current(name, "quarantine"));
+        if let Ok(now @ Current::Tombstone(..)) = &now {
+            if now.is(&Mine::Tombstone(&mark)) {
+                self.record_version(name, now.version().cloned());
+                return Ok(true);
+            }
+        }
+        // The copy aside goes only when a verified newer stash is at the
+        // key: the quarantine lost to a save, and the stash read is not the
+        // only copy of anything current. Otherwise it stays.
+        let newer = matches!(&now, Ok(Current::Stash { version: v, .. }) if *v != version)
+            && self.verified_at(key);
+        if newer {
+            let _ = self.block_on(store.delete(&aside_path));
+            return Err(Error::Backend {
+                op: "quarantine",
+                target: self.target(Some(name)),
+                source: "a newer stash was saved at the key meanwhile; it stays (the copy \
+                         aside was removed again)"
+                    .into(),
+            });
+        }
+        Err(Error::Backend {
+            op: "quarantine",
+            target: self.target(Some(name)),
+            source: Box::new(KeptAside { aside: self.target(Some(aside)), source: e }),
+        })
+    }
+
+    fn cleanup(&self) -> Result<Vec<String>> {
+        self.collect_garbage()
     }
 
     fn child(&self, ns: &str) -> Box<dyn Backend> {

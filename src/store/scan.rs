@@ -138,7 +138,10 @@ impl<F: Fs> Store<F> {
     }
 
     /// Removes temp files left by writers that crashed mid-save, and returns
-    /// their paths. A temp file is only removed when its key's lock is free,
+    /// their paths. On object storage it removes instead the data objects of
+    /// multipart saves that no reference names and that are older than the
+    /// backend's grace period (`Options::gc_grace`, default 1 hour): those
+    /// of replaced, cleared or failed saves (see `backend::object_store`). A temp file is only removed when its key's lock is free,
     /// so a save in progress (in any process) is never disturbed. Temp files
     /// are never read as stashes whether or not this runs.
     ///
@@ -160,9 +163,13 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cleanup(&self) -> Result<Vec<PathBuf>> {
-        if self.remote.is_some() {
-            // A remote save is one transaction: an interrupted one leaves nothing.
-            return Ok(Vec::new());
+        if let Some(remote) = &self.remote {
+            // What the backend collects: nothing where a save is one
+            // transaction; an object store's unreferenced data objects.
+            let mut removed: Vec<PathBuf> =
+                remote.cleanup()?.into_iter().map(|name| self.dir.join(name)).collect();
+            removed.sort();
+            return Ok(removed);
         }
         let entries = match self.fs.read_dir(&self.dir) {
             Ok(entries) => entries,

@@ -40,6 +40,34 @@ pub fn url(test: &str) -> Option<String> {
     }
 }
 
+/// Every server configured, as `(name, URL with a fresh prefix)`: moto
+/// (`SAFESTASH_TEST_S3_URL`, an `s3://` bucket) and Azurite
+/// (`SAFESTASH_TEST_AZURE_URL`, an `az://` container, with
+/// `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`, as
+/// `.ci/object-store.sh` exports them). A missing one is skipped with a
+/// printed reason, and is a failure under `CI=true`.
+pub fn urls(test: &str) -> Vec<(&'static str, String)> {
+    let mut all: Vec<(&'static str, String)> = url(test).into_iter().map(|u| ("s3", u)).collect();
+    match std::env::var("SAFESTASH_TEST_AZURE_URL") {
+        Ok(url) if !url.is_empty() => {
+            all.push(("azurite", format!("{}/{}", url.trim_end_matches('/'), fresh_prefix(test))))
+        }
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "{test}: CI=true but SAFESTASH_TEST_AZURE_URL is not set; \
+                     the object storage tests must never be skipped in CI"
+                );
+            }
+            eprintln!(
+                "{test}: skipping the Azure part: SAFESTASH_TEST_AZURE_URL is not set \
+                 (bash .ci/object-store.sh starts Azurite and sets it)"
+            );
+        }
+    }
+    all
+}
+
 /// A prefix no other test (or earlier run) uses.
 pub fn fresh_prefix(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -57,7 +85,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// Over the bucket and prefix of `url` (an `s3://` URL).
+    /// Over the bucket and prefix of `url` (an `s3://` or `az://` URL).
     pub fn open(url: &str) -> Raw {
         let backend = safestash::backend::object_store::ObjectStoreBackend::open(url).unwrap();
         Raw::over(backend.object_store().clone(), backend.prefix().clone())
