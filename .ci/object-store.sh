@@ -1,8 +1,10 @@
 # The object storage step of .ci/run (sourced by it; runnable alone with
 # `bash .ci/object-store.sh` from the checkout's root): a moto S3 server,
 # pinned, in a throwaway venv, a bucket; Azurite, pinned, from npm, a
-# container; and the object store tests against both under CI=true (so a test that finds no server fails instead of
-# skipping). Stops the server and clears its trap before it returns.
+# container; and the object store tests against both under CI=true (so a
+# test that finds no server fails instead of skipping), with the failing
+# tests' output printed when any fails. Stops the servers and clears its
+# trap before it returns.
 object_store_step() {
     local tmp port i
     tmp=$(mktemp -d /tmp/safestash-s3.XXXXXX)
@@ -64,8 +66,14 @@ BlobServiceClient(url, credential={"account_name": "devstoreaccount1", "account_
         sleep 0.2
     done
     echo "server: azurite $(node -p "require(\"$tmp/node_modules/azurite/package.json\").version") at $AZURITE_BLOB_STORAGE_URL, container $SAFESTASH_TEST_AZURE_URL"
-    CI=true cargo test --features object-store --test object_store --test backends -- --nocapture 2>&1 \
-        | tee "$tmp/tests.log" | grep -E "^test |test result|processes x|stale save|panicked|FAILED"
+    if ! CI=true cargo test --features object-store --test object_store --test backends \
+        --test fencing -- --nocapture >"$tmp/tests.log" 2>&1; then
+        grep -E "^test |test result" "$tmp/tests.log" || true
+        grep -E -A20 "panicked|^error" "$tmp/tests.log" | head -200
+        echo "the object store tests failed"
+        return 1
+    fi
+    grep -E "^test |test result|processes x|stale save|server silent|refused:" "$tmp/tests.log"
     cargo run --release --features object-store --example bench_objstore -- --rounds 5
     # The default build pulls in no async runtime, HTTP stack or object_store.
     local found

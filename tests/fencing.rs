@@ -19,6 +19,7 @@
 #[cfg(feature = "object-store")]
 mod objtest;
 mod pgtest;
+mod proxy;
 
 use std::thread;
 use std::time::Duration;
@@ -270,103 +271,6 @@ fn a_holder_paused_past_its_lease_never_overwrites_a_newer_part_record() {
 // PostgreSQL: a holder whose lock session was killed
 // ---------------------------------------------------------------------------
 
-/// A TCP proxy for one PostgreSQL server: forwards every connection, and
-/// once armed, holds back the first client bytes that contain a pattern
-/// until released (the client's request is on its way; its session can be
-/// killed meanwhile).
-mod proxy {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::{Arc, Condvar, Mutex};
-    use std::thread;
-    use std::time::Duration;
-
-    #[derive(Default)]
-    struct Hold {
-        pattern: Option<Vec<u8>>,
-        holding: bool,
-        released: bool,
-    }
-
-    pub struct Proxy {
-        pub port: u16,
-        hold: Arc<(Mutex<Hold>, Condvar)>,
-    }
-
-    impl Proxy {
-        pub fn start(upstream: String) -> Proxy {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let hold: Arc<(Mutex<Hold>, Condvar)> = Arc::default();
-            let h = hold.clone();
-            thread::spawn(move || {
-                for client in listener.incoming() {
-                    let Ok(client) = client else { return };
-                    let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    let h = h.clone();
-                    thread::spawn(move || pump(client, server, Some(h)));
-                    thread::spawn(move || pump(s2, c2, None));
-                }
-            });
-            Proxy { port, hold }
-        }
-
-        /// Holds the next client bytes that contain `pattern`.
-        pub fn arm(&self, pattern: &[u8]) {
-            self.hold.0.lock().unwrap().pattern = Some(pattern.to_vec());
-        }
-
-        /// Waits until bytes are held.
-        pub fn wait_holding(&self) {
-            let (lock, cv) = &*self.hold;
-            let guard = lock.lock().unwrap();
-            let (guard, timeout) =
-                cv.wait_timeout_while(guard, Duration::from_secs(30), |h| !h.holding).unwrap();
-            assert!(!timeout.timed_out() && guard.holding, "nothing matched the pattern");
-        }
-
-        /// Lets the held bytes go on.
-        pub fn release(&self) {
-            let (lock, cv) = &*self.hold;
-            lock.lock().unwrap().released = true;
-            cv.notify_all();
-        }
-    }
-
-    fn pump(mut from: TcpStream, mut to: TcpStream, hold: Option<Arc<(Mutex<Hold>, Condvar)>>) {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut tail: Vec<u8> = Vec::new();
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if let Some(hold) = &hold {
-                let (lock, cv) = &**hold;
-                let mut h = lock.lock().unwrap();
-                let seen: Vec<u8> = tail.iter().chain(&buf[..n]).copied().collect();
-                let hit = h
-                    .pattern
-                    .as_ref()
-                    .is_some_and(|p| seen.windows(p.len()).any(|w| w == p.as_slice()));
-                if hit {
-                    h.pattern = None;
-                    h.holding = true;
-                    cv.notify_all();
-                    drop(cv.wait_while(h, |h| !h.released).unwrap());
-                }
-                tail = seen[seen.len().saturating_sub(64)..].to_vec();
-            }
-            if to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    }
-}
-
 #[test]
 fn a_holder_whose_lock_session_died_never_overwrites_a_newer_part_record() {
     if !cfg!(feature = "postgres") {
@@ -388,8 +292,8 @@ fn killed_session_on(url: &str, step: Step) {
     let store = Store::open_url(&pgtest::with_namespace(url, &ns)).unwrap();
     // The stale holder reaches the server through the proxy.
     let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
-    let proxy = proxy::Proxy::start(authority.clone());
-    let proxied = url.replace(&authority, &format!("127.0.0.1:{}", proxy.port));
+    let proxy = proxy::Proxy::start(&authority);
+    let proxied = proxy.url(url, &authority);
     let stale_store = Store::open_url(&pgtest::with_namespace(&proxied, &ns)).unwrap();
     let seen = step.prepare(&store);
 

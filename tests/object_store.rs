@@ -13,6 +13,7 @@
 mod bigvalue;
 mod harness;
 mod objtest;
+mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -119,6 +120,32 @@ fn child_entry() {
     let url = std::env::var(URL_VAR).unwrap();
     let var = |name: &str| std::env::var(name).unwrap();
     match role.as_str() {
+        // Saves through a proxy that the parent freezes and thaws: each
+        // save's outcome and how long it took, one line each, on a line
+        // of stdin.
+        "silent" => {
+            let store = Store::open_url(&url).unwrap();
+            let mut lines = std::io::stdin().lock().lines();
+            for n in 0.. {
+                let began = Instant::now();
+                let out = match store.save(&key("k"), &n) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => {
+                        let mut text = format!("{e}");
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            text += &format!(": {s}");
+                            source = s.source();
+                        }
+                        text
+                    }
+                };
+                println!("save {n}: {out} after {} ms", began.elapsed().as_millis());
+                if lines.next().is_none() {
+                    break;
+                }
+            }
+        }
         // Races create-if-absent on `round-N` at agreed instants.
         "absent-racer" => {
             let store = Store::open_url(&url).unwrap();
@@ -628,6 +655,42 @@ fn a_holders_write_is_fenced_on_the_etag_it_last_saw() {
         assert_eq!(bytes, v3, "{name}: the holder's stale write did not land");
         drop(held);
         assert!(backend.lock(&k, false).unwrap().is_some(), "{name}: released");
+    }
+}
+
+/// A server that stops answering (stopped, or partitioned away: here a
+/// proxy that stops forwarding, its connections left open) fails each
+/// call within the URL's `timeout`, connecting and retries included, and
+/// the store works again once the server answers.
+#[test]
+fn a_server_that_stops_answering_fails_each_call_within_the_timeout() {
+    for (name, url) in objtest::urls("silent") {
+        // The endpoint the client reads from the environment.
+        let var =
+            if url.starts_with("s3://") { "AWS_ENDPOINT_URL" } else { "AZURITE_BLOB_STORAGE_URL" };
+        let endpoint = std::env::var(var).unwrap();
+        let authority = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let proxy = proxy::Proxy::start(&authority);
+        let through = proxy.url(&endpoint, &authority);
+        let url = format!("{url}?timeout=2s");
+        let mut child = KillOnDrop(spawn_child("silent", &url, &[(var, through)]));
+        let mut out = BufReader::new(child.0.stdout.take().unwrap());
+        let line = wait_line(&mut out, "ms");
+        assert!(line.contains(": ok after"), "{name}: {line}");
+        let mut next = || {
+            writeln!(child.0.stdin.as_mut().unwrap()).unwrap();
+            wait_line(&mut out, "ms")
+        };
+        proxy.freeze();
+        let line = next();
+        println!("{name}, server silent: {line}");
+        assert!(line.contains("timed out"), "{name}: {line}");
+        let ms: u64 =
+            line.rsplit(" after ").next().unwrap().trim_end_matches(" ms").parse().unwrap();
+        assert!((1900..10_000).contains(&ms), "{name}: bounded by the 2 s timeout: {ms} ms");
+        proxy.thaw();
+        let line = next();
+        assert!(line.contains(": ok after"), "{name}: the store works again: {line}");
     }
 }
 

@@ -478,6 +478,21 @@ fn is_conflict(e: &object_store::Error) -> bool {
     )
 }
 
+/// The source of an [`Error::Backend`] for a failed request: the
+/// service's error, or the timeout itself when the request got no answer
+/// in time (not wrapped in `object_store`'s generic error, which would say
+/// it twice).
+pub(crate) fn service_error(e: object_store::Error) -> crate::error::BoxError {
+    match e {
+        object_store::Error::Generic { source, .. }
+            if source.is::<timeout::TimedOut>() =>
+        {
+            source
+        }
+        e => e.into(),
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -708,7 +723,7 @@ impl ObjectStoreBackend {
         op: &'static str,
         name: &'a str,
     ) -> impl FnOnce(object_store::Error) -> Error + 'a {
-        move |e| Error::Backend { op, target: self.target(Some(name)), source: e.into() }
+        move |e| Error::Backend { op, target: self.target(Some(name)), source: service_error(e) }
     }
 
     fn path(&self, name: &str) -> Path {
@@ -1394,7 +1409,7 @@ impl Backend for ObjectStoreBackend {
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
         let listing =
             self.block_on(self.shared.store.list_with_delimiter(Some(&self.prefix))).map_err(
-                |e| Error::Backend { op: "list", target: self.location.clone(), source: e.into() },
+                |e| Error::Backend { op: "list", target: self.location.clone(), source: service_error(e) },
             )?;
         let mut found: Vec<Listed> = self.block_on(
             futures_util::stream::iter(listing.objects.into_iter().filter_map(|meta| {
@@ -1562,7 +1577,7 @@ impl Backend for ObjectStoreBackend {
             .map_err(|e| Error::Backend {
                 op: "list namespaces of",
                 target: self.location.clone(),
-                source: e.into(),
+                source: service_error(e),
             })?;
         let mut found: Vec<String> = listing
             .common_prefixes

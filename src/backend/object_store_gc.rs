@@ -46,7 +46,7 @@ impl ObjectStoreBackend {
         let fail = |e: object_store::Error| Error::Backend {
             op: "clean up",
             target: self.location.clone(),
-            source: e.into(),
+            source: super::service_error(e),
         };
         let all: Vec<ObjectMeta> =
             self.block_on(store.list(Some(&self.prefix)).try_collect()).map_err(fail)?;
@@ -116,7 +116,7 @@ impl ObjectStoreBackend {
         let fail = |e: object_store::Error| Error::Backend {
             op: "clean up",
             target: format!("{}/{}", self.shared.base, path),
-            source: e.into(),
+            source: super::service_error(e),
         };
         let got = match self.shared.store.get(path).await {
             Ok(got) => got,

@@ -92,7 +92,16 @@ impl Raw {
     }
 
     pub fn over(store: Arc<dyn ObjectStore>, prefix: Path) -> Raw {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // A worker thread of its own drives this runtime's I/O even between
+        // calls: a store's HTTP client pools connections across runtimes,
+        // and one opened here may be reused by a backend's runtime (on a
+        // current-thread runtime nothing would read it then, and the call
+        // would hang until its timeout).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         Raw { store, prefix, rt }
     }
 
