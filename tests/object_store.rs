@@ -806,6 +806,28 @@ fn cli_lists_verifies_quarantines_and_clears_an_s3_store() {
     assert!(s.load::<i32>(&good).unwrap().is_none());
     let (code, out) = run(&["gc", "--older-than", "7d", &url]);
     assert_eq!(code, Some(0), "{out}");
+    // A multipart stash replaced: its first data object is named by nothing,
+    // and gc removes it once it is older than the grace period, not before.
+    let opts = Options { multipart_threshold: 64 << 10, ..Options::default() };
+    let plain = ObjectStoreBackend::open(&url).unwrap();
+    let big = Store::open_object_store(
+        ObjectStoreBackend::new(plain.object_store().clone(), plain.prefix().as_ref(), opts)
+            .unwrap(),
+    );
+    let value = |n: u64| tagged(n, 100 << 10);
+    big.save(&key("big"), &value(1)).unwrap();
+    big.save(&key("big"), &value(2)).unwrap();
+    let data = || raw.names().into_iter().filter(|n| n.starts_with(".data/")).count();
+    assert_eq!(data(), 2);
+    let graced = format!("{url}?gc_grace=1s");
+    let (code, out) = run(&["gc", "--older-than", "7d", &graced]);
+    assert_eq!((code, data()), (Some(0), 2), "nothing removed within the grace: {out}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, out) = run(&["gc", "--older-than", "7d", &graced]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("data object `.data/big."), "{out}");
+    assert_eq!(data(), 1, "{out}");
+    assert_eq!(big.load::<String>(&key("big")).unwrap().unwrap().value(), &value(2));
 }
 
 // ---------------------------------------------------------------------------

@@ -484,11 +484,7 @@ fn is_conflict(e: &object_store::Error) -> bool {
 /// it twice).
 pub(crate) fn service_error(e: object_store::Error) -> crate::error::BoxError {
     match e {
-        object_store::Error::Generic { source, .. }
-            if source.is::<timeout::TimedOut>() =>
-        {
-            source
-        }
+        object_store::Error::Generic { source, .. } if source.is::<timeout::TimedOut>() => source,
         e => e.into(),
     }
 }
@@ -1407,10 +1403,13 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
-        let listing =
-            self.block_on(self.shared.store.list_with_delimiter(Some(&self.prefix))).map_err(
-                |e| Error::Backend { op: "list", target: self.location.clone(), source: service_error(e) },
-            )?;
+        let listing = self
+            .block_on(self.shared.store.list_with_delimiter(Some(&self.prefix)))
+            .map_err(|e| Error::Backend {
+                op: "list",
+                target: self.location.clone(),
+                source: service_error(e),
+            })?;
         let mut found: Vec<Listed> = self.block_on(
             futures_util::stream::iter(listing.objects.into_iter().filter_map(|meta| {
                 let name = meta.location.filename()?.to_owned();

@@ -138,12 +138,14 @@ impl<F: Fs> Store<F> {
     }
 
     /// Removes temp files left by writers that crashed mid-save, and returns
-    /// their paths. On object storage it removes instead the data objects of
-    /// multipart saves that no reference names and that are older than the
-    /// backend's grace period (`Options::gc_grace`, default 1 hour): those
-    /// of replaced, cleared or failed saves (see `backend::object_store`). A temp file is only removed when its key's lock is free,
+    /// their paths. A temp file is only removed when its key's lock is free,
     /// so a save in progress (in any process) is never disturbed. Temp files
     /// are never read as stashes whether or not this runs.
+    ///
+    /// On object storage it removes instead the data objects of multipart
+    /// saves that no reference names and that are older than the backend's
+    /// grace period (`Options::gc_grace`, default 1 hour): those of
+    /// replaced, cleared or failed saves (see `backend::object_store`).
     ///
     /// # Errors
     ///
