@@ -344,7 +344,7 @@ pub struct OsFs;
 impl Fs for OsFs {
     type File = File;
     type Reader = File;
-    type Lock = File;
+    type Lock = LockFile;
 
     fn create_temp(&self, dir: &Path, prefix: &str, suffix: &str) -> io::Result<(File, PathBuf)> {
         // O_CREAT|O_EXCL: never opens an existing file or follows a planted
@@ -443,7 +443,7 @@ impl Fs for OsFs {
         fs::DirBuilder::new().mode(0o700).create(path)
     }
 
-    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<File>> {
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<LockFile>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -452,7 +452,49 @@ impl Fs for OsFs {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
-        Ok(lock_exclusive(&file, wait)?.then_some(file))
+        let generation = crate::fork::generation();
+        Ok(lock_exclusive(&file, wait)?.then_some(LockFile { file, generation }))
+    }
+}
+
+/// A held `flock` of [`OsFs`]: released when dropped, by unlocking it and
+/// then closing it.
+///
+/// Unlocking, not only closing, is what releases it when a forked child
+/// still has a copy of the descriptor (closing releases a `flock` only
+/// with the last descriptor of its open file). A lock dropped in a child
+/// that inherited it ([`crate::fork`]) is only closed there: the lock
+/// stays the parent's.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    generation: u64,
+}
+
+impl LockFile {
+    /// Whether this process holds the lock: `false` in a forked child that
+    /// inherited it (see [`crate::fork::after_fork_in_child`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::fs::{Fs, OsFs};
+    /// let dir = tempfile::tempdir()?;
+    /// let held = OsFs.lock(&dir.path().join(".k.lock"), false)?.expect("free");
+    /// assert!(held.is_held());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_held(&self) -> bool {
+        self.generation == crate::fork::generation()
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        if self.is_held() {
+            // An error leaves the lock to the close that follows.
+            let _ = fs2::FileExt::unlock(&self.file);
+        }
     }
 }
 

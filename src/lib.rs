@@ -153,6 +153,7 @@ pub mod dictionary;
 mod digest;
 pub mod envelope;
 mod error;
+pub mod fork;
 pub mod fs;
 pub mod journal;
 mod key;

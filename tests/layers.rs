@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may import modules of its own layer or below.
 const LAYERS: &[&[&str]] = &[
-    &["fs", "digest", "key"],
+    &["fork", "fs", "digest", "key"],
     &["error", "sim"],
     &["envelope"],
     &["meta"],

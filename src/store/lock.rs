@@ -72,6 +72,8 @@ pub struct KeyLock<F: Fs = OsFs> {
     // claim on the path is dropped.
     pub(super) held: Held<F>,
     _claim: ThreadClaim,
+    /// The fork generation it was taken in (see [`crate::fork`]).
+    generation: u64,
 }
 
 /// What a [`KeyLock`] holds: a flock in the store's directory, or a
@@ -103,11 +105,39 @@ impl<F: Fs> KeyLock<F> {
         &self.key
     }
 
+    /// Whether this process holds the lock: `false` in a forked child that
+    /// inherited it from its parent ([`crate::fork::after_fork_in_child`]),
+    /// where it is the parent's lock still, and dropping it releases
+    /// nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let lock = store.lock(&safestash::StashKey::new("k")?)?;
+    /// assert!(lock.is_held());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_held(&self) -> bool {
+        self.generation == crate::fork::generation()
+    }
+
+    /// Refuses a change through a lock this process does not hold (one a
+    /// forked child inherited): the parent holds it.
+    fn check_held(&self) -> Result<()> {
+        if self.is_held() {
+            return Ok(());
+        }
+        Err(Error::Locked { key: self.key.clone(), path: self.store.lock_path(&self.key) })
+    }
+
     /// [`Store::save`] under this lock.
     ///
     /// # Errors
     ///
-    /// As [`Store::save`].
+    /// As [`Store::save`]; [`Error::Locked`] in a forked child that inherited
+    /// the lock ([`is_held`](KeyLock::is_held) is false there).
     ///
     /// # Examples
     ///
@@ -126,7 +156,8 @@ impl<F: Fs> KeyLock<F> {
     ///
     /// # Errors
     ///
-    /// As [`Store::save_with`].
+    /// As [`Store::save_with`]; [`Error::Locked`] in a forked child that inherited
+    /// the lock ([`is_held`](KeyLock::is_held) is false there).
     ///
     /// # Examples
     ///
@@ -143,6 +174,7 @@ impl<F: Fs> KeyLock<F> {
         value: &T,
         opts: &SaveOptions,
     ) -> Result<Receipt> {
+        self.check_held()?;
         if let Held::Remote(held) = &self.held {
             return self.store.remote_save_via(
                 held.backend(),
@@ -159,7 +191,8 @@ impl<F: Fs> KeyLock<F> {
     ///
     /// # Errors
     ///
-    /// As [`Store::clear`].
+    /// As [`Store::clear`]; [`Error::Locked`] in a forked child that inherited
+    /// the lock ([`is_held`](KeyLock::is_held) is false there).
     ///
     /// # Examples
     ///
@@ -173,6 +206,7 @@ impl<F: Fs> KeyLock<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<bool> {
+        self.check_held()?;
         let removed = match &self.held {
             Held::Remote(held) => self.store.remote_delete(held.backend(), &self.key, None)?,
             Held::Local(_) => self.store.clear_locked(&self.key)?,
@@ -187,7 +221,8 @@ impl<F: Fs> KeyLock<F> {
     ///
     /// # Errors
     ///
-    /// As [`Store::quarantine`].
+    /// As [`Store::quarantine`]; [`Error::Locked`] in a forked child that inherited
+    /// the lock ([`is_held`](KeyLock::is_held) is false there).
     ///
     /// # Examples
     ///
@@ -201,6 +236,7 @@ impl<F: Fs> KeyLock<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn quarantine(&self) -> Result<Option<std::path::PathBuf>> {
+        self.check_held()?;
         if let Held::Remote(held) = &self.held {
             return self.store.remote_quarantine(held.backend(), &self.key);
         }
@@ -254,6 +290,7 @@ impl<F: Fs> Store<F> {
                     key: key.clone(),
                     held: Held::Remote(held),
                     _claim: claim,
+                    generation: crate::fork::generation(),
                 }),
                 None => Err(Error::Locked { key: key.clone(), path }),
             };
@@ -271,6 +308,7 @@ impl<F: Fs> Store<F> {
                 key: key.clone(),
                 held: Held::Local(held),
                 _claim: claim,
+                generation: crate::fork::generation(),
             }),
             None => Err(Error::Locked { key: key.clone(), path }),
         }

@@ -16,6 +16,14 @@ mod store;
 mod time;
 mod value;
 
+/// Run in a forked child (registered with ``os.register_at_fork``):
+/// inherited locks are the parent's, inherited connections are abandoned
+/// and reopened on first use. See the Rust crate's `safestash::fork`.
+#[pyfunction]
+fn after_fork_in_child() {
+    safestash::fork::after_fork_in_child();
+}
+
 /// The native part of the `safestash` package (import `safestash`).
 #[pymodule]
 fn _safestash(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -28,6 +36,7 @@ fn _safestash(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Guard>()?;
     m.add_class::<store::Resumed>()?;
     m.add_function(wrap_pyfunction!(store::_bench_rust, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_class::<dictionary::TypeMap>()?;
     m.add_class::<dictionary::Mapped>()?;
     m.add_class::<dictionary::Column>()?;

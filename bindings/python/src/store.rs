@@ -777,16 +777,26 @@ impl KeyLock {
         self.with(py, |l| l.quarantine())
     }
 
-    /// Whether the lock is still held by this object.
+    /// Whether this object holds the lock in this process: ``False`` once
+    /// released, and in a forked child that inherited it (the lock is the
+    /// parent's; its ``save``/``clear`` raise ``LockedError`` there).
     #[getter]
-    fn locked(&self) -> bool {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    fn locked(&self, py: Python<'_>) -> bool {
+        // Waits for a call under the lock without the GIL.
+        py.detach(|| {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            held.as_ref().is_some_and(RsKeyLock::is_held)
+        })
     }
 
-    /// Releases the lock (idempotent).
+    /// Releases the lock (idempotent). In a forked child that inherited it,
+    /// only the child's copy of the descriptor is closed: the parent keeps
+    /// its lock.
     fn release(&self, py: Python<'_>) {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
-        py.detach(move || drop(held));
+        py.detach(|| {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(held);
+        });
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -805,7 +815,11 @@ impl KeyLock {
     }
 
     fn __repr__(&self) -> String {
-        format!("KeyLock(key={:?}, locked={})", self.key, py_bool(self.locked()))
+        let locked = self
+            .held
+            .try_lock()
+            .map_or("busy", |h| py_bool(h.as_ref().is_some_and(RsKeyLock::is_held)));
+        format!("KeyLock(key={:?}, locked={})", self.key, locked)
     }
 }
 

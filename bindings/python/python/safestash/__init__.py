@@ -21,6 +21,7 @@ Submodules: :mod:`safestash.journal` (multi-part operations),
 
 from __future__ import annotations
 
+from . import _safestash as _safestash_native
 from . import errors
 from ._safestash import (
     Checked,
@@ -58,6 +59,14 @@ from .errors import (
 )
 
 from . import journal, reconcile  # noqa: E402  (they import the above)
+
+# A forked child (multiprocessing's fork start method, Celery's prefork
+# pool) must not use what it inherited: locks a parent thread held at the
+# fork are the parent's, connections are the parent's sessions.
+import os as _os
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_safestash_native.after_fork_in_child)
 
 __all__ = [
     "Checked",
