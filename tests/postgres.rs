@@ -1310,7 +1310,8 @@ fn shadowing_functions_and_operators_on_the_search_path_change_nothing() {
     let ns = pgtest::fresh_namespace("hostile");
     let full = pgtest::with_namespace(&db_url, &ns);
     let result = std::panic::catch_unwind(|| {
-        let (a, b) = (Arc::new(Store::open_url(&full).unwrap()), Arc::new(Store::open_url(&full).unwrap()));
+        let (a, b) =
+            (Arc::new(Store::open_url(&full).unwrap()), Arc::new(Store::open_url(&full).unwrap()));
         // Each key its own stash.
         for i in 0..4 {
             a.save(&StashKey::new(format!("k{i}")).unwrap(), &i).unwrap();
@@ -1417,7 +1418,12 @@ fn a_restart_with_a_full_pool_costs_no_failed_call() {
             Err(e) => failed.push(format!("load {i}: {}", chain(&e))),
         }
     }
-    assert!(failed.is_empty(), "{} calls failed after a restart:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} calls failed after a restart:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// A server that stops answering (a proxy that stops forwarding, so the
@@ -1480,7 +1486,9 @@ fn a_stopped_server_process_fails_a_save_within_its_timeout() {
     let children = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
     let mut pids = vec![pid];
     pids.extend(
-        String::from_utf8_lossy(&children.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()),
+        String::from_utf8_lossy(&children.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok()),
     );
     for &p in &pids {
         kill(p, "STOP");
@@ -1522,11 +1530,19 @@ fn a_commit_whose_reply_is_lost_is_not_reported_ok_and_loses_nothing() {
         s.save(&k, &Tagged::new(round * 2, 0, 50)).unwrap();
         proxy.set(pgtest::Mode::CutAfterCommit);
         let result = s.save(&k, &Tagged::new(round * 2 + 1, 0, 50));
-        assert_eq!(proxy.cuts(), round as u32 + 1, "round {round}: the proxy cut a COMMIT");
+        assert_eq!(
+            proxy.cuts(),
+            round as u32 + 1,
+            "round {round}: the proxy cut a COMMIT ({:?})",
+            result.as_ref().map_err(|e| chain(e))
+        );
         let err = result.expect_err("a save whose COMMIT reply was lost reported Ok");
         let text = chain(&err);
         assert!(matches!(err, Error::Backend { .. }), "{err:?}");
-        assert!(text.contains("may have committed"), "the error says the outcome is unknown: {text}");
+        assert!(
+            text.contains("may have committed"),
+            "the error says the outcome is unknown: {text}"
+        );
         // Old or new, through the proxy and directly.
         for (via, store) in [("proxy", &s), ("direct", &direct)] {
             let got = store.load::<Tagged>(&k).unwrap().expect("a stash").into_value();
@@ -1557,7 +1573,7 @@ fn passwords_never_reach_an_error_or_its_sources() {
         format!("postgresql://u@127.0.0.1:{refused}/db?Password=Sekr1tA"),
         format!("postgresql://u@127.0.0.1:{refused}/db?PASSWORD=Sekr1tA&namespace=x"),
         format!("postgresql://u@127.0.0.1:{refused}/db?namespace=x&pass%77ord=Sekr1tA"),
-        format!("postgresql://u:Sekr1tA@127.0.0.1:notaport/db"),
+        "postgresql://u:Sekr1tA@127.0.0.1:notaport/db".to_owned(),
         format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?sslmode=bogus"),
         format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?lock_timeout=soon"),
         format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?timeout=soon"),
