@@ -1426,6 +1426,78 @@ fn a_restart_with_a_full_pool_costs_no_failed_call() {
     );
 }
 
+/// Pooled connections that died while idle without the client hearing of
+/// it (the proxy closes each at its next message, forwarding nothing): the
+/// first statement of the next calls finds them dead, and each call runs
+/// once more on a new connection; six saves and six loads all succeed.
+#[test]
+fn pooled_connections_found_dead_at_first_use_cost_no_failed_call() {
+    let _g = shared();
+    let Some(url) = pgtest::url("dead_at_first_use") else { return };
+    let proxy = pgtest::Proxy::start(&pgtest::host_port(&url));
+    let ns = pgtest::fresh_namespace("dead_at_first_use");
+    let full = pgtest::with_namespace(&pgtest::via_port(&url, proxy.port), &ns);
+    let s = Arc::new(Store::open_url(&full).unwrap());
+    let mut failed = Vec::new();
+    for round in 0..2 {
+        fill_pool(&s, 6);
+        let before = proxy.accepted();
+        proxy.doom_open_connections();
+        for i in 0..6 {
+            let k = StashKey::new(format!("fill{i}")).unwrap();
+            let call = if round == 0 {
+                s.save(&k, &i).map(|_| ())
+            } else {
+                s.load::<usize>(&k).map(|v| assert_eq!(v.unwrap().into_value(), i))
+            };
+            if let Err(e) = call {
+                failed.push(format!("round {round}, call {i}: {}", chain(&e)));
+            }
+        }
+        assert!(failed.is_empty(), "{} calls failed:\n{}", failed.len(), failed.join("\n"));
+        assert!(proxy.accepted() > before, "new connections were made");
+    }
+}
+
+/// A lock holder whose session is killed (`pg_terminate_backend`: an
+/// operator, a failover, a restart) has lost its lock: another worker takes
+/// it and saves; the stale holder's next save through its lock fails (its
+/// session is never silently replaced), and the newer save stays.
+#[test]
+fn a_lock_holder_whose_session_is_killed_cannot_overwrite_the_next_holder() {
+    let _g = shared();
+    let Some(url) = pgtest::url("killed_session") else { return };
+    let ns = pgtest::fresh_namespace("killed_session");
+    let full = pgtest::with_namespace(&url, &ns);
+    let (a, b) = (Store::open_url(&full).unwrap(), Store::open_url(&full).unwrap());
+    let k = StashKey::new("k").unwrap();
+    a.save(&k, &0).unwrap();
+    let held = a.lock(&k).unwrap();
+    let h = format!("pg_catalog.hashtextextended({}, 0)", pgtest::lit(&format!("{ns}/k")));
+    let killed = pgtest::psql(
+        &url,
+        &format!(
+            "SELECT pg_catalog.pg_terminate_backend(l.pid) FROM pg_catalog.pg_locks l \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.classid = (({h} >> 32) & 4294967295)::oid AND l.objid = ({h} & 4294967295)::oid"
+        ),
+    );
+    assert_eq!(killed, "t", "the holder's session was found and terminated");
+    // Another worker (a thread: this one holds the key).
+    let b = std::thread::spawn(move || {
+        let newer = b.lock(&StashKey::new("k").unwrap()).unwrap();
+        newer.save(&2).unwrap();
+        drop(newer);
+        b
+    })
+    .join()
+    .unwrap();
+    let stale = held.save(&1);
+    assert!(stale.is_err(), "the stale holder's save went through: {stale:?}");
+    drop(held);
+    assert_eq!(b.load::<i32>(&k).unwrap().unwrap().into_value(), 2, "the newer save stays");
+}
+
 /// A server that stops answering (a proxy that stops forwarding, so the
 /// TCP connections stay open and silent): a save, a load and an open each
 /// fail within about `timeout` (+ `lock_timeout` for calls that may wait

@@ -124,6 +124,8 @@ pub mod proxy {
         changed: Condvar,
         cuts: AtomicU32,
         accepted: AtomicU32,
+        /// Connections numbered below this are closed at their next message.
+        doomed_below: AtomicU32,
         closing: AtomicBool,
     }
 
@@ -155,6 +157,7 @@ pub mod proxy {
                 changed: Condvar::new(),
                 cuts: AtomicU32::new(0),
                 accepted: AtomicU32::new(0),
+                doomed_below: AtomicU32::new(0),
                 closing: AtomicBool::new(false),
             });
             let upstream = upstream.to_owned();
@@ -165,13 +168,13 @@ pub mod proxy {
                         break;
                     }
                     let Ok(client) = client else { continue };
-                    st.accepted.fetch_add(1, Ordering::SeqCst);
+                    let id = st.accepted.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(&upstream) else { continue };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let st1 = st.clone();
-                    std::thread::spawn(move || client_to_server(st1, client, server));
+                    std::thread::spawn(move || client_to_server(st1, id, client, server));
                     let st2 = st.clone();
                     std::thread::spawn(move || server_to_client(st2, s2, c2));
                 }
@@ -193,6 +196,14 @@ pub mod proxy {
         /// How many connections had their reply cut after a `COMMIT`.
         pub fn cuts(&self) -> u32 {
             self.state.cuts.load(Ordering::SeqCst)
+        }
+
+        /// Every connection open now is closed (both sides, nothing
+        /// forwarded) when its client next sends a message: connections
+        /// that died while idle (a restart behind a NAT, a firewall's idle
+        /// timeout), found out only at their next use.
+        pub fn doom_open_connections(&self) {
+            self.state.doomed_below.store(self.accepted(), Ordering::SeqCst);
         }
 
         /// How many connections it accepted.
@@ -228,7 +239,7 @@ pub mod proxy {
     /// Forwards the client's messages one at a time (the protocol's framing:
     /// untyped startup packets, then a type byte and a length), so that a
     /// `COMMIT` can be seen.
-    fn client_to_server(st: Arc<State>, mut client: TcpStream, mut server: TcpStream) {
+    fn client_to_server(st: Arc<State>, id: u32, mut client: TcpStream, mut server: TcpStream) {
         let mut startup = true;
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = [0u8; 16384];
@@ -255,7 +266,7 @@ pub mod proxy {
                     // untyped packet; anything else is the startup itself.
                     startup = code == 80_877_103 || code == 80_877_104;
                 }
-                if !st.pass() {
+                if !st.pass() || id < st.doomed_below.load(Ordering::SeqCst) {
                     break 'outer;
                 }
                 let commit = !startup
