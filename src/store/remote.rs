@@ -37,9 +37,11 @@ impl Store<OsFs> {
     ///   store, exactly as [`Store::open`];
     /// - `postgres://...` or `postgresql://...` (feature `postgres`): a
     ///   namespace in a PostgreSQL database, shared by workers on any host
-    ///   (`?namespace=NAME`, default `default`; see
+    ///   (`?namespace=NAME`, default `default`; `timeout=30s`, the bound of
+    ///   each call; `lock_timeout=60s`; see
     ///   [`backend::postgres`](crate::backend)). The connection is made, and
-    ///   the schema created if missing, before this returns;
+    ///   the schema created if missing, before this returns. A libpq
+    ///   `key=value` string is refused (without echoing it);
     /// - `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`
     ///   or `memory:///PREFIX` (feature `object-store`): a prefix in object
     ///   storage, configured from the environment the way `object_store`
