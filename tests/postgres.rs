@@ -1524,6 +1524,7 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
     assert!(text.contains("timed out"), "the error says it timed out: {text}");
     assert!(took < Duration::from_secs(6), "the save failed after {took:?}: {text}");
+    eprintln!("silent server: the save failed after {took:?}");
     let s2 = s.clone();
     let (loaded, took) = bounded("load", Duration::from_secs(30), move || {
         s2.load::<i32>(&StashKey::new("k").unwrap()).map(|v| v.map(|v| v.into_value()))
@@ -1532,11 +1533,13 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     assert!(matches!(err, Error::Backend { op: "load", .. }), "{err:?}");
     assert!(chain(&err).contains("timed out"), "{}", chain(&err));
     assert!(took < Duration::from_secs(4), "the load failed after {took:?}");
+    eprintln!("silent server: the load failed after {took:?}");
     let full2 = full.clone();
     let (opened, took) = bounded("open", Duration::from_secs(30), move || Store::open_url(&full2));
     let err = opened.unwrap_err();
     assert!(chain(&err).contains("timed out"), "{}", chain(&err));
     assert!(took < Duration::from_secs(4), "the open failed after {took:?}");
+    eprintln!("silent server: the open failed after {took:?}");
     proxy.set(pgtest::Mode::Forward);
     let k = StashKey::new("k").unwrap();
     s.save(&k, &3).unwrap();
@@ -1577,6 +1580,7 @@ fn a_stopped_server_process_fails_a_save_within_its_timeout() {
     assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
     assert!(chain(&err).contains("timed out"), "{}", chain(&err));
     assert!(took < Duration::from_secs(6), "the save failed after {took:?}");
+    eprintln!("stopped server: the save failed after {took:?}");
     // The timed-out save may still land when the server continues (its
     // outcome is unknown); the store works, and holds one of the two.
     s.save(&k, &3).unwrap();
