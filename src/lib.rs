@@ -105,7 +105,8 @@
 //! - `cli`: the `safestash` operator binary (`list`, `show`, `export`,
 //!   `verify`, `quarantine`, `clear`, `gc`), on clap.
 //! - `postgres`: stores in PostgreSQL, opened with [`Store::open_url`]
-//!   (see [`backend`]), on the sync `postgres` client.
+//!   (see [`backend`]), on `tokio-postgres` driven per connection
+//!   (the API stays synchronous; every call bounded by the URL's `timeout`).
 //! - `postgres-tls`: `postgres` with TLS as libpq's `sslmode` says, on
 //!   rustls (no system library).
 //! - `object-store`: stores in S3, GCS, Azure or memory, opened with

@@ -17,7 +17,7 @@ mod pgtest;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bigvalue::{Big, BigCheck, PIECE};
@@ -1255,4 +1255,536 @@ fn a_batch_with_large_stashes_saves_each_and_checks_every_value_first() {
     assert!(matches!(err.error, Error::Serialize { .. }), "{:?}", err.error);
     assert!(err.saved.is_empty());
     assert!(s.load::<Tagged>(&d).unwrap().is_none());
+}
+
+// ---- Issue 24: hostile schemas, restarts, silent servers, secrets, poolers ----
+
+/// Runs `f` on a thread and gives its result, or panics after `limit`
+/// (so that a call that hangs on today's code fails the test instead of
+/// hanging it).
+fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (T, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => (v, t0.elapsed()),
+        Err(_) => panic!("{what}: no answer within {limit:?} (the call hangs)"),
+    }
+}
+
+/// A database of its own whose default `search_path` puts `public` before
+/// `pg_catalog`, with functions and an operator in `public` that shadow
+/// the catalog's: a random `hashtextextended` (for both argument types) and
+/// a `text = text` that is always true. None of it changes what the store
+/// does: the lock of a key excludes, create-if-absent is granted once, and
+/// every key loads its own stash.
+#[test]
+fn shadowing_functions_and_operators_on_the_search_path_change_nothing() {
+    let _g = shared();
+    let Some(url) = pgtest::url("hostile_search_path") else { return };
+    let db = format!("safestash_hostile_{}", std::process::id());
+    pgtest::psql(&url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    pgtest::psql(&url, &format!("CREATE DATABASE {db}"));
+    let (base, _) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+    let db_url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    pgtest::psql(&db_url, &format!("ALTER DATABASE {db} SET search_path = public, pg_catalog"));
+    pgtest::psql(
+        &db_url,
+        "CREATE FUNCTION public.hashtextextended(text, integer) RETURNS bigint \
+           LANGUAGE sql VOLATILE AS 'SELECT (pg_catalog.random() * 1e15)::pg_catalog.int8'; \
+         CREATE FUNCTION public.hashtextextended(text, bigint) RETURNS bigint \
+           LANGUAGE sql VOLATILE AS 'SELECT (pg_catalog.random() * 1e15)::pg_catalog.int8'; \
+         CREATE FUNCTION public.always(text, text) RETURNS boolean \
+           LANGUAGE sql IMMUTABLE AS 'SELECT true'; \
+         CREATE OPERATOR public.= (leftarg = text, rightarg = text, function = public.always);",
+    );
+    // The shadows are live for a session of this database.
+    let shadowed = pgtest::psql(&db_url, "SELECT 'a'::text = 'b'::text");
+    assert_eq!(shadowed, "t", "the shadowing operator is what an unqualified `=` calls");
+    let ns = pgtest::fresh_namespace("hostile");
+    let full = pgtest::with_namespace(&db_url, &ns);
+    let result = std::panic::catch_unwind(|| {
+        let (a, b) =
+            (Arc::new(Store::open_url(&full).unwrap()), Arc::new(Store::open_url(&full).unwrap()));
+        // Each key its own stash.
+        for i in 0..4 {
+            a.save(&StashKey::new(format!("k{i}")).unwrap(), &i).unwrap();
+        }
+        for i in 0..4 {
+            let got = b.load::<i32>(&StashKey::new(format!("k{i}")).unwrap()).unwrap();
+            assert_eq!(got.map(|s| s.into_value()), Some(i), "k{i} loads its own stash");
+        }
+        // A held lock excludes.
+        let k = StashKey::new("locked").unwrap();
+        for _ in 0..10 {
+            let held = a.lock(&k).unwrap();
+            assert!(
+                matches!(b.try_lock(&k), Err(Error::Locked { .. })),
+                "a second holder of the same key's lock"
+            );
+            drop(held);
+        }
+        // Create-if-absent is granted once, however the saves interleave.
+        let opts = SaveOptions::new();
+        for round in 0..40 {
+            let key = StashKey::new(format!("race{round}")).unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let results: Vec<_> = [a.clone(), b.clone()]
+                .into_iter()
+                .enumerate()
+                .map(|(w, s)| {
+                    let (key, barrier, opts) = (key.clone(), barrier.clone(), opts.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        s.save_if(&key, &w, &opts, Precondition::Absent)
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            let won: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter_map(|(w, r)| match r {
+                    Ok(_) => Some(w),
+                    Err(Error::StashExists { .. }) => None,
+                    Err(e) => panic!("round {round}: {e}"),
+                })
+                .collect();
+            assert_eq!(won.len(), 1, "round {round}: create-if-absent granted to {won:?}");
+            let stored = a.load::<usize>(&key).unwrap().unwrap().into_value();
+            assert_eq!(stored, won[0], "round {round}: the winner's stash is the one stored");
+        }
+    });
+    pgtest::psql(&url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Fills the pool with `n` connections: `n` threads hold a lock each at
+/// the same time (each on its own connection), then all let go.
+fn fill_pool(s: &Arc<Store>, n: usize) {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let k = StashKey::new(format!("fill{i}")).unwrap();
+                let held = s.lock(&k).unwrap();
+                held.save(&i).unwrap();
+                barrier.wait();
+                drop(held);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// A restart of the server (fast shutdown, start) with six pooled
+/// connections: the next six saves and six loads all succeed.
+#[test]
+fn a_restart_with_a_full_pool_costs_no_failed_call() {
+    let _g = exclusive();
+    let Some(srv) = server("restart_full_pool") else { return };
+    let s = Arc::new(store("restart_full_pool").unwrap().0);
+    fill_pool(&s, 6);
+    srv.stop();
+    srv.start();
+    let mut failed = Vec::new();
+    for i in 0..6 {
+        let k = StashKey::new(format!("fill{i}")).unwrap();
+        if let Err(e) = s.save(&k, &(i + 100)) {
+            failed.push(format!("save {i}: {}", chain(&e)));
+        }
+    }
+    fill_pool(&s, 6);
+    srv.stop();
+    srv.start();
+    for i in 0..6 {
+        let k = StashKey::new(format!("fill{i}")).unwrap();
+        match s.load::<usize>(&k) {
+            Ok(Some(v)) => assert_eq!(v.into_value(), i),
+            Ok(None) => failed.push(format!("load {i}: no stash")),
+            Err(e) => failed.push(format!("load {i}: {}", chain(&e))),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed after a restart:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// Pooled connections that died while idle without the client hearing of
+/// it (the proxy closes each at its next message, forwarding nothing): the
+/// first statement of the next calls finds them dead, and each call runs
+/// once more on a new connection; six saves and six loads all succeed.
+#[test]
+fn pooled_connections_found_dead_at_first_use_cost_no_failed_call() {
+    let _g = shared();
+    let Some(url) = pgtest::url("dead_at_first_use") else { return };
+    let proxy = pgtest::Proxy::start(&pgtest::host_port(&url));
+    let ns = pgtest::fresh_namespace("dead_at_first_use");
+    let full = pgtest::with_namespace(&pgtest::via_port(&url, proxy.port), &ns);
+    let s = Arc::new(Store::open_url(&full).unwrap());
+    let mut failed = Vec::new();
+    for round in 0..2 {
+        fill_pool(&s, 6);
+        let before = proxy.accepted();
+        proxy.doom_open_connections();
+        for i in 0..6 {
+            let k = StashKey::new(format!("fill{i}")).unwrap();
+            let call = if round == 0 {
+                s.save(&k, &i).map(|_| ())
+            } else {
+                s.load::<usize>(&k).map(|v| assert_eq!(v.unwrap().into_value(), i))
+            };
+            if let Err(e) = call {
+                failed.push(format!("round {round}, call {i}: {}", chain(&e)));
+            }
+        }
+        assert!(failed.is_empty(), "{} calls failed:\n{}", failed.len(), failed.join("\n"));
+        assert!(proxy.accepted() > before, "new connections were made");
+    }
+}
+
+/// A lock holder whose session is killed (`pg_terminate_backend`: an
+/// operator, a failover, a restart) has lost its lock: another worker takes
+/// it and saves; the stale holder's next save through its lock fails (its
+/// session is never silently replaced), and the newer save stays.
+#[test]
+fn a_lock_holder_whose_session_is_killed_cannot_overwrite_the_next_holder() {
+    let _g = shared();
+    let Some(url) = pgtest::url("killed_session") else { return };
+    let ns = pgtest::fresh_namespace("killed_session");
+    let full = pgtest::with_namespace(&url, &ns);
+    let (a, b) = (Store::open_url(&full).unwrap(), Store::open_url(&full).unwrap());
+    let k = StashKey::new("k").unwrap();
+    a.save(&k, &0).unwrap();
+    let held = a.lock(&k).unwrap();
+    let h = format!("pg_catalog.hashtextextended({}, 0)", pgtest::lit(&format!("{ns}/k")));
+    let killed = pgtest::psql(
+        &url,
+        &format!(
+            "SELECT pg_catalog.pg_terminate_backend(l.pid) FROM pg_catalog.pg_locks l \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.classid = (({h} >> 32) & 4294967295)::oid AND l.objid = ({h} & 4294967295)::oid"
+        ),
+    );
+    assert_eq!(killed, "t", "the holder's session was found and terminated");
+    // Another worker (a thread: this one holds the key).
+    let b = std::thread::spawn(move || {
+        let newer = b.lock(&StashKey::new("k").unwrap()).unwrap();
+        newer.save(&2).unwrap();
+        drop(newer);
+        b
+    })
+    .join()
+    .unwrap();
+    let stale = held.save(&1);
+    assert!(stale.is_err(), "the stale holder's save went through: {stale:?}");
+    drop(held);
+    assert_eq!(b.load::<i32>(&k).unwrap().unwrap().into_value(), 2, "the newer save stays");
+}
+
+/// A server that stops answering (a proxy that stops forwarding, so the
+/// TCP connections stay open and silent): a save, a load and an open each
+/// fail within about `timeout` (+ `lock_timeout` for calls that may wait
+/// for a key's lock), naming the operation and saying it timed out; once
+/// the server answers again the store works.
+#[test]
+fn a_silent_server_fails_each_call_within_its_timeout() {
+    let _g = shared();
+    let Some(url) = pgtest::url("silent_server") else { return };
+    let proxy = pgtest::Proxy::start(&pgtest::host_port(&url));
+    let ns = pgtest::fresh_namespace("silent_server");
+    let full = format!(
+        "{}&timeout=2s&lock_timeout=1s",
+        pgtest::with_namespace(&pgtest::via_port(&url, proxy.port), &ns)
+    );
+    let s = Arc::new(Store::open_url(&full).unwrap());
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &1).unwrap();
+    proxy.set(pgtest::Mode::Stall);
+    let s2 = s.clone();
+    let (saved, took) = bounded("save", Duration::from_secs(30), move || s2.save(&k, &2));
+    let err = saved.unwrap_err();
+    let text = chain(&err);
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(text.contains("timed out"), "the error says it timed out: {text}");
+    assert!(took < Duration::from_secs(6), "the save failed after {took:?}: {text}");
+    eprintln!("silent server: the save failed after {took:?}");
+    let s2 = s.clone();
+    let (loaded, took) = bounded("load", Duration::from_secs(30), move || {
+        s2.load::<i32>(&StashKey::new("k").unwrap()).map(|v| v.map(|v| v.into_value()))
+    });
+    let err = loaded.unwrap_err();
+    assert!(matches!(err, Error::Backend { op: "load", .. }), "{err:?}");
+    assert!(chain(&err).contains("timed out"), "{}", chain(&err));
+    assert!(took < Duration::from_secs(4), "the load failed after {took:?}");
+    eprintln!("silent server: the load failed after {took:?}");
+    let full2 = full.clone();
+    let (opened, took) = bounded("open", Duration::from_secs(30), move || Store::open_url(&full2));
+    let err = opened.unwrap_err();
+    assert!(chain(&err).contains("timed out"), "{}", chain(&err));
+    assert!(took < Duration::from_secs(4), "the open failed after {took:?}");
+    eprintln!("silent server: the open failed after {took:?}");
+    proxy.set(pgtest::Mode::Forward);
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &3).unwrap();
+    assert_eq!(s.load::<i32>(&k).unwrap().unwrap().into_value(), 3);
+}
+
+/// The server's processes SIGSTOPped (postmaster and backends): a save
+/// fails within about its bound instead of hanging; after SIGCONT the
+/// store works again.
+#[test]
+fn a_stopped_server_process_fails_a_save_within_its_timeout() {
+    let _g = exclusive();
+    let Some(srv) = server("stopped_server") else { return };
+    let (_, full) = store("stopped_server").unwrap();
+    let s = Arc::new(Store::open_url(&format!("{full}&timeout=2s&lock_timeout=1s")).unwrap());
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &1).unwrap();
+    let pid = srv.postmaster_pid().expect("postmaster.pid");
+    let children = Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+    let mut pids = vec![pid];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok()),
+    );
+    for &p in &pids {
+        kill(p, "STOP");
+    }
+    let s2 = s.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        bounded("save", Duration::from_secs(30), move || s2.save(&StashKey::new("k").unwrap(), &2))
+    }));
+    for &p in &pids {
+        kill(p, "CONT");
+    }
+    let (saved, took) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let err = saved.unwrap_err();
+    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(chain(&err).contains("timed out"), "{}", chain(&err));
+    assert!(took < Duration::from_secs(6), "the save failed after {took:?}");
+    eprintln!("stopped server: the save failed after {took:?}");
+    // The timed-out save may still land when the server continues (its
+    // outcome is unknown); the store works, and holds one of the two.
+    s.save(&k, &3).unwrap();
+    assert_eq!(s.load::<i32>(&k).unwrap().unwrap().into_value(), 3);
+}
+
+/// A save whose `COMMIT` reaches the server but whose reply is lost (the
+/// proxy cuts the client's side right after forwarding it): the save does
+/// not report `Ok`, its error says the outcome is unknown, and a load
+/// afterwards finds the old or the new stash, never an error or nothing.
+#[test]
+fn a_commit_whose_reply_is_lost_is_not_reported_ok_and_loses_nothing() {
+    let _g = shared();
+    let Some(url) = pgtest::url("lost_commit_reply") else { return };
+    let proxy = pgtest::Proxy::start(&pgtest::host_port(&url));
+    let ns = pgtest::fresh_namespace("lost_commit_reply");
+    let full = pgtest::with_namespace(&pgtest::via_port(&url, proxy.port), &ns);
+    let s = Store::open_url(&full).unwrap();
+    let direct = Store::open_url(&pgtest::with_namespace(&url, &ns)).unwrap();
+    let k = StashKey::new("k").unwrap();
+    let mut landed = 0;
+    for round in 0..6u64 {
+        s.save(&k, &Tagged::new(round * 2, 0, 50)).unwrap();
+        proxy.set(pgtest::Mode::CutAfterCommit);
+        let result = s.save(&k, &Tagged::new(round * 2 + 1, 0, 50));
+        assert_eq!(
+            proxy.cuts(),
+            round as u32 + 1,
+            "round {round}: the proxy cut a COMMIT ({:?})",
+            result.as_ref().map_err(|e| chain(e))
+        );
+        let err = result.expect_err("a save whose COMMIT reply was lost reported Ok");
+        let text = chain(&err);
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        assert!(
+            text.contains("may have committed"),
+            "the error says the outcome is unknown: {text}"
+        );
+        // Old or new, through the proxy and directly.
+        for (via, store) in [("proxy", &s), ("direct", &direct)] {
+            let got = store.load::<Tagged>(&k).unwrap().expect("a stash").into_value();
+            assert!(got.intact(), "{via}: torn");
+            assert!(got.n == round * 2 || got.n == round * 2 + 1, "{via}: {}", got.n);
+            if via == "direct" && got.n == round * 2 + 1 {
+                landed += 1;
+            }
+        }
+    }
+    eprintln!("lost COMMIT replies: 6, of which landed: {landed}");
+}
+
+/// Every error from opening a store, for every spelling of a password in
+/// the URL, and every error in its `source()` chain, in `Display` and in
+/// `Debug`, is free of the password: bad URLs, bad parameters, a refused
+/// port.
+#[test]
+fn passwords_never_reach_an_error_or_its_sources() {
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let urls = [
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db"),
+        format!("postgres://u:Sekr1tA@127.0.0.1:{refused}/db?namespace=ns"),
+        format!("postgresql://u@127.0.0.1:{refused}/db?password=Sekr1tA"),
+        format!("postgresql://u@127.0.0.1:{refused}/db?Password=Sekr1tA"),
+        format!("postgresql://u@127.0.0.1:{refused}/db?PASSWORD=Sekr1tA&namespace=x"),
+        format!("postgresql://u@127.0.0.1:{refused}/db?namespace=x&pass%77ord=Sekr1tA"),
+        "postgresql://u:Sekr1tA@127.0.0.1:notaport/db".to_owned(),
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?sslmode=bogus"),
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?lock_timeout=soon"),
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?timeout=soon"),
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?namespace=bad'ns"),
+        format!("postgresql://u:Sekr1tA@127.0.0.1:{refused}/db?bogus_option=1"),
+        format!("postgresql://u@127.0.0.1:{refused}/db?password=Sekr1tA&bogus_option=1"),
+        format!("postgresql://u:pa/Sekr1tA@127.0.0.1:{refused}/db"),
+        format!("postgresql://u:pa?Sekr1tA@127.0.0.1:{refused}/db"),
+        format!("postgresql://u:Sekr1tA@[::1:{refused}/db"),
+        format!("host=127.0.0.1 port={refused} user=u password=Sekr1tA dbname=db"),
+        format!("host=127.0.0.1 port={refused} user=u PASSWORD='Sekr1tA' dbname=db"),
+    ];
+    for url in &urls {
+        let err = match Store::open_url(url) {
+            Ok(_) => panic!("{url}: opened"),
+            Err(e) => e,
+        };
+        let mut next: Option<&dyn std::error::Error> = Some(&err);
+        let mut depth = 0;
+        while let Some(e) = next {
+            let (display, debug) = (e.to_string(), format!("{e:?}"));
+            for text in [&display, &debug] {
+                assert!(
+                    !text.contains("Sekr1tA"),
+                    "{url}: the password is in an error (depth {depth}): {text}"
+                );
+            }
+            next = e.source();
+            depth += 1;
+        }
+        eprintln!("{url}: {}", chain(&err));
+    }
+}
+
+/// A pgbouncer in front of the test server, run as the cluster's user
+/// (pgbouncer refuses root), killed when dropped.
+struct Bouncer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        // The child may be runuser: pgbouncer's own pid is in its pidfile.
+        if let Ok(pid) = std::fs::read_to_string(self._dir.path().join("pgbouncer.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                kill(pid, "TERM");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pgbouncer(test: &str, url: &str, pool_mode: &str) -> Option<Bouncer> {
+    let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(bin) = bin else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: CI=true but pgbouncer is not installed (.ci/run installs it)");
+        }
+        eprintln!("{test}: skipping: pgbouncer is not installed (apt-get install pgbouncer)");
+        return None;
+    };
+    let upstream = pgtest::host_port(url);
+    let (host, port) = upstream.rsplit_once(':').unwrap();
+    let db = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned();
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\n{db} = host={host} port={port} dbname={db}\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {listen}\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+             pool_mode = {pool_mode}\ndefault_pool_size = 20\npidfile = {}\n\
+             ignore_startup_parameters = extra_float_digits,options,application_name\n",
+            dir.path().join("users.txt").display(),
+            dir.path().join("pgbouncer.pid").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = if unsafe_free_is_root() {
+        Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap();
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let child = cmd.arg(&ini).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    let bouncer = Bouncer { child, port: listen, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(Instant::now() < deadline, "{test}: pgbouncer did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(bouncer)
+}
+
+/// Behind pgbouncer in transaction mode a session advisory lock and a
+/// session setting do not hold (the next statement may run on another
+/// server session): the store refuses to open there, with an error that
+/// says why. Behind session pooling it works as it does directly.
+#[test]
+fn a_transaction_mode_pooler_is_refused_and_session_pooling_works() {
+    let _g = shared();
+    let Some(url) = pgtest::url("pooler") else { return };
+    let Some(tx_mode) = pgbouncer("pooler", &url, "transaction") else { return };
+    let ns = pgtest::fresh_namespace("pooler");
+    let via = pgtest::with_namespace(&pgtest::via_port(&url, tx_mode.port), &ns);
+    for attempt in 0..5 {
+        let err = match Store::open_url(&via) {
+            Ok(_) => panic!("attempt {attempt}: opened a store behind a transaction-mode pooler"),
+            Err(e) => e,
+        };
+        let text = chain(&err);
+        assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+        assert!(text.contains("transaction"), "the error names the pooler's mode: {text}");
+    }
+    drop(tx_mode);
+    let Some(session) = pgbouncer("pooler", &url, "session") else { return };
+    let via = pgtest::with_namespace(&pgtest::via_port(&url, session.port), &ns);
+    let (a, b) = (Store::open_url(&via).unwrap(), Store::open_url(&via).unwrap());
+    let k = StashKey::new("k").unwrap();
+    a.save(&k, &1).unwrap();
+    let held = a.lock(&k).unwrap();
+    assert!(matches!(b.try_lock(&k), Err(Error::Locked { .. })), "the lock excludes");
+    drop(held);
+    assert_eq!(b.load::<i32>(&k).unwrap().unwrap().into_value(), 1);
 }

@@ -9,7 +9,9 @@
 //!   one database, each in its namespace;
 //! - `lock_timeout=DURATION` (`humantime` syntax, default `60s`): how long a
 //!   lock or a change waits for another holder of the key's lock before it
-//!   fails with [`Error::Locked`].
+//!   fails with [`Error::Locked`];
+//! - `timeout=DURATION` (default `30s`): the client-side bound of each call
+//!   (see *Timeouts* below).
 //!
 //! What the URL leaves out comes from libpq's environment variables
 //! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`
@@ -26,8 +28,11 @@
 //!
 //! # Schema (version 2)
 //!
-//! Created on first use when the role may create tables (in the first
-//! schema of its `search_path`); otherwise a DBA creates it with:
+//! The tables live in the first schema of the role's `search_path` that
+//! has `safestash_stashes`, else in the first schema of it that exists;
+//! that schema is found once, when the store is opened, and every
+//! statement then names it explicitly. Created on first use when the role
+//! may create tables; otherwise a DBA creates them with:
 //!
 //! ```sql
 //! CREATE TABLE safestash_schema (version integer NOT NULL);
@@ -107,7 +112,9 @@
 //!   previous stash is intact. When the connection is lost during the
 //!   `COMMIT` itself the outcome is unknown; the error names the commit.
 //! - Per-key locks are session advisory locks,
-//!   `pg_advisory_lock(hashtextextended(namespace || '/' || key, 0))`, held
+//!   `pg_catalog.pg_advisory_lock(pg_catalog.hashtextextended('NAMESPACE/KEY'::pg_catalog.text,
+//!   0::pg_catalog.int8))` (the same numbers as earlier builds' unqualified
+//!   `hashtextextended(namespace || '/' || key, 0)`), held
 //!   on a connection of the [`KeyLock`](crate::KeyLock) and released when it
 //!   is dropped or when that connection ends (a killed worker's lock goes
 //!   with its TCP connection; a vanished host's when the server's TCP
@@ -117,6 +124,65 @@
 //!   Two keys whose hashes collide share a lock (a wait, never a wrong
 //!   result).
 //! - Keys and namespaces are always bound parameters.
+//! - Nothing on the search path can change a statement: every session runs
+//!   `SET search_path = pg_catalog, pg_temp` first, every function is
+//!   named `pg_catalog.`, every literal is cast to its exact type, and the
+//!   tables are schema-qualified. A function or operator that another
+//!   role creates in `public` (which any role may, up to PostgreSQL 14)
+//!   cannot shadow `hashtextextended` or `=`. A create-if-absent save also
+//!   holds without the lock: its row is inserted with `ON CONFLICT DO
+//!   NOTHING`, and a conflict (no row inserted) is a refusal.
+//!
+//! # Connections, restarts, timeouts
+//!
+//! - Connections are pooled per store (and shared with its child
+//!   namespaces): at most [`POOL_MAX_IDLE`] (8) are kept idle, and one idle
+//!   for more than [`POOL_IDLE_TIME`] (5 minutes) is closed instead of
+//!   reused. A held lock keeps its own connection until it is dropped;
+//!   there is no bound on connections in use (one per concurrent call or
+//!   held lock).
+//! - A restart of the server ends every pooled session. A call that takes
+//!   a pooled connection first lets it read what the server sent while it
+//!   was idle; a closed one empties the pool. When the first statement of
+//!   a call (always a `BEGIN`, a read, or a lock that dies with its
+//!   session) fails because the session is gone (the connection closed, or
+//!   the server's `57P01`/`57P02`/`57P03`), the call is run once more on a
+//!   new connection. Nothing later is retried: a failed `COMMIT` may have
+//!   committed, and the error says so. A held lock's session is never
+//!   replaced: a call through a lock whose session died fails.
+//! - Timeouts: each call (a save, a load, a clear, a lock, opening the
+//!   store) must finish within `timeout`, plus `lock_timeout` for a call
+//!   that may wait for a key's lock, connecting and the retry included. The
+//!   bound is a clock on the client around every statement, so it holds
+//!   when the server process is stopped (its kernel still acknowledges
+//!   every packet: neither TCP's timeouts nor the server's
+//!   `statement_timeout` fire). Past it the call fails with
+//!   [`Error::Backend`] naming the operation, whose source says it timed
+//!   out; the connection is closed, and whether what it sent took effect
+//!   is unknown (a save that timed out may still land). TCP keepalives
+//!   (idle `timeout`) and `tcp_user_timeout` (`timeout`) are also set, so a
+//!   partitioned connection ends in the kernel. A large load's chunk reads
+//!   are each bounded by `timeout`.
+//!
+//! # Poolers
+//!
+//! Session advisory locks and session settings (`search_path`,
+//! `lock_timeout`) need every statement of a connection to run in one
+//! server session. Behind pgbouncer in session mode that holds, and the
+//! store works as it does directly. In transaction or statement mode it
+//! does not: a lock would be taken in one server session and the save
+//! would run in another, or the lock would stay behind in a session handed
+//! to another client. Opening a store checks this (one connection asks for
+//! its server session's pid twice while a second connection holds a
+//! transaction open in between) and refuses with [`Error::Backend`] when
+//! the pid changes or is shared; connect directly or through session
+//! pooling.
+//!
+//! # Secrets
+//!
+//! The password of the URL (userinfo, or a `password` parameter, which
+//! must be spelled so; any other spelling is refused) never reaches an
+//! error or a location: they name `postgresql://user@host:port/db`.
 //! - Size: unbounded by memory (see the schema above); a save of N bytes
 //!   writes them once to the heap and once to the WAL.
 
@@ -126,9 +192,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use postgres::config::Host;
-use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Statement, Transaction};
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls, Statement};
 
 use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
 use crate::digest::Digest;
@@ -152,47 +218,80 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most connections a store keeps idle for reuse; more are closed
+/// when they are given back.
+///
+/// ```
+/// assert_eq!(safestash::backend::postgres::POOL_MAX_IDLE, 8);
+/// ```
+pub const POOL_MAX_IDLE: usize = 8;
+
+/// How long an idle connection is kept: one idle for longer is closed
+/// instead of reused.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(safestash::backend::postgres::POOL_IDLE_TIME, Duration::from_secs(300));
+/// ```
+pub const POOL_IDLE_TIME: Duration = Duration::from_secs(300);
+
 /// The advisory lock taken while creating or migrating the schema (so that
 /// concurrent first uses do not race).
 const SCHEMA_LOCK: i64 = 0x5afe_57a5_0000_0001;
 
+// Statements name the store's tables as `<stashes>`, `<chunks>` and
+// `<schema>`, replaced by their schema-qualified names (see `Shared::sql`);
+// every function is `pg_catalog.`-qualified and every literal cast to its
+// exact type, and sessions run with `search_path = pg_catalog, pg_temp`, so
+// nothing another role creates in a schema can change what they call.
+
 const CREATE_CHUNKS: &str = "
-CREATE TABLE IF NOT EXISTS safestash_chunks (
-    namespace text    NOT NULL,
-    key       text    NOT NULL,
-    seq       integer NOT NULL,
-    bytes     bytea   NOT NULL,
+CREATE TABLE IF NOT EXISTS <chunks> (
+    namespace pg_catalog.text    NOT NULL,
+    key       pg_catalog.text    NOT NULL,
+    seq       pg_catalog.int4    NOT NULL,
+    bytes     pg_catalog.bytea   NOT NULL,
     PRIMARY KEY (namespace, key, seq),
-    FOREIGN KEY (namespace, key) REFERENCES safestash_stashes (namespace, key)
+    FOREIGN KEY (namespace, key) REFERENCES <stashes> (namespace, key)
         ON UPDATE CASCADE ON DELETE CASCADE
 );
-ALTER TABLE safestash_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+ALTER TABLE <chunks> ALTER COLUMN bytes SET STORAGE EXTERNAL;
 ";
 
 const CREATE_STASHES: &str = "
-CREATE TABLE IF NOT EXISTS safestash_schema (version integer NOT NULL);
-CREATE TABLE IF NOT EXISTS safestash_stashes (
-    namespace text        NOT NULL,
-    key       text        NOT NULL,
-    envelope  bytea       NOT NULL,
-    digest    bytea       NOT NULL,
-    size      bigint      NOT NULL,
-    created   timestamptz NOT NULL DEFAULT now(),
-    chunks    integer     NOT NULL DEFAULT 0,
+CREATE TABLE IF NOT EXISTS <schema> (version pg_catalog.int4 NOT NULL);
+CREATE TABLE IF NOT EXISTS <stashes> (
+    namespace pg_catalog.text        NOT NULL,
+    key       pg_catalog.text        NOT NULL,
+    envelope  pg_catalog.bytea       NOT NULL,
+    digest    pg_catalog.bytea       NOT NULL,
+    size      pg_catalog.int8        NOT NULL,
+    created   pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    chunks    pg_catalog.int4        NOT NULL DEFAULT 0,
     PRIMARY KEY (namespace, key)
 );
-INSERT INTO safestash_schema (version)
-    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM safestash_schema);
+INSERT INTO <schema> (version)
+    SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM <schema>);
 ";
 
 const MIGRATE_1_TO_2: &str = "
-ALTER TABLE safestash_stashes ADD COLUMN chunks integer NOT NULL DEFAULT 0;
+ALTER TABLE <stashes> ADD COLUMN chunks pg_catalog.int4 NOT NULL DEFAULT 0;
 ";
 
-const XACT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))";
+/// The advisory lock of a key, `$1` being `NAMESPACE/KEY`: the same number
+/// as `hashtextextended(namespace || '/' || key, 0)` of earlier builds.
+const LOCK_ID: &str = "pg_catalog.hashtextextended($1::pg_catalog.text, 0::pg_catalog.int8)";
 
+/// What every session runs first.
+const SESSION_SETUP: &str = "SET search_path = pg_catalog, pg_temp";
+
+mod conn;
 #[cfg(feature = "postgres-tls")]
 mod tls;
+
+use conn::{Conn, Fault, Tx};
 
 /// How much of the server's certificate is checked (see `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,15 +371,32 @@ struct Shared {
     /// `postgresql://user@host:port/db`, no password.
     base: String,
     lock_timeout: Duration,
-    pool: Mutex<Vec<Client>>,
+    /// The client-side bound of each call (URL parameter `timeout`).
+    timeout: Duration,
+    /// The quoted schema of the store's tables, with a dot (`"public".`).
+    schema: Mutex<String>,
+    pool: Mutex<Vec<Conn>>,
 }
 
 impl Shared {
-    /// Returns a healthy connection to the pool.
-    fn give_back(&self, client: Client) {
-        if !client.is_closed() {
-            self.pool.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+    /// Returns a healthy connection to the pool, unless the pool is full.
+    fn give_back(&self, mut conn: Conn) {
+        if conn.is_closed() {
+            return;
         }
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < POOL_MAX_IDLE {
+            conn.idle_since = std::time::Instant::now();
+            pool.push(conn);
+        }
+    }
+
+    /// `sql` with the store's tables named in their schema.
+    fn sql(&self, sql: &str) -> String {
+        let schema = self.schema.lock().unwrap_or_else(PoisonError::into_inner);
+        sql.replace("<stashes>", &format!("{schema}safestash_stashes"))
+            .replace("<chunks>", &format!("{schema}safestash_chunks"))
+            .replace("<schema>", &format!("{schema}safestash_schema"))
     }
 }
 
@@ -290,7 +406,7 @@ pub struct Postgres {
     ns: String,
     location: String,
     /// The connection of a held lock: every call runs on it.
-    pinned: Option<Arc<Mutex<Option<Client>>>>,
+    pinned: Option<Arc<Mutex<Option<Conn>>>>,
 }
 
 impl fmt::Debug for Postgres {
@@ -306,47 +422,107 @@ fn url_error(url: &str, rule: &'static str) -> Error {
     Error::InvalidOption { field: "url", value: redact(url), rule }
 }
 
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}:***@{host}")
+/// A query parameter's name, percent-decoded and lowercased.
+fn param_name(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
         }
-        _ => authority.to_owned(),
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
+}
+
+/// `url` with any password replaced by `***`: the userinfo's (everything
+/// between the first `:` after the scheme and the last `@`, so a password
+/// with `/`, `?` or `@` in it is covered too), and every query parameter
+/// whose name is `password` in any case or percent-encoding. A string that
+/// is not a URL is a libpq `key=value` string: its `password` values go.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return redact_conninfo(url) };
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
-    let tail = match tail.split_once('?') {
+    let userinfo = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            None => format!("{u}@"),
+        },
+        None => String::new(),
+    };
+    let after = match after.split_once('?') {
         Some((path, query)) => {
             let pairs: Vec<String> = query
                 .split('&')
-                .map(|p| {
-                    if p.starts_with("password=") {
-                        "password=***".to_owned()
-                    } else {
-                        p.to_owned()
-                    }
+                .map(|p| match p.split_once('=') {
+                    Some((name, _)) if param_name(name) == "password" => format!("{name}=***"),
+                    _ => p.to_owned(),
                 })
                 .collect();
             format!("{path}?{}", pairs.join("&"))
         }
-        None => tail.to_owned(),
+        None => after.to_owned(),
     };
-    format!("{scheme}://{authority}{tail}")
+    format!("{scheme}://{userinfo}{after}")
+}
+
+/// A libpq `key=value` string with every `password` value (any case,
+/// quoted or not) replaced by `***`.
+pub(crate) fn redact_conninfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while !rest.is_empty() {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            break;
+        };
+        let name = &rest[..eq];
+        let is_password = name.trim().eq_ignore_ascii_case("password");
+        out.push_str(&rest[..=eq]);
+        rest = rest[eq + 1..].trim_start();
+        // The value: quoted (with \' and \\ escapes) or up to whitespace.
+        let end = if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut esc = false;
+            quoted
+                .find(|c| {
+                    let stop = !esc && c == '\'';
+                    esc = !esc && c == '\\';
+                    stop
+                })
+                .map_or(rest.len(), |i| i + 2)
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        out.push_str(if is_password { "***" } else { &rest[..end] });
+        rest = &rest[end..];
+    }
+    out
 }
 
 impl Postgres {
     /// Connects to the database of `url` (see the [module docs](self)),
-    /// creating the schema if it is missing and the role may, and checking
-    /// its version.
+    /// refusing a transaction-mode pooler, creating the schema if it is
+    /// missing and the role may, and checking its version.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidOption`] for a malformed URL or parameter,
-    /// [`Error::Backend`] when the server cannot be reached or the schema
-    /// cannot be created or is of another version.
+    /// [`Error::Backend`] when the server cannot be reached in time, sits
+    /// behind a transaction-mode pooler, or the schema cannot be created
+    /// or is of another version.
     pub fn connect(url: &str) -> Result<Postgres> {
         let (base_url, query) = match url.split_once('?') {
             Some((b, q)) => (b, q),
@@ -354,6 +530,7 @@ impl Postgres {
         };
         let mut ns = DEFAULT_NAMESPACE.to_owned();
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
+        let mut timeout = DEFAULT_TIMEOUT;
         let mut passed = Vec::new();
         let (mut sslmode, mut root_cert) = (None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -370,6 +547,15 @@ impl Postgres {
                     lock_timeout = humantime::parse_duration(value).map_err(|_| {
                         url_error(url, "lock_timeout must be a duration such as 30s")
                     })?;
+                }
+                "timeout" => {
+                    timeout = humantime::parse_duration(value)
+                        .ok()
+                        .filter(|t| !t.is_zero())
+                        .ok_or_else(|| url_error(url, "timeout must be a duration such as 30s"))?;
+                }
+                _ if param_name(name) == "password" && name != "password" => {
+                    return Err(url_error(url, "the password parameter is spelled `password`"));
                 }
                 _ => passed.push(pair),
             }
@@ -390,16 +576,30 @@ impl Postgres {
         let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT"));
         let tls = Tls::for_mode(url, sslmode.as_deref(), root_cert.as_deref(), &mut config)?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+            config.connect_timeout(timeout);
         }
+        // A partition (unacknowledged data, a silent peer) also ends the
+        // connection in the kernel, which frees a held lock's session.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(timeout);
+        }
+        config.keepalives(true);
+        config.keepalives_idle(timeout.max(Duration::from_secs(1)));
         if config.get_application_name().is_none() {
             config.application_name("safestash");
         }
         let base = describe(&config);
-        let shared =
-            Arc::new(Shared { config, tls, base, lock_timeout, pool: Mutex::new(Vec::new()) });
+        let shared = Arc::new(Shared {
+            config,
+            tls,
+            base,
+            lock_timeout,
+            timeout,
+            schema: Mutex::new(String::new()),
+            pool: Mutex::new(Vec::new()),
+        });
         let store = Postgres::in_namespace(shared, ns);
-        store.ensure_schema()?;
+        store.open()?;
         Ok(store)
     }
 
@@ -420,82 +620,139 @@ impl Postgres {
         }
     }
 
-    fn fail(
-        &self,
-        op: &'static str,
-        key: Option<&StashKey>,
-    ) -> impl FnOnce(postgres::Error) -> Error + '_ {
+    /// `NAMESPACE/KEY`, the text of a key's advisory lock.
+    fn lock_name(&self, key: &StashKey) -> String {
+        format!("{}/{key}", self.ns)
+    }
+
+    /// The end of a call starting now: `timeout`, plus `lock_timeout` for
+    /// a call that may wait for a key's lock.
+    fn deadline(&self, waits: bool) -> std::time::Instant {
+        let wait = if waits { self.shared.lock_timeout } else { Duration::ZERO };
+        std::time::Instant::now() + self.shared.timeout + wait
+    }
+
+    fn fail(&self, op: &'static str, key: Option<&StashKey>) -> impl FnOnce(Fault) -> Error + '_ {
         let target = self.target(key);
         let key = key.cloned();
-        move |e| match (e.code(), key) {
-            (Some(code), Some(key)) if *code == SqlState::LOCK_NOT_AVAILABLE => {
+        move |e| match (e, key) {
+            (e, Some(key)) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 Error::Locked { path: target.into(), key }
             }
-            _ => Error::Backend { op, target, source: e.into() },
+            (Fault::Pg(e), _) => Error::Backend { op, target, source: e.into() },
+            (Fault::Local(e), _) => Error::Backend { op, target, source: e.into() },
+            (Fault::TimedOut, _) => Error::Backend {
+                op,
+                target,
+                source: format!(
+                    "timed out: the server did not answer within the call's bound (`timeout` {}, \
+                     plus `lock_timeout` {} for a call that may wait for a key's lock); the \
+                     connection was closed, and whether what it sent took effect is unknown",
+                    humantime::format_duration(self.shared.timeout),
+                    humantime::format_duration(self.shared.lock_timeout),
+                )
+                .into(),
+            },
         }
     }
 
-    fn new_client(&self) -> Result<Client> {
+    /// A new session, set up, before `deadline`.
+    fn new_client(&self, deadline: std::time::Instant) -> Result<Conn> {
+        let config = &self.shared.config;
         let connected = match &self.shared.tls {
-            Tls::Plain => self.shared.config.connect(NoTls),
+            Tls::Plain => Conn::connect(config, NoTls, deadline),
             #[cfg(feature = "postgres-tls")]
-            Tls::Rustls(tls) => self.shared.config.connect(tls.clone()),
+            Tls::Rustls(tls) => Conn::connect(config, tls.clone(), deadline),
         };
-        let mut client = connected.map_err(|e| Error::Backend {
-            op: "connect to",
-            target: self.location.clone(),
-            source: e.into(),
-        })?;
+        let mut conn = connected.map_err(self.fail("connect to", None))?;
+        conn.start_call(deadline);
         let ms = self.shared.lock_timeout.as_millis().max(1);
-        client.batch_execute(&format!("SET lock_timeout = {ms}")).map_err(|e| Error::Backend {
-            op: "set up a session on",
-            target: self.location.clone(),
-            source: e.into(),
-        })?;
-        Ok(client)
+        conn.batch_execute(&format!("{SESSION_SETUP}; SET lock_timeout = {ms}"))
+            .map_err(self.fail("set up a session on", None))?;
+        Ok(conn)
     }
 
-    fn take_client(&self) -> Result<Client> {
-        let pooled = self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        match pooled {
-            Some(client) if !client.is_closed() => Ok(client),
-            _ => self.new_client(),
+    /// A pooled session that is still open, else a new one; `true` when
+    /// it was pooled. An idle connection found closed (a server restart
+    /// ends them all) empties the pool.
+    fn take_client(&self, deadline: std::time::Instant) -> Result<(Conn, bool)> {
+        loop {
+            let pooled = self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some(mut conn) = pooled else { break };
+            if conn.idle_since.elapsed() > POOL_IDLE_TIME {
+                continue;
+            }
+            conn.refresh();
+            if conn.is_closed() {
+                self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                break;
+            }
+            return Ok((conn, true));
         }
+        Ok((self.new_client(deadline)?, false))
     }
 
-    fn give_back(&self, client: Client) {
-        self.shared.give_back(client);
+    fn give_back(&self, conn: Conn) {
+        self.shared.give_back(conn);
+    }
+
+    /// Runs `f` on a session before `deadline`: a pooled one, and once more
+    /// on a new one when the pooled one's session turns out to be gone at
+    /// `f`'s first statement. That statement (of every call: a `BEGIN`, a
+    /// read, or a lock that dies with its session) was then not executed,
+    /// or executed in a session that ended without committing anything.
+    /// Nothing later is retried: a failed `COMMIT` may have committed.
+    fn attempt<R>(
+        &self,
+        deadline: std::time::Instant,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<R, Fault>,
+    ) -> Result<(Conn, std::result::Result<R, Fault>)> {
+        let (mut conn, pooled) = self.take_client(deadline)?;
+        conn.start_call(deadline);
+        let out = f(&mut conn);
+        match out {
+            Err(fault) if pooled && conn.sent() == 1 && fault.session_gone() => {
+                tracing::debug!(store = %self.location, "a pooled connection was closed; retrying on a new one");
+                self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
+                drop(conn);
+                let mut conn = self.new_client(deadline)?;
+                conn.start_call(deadline);
+                let out = f(&mut conn);
+                Ok((conn, out))
+            }
+            out => Ok((conn, out)),
+        }
     }
 
     /// A chunked envelope, read in one snapshot, a chunk at a time.
     fn get_chunked(&self, key: &StashKey) -> Result<Option<Fetched>> {
-        let mut client = self.take_client()?;
-        let opened = (|| {
-            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-            let row = client.query_opt(
-                "SELECT s.chunks, s.envelope, \
-                   (SELECT coalesce(sum(length(c.bytes)), 0)::bigint FROM safestash_chunks c \
-                    WHERE c.namespace = s.namespace AND c.key = s.key) \
-                 FROM safestash_stashes s WHERE s.namespace = $1 AND s.key = $2",
+        let shared = &self.shared;
+        let (conn, opened) = self.attempt(self.deadline(false), |conn| {
+            conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let row = conn.query_opt(
+                &shared.sql(
+                    "SELECT s.chunks, s.envelope, \
+                       (SELECT COALESCE(pg_catalog.sum(pg_catalog.length(c.bytes)), 0)::pg_catalog.int8 \
+                        FROM <chunks> c WHERE c.namespace = s.namespace AND c.key = s.key) \
+                     FROM <stashes> s WHERE s.namespace = $1 AND s.key = $2",
+                ),
                 &[&self.ns, &key.as_str()],
             )?;
-            let stmt = client.prepare(
-                "SELECT bytes FROM safestash_chunks WHERE namespace = $1 AND key = $2 AND seq = $3",
-            )?;
-            Ok::<_, postgres::Error>(
-                row.map(|r| (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, i64>(2), stmt)),
-            )
-        })();
+            let stmt = conn.prepare(&shared.sql(
+                "SELECT bytes FROM <chunks> WHERE namespace = $1 AND key = $2 AND seq = $3",
+            ))?;
+            Ok(row.map(|r| (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, i64>(2), stmt)))
+        })?;
         let found = match opened {
             Ok(found) => found,
             Err(e) => {
                 // The snapshot's transaction goes with the connection.
-                drop(client);
+                drop(conn);
                 return Err(self.fail("load", Some(key))(e));
             }
         };
         let mut reader = ChunkReader {
-            client: Some(client),
+            client: Some(conn),
             shared: self.shared.clone(),
             stmt: None,
             ns: self.ns.clone(),
@@ -520,57 +777,172 @@ impl Postgres {
         Ok(Some(Fetched { len: u64::try_from(total).unwrap_or(0), reader: Box::new(reader) }))
     }
 
-    /// Runs `f` on the pinned connection of a held lock, or on a pooled one.
-    /// A connection that failed is not reused.
+    /// Runs `f` on the pinned connection of a held lock, or on a pooled one
+    /// (see [`attempt`](Self::attempt)), all before the call's deadline
+    /// (`waits`: it may wait for a key's lock). A connection that failed is
+    /// not reused.
     fn run<R>(
         &self,
         op: &'static str,
         key: Option<&StashKey>,
-        f: impl FnOnce(&mut Client) -> std::result::Result<R, postgres::Error>,
+        waits: bool,
+        f: impl FnMut(&mut Conn) -> std::result::Result<R, Fault>,
     ) -> Result<R> {
+        let deadline = self.deadline(waits);
         if let Some(pinned) = &self.pinned {
+            let mut f = f;
             let mut guard = pinned.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(client) = guard.as_mut() else {
+            let Some(conn) = guard.as_mut() else {
                 return Err(Error::Backend {
                     op,
                     target: self.target(key),
                     source: "the lock's connection is gone".into(),
                 });
             };
-            return f(client).map_err(self.fail(op, key));
+            // No retry here: the lock lives and dies with this session.
+            if conn.is_closed() {
+                return Err(Error::Backend {
+                    op,
+                    target: self.target(key),
+                    source: "the lock's connection was closed (a call on it failed or timed out): \
+                             the lock is no longer held"
+                        .into(),
+                });
+            }
+            conn.start_call(deadline);
+            return f(conn).map_err(self.fail(op, key));
         }
-        let mut client = self.take_client()?;
-        let out = f(&mut client);
+        let (conn, out) = self.attempt(deadline, f)?;
         // A failed statement leaves the connection usable unless it closed;
         // a failed transaction was rolled back when it was dropped.
-        self.give_back(client);
+        self.give_back(conn);
         out.map_err(self.fail(op, key))
     }
 
+    /// Opens the store: refuses a transaction-mode pooler, finds (or
+    /// creates) the schema, checks its version. One call, one deadline.
+    fn open(&self) -> Result<()> {
+        let deadline = self.deadline(true);
+        let mut first = self.new_client(deadline)?;
+        first.start_call(deadline);
+        let located = self.locate_schema(&mut first);
+        let located = located.map_err(self.fail("find the schema of", None))?;
+        *self.shared.schema.lock().unwrap_or_else(PoisonError::into_inner) = located;
+        let second = self.new_client(deadline)?;
+        self.refuse_transaction_pooling(first, second, deadline)?;
+        self.ensure_schema()
+    }
+
+    /// The schema holding the tables: the first schema of the role's own
+    /// `search_path` that has `safestash_stashes`, else the first that
+    /// exists (where `CREATE TABLE` would put it). Read from the session's
+    /// default search path, before [`SESSION_SETUP`] pins it, by functions
+    /// named in `pg_catalog`.
+    fn locate_schema(&self, conn: &mut Conn) -> std::result::Result<String, Fault> {
+        conn.batch_execute("RESET search_path")?;
+        let schemas: Vec<String> = conn
+            .query_one("SELECT pg_catalog.current_schemas(false)::pg_catalog.text[]", &[])?
+            .get(0);
+        conn.batch_execute(SESSION_SETUP)?;
+        let with_table: Vec<String> = conn
+            .query(
+                "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = 'safestash_stashes' AND c.relkind = 'r'",
+                &[],
+            )?
+            .into_iter()
+            .map(|row| row.get(0))
+            .collect();
+        let chosen = schemas
+            .iter()
+            .find(|s| with_table.contains(s))
+            .or_else(|| schemas.iter().find(|s| *s != "pg_catalog"))
+            .cloned()
+            .unwrap_or_else(|| "public".to_owned());
+        Ok(format!("\"{}\".", chosen.replace('"', "\"\"")))
+    }
+
+    /// Refuses a pooler that hands consecutive statements of one client
+    /// connection to different server sessions (pgbouncer's
+    /// `pool_mode = transaction` or `statement`): session advisory locks
+    /// and session settings would not hold there. `a` asks for its server
+    /// session's pid, `b` holds a transaction open (so a transaction pooler
+    /// must give `b` a session of its own, usually the one `a` just used),
+    /// then `a` asks again. Directly or through session pooling, `a`'s pid
+    /// never changes and `b`'s is another.
+    fn refuse_transaction_pooling(
+        &self,
+        mut a: Conn,
+        mut b: Conn,
+        deadline: std::time::Instant,
+    ) -> Result<()> {
+        a.start_call(deadline);
+        b.start_call(deadline);
+        let pid = "SELECT pg_catalog.pg_backend_pid()";
+        let probe = (|| {
+            let a1 = a.simple_value(pid)?;
+            b.batch_execute("BEGIN")?;
+            let b1 = b.simple_value(pid)?;
+            let a2 = a.simple_value(pid)?;
+            b.batch_execute("ROLLBACK")?;
+            Ok::<_, Fault>((a1, b1, a2))
+        })();
+        let (a1, b1, a2) = probe.map_err(self.fail("check the sessions of", None))?;
+        if a1 != a2 || a1 == b1 {
+            return Err(Error::Backend {
+                op: "use",
+                target: self.location.clone(),
+                source: format!(
+                    "one connection's statements ran in different server sessions (pids {}, {}; \
+                     another connection's {}): a pooler in transaction or statement mode \
+                     (pgbouncer pool_mode=transaction) is in between, and the store's session \
+                     advisory locks and session settings would not hold there; connect to the \
+                     server directly or through a pooler in session mode",
+                    a1.as_deref().unwrap_or("?"),
+                    a2.as_deref().unwrap_or("?"),
+                    b1.as_deref().unwrap_or("?"),
+                )
+                .into(),
+            });
+        }
+        self.give_back(a);
+        self.give_back(b);
+        Ok(())
+    }
+
     fn ensure_schema(&self) -> Result<()> {
-        let version = self.run("create the schema in", None, |c| {
+        let shared = &self.shared;
+        let version = self.run("create the schema in", None, true, |c| {
             let exists: bool = c
                 .query_one(
-                    "SELECT to_regclass('safestash_stashes') IS NOT NULL \
-                     AND to_regclass('safestash_schema') IS NOT NULL",
-                    &[],
+                    &shared.sql(
+                        "SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NOT NULL \
+                         AND pg_catalog.to_regclass($2::pg_catalog.text) IS NOT NULL",
+                    ),
+                    &[&shared.sql("<stashes>"), &shared.sql("<schema>")],
                 )?
                 .get(0);
             if !exists {
                 let mut tx = c.transaction()?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-                tx.batch_execute(CREATE_STASHES)?;
+                tx.execute(
+                    "SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8)",
+                    &[&SCHEMA_LOCK],
+                )?;
+                tx.batch_execute(&shared.sql(CREATE_STASHES))?;
                 // Tables that an older build created stay as they are: the
                 // version below tells, and a migration follows.
-                let version: Option<i32> =
-                    tx.query_one("SELECT max(version) FROM safestash_schema", &[])?.get(0);
+                let version: Option<i32> = tx
+                    .query_one(&shared.sql("SELECT pg_catalog.max(version) FROM <schema>"), &[])?
+                    .get(0);
                 if version == Some(SCHEMA_VERSION) {
-                    tx.batch_execute(CREATE_CHUNKS)?;
+                    tx.batch_execute(&shared.sql(CREATE_CHUNKS))?;
                 }
                 tx.commit()?;
             }
-            let version: Option<i32> =
-                c.query_one("SELECT max(version) FROM safestash_schema", &[])?.get(0);
+            let version: Option<i32> = c
+                .query_one(&shared.sql("SELECT pg_catalog.max(version) FROM <schema>"), &[])?
+                .get(0);
             Ok(version)
         })?;
         match version {
@@ -590,18 +962,31 @@ impl Postgres {
     /// Schema version 1 to 2 (see the [module docs](self)), in one
     /// transaction under the schema lock; a no-op if another process did it.
     fn migrate_from_1(&self) -> Result<()> {
-        self.run("migrate the schema (version 1 to 2; see the docs for the SQL) of", None, |c| {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-            let version: Option<i32> =
-                tx.query_one("SELECT max(version) FROM safestash_schema", &[])?.get(0);
-            if version == Some(1) {
-                tx.batch_execute(MIGRATE_1_TO_2)?;
-                tx.batch_execute(CREATE_CHUNKS)?;
-                tx.execute("UPDATE safestash_schema SET version = $1", &[&SCHEMA_VERSION])?;
-            }
-            tx.commit()
-        })
+        let shared = &self.shared;
+        self.run(
+            "migrate the schema (version 1 to 2; see the docs for the SQL) of",
+            None,
+            true,
+            |c| {
+                let mut tx = c.transaction()?;
+                tx.execute(
+                    "SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8)",
+                    &[&SCHEMA_LOCK],
+                )?;
+                let version: Option<i32> = tx
+                    .query_one(&shared.sql("SELECT pg_catalog.max(version) FROM <schema>"), &[])?
+                    .get(0);
+                if version == Some(1) {
+                    tx.batch_execute(&shared.sql(MIGRATE_1_TO_2))?;
+                    tx.batch_execute(&shared.sql(CREATE_CHUNKS))?;
+                    tx.execute(
+                        &shared.sql("UPDATE <schema> SET version = $1"),
+                        &[&SCHEMA_VERSION],
+                    )?;
+                }
+                tx.commit()
+            },
+        )
     }
 }
 
@@ -674,14 +1059,18 @@ impl Backend for Postgres {
     }
 
     fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
-        let step = self.run("save", Some(key), |c| {
+        let shared = &self.shared;
+        let lock = self.lock_name(key);
+        let step = self.run("save", Some(key), true, |c| {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = on")?;
-            tx.execute(XACT_LOCK, &[&self.ns, &key.as_str()])?;
+            tx.execute(&format!("SELECT pg_catalog.pg_advisory_xact_lock({LOCK_ID})"), &[&lock])?;
             let current: Option<(Vec<u8>, i32)> = tx
                 .query_opt(
-                    "SELECT digest, chunks FROM safestash_stashes \
-                     WHERE namespace = $1 AND key = $2 FOR UPDATE",
+                    &shared.sql(
+                        "SELECT digest, chunks FROM <stashes> \
+                         WHERE namespace = $1 AND key = $2 FOR UPDATE",
+                    ),
                     &[&self.ns, &key.as_str()],
                 )?
                 .map(|row| (row.get(0), row.get(1)));
@@ -694,9 +1083,13 @@ impl Backend for Postgres {
             if refused {
                 return Ok(PutStep::Refused(current_digest.flatten()));
             }
-            // The condition holds (and stays so under the lock): stream.
+            // The condition holds under the lock, and without it: a
+            // replaced row is locked (FOR UPDATE) until the commit, and a
+            // create-if-absent inserts with ON CONFLICT DO NOTHING.
             let had_chunks = current.is_some_and(|(_, n)| n > 0);
-            let mut sink = Chunker::new(&mut tx, &self.ns, key.as_str(), had_chunks);
+            let absent = cond == Condition::Absent;
+            let mut sink =
+                Chunker::new(&mut tx, shared, &self.ns, key.as_str(), had_chunks, absent);
             let filled = fill(&mut sink);
             if let Some(e) = sink.failed.take() {
                 return Err(e);
@@ -705,7 +1098,17 @@ impl Backend for Postgres {
                 Ok(d) => d,
                 Err(e) => return Ok(PutStep::FillFailed(e)),
             };
-            sink.finish(&digest)?;
+            if !sink.finish(&digest)? {
+                // Another create-if-absent committed first.
+                let theirs: Option<Vec<u8>> = tx
+                    .query_opt(
+                        &shared
+                            .sql("SELECT digest FROM <stashes> WHERE namespace = $1 AND key = $2"),
+                        &[&self.ns, &key.as_str()],
+                    )?
+                    .map(|row| row.get(0));
+                return Ok(PutStep::Refused(theirs.as_deref().and_then(digest_of)));
+            }
             // The commit's own failure is told apart: its outcome may be unknown.
             Ok(PutStep::Commit(tx.commit()))
         })?;
@@ -722,12 +1125,11 @@ impl Backend for Postgres {
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
         // One statement for the common case: the envelope inline in its row.
-        let row: Option<(i32, Vec<u8>)> = self.run("load", Some(key), |c| {
-            Ok(c.query_opt(
-                "SELECT chunks, envelope FROM safestash_stashes WHERE namespace = $1 AND key = $2",
-                &[&self.ns, &key.as_str()],
-            )?
-            .map(|row| (row.get(0), row.get(1))))
+        let sql = self
+            .shared
+            .sql("SELECT chunks, envelope FROM <stashes> WHERE namespace = $1 AND key = $2");
+        let row: Option<(i32, Vec<u8>)> = self.run("load", Some(key), false, |c| {
+            Ok(c.query_opt(&sql, &[&self.ns, &key.as_str()])?.map(|row| (row.get(0), row.get(1))))
         })?;
         match row {
             None => Ok(None),
@@ -739,13 +1141,17 @@ impl Backend for Postgres {
     }
 
     fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
-        self.run("clear", Some(key), |c| {
+        let shared = &self.shared;
+        let lock = self.lock_name(key);
+        self.run("clear", Some(key), true, |c| {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = on")?;
-            tx.execute(XACT_LOCK, &[&self.ns, &key.as_str()])?;
+            tx.execute(&format!("SELECT pg_catalog.pg_advisory_xact_lock({LOCK_ID})"), &[&lock])?;
             let current: Option<Vec<u8>> = tx
                 .query_opt(
-                    "SELECT digest FROM safestash_stashes WHERE namespace = $1 AND key = $2 FOR UPDATE",
+                    &shared.sql(
+                        "SELECT digest FROM <stashes> WHERE namespace = $1 AND key = $2 FOR UPDATE",
+                    ),
                     &[&self.ns, &key.as_str()],
                 )?
                 .map(|row| row.get(0));
@@ -759,7 +1165,7 @@ impl Backend for Postgres {
                 _ => {}
             }
             tx.execute(
-                "DELETE FROM safestash_stashes WHERE namespace = $1 AND key = $2",
+                &shared.sql("DELETE FROM <stashes> WHERE namespace = $1 AND key = $2"),
                 &[&self.ns, &key.as_str()],
             )?;
             tx.commit()?;
@@ -769,20 +1175,18 @@ impl Backend for Postgres {
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
         let head_len = i32::try_from(head_len).unwrap_or(i32::MAX);
-        let rows = self.run("list", None, |c| {
-            c.query(
-                "SELECT s.key, \
-                   CASE WHEN s.chunks = 0 THEN length(s.envelope)::bigint \
-                   ELSE (SELECT coalesce(sum(length(c.bytes)), 0)::bigint FROM safestash_chunks c \
-                         WHERE c.namespace = s.namespace AND c.key = s.key) END, \
-                   CASE WHEN s.chunks = 0 THEN substring(s.envelope FROM 1 FOR $2) \
-                   ELSE coalesce((SELECT substring(c.bytes FROM 1 FOR $2) FROM safestash_chunks c \
-                         WHERE c.namespace = s.namespace AND c.key = s.key AND c.seq = 0), \
-                         ''::bytea) END \
-                 FROM safestash_stashes s WHERE s.namespace = $1 ORDER BY s.key COLLATE \"C\"",
-                &[&self.ns, &head_len],
-            )
-        })?;
+        let sql = self.shared.sql(
+            "SELECT s.key, \
+               CASE WHEN s.chunks = 0 THEN pg_catalog.length(s.envelope)::pg_catalog.int8 \
+               ELSE (SELECT COALESCE(pg_catalog.sum(pg_catalog.length(c.bytes)), 0)::pg_catalog.int8 \
+                     FROM <chunks> c WHERE c.namespace = s.namespace AND c.key = s.key) END, \
+               CASE WHEN s.chunks = 0 THEN pg_catalog.substr(s.envelope, 1, $2) \
+               ELSE COALESCE((SELECT pg_catalog.substr(c.bytes, 1, $2) FROM <chunks> c \
+                     WHERE c.namespace = s.namespace AND c.key = s.key AND c.seq = 0), \
+                     ''::pg_catalog.bytea) END \
+             FROM <stashes> s WHERE s.namespace = $1 ORDER BY s.key COLLATE pg_catalog.\"C\"",
+        );
+        let rows = self.run("list", None, false, |c| c.query(&sql, &[&self.ns, &head_len]))?;
         Ok(rows
             .into_iter()
             .map(|row| Listed {
@@ -798,48 +1202,46 @@ impl Backend for Postgres {
     }
 
     fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>> {
-        let mut client = self.take_client()?;
-        let args: [&(dyn postgres::types::ToSql + Sync); 2] = [&self.ns, &key.as_str()];
-        let taken = if wait {
-            client
-                .execute("SELECT pg_advisory_lock(hashtextextended($1 || '/' || $2, 0))", &args)
-                .map(|_| true)
-        } else {
-            client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1 || '/' || $2, 0))",
-                    &args,
-                )
-                .map(|row| row.get::<_, bool>(0))
-        };
+        let lock = self.lock_name(key);
+        let (conn, taken) = self.attempt(self.deadline(wait), |c| {
+            if wait {
+                c.execute(&format!("SELECT pg_catalog.pg_advisory_lock({LOCK_ID})"), &[&lock])
+                    .map(|_| true)
+            } else {
+                c.query_one(&format!("SELECT pg_catalog.pg_try_advisory_lock({LOCK_ID})"), &[&lock])
+                    .map(|row| row.get::<_, bool>(0))
+            }
+        })?;
         match taken {
             Ok(true) => {
                 let store = Postgres {
                     shared: self.shared.clone(),
                     ns: self.ns.clone(),
                     location: self.location.clone(),
-                    pinned: Some(Arc::new(Mutex::new(Some(client)))),
+                    pinned: Some(Arc::new(Mutex::new(Some(conn)))),
                 };
                 Ok(Some(Box::new(PgHeld { store, key: key.clone() })))
             }
             Ok(false) => {
-                self.give_back(client);
+                self.give_back(conn);
                 Ok(None)
             }
             Err(e) => {
-                self.give_back(client);
+                self.give_back(conn);
                 Err(self.fail("lock", Some(key))(e))
             }
         }
     }
 
     fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool> {
-        self.run("quarantine", Some(key), |c| {
+        let shared = &self.shared;
+        let lock = self.lock_name(key);
+        self.run("quarantine", Some(key), true, |c| {
             let mut tx = c.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = on")?;
-            tx.execute(XACT_LOCK, &[&self.ns, &key.as_str()])?;
+            tx.execute(&format!("SELECT pg_catalog.pg_advisory_xact_lock({LOCK_ID})"), &[&lock])?;
             let moved = tx.execute(
-                "UPDATE safestash_stashes SET key = $3 WHERE namespace = $1 AND key = $2",
+                &shared.sql("UPDATE <stashes> SET key = $3 WHERE namespace = $1 AND key = $2"),
                 &[&self.ns, &key.as_str(), &aside],
             )?;
             tx.commit()?;
@@ -852,13 +1254,13 @@ impl Backend for Postgres {
     }
 
     fn children(&self) -> Result<Vec<String>> {
-        let rows = self.run("list namespaces of", None, |c| {
-            c.query(
-                "SELECT DISTINCT substr(namespace, length($1) + 2) FROM safestash_stashes \
-                 WHERE left(namespace, length($1) + 1) = $1 || '/'",
-                &[&self.ns],
-            )
-        })?;
+        let sql = self.shared.sql(
+            "SELECT DISTINCT pg_catalog.substr(namespace, pg_catalog.length($1::pg_catalog.text) + 2) \
+             FROM <stashes> \
+             WHERE pg_catalog.\"left\"(namespace, pg_catalog.length($1::pg_catalog.text) + 1) \
+                   = pg_catalog.concat($1::pg_catalog.text, '/'::pg_catalog.text)",
+        );
+        let rows = self.run("list namespaces of", None, false, |c| c.query(&sql, &[&self.ns]))?;
         let mut found: Vec<String> =
             rows.into_iter().map(|r| r.get::<_, String>(0)).filter(|n| !n.contains('/')).collect();
         found.sort();
@@ -887,18 +1289,22 @@ impl Held for PgHeld {
 impl Drop for PgHeld {
     fn drop(&mut self) {
         let Some(pinned) = &self.store.pinned else { return };
-        let client = pinned.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let Some(mut client) = client else { return };
-        let unlocked = client
+        let conn = pinned.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(mut conn) = conn else { return };
+        if conn.is_closed() {
+            return;
+        }
+        conn.start_call(self.store.deadline(false));
+        let unlocked = conn
             .query_one(
-                "SELECT pg_advisory_unlock(hashtextextended($1 || '/' || $2, 0))",
-                &[&self.store.ns, &self.key.as_str()],
+                &format!("SELECT pg_catalog.pg_advisory_unlock({LOCK_ID})"),
+                &[&self.store.lock_name(&self.key)],
             )
             .map(|row| row.get::<_, bool>(0));
         match unlocked {
-            Ok(true) => self.store.give_back(client),
+            Ok(true) => self.store.give_back(conn),
             // Closing the session releases whatever it still holds.
-            _ => drop(client),
+            _ => drop(conn),
         }
     }
 }
@@ -907,13 +1313,14 @@ impl Drop for PgHeld {
 enum PutStep {
     Refused(Option<Digest>),
     FillFailed(Error),
-    Commit(std::result::Result<(), postgres::Error>),
+    Commit(std::result::Result<(), Fault>),
 }
 
 /// The sink a save streams its envelope into: up to [`CHUNK_LEN`] it is
 /// kept for one inline row; past it, it goes out in chunk rows as it comes.
 struct Chunker<'t, 'c> {
-    tx: &'t mut Transaction<'c>,
+    tx: &'t mut Tx<'c>,
+    shared: &'t Shared,
     ns: &'t str,
     key: &'t str,
     buf: Vec<u8>,
@@ -921,55 +1328,89 @@ struct Chunker<'t, 'c> {
     seq: i32,
     /// The old envelope has chunks still to remove.
     had_chunks: bool,
+    /// Create-if-absent: the row is inserted only if there is none.
+    absent: bool,
+    /// Another writer's row was found at the first insert (create-if-absent).
+    lost: bool,
     size: u64,
     insert: Option<Statement>,
     /// The server's error, when a statement failed (the transaction is lost).
-    failed: Option<postgres::Error>,
+    failed: Option<Fault>,
 }
 
 impl<'t, 'c> Chunker<'t, 'c> {
-    fn new(tx: &'t mut Transaction<'c>, ns: &'t str, key: &'t str, had_chunks: bool) -> Self {
+    fn new(
+        tx: &'t mut Tx<'c>,
+        shared: &'t Shared,
+        ns: &'t str,
+        key: &'t str,
+        had_chunks: bool,
+        absent: bool,
+    ) -> Self {
         Chunker {
             tx,
+            shared,
             ns,
             key,
             buf: Vec::new(),
             seq: 0,
             had_chunks,
+            absent,
+            lost: false,
             size: 0,
             insert: None,
             failed: None,
         }
     }
 
-    fn drop_old_chunks(&mut self) -> std::result::Result<(), postgres::Error> {
+    fn drop_old_chunks(&mut self) -> std::result::Result<(), Fault> {
         if std::mem::take(&mut self.had_chunks) {
             self.tx.execute(
-                "DELETE FROM safestash_chunks WHERE namespace = $1 AND key = $2",
+                &self.shared.sql("DELETE FROM <chunks> WHERE namespace = $1 AND key = $2"),
                 &[&self.ns, &self.key],
             )?;
         }
         Ok(())
     }
 
+    /// What an insert of the row does when a row is there: replace it, or
+    /// (create-if-absent) nothing, which the row count then tells.
+    fn on_conflict(&self, update: &str) -> String {
+        if self.absent {
+            "ON CONFLICT (namespace, key) DO NOTHING".to_owned()
+        } else {
+            format!("ON CONFLICT (namespace, key) DO UPDATE SET {update}")
+        }
+    }
+
     /// Writes the full buffer as the next chunk; before the first, the row
     /// (a placeholder until [`finish`](Self::finish)) and no old chunks.
-    fn write_chunk(&mut self) -> std::result::Result<(), postgres::Error> {
+    fn write_chunk(&mut self) -> std::result::Result<(), Fault> {
+        if self.lost {
+            return Ok(());
+        }
         if self.insert.is_none() {
-            self.tx.execute(
-                "INSERT INTO safestash_stashes (namespace, key, envelope, digest, size, created, chunks) \
-                 VALUES ($1, $2, '', '', 0, now(), 0) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET envelope = '', digest = '', size = 0, \
-                 created = now(), chunks = 0",
-                &[&self.ns, &self.key],
-            )?;
+            let sql = format!(
+                "INSERT INTO <stashes> (namespace, key, envelope, digest, size, created, chunks) \
+                 VALUES ($1, $2, ''::pg_catalog.bytea, ''::pg_catalog.bytea, 0, pg_catalog.now(), 0) {}",
+                self.on_conflict(
+                    "envelope = ''::pg_catalog.bytea, digest = ''::pg_catalog.bytea, size = 0, \
+                     created = pg_catalog.now(), chunks = 0"
+                )
+            );
+            let inserted = self.tx.execute(&self.shared.sql(&sql), &[&self.ns, &self.key])?;
+            if inserted == 0 {
+                self.lost = true;
+                return Ok(());
+            }
             self.drop_old_chunks()?;
-            self.insert = Some(self.tx.prepare(
-                "INSERT INTO safestash_chunks (namespace, key, seq, bytes) VALUES ($1, $2, $3, $4)",
-            )?);
+            self.insert = Some(self.tx.prepare(&self.shared.sql(
+                "INSERT INTO <chunks> (namespace, key, seq, bytes) VALUES ($1, $2, $3, $4)",
+            ))?);
         }
         if let Some(insert) = &self.insert {
-            self.tx.execute(insert, &[&self.ns, &self.key, &self.seq, &self.buf.as_slice()])?;
+            let insert = insert.clone();
+            self.tx.execute(&insert, &[&self.ns, &self.key, &self.seq, &self.buf.as_slice()])?;
         }
         self.seq += 1;
         self.buf.clear();
@@ -977,31 +1418,41 @@ impl<'t, 'c> Chunker<'t, 'c> {
     }
 
     /// Writes what is left: the whole envelope in its row, or the last
-    /// chunk and the row's digest, size and chunk count.
-    fn finish(mut self, digest: &Digest) -> std::result::Result<(), postgres::Error> {
+    /// chunk and the row's digest, size and chunk count. `false` when a
+    /// create-if-absent found another writer's row (nothing was written).
+    fn finish(mut self, digest: &Digest) -> std::result::Result<bool, Fault> {
         let size = i64::try_from(self.size).unwrap_or(i64::MAX);
         let digest = &digest.as_bytes()[..];
-        if self.insert.is_none() {
+        if self.insert.is_none() && !self.lost {
             self.drop_old_chunks()?;
-            self.tx.execute(
-                "INSERT INTO safestash_stashes (namespace, key, envelope, digest, size, created, chunks) \
-                 VALUES ($1, $2, $3, $4, $5, now(), 0) \
-                 ON CONFLICT (namespace, key) DO UPDATE SET envelope = EXCLUDED.envelope, \
-                 digest = EXCLUDED.digest, size = EXCLUDED.size, created = EXCLUDED.created, \
-                 chunks = 0",
+            let sql = format!(
+                "INSERT INTO <stashes> (namespace, key, envelope, digest, size, created, chunks) \
+                 VALUES ($1, $2, $3, $4, $5, pg_catalog.now(), 0) {}",
+                self.on_conflict(
+                    "envelope = EXCLUDED.envelope, digest = EXCLUDED.digest, size = EXCLUDED.size, \
+                     created = EXCLUDED.created, chunks = 0"
+                )
+            );
+            let inserted = self.tx.execute(
+                &self.shared.sql(&sql),
                 &[&self.ns, &self.key, &self.buf.as_slice(), &digest, &size],
             )?;
-            return Ok(());
+            return Ok(inserted == 1);
         }
         if !self.buf.is_empty() {
             self.write_chunk()?;
         }
+        if self.lost {
+            return Ok(false);
+        }
         self.tx.execute(
-            "UPDATE safestash_stashes SET digest = $3, size = $4, chunks = $5, created = now() \
-             WHERE namespace = $1 AND key = $2",
+            &self.shared.sql(
+                "UPDATE <stashes> SET digest = $3, size = $4, chunks = $5, created = pg_catalog.now() \
+                 WHERE namespace = $1 AND key = $2",
+            ),
             &[&self.ns, &self.key, &digest, &size, &self.seq],
         )?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -1035,9 +1486,10 @@ impl Write for Chunker<'_, '_> {
 
 /// The reader of a chunked envelope: one chunk in memory at a time, all
 /// read in the snapshot of one read-only transaction, whose connection
-/// goes back to the pool at the end.
+/// goes back to the pool at the end. Each chunk's read is bounded by the
+/// store's `timeout`.
 struct ChunkReader {
-    client: Option<Client>,
+    client: Option<Conn>,
     shared: Arc<Shared>,
     stmt: Option<Statement>,
     ns: String,
@@ -1051,10 +1503,10 @@ struct ChunkReader {
 impl ChunkReader {
     /// Ends the snapshot and returns the connection.
     fn end(&mut self) {
-        if let Some(mut client) = self.client.take() {
-            if client.batch_execute("ROLLBACK").is_ok() {
-                self.shared.give_back(client);
-            }
+        if let Some(mut conn) = self.client.take() {
+            conn.start_call(std::time::Instant::now() + self.shared.timeout);
+            conn.rollback();
+            self.shared.give_back(conn);
         }
     }
 }
@@ -1062,14 +1514,15 @@ impl ChunkReader {
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.cur.len() {
-            let (Some(client), Some(stmt)) = (self.client.as_mut(), self.stmt.as_ref()) else {
+            let (Some(conn), Some(stmt)) = (self.client.as_mut(), self.stmt.as_ref()) else {
                 return Ok(0);
             };
             if self.next >= self.chunks {
                 self.end();
                 return Ok(0);
             }
-            match client.query_opt(stmt, &[&self.ns, &self.key, &self.next]) {
+            conn.start_call(std::time::Instant::now() + self.shared.timeout);
+            match conn.query_opt(stmt, &[&self.ns, &self.key, &self.next]) {
                 Ok(Some(row)) => {
                     self.cur = row.get(0);
                     self.at = 0;
@@ -1078,9 +1531,20 @@ impl Read for ChunkReader {
                 // A missing chunk: the envelope ends short, which the
                 // store's verification reports as truncated.
                 Ok(None) => self.next = self.chunks,
-                Err(e) => {
+                Err(Fault::TimedOut) => {
+                    self.client = None;
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "timed out: the server did not answer within `timeout` while a chunk was read",
+                    ));
+                }
+                Err(Fault::Pg(e)) => {
                     self.client = None;
                     return Err(io::Error::other(e));
+                }
+                Err(Fault::Local(e)) => {
+                    self.client = None;
+                    return Err(e);
                 }
             }
         }

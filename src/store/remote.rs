@@ -37,9 +37,11 @@ impl Store<OsFs> {
     ///   store, exactly as [`Store::open`];
     /// - `postgres://...` or `postgresql://...` (feature `postgres`): a
     ///   namespace in a PostgreSQL database, shared by workers on any host
-    ///   (`?namespace=NAME`, default `default`; see
+    ///   (`?namespace=NAME`, default `default`; `timeout=30s`, the bound of
+    ///   each call; `lock_timeout=60s`; see
     ///   [`backend::postgres`](crate::backend)). The connection is made, and
-    ///   the schema created if missing, before this returns;
+    ///   the schema created if missing, before this returns. A libpq
+    ///   `key=value` string is refused (without echoing it);
     /// - `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`
     ///   or `memory:///PREFIX` (feature `object-store`): a prefix in object
     ///   storage, configured from the environment the way `object_store`
@@ -85,6 +87,15 @@ impl Store<OsFs> {
             .any(|s| url.strip_prefix(s).is_some_and(|r| r.starts_with("://")))
         {
             return Store::open_object_store_url(url);
+        }
+        if let Some(keys) = conninfo_keys(url) {
+            // Never echo it: its `password=` would reach the message.
+            return Err(Error::InvalidOption {
+                field: "url",
+                value: keys,
+                rule: "a libpq key=value connection string is not a store URL; use \
+                       postgresql://user@host:port/db (the password in PGPASSWORD or ~/.pgpass)",
+            });
         }
         if let Some((scheme, _)) = url.split_once("://") {
             if !scheme.is_empty()
@@ -156,6 +167,47 @@ impl Store<OsFs> {
             rule: "PostgreSQL stores need safestash built with the cargo feature `postgres`",
         })
     }
+}
+
+/// libpq's connection parameters, as keys of a `key=value` string.
+const CONNINFO_KEYS: [&str; 12] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "application_name",
+    "options",
+];
+
+/// For a libpq `key=value` connection string (`host=db password=...`),
+/// its keys with every value replaced by `…`; `None` for anything else
+/// (a URL, a path).
+fn conninfo_keys(s: &str) -> Option<String> {
+    if s.contains("://") {
+        return None;
+    }
+    let tokens: Vec<&str> = s.split_whitespace().collect();
+    let key_of = |t: &str| t.split_once('=').map(|(k, _)| k.trim().to_ascii_lowercase());
+    let first = key_of(tokens.first()?)?;
+    let known =
+        tokens.iter().filter_map(|t| key_of(t)).filter(|k| CONNINFO_KEYS.contains(&k.as_str()));
+    if !first.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || known.count() == 0 {
+        return None;
+    }
+    Some(
+        tokens
+            .iter()
+            .filter_map(|t| key_of(t))
+            .map(|k| format!("{k}=…"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 impl<F: Fs> Store<F> {
