@@ -38,6 +38,10 @@ boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bu
     echo "server: moto $("$tmp/venv/bin/python" -c 'import moto; print(moto.__version__)') at $AWS_ENDPOINT_URL, bucket $SAFESTASH_TEST_S3_URL"
     CI=true cargo test --features object-store --test object_store --test backends -- --nocapture 2>&1 \
         | tee "$tmp/tests.log" | grep -E "^test |test result|processes x|stale save|panicked|FAILED"
+    # The Go package against this server (its per-backend subtests).
+    command -v go >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; }
+    cargo build -p safestash-ffi
+    (cd bindings/go && CI=true go test -race -count=1 -run '/s3$' -v ./... | grep -E "^(---|ok|FAIL)|s3")
     cargo run --release --features object-store --example bench_objstore -- --rounds 5
     # The default build pulls in no async runtime, HTTP stack or object_store.
     local found
