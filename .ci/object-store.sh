@@ -74,6 +74,10 @@ BlobServiceClient(url, credential={"account_name": "devstoreaccount1", "account_
         return 1
     fi
     grep -E "^test |test result|processes x|stale save|server silent|refused:" "$tmp/tests.log"
+    # The Go package against this server (its per-backend subtests).
+    command -v go >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; }
+    cargo build -p safestash-ffi
+    (cd bindings/go && CI=true go test -race -count=1 -run '/s3$' -v ./... | grep -E "^(---|ok|FAIL)|s3")
     cargo run --release --features object-store --example bench_objstore -- --rounds 5
     # The default build pulls in no async runtime, HTTP stack or object_store.
     local found

@@ -1,0 +1,3 @@
+module safestash
+
+go 1.19
