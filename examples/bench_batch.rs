@@ -48,7 +48,7 @@ struct FsyncEach;
 impl Fs for FsyncEach {
     type File = File;
     type Reader = File;
-    type Lock = File;
+    type Lock = safestash::fs::LockFile;
 
     fn create_temp(&self, dir: &Path, prefix: &str, suffix: &str) -> io::Result<(File, PathBuf)> {
         OsFs.create_temp(dir, prefix, suffix)
@@ -77,7 +77,7 @@ impl Fs for FsyncEach {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         OsFs.create_dir(path)
     }
-    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<File>> {
+    fn lock(&self, path: &Path, wait: bool) -> io::Result<Option<safestash::fs::LockFile>> {
         OsFs.lock(path, wait)
     }
 }
