@@ -381,6 +381,9 @@ struct Shared {
 impl Shared {
     /// Returns a healthy connection to the pool, unless the pool is full.
     fn give_back(&self, mut conn: Conn) {
+        if conn.inherited() {
+            return conn.abandon();
+        }
         if conn.is_closed() {
             return;
         }
@@ -679,6 +682,11 @@ impl Postgres {
         loop {
             let pooled = self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let Some(mut conn) = pooled else { break };
+            if conn.inherited() {
+                // A forked child's copy of its parent's pool.
+                conn.abandon();
+                continue;
+            }
             if conn.idle_since.elapsed() > POOL_IDLE_TIME {
                 continue;
             }
@@ -800,6 +808,15 @@ impl Postgres {
                 });
             };
             // No retry here: the lock lives and dies with this session.
+            if conn.inherited() {
+                return Err(Error::Backend {
+                    op,
+                    target: self.target(key),
+                    source: "the lock's session belongs to the parent process this one was \
+                             forked from: the lock is not held here"
+                        .into(),
+                });
+            }
             if conn.is_closed() {
                 return Err(Error::Backend {
                     op,
@@ -1291,6 +1308,10 @@ impl Drop for PgHeld {
         let Some(pinned) = &self.store.pinned else { return };
         let conn = pinned.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(mut conn) = conn else { return };
+        if conn.inherited() {
+            // The parent's session, and its lock: left alone.
+            return conn.abandon();
+        }
         if conn.is_closed() {
             return;
         }

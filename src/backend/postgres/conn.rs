@@ -86,6 +86,8 @@ pub(super) struct Conn {
     sent: u32,
     /// When it went back to the pool.
     pub(super) idle_since: Instant,
+    /// The fork generation it was opened in ([`crate::fork`]).
+    generation: u64,
 }
 
 impl Conn {
@@ -113,7 +115,30 @@ impl Conn {
         rt.spawn(async move {
             let _ = connection.await;
         });
-        Ok(Conn { rt, client, deadline, broken: false, sent: 0, idle_since: Instant::now() })
+        Ok(Conn {
+            rt,
+            client,
+            deadline,
+            broken: false,
+            sent: 0,
+            idle_since: Instant::now(),
+            generation: crate::fork::generation(),
+        })
+    }
+
+    /// Whether a forked child inherited this session from its parent: the
+    /// session is the parent's, and the child must neither use it nor
+    /// close it (closing sends the server a goodbye on the parent's
+    /// socket).
+    pub(super) fn inherited(&self) -> bool {
+        self.generation != crate::fork::generation()
+    }
+
+    /// Lets go of a session this process must not touch: nothing is sent,
+    /// nothing is closed (the descriptor and memory are left to the
+    /// process's end).
+    pub(super) fn abandon(self) {
+        std::mem::forget(self);
     }
 
     /// Starts a call that must end by `deadline`.
