@@ -170,6 +170,15 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn quarantine(&self, key: &StashKey) -> Result<Option<PathBuf>> {
+        let aside = self.quarantine_quietly(key);
+        if let Ok(Some(aside)) = &aside {
+            tracing::info!(key = %key, aside = %aside.display(), "stash quarantined");
+        }
+        aside
+    }
+
+    /// [`quarantine`](Store::quarantine), with no event of its own.
+    fn quarantine_quietly(&self, key: &StashKey) -> Result<Option<PathBuf>> {
         if let Some(remote) = &self.remote {
             let _claim = self.claim_thread(key, true)?;
             return self.remote_quarantine(remote.as_ref(), key);

@@ -82,6 +82,19 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load<T: DeserializeOwned>(&self, key: &StashKey) -> Result<Option<Stashed<T>>> {
+        let loaded = self.load_quietly(key);
+        match &loaded {
+            Ok(Some(s)) => {
+                tracing::debug!(key = %key, bytes = s.meta().size, digest = %s.meta().digest, "stash loaded");
+            }
+            Ok(None) => tracing::debug!(key = %key, "no stash"),
+            Err(e) => log_damage(key, e),
+        }
+        loaded
+    }
+
+    /// [`load`](Store::load), with no event of its own.
+    fn load_quietly<T: DeserializeOwned>(&self, key: &StashKey) -> Result<Option<Stashed<T>>> {
         let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
             return Ok(None);
         };
@@ -194,5 +207,13 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+}
+
+/// A damaged stash found by a read: an event, at warning level (the error
+/// goes to the caller too; the event reaches the operator's logs).
+pub(super) fn log_damage(key: &StashKey, e: &Error) {
+    if let Error::Corrupt { path, reason } = e {
+        tracing::warn!(key = %key, path = %path.display(), reason = %reason, "damaged stash found");
     }
 }

@@ -130,7 +130,10 @@ impl<F: Fs> Store<F> {
                 let result = match self.open_verified(&key, VERIFY_WHOLE_LIMIT) {
                     Ok(Some((meta, _))) => Ok(meta),
                     Ok(None) => Err(io_err(IoOp::Open, &path)(io::ErrorKind::NotFound.into())),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        super::load::log_damage(&key, &e);
+                        Err(e)
+                    }
                 };
                 VerifyReport { key, path, result }
             })

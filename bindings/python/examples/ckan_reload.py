@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from typing import Any, Callable
 
 import safestash
 
@@ -37,12 +38,12 @@ TABLE = "orders"
 KEY = "datastore.orders.dictionary"
 MAX_AGE = datetime.timedelta(hours=24)
 
-UPLOAD_1 = {"id": "upload-1", "columns": ["order_id", "amount", "placed", "code"],
+UPLOAD_1: dict[str, Any] = {"id": "upload-1", "columns": ["order_id", "amount", "placed", "code"],
             "rows": [["1", "10.50", "2026-11-20 10:00", "A"], ["2", "7.25", "2026-11-21 09:30", "B"]]}
-UPLOAD_2 = {"id": "upload-2", "columns": ["order_id", "amount", "placed", "code"],
+UPLOAD_2: dict[str, Any] = {"id": "upload-2", "columns": ["order_id", "amount", "placed", "code"],
             "rows": [["1", "10.50", "2026-11-20 10:00", "A"], ["2", "7.25", "2026-11-21 09:30", "B"],
                      ["3", "99.00", "2026-11-22 12:00", "C"]]}
-BROKEN = {"id": "upload-2", "columns": UPLOAD_2["columns"],
+BROKEN: dict[str, Any] = {"id": "upload-2", "columns": UPLOAD_2["columns"],
           "rows": UPLOAD_2["rows"] + [["4", "1.00"]]}  # a short row: the reload fails
 
 
@@ -61,7 +62,7 @@ def table_exists(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone() is not None
 
 
-def dictionary(conn: sqlite3.Connection) -> list[dict] | None:
+def dictionary(conn: sqlite3.Connection) -> list[dict[str, Any]] | None:
     """The live data dictionary (the stash's payload), or None without a table."""
     if not table_exists(conn):
         return None
@@ -73,7 +74,9 @@ def column_types(conn: sqlite3.Connection) -> dict[str, str]:
     return {r[1]: r[2].lower() for r in conn.execute(f"PRAGMA table_info({TABLE})")}
 
 
-def create_table(conn: sqlite3.Connection, columns: list[tuple[str, str]], infos: dict[str, dict]) -> None:
+def create_table(
+    conn: sqlite3.Connection, columns: list[tuple[str, str]], infos: dict[str, dict[str, Any]]
+) -> None:
     cols = ", ".join(f'"{c}" {t}' for c, t in columns)
     conn.execute("BEGIN")
     conn.execute(f"CREATE TABLE {TABLE} ({cols})")
@@ -90,7 +93,7 @@ def drop_table(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def load_rows(conn: sqlite3.Connection, upload: dict) -> None:
+def load_rows(conn: sqlite3.Connection, upload: dict[str, Any]) -> None:
     marks = ", ".join("?" for _ in upload["columns"])
     conn.execute("BEGIN")
     try:
@@ -104,7 +107,7 @@ def load_rows(conn: sqlite3.Connection, upload: dict) -> None:
         raise
 
 
-def restore(conn: sqlite3.Connection, report: list[str]):
+def restore(conn: sqlite3.Connection, report: list[str]) -> Callable[[safestash.Stashed], None]:
     """The restore function: recreate the table with types mapped back."""
 
     def restore_fn(stashed: safestash.Stashed) -> None:
@@ -119,7 +122,7 @@ def restore(conn: sqlite3.Connection, report: list[str]):
 # --- the worker ---------------------------------------------------------------
 
 
-def reload(db: str, stashes: str, upload: dict, *, die_after_drop: str | None = None) -> str:
+def reload(db: str, stashes: str, upload: dict[str, Any], *, die_after_drop: str | None = None) -> str:
     """Reloads the table from `upload`, keeping its data dictionary. Returns what happened."""
     store = safestash.Store(stashes)
     conn = connect(db)
@@ -128,17 +131,21 @@ def reload(db: str, stashes: str, upload: dict, *, die_after_drop: str | None = 
                      max_age=MAX_AGE, expect_origin=upload["id"])
     if r.decision == "stash":
         # An earlier worker died after the DROP: put the table back first.
+        assert r.guard is not None
         r.guard.rollback(restore(conn, notes))
         r = store.resume(KEY, dictionary(conn), kind="field-dictionary", origin=upload["id"])
         notes.append("restored the dictionary a dead worker stashed")
     if r.decision == "refused":
+        assert r.checked is not None
         return f"refused: {r.checked.verdict} stash left for the operator"
     if r.decision == "nothing":
         create_table(conn, [(c, "text") for c in upload["columns"]], {})
         load_rows(conn, upload)
         return "created"
     guard = r.guard
-    kept = {f["id"]: f["info"] for f in (store.load(KEY).value or [])}
+    assert guard is not None  # "live": the dictionary was just stashed
+    stashed = store.load(KEY)
+    kept = {f["id"]: f["info"] for f in (stashed.value if stashed else [])}
     with guard:
         drop_table(conn)  # the destructive step: the dictionary is durable in the stash
         if die_after_drop == "sigkill":
@@ -168,7 +175,7 @@ def check(what: str, ok: bool) -> None:
         FAILURES.append(what)
 
 
-def annotate(db: str) -> list[dict]:
+def annotate(db: str) -> list[dict[str, Any]]:
     conn = connect(db)
     infos = {
         "order_id": {"label": "Order", "type_override": "numeric"},
@@ -180,7 +187,9 @@ def annotate(db: str) -> list[dict]:
     for fid, info in infos.items():
         conn.execute("UPDATE _fields SET info=? WHERE tbl=? AND id=?", (json.dumps(info), TABLE, fid))
     conn.execute("COMMIT")
-    return dictionary(conn)
+    annotated = dictionary(conn)
+    assert annotated is not None
+    return annotated
 
 
 def worker_main(argv: list[str]) -> None:

@@ -112,6 +112,26 @@ fn os_message(e: &io::Error) -> String {
 }
 
 /// A store error as the Python exception for it.
+/// An error opening a store: as [`store_error`], except that a location
+/// that cannot be parsed is an ``InvalidOptionError`` (a ``ValueError``):
+/// bad input, not a failure of the store.
+pub fn open_error(py: Python<'_>, e: Error) -> PyErr {
+    match &e {
+        Error::Backend { op: "parse the URL", target, .. } => raise(
+            py,
+            "InvalidOptionError",
+            (e.to_string(),),
+            &[
+                ("field", s(py, "url")),
+                ("value", s(py, target)),
+                ("rule", s(py, "a URL the store's client accepts")),
+            ],
+            None,
+        ),
+        _ => store_error(py, e),
+    }
+}
+
 pub fn store_error(py: Python<'_>, e: Error) -> PyErr {
     let msg = e.to_string();
     match &e {

@@ -301,8 +301,9 @@ impl Operation {
     /// ``JournalError`` for an invalid id or part list.
     #[staticmethod]
     fn create(py: Python<'_>, store: &Store, id: &str, parts: Vec<String>) -> PyResult<Operation> {
+        let store = store.inner()?;
         let op = py
-            .detach(|| RsOperation::create(&store.inner, id, &parts))
+            .detach(|| RsOperation::create(&store, id, &parts))
             .map_err(|e| journal_error(py, e))?;
         Ok(Operation { op })
     }
@@ -311,8 +312,8 @@ impl Operation {
     /// ``OperationNotFoundError`` when there is none.
     #[staticmethod]
     fn open(py: Python<'_>, store: &Store, id: &str) -> PyResult<Operation> {
-        let op =
-            py.detach(|| RsOperation::open(&store.inner, id)).map_err(|e| journal_error(py, e))?;
+        let store = store.inner()?;
+        let op = py.detach(|| RsOperation::open(&store, id)).map_err(|e| journal_error(py, e))?;
         Ok(Operation { op })
     }
 

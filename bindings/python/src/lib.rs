@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 mod dictionary;
 mod errors;
 mod journal;
+mod log;
 mod reconcile;
 mod store;
 mod time;
@@ -22,6 +23,17 @@ mod value;
 #[pyfunction]
 fn after_fork_in_child() {
     safestash::fork::after_fork_in_child();
+}
+
+/// The valid key for any text: the same documented, injective escaping as
+/// the Rust crate's ``StashKey::from_any`` (a valid key stays itself).
+///
+/// >>> import safestash
+/// >>> safestash.key_from_any("tables/orders {x}") == safestash.key_from_any("tables/orders {x}")
+/// True
+#[pyfunction]
+fn key_from_any(text: &str) -> String {
+    safestash::StashKey::from_any(text).to_string()
 }
 
 /// The native part of the `safestash` package (import `safestash`).
@@ -37,6 +49,7 @@ fn _safestash(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Resumed>()?;
     m.add_function(wrap_pyfunction!(store::_bench_rust, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(key_from_any, m)?)?;
     m.add_class::<dictionary::TypeMap>()?;
     m.add_class::<dictionary::Mapped>()?;
     m.add_class::<dictionary::Column>()?;
@@ -53,5 +66,6 @@ fn _safestash(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reconcile::restore_tenant, m)?)?;
     m.add_function(wrap_pyfunction!(reconcile::canonical, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    log::install(m.py())?;
     Ok(())
 }

@@ -237,7 +237,7 @@ impl Reconciler {
     /// ``RefusedError`` (``.rules``, ``.refusals``) when it breaks a rule
     /// that is not lifted.
     fn check(&self, py: Python<'_>, plan: &Plan) -> PyResult<Vec<String>> {
-        let store = &self.store.get().inner;
+        let store = &self.store.get().inner()?;
         let r = self.build(store);
         r.check(&plan.inner)
             .map(|v| v.iter().map(ToString::to_string).collect())
@@ -264,7 +264,7 @@ impl Reconciler {
     ) -> PyResult<ExecutionReport> {
         let local = id_set(py, local)?;
         let auth = id_set(py, authoritative)?;
-        let store = &self.store.get().inner;
+        let store = &self.store.get().inner()?;
         let r = self.build(store);
         let exporter = |id: &CanonicalUuid| -> Result<Json, BoxError> {
             Python::attach(|py| {
@@ -310,7 +310,7 @@ impl Reconciler {
     /// Removes intact tenant stashes older than the retention (never
     /// damaged ones): ``(removed_keys, retained_count)``.
     fn purge_expired(&self, py: Python<'_>) -> PyResult<(Vec<String>, usize)> {
-        let store = &self.store.get().inner;
+        let store = &self.store.get().inner()?;
         let r = self.build(store);
         let report = py.detach(|| r.purge_expired()).map_err(|e| store_error(py, e))?;
         Ok((report.removed.iter().map(ToString::to_string).collect(), report.retained))
@@ -337,7 +337,7 @@ pub fn restore_tenant(
         })
         .map_err(|e| Box::new(CallbackError(e)) as BoxError)
     };
-    let store = &store.inner;
+    let store = &store.inner()?;
     py.detach(|| safestash::reconcile::restore_tenant(store, &id, &mut hook))
         .map(drop)
         .map_err(|e| reconcile_error(py, e))

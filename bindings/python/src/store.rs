@@ -3,10 +3,10 @@
 //! rollback `Guard` and the retry decision's `Resumed`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use safestash::{
@@ -14,7 +14,7 @@ use safestash::{
     Resume, SaveOptions, StashKey, StashMeta, Stashed as RsStashed,
 };
 
-use crate::errors::{CallbackError, store_error};
+use crate::errors::{CallbackError, open_error, store_error};
 use crate::time::{age, datetime, duration, timedelta};
 use crate::value::Json;
 
@@ -300,9 +300,29 @@ impl StashInfo {
 /// ``multiprocessing`` workers (it pickles as its path).
 #[pyclass(frozen, module = "safestash")]
 pub struct Store {
-    pub inner: Arc<RsStore>,
+    /// The store; `None` once closed.
+    handle: RwLock<Option<RsStore>>,
+    /// Its directory, or its URL without a password: for ``path``,
+    /// ``repr`` and messages, also once closed.
+    dir: PathBuf,
     /// The URL it was opened with, for a store opened from one.
     url: Option<String>,
+}
+
+impl Store {
+    /// The open store (a cheap clone: a path and shared handles), or
+    /// ``ValueError`` once closed.
+    pub fn inner(&self) -> PyResult<RsStore> {
+        let handle = self.handle.read().unwrap_or_else(PoisonError::into_inner);
+        handle
+            .clone()
+            .ok_or_else(|| PyValueError::new_err(format!("the store {:?} is closed", self.dir)))
+    }
+
+    fn opened(inner: RsStore, url: Option<String>) -> Store {
+        let dir = inner.dir().to_owned();
+        Store { handle: RwLock::new(Some(inner)), dir, url }
+    }
 }
 
 #[pymethods]
@@ -310,43 +330,79 @@ impl Store {
     #[new]
     fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Store> {
         if let Ok(text) = path.extract::<String>() {
+            if text.trim().is_empty() {
+                return Err(PyValueError::new_err(
+                    "a store needs a location: a directory path or a URL, not an empty string",
+                ));
+            }
             if text.contains("://") {
                 let inner =
-                    py.detach(|| RsStore::open_url(&text)).map_err(|e| store_error(py, e))?;
-                return Ok(Store { inner: Arc::new(inner), url: Some(text) });
+                    py.detach(|| RsStore::open_url(&text)).map_err(|e| open_error(py, e))?;
+                return Ok(Store::opened(inner, Some(text)));
             }
         }
         let path: PathBuf = path.extract()?;
         let inner = py.detach(|| RsStore::open(&path)).map_err(|e| store_error(py, e))?;
-        Ok(Store { inner: Arc::new(inner), url: None })
+        Ok(Store::opened(inner, None))
     }
 
     /// The store's directory.
     #[getter]
     fn path(&self) -> PathBuf {
-        self.inner.dir().to_owned()
+        self.dir.clone()
     }
 
     fn __repr__(&self) -> String {
-        format!("safestash.Store({:?})", self.inner.dir())
+        format!("safestash.Store({:?})", self.dir)
     }
 
     fn __reduce__(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, (Py<PyAny>,))> {
         let cls = py.get_type::<Store>().into_any().unbind();
         let arg = match &self.url {
             Some(url) => url.clone().into_pyobject(py)?.into_any().unbind(),
-            None => self.inner.dir().to_owned().into_pyobject(py)?.into_any().unbind(),
+            None => self.dir.clone().into_pyobject(py)?.into_any().unbind(),
         };
         Ok((cls, (arg,)))
     }
 
     fn __fspath__(&self) -> std::ffi::OsString {
-        self.inner.dir().as_os_str().to_owned()
+        self.dir.as_os_str().to_owned()
+    }
+
+    /// Closes the store: its pooled connections (a PostgreSQL store's) are
+    /// released once nothing opened from it (a guard, a lock, an
+    /// operation) still uses them, and every later call on this object
+    /// raises ``ValueError``. Idempotent. ``with Store(url) as store:``
+    /// closes it at the end of the block.
+    fn close(&self, py: Python<'_>) {
+        let handle = self.handle.write().unwrap_or_else(PoisonError::into_inner).take();
+        py.detach(move || drop(handle));
+    }
+
+    /// Whether :meth:`close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.read().unwrap_or_else(PoisonError::into_inner).is_none()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _ty: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close(py);
+        false
     }
 
     /// The path of ``key``'s stash file (whether or not it exists).
     fn path_of(&self, py: Python<'_>, key: &str) -> PyResult<PathBuf> {
-        Ok(self.inner.path_of(&self::key(py, key)?))
+        Ok(self.inner()?.path_of(&self::key(py, key)?))
     }
 
     /// Saves ``value`` under ``key``, durably: when it returns, the stash
@@ -391,7 +447,7 @@ impl Store {
         let key = self::key(py, key)?;
         let value = Json::from_py(value)?;
         let opts = opts(kind, origin);
-        let store = &self.inner;
+        let store = &self.inner()?;
         let receipt =
             py.detach(|| store.save_with(&key, &value, &opts)).map_err(|e| store_error(py, e))?;
         Ok(Receipt::new(&receipt))
@@ -410,7 +466,7 @@ impl Store {
     /// ``InvalidKeyError``, ``StashIOError``.
     fn load(&self, py: Python<'_>, key: &str) -> PyResult<Option<Stashed>> {
         let key = self::key(py, key)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         let loaded = py.detach(|| store.load::<Json>(&key)).map_err(|e| store_error(py, e))?;
         loaded.map(|s| Stashed::new(py, s)).transpose()
     }
@@ -435,7 +491,7 @@ impl Store {
     ) -> PyResult<Option<Checked>> {
         let key = self::key(py, key)?;
         let policy = policy(max_age, origin)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         let checked = py
             .detach(|| store.load_checked::<Json>(&key, &policy))
             .map_err(|e| store_error(py, e))?;
@@ -449,7 +505,7 @@ impl Store {
     /// ``LockedByThisThreadError``, ``StashIOError``.
     fn clear(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
         let key = self::key(py, key)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         py.detach(|| store.clear(&key)).map_err(|e| store_error(py, e))
     }
 
@@ -461,7 +517,7 @@ impl Store {
     fn clear_if(&self, py: Python<'_>, key: &str, digest: &str) -> PyResult<bool> {
         let key = self::key(py, key)?;
         let digest = parse_digest(py, digest)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         py.detach(|| store.clear_if(&key, &digest)).map_err(|e| store_error(py, e))
     }
 
@@ -471,7 +527,7 @@ impl Store {
     /// library's own records are not listed. A missing directory is an
     /// empty list.
     fn list(&self, py: Python<'_>) -> PyResult<Vec<StashInfo>> {
-        let store = &self.inner;
+        let store = &self.inner()?;
         let infos = py.detach(|| store.list()).map_err(|e| store_error(py, e))?;
         Ok(infos
             .into_iter()
@@ -512,7 +568,7 @@ impl Store {
     /// (a ``CorruptError`` instance, say). It raises only when the
     /// directory cannot be listed.
     fn verify(&self, py: Python<'_>) -> PyResult<Vec<StashInfo>> {
-        let store = &self.inner;
+        let store = &self.inner()?;
         let reports = py.detach(|| store.verify()).map_err(|e| store_error(py, e))?;
         Ok(reports
             .into_iter()
@@ -548,14 +604,14 @@ impl Store {
     /// there was no stash.
     fn quarantine(&self, py: Python<'_>, key: &str) -> PyResult<Option<PathBuf>> {
         let key = self::key(py, key)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         py.detach(|| store.quarantine(&key)).map_err(|e| store_error(py, e))
     }
 
     /// Removes temp files left by writers that crashed mid-save (only where
     /// no live writer holds the key's lock): the paths removed.
     fn cleanup(&self, py: Python<'_>) -> PyResult<Vec<PathBuf>> {
-        let store = &self.inner;
+        let store = &self.inner()?;
         py.detach(|| store.cleanup()).map_err(|e| store_error(py, e))
     }
 
@@ -567,14 +623,27 @@ impl Store {
     /// other holders in this and other processes. While it is held, use
     /// its own ``save``/``clear``: the store's would take it again and
     /// raise ``LockedByThisThreadError``. With ``blocking=False`` a lock
-    /// held elsewhere raises ``LockedError`` instead of waiting. The GIL
-    /// is released while waiting.
-    #[pyo3(signature = (key, *, blocking=true))]
-    fn lock(&self, py: Python<'_>, key: &str, blocking: bool) -> PyResult<KeyLock> {
+    /// held elsewhere raises ``LockedError`` instead of waiting; with
+    /// ``timeout=seconds`` (a number or a ``timedelta``) it waits at most
+    /// that long, then raises ``LockedError``, which is also a
+    /// ``TimeoutError``. The GIL is released while waiting.
+    #[pyo3(signature = (key, *, blocking=true, timeout=None))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        blocking: bool,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<KeyLock> {
         let key = self::key(py, key)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
+        let limit = timeout.map(duration).transpose()?;
         let held = py
-            .detach(|| if blocking { store.lock(&key) } else { store.try_lock(&key) })
+            .detach(|| match (blocking, limit) {
+                (false, _) => store.try_lock(&key),
+                (true, None) => store.lock(&key),
+                (true, Some(limit)) => lock_within(store, &key, limit),
+            })
             .map_err(|e| store_error(py, e))?;
         Ok(KeyLock { key: key.to_string(), held: Mutex::new(Some(held)) })
     }
@@ -603,11 +672,11 @@ impl Store {
         let key = self::key(py, key)?;
         let snapshot = Json::from_py(snapshot)?;
         let opts = opts(kind, origin);
-        let store = &self.inner;
+        let store = &self.inner()?;
         let receipt = py
             .detach(|| store.begin_with(&key, &snapshot, &opts).map(|g| g.keep()))
             .map_err(|e| store_error(py, e))?;
-        Guard::new(py, &self.inner, &receipt)
+        Guard::new(py, store, &receipt)
     }
 
     /// The retry decision, in one call: what a job that is about to
@@ -645,7 +714,7 @@ impl Store {
         let live = if live.is_none() { None } else { Some(Json::from_py(live)?) };
         let opts = opts(kind, origin);
         let policy = policy(max_age, expect_origin)?;
-        let store = &self.inner;
+        let store = &self.inner()?;
         enum Out {
             Live(RsReceipt, Option<StashMeta>),
             Stash(RsReceipt),
@@ -667,13 +736,13 @@ impl Store {
         Ok(match out {
             Out::Live(receipt, replaced) => Resumed {
                 decision: "live",
-                guard: Some(Py::new(py, Guard::new(py, &self.inner, &receipt)?)?),
+                guard: Some(Py::new(py, Guard::new(py, store, &receipt)?)?),
                 replaced: replaced.map(|m| Py::new(py, Stashed::meta_only(py, &m))).transpose()?,
                 ..none
             },
             Out::Stash(receipt) => Resumed {
                 decision: "stash",
-                guard: Some(Py::new(py, Guard::new(py, &self.inner, &receipt)?)?),
+                guard: Some(Py::new(py, Guard::new(py, store, &receipt)?)?),
                 ..none
             },
             Out::Refused(checked) => Resumed {
@@ -702,7 +771,28 @@ impl Store {
                 created_at: s.created_at,
             },
         };
-        Guard::from_parts(py, &self.inner, receipt)
+        Guard::from_parts(py, &self.inner()?, receipt)
+    }
+}
+
+/// `key`'s lock, waiting at most `limit` for it (polling, with a backoff
+/// up to 50 ms), then [`safestash::Error::Locked`].
+fn lock_within(
+    store: &RsStore,
+    key: &StashKey,
+    limit: std::time::Duration,
+) -> safestash::Result<RsKeyLock> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match store.try_lock(key) {
+            Err(safestash::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -876,7 +966,7 @@ impl GuardState {
 /// (:meth:`Store.resume`).
 #[pyclass(frozen, module = "safestash")]
 pub struct Guard {
-    store: Arc<RsStore>,
+    store: RsStore,
     stash_key: StashKey,
     digest: Digest,
     #[pyo3(get)]
@@ -885,7 +975,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn new(py: Python<'_>, store: &Arc<RsStore>, r: &RsReceipt) -> PyResult<Guard> {
+    fn new(py: Python<'_>, store: &RsStore, r: &RsReceipt) -> PyResult<Guard> {
         Guard::from_parts(
             py,
             store,
@@ -893,9 +983,9 @@ impl Guard {
         )
     }
 
-    fn from_parts(py: Python<'_>, store: &Arc<RsStore>, r: GuardReceipt) -> PyResult<Guard> {
+    fn from_parts(py: Python<'_>, store: &RsStore, r: GuardReceipt) -> PyResult<Guard> {
         Ok(Guard {
-            store: Arc::clone(store),
+            store: store.clone(),
             stash_key: r.key,
             digest: r.digest,
             receipt: Py::new(py, r.receipt)?,
@@ -1115,7 +1205,7 @@ pub fn _bench_rust(
 ) -> PyResult<(Vec<u64>, Vec<u64>)> {
     let key = self::key(py, key)?;
     let value = Json::from_py(value)?;
-    let store = &store.inner;
+    let store = &store.inner()?;
     py.detach(|| {
         let mut saves = Vec::with_capacity(n);
         let mut loads = Vec::with_capacity(n);

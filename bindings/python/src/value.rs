@@ -10,7 +10,10 @@ use std::fmt;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PySequence, PyString,
+    PyTuple,
+};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -126,7 +129,22 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, path: &mut String) -> PyResult<
         }
         return Ok(Json::Object(members));
     }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+    // Any other mapping (`collections.abc.Mapping`): its items, in order.
+    if let Ok(mapping) = obj.cast::<PyMapping>() {
+        let items = mapping.items()?;
+        let dict = PyDict::new(obj.py());
+        for item in items.iter() {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+            dict.set_item(k, v)?;
+        }
+        return from_py(dict.as_any(), depth, path);
+    }
+    let sequence = obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || (obj.cast::<PySequence>().is_ok()
+            && !obj.is_instance_of::<PyBytes>()
+            && !obj.is_instance_of::<PyByteArray>());
+    if sequence {
         let mut items = Vec::new();
         for (i, item) in obj.try_iter()?.enumerate() {
             let len = path.len();
@@ -137,7 +155,8 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, path: &mut String) -> PyResult<
         return Ok(Json::List(items));
     }
     Err(PyTypeError::new_err(format!(
-        "{path}: {} is not JSON-compatible (use None, bool, int, float, str, list, tuple or dict)",
+        "{path}: {} is not JSON-compatible (use None, bool, int, float, str, a sequence such as \
+         list or tuple, or a mapping such as dict)",
         obj.get_type().name()?
     )))
 }

@@ -36,6 +36,7 @@ from ._safestash import (
     Store,
     TypeMap,
     __version__,
+    key_from_any,
 )
 from .errors import (
     ConflictError,
@@ -100,6 +101,7 @@ __all__ = [
     "UnsupportedVersionError",
     "__version__",
     "errors",
+    "key_from_any",
     "journal",
     "reconcile",
 ]

@@ -40,9 +40,10 @@ class NotAFileError(StashError):
     """
 
 
-class LockedError(StashError):
+class LockedError(StashError, TimeoutError):
     """Another writer holds the key's lock (``store.lock(key,
-    blocking=False)``).
+    blocking=False)``, or ``timeout=`` ran out), or a forked child used a
+    lock it inherited from its parent. Also a ``TimeoutError``.
 
     Attributes: ``key``, ``path`` (the lock file).
     """
