@@ -34,12 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => "memory:///bench".to_owned(),
         };
-    let rows = backend_rows::objstore::rows(&url, rounds)?;
+    let (rows, proxied) = backend_rows::objstore::rows(&url, rounds)?;
     println!(
         "object store `{}`, {rounds} interleaved rounds, medians:\n",
         url.split('?').next().unwrap_or(&url)
     );
-    print!("{}", backend_rows::table(&rows));
+    print!("{}", backend_rows::table(&rows, proxied));
     Ok(())
 }
 

@@ -36,9 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
     };
-    let rows = backend_rows::postgres::rows(&url, rounds)?;
+    let (rows, proxied) = backend_rows::postgres::rows(&url, rounds)?;
     println!("PostgreSQL, {rounds} interleaved rounds, medians:\n");
-    print!("{}", backend_rows::table(&rows));
+    print!("{}", backend_rows::table(&rows, proxied));
     Ok(())
 }
 

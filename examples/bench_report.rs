@@ -24,9 +24,12 @@
 //! example is missing; `--no-instr` skips them), the backend rows, and the
 //! targets table.
 //!
-//! The backend rows (save and load of 1 KiB and 1 MiB on PostgreSQL and on
-//! object storage, against the same calls written by hand; see
-//! `examples/backend_rows/`) need the backend's feature and its URL:
+//! The backend rows (save, load, save-if-absent, clear and a batch of 100 on
+//! PostgreSQL and on object storage, against the same calls written by
+//! hand; see `examples/backend_rows/`) run through a TCP proxy the bench
+//! starts on 127.0.0.1, which delays every burst by `BENCH_RTT_MS`
+//! (default 1 ms) each way and counts round trips and bytes per call. They
+//! need the backend's feature and its URL:
 //!
 //! ```text
 //! SAFESTASH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/db \
@@ -507,6 +510,13 @@ fn main() {
 /// is missing.
 #[cfg_attr(not(any(feature = "postgres", feature = "object-store")), allow(unused_variables))]
 fn backends(rounds: usize) {
+    #[cfg(any(feature = "postgres", feature = "object-store"))]
+    println!(
+        "\nBoth sides of every backend row go through the bench's TCP proxy, which delays \
+         each burst by {:.2?} each way (`BENCH_RTT_MS`) and counts request/response \
+         exchanges (round trips) and bytes per call.",
+        backend_rows::proxy::delay_from_env()
+    );
     println!("\n## PostgreSQL: save and load against the same statements by hand\n");
     #[cfg(feature = "postgres")]
     match std::env::var("SAFESTASH_POSTGRES_URL")
@@ -515,7 +525,7 @@ fn backends(rounds: usize) {
         Ok(url) => {
             eprintln!("running the PostgreSQL rows x {rounds} rounds…");
             match backend_rows::postgres::rows(&url, rounds) {
-                Ok(rows) => print!("{}", backend_rows::table(&rows)),
+                Ok((rows, proxied)) => print!("{}", backend_rows::table(&rows, proxied)),
                 Err(e) => println!("(failed: {e})"),
             }
         }
@@ -533,9 +543,9 @@ fn backends(rounds: usize) {
         Ok(url) => {
             eprintln!("running the object store rows x {rounds} rounds…");
             match backend_rows::objstore::rows(&url, rounds) {
-                Ok(rows) => {
+                Ok((rows, proxied)) => {
                     println!("`{}`:\n", url.split('?').next().unwrap_or(&url));
-                    print!("{}", backend_rows::table(&rows));
+                    print!("{}", backend_rows::table(&rows, proxied));
                 }
                 Err(e) => println!("(failed: {e})"),
             }

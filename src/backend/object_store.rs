@@ -54,19 +54,39 @@
 //!
 //! # Conditions: one conditional PUT
 //!
-//! Every change reads the key's current object first (a ranged GET of its
-//! first 4 KiB, which is all of a reference, a tombstone or a small stash;
-//! for a larger stash a second ranged GET of its 112-byte trailer, which
-//! holds the digest the store recorded, on the same ETag) and then writes with
-//! a condition on what it read: `PutMode::Create` (`If-None-Match: *`) when
-//! nothing was there, `PutMode::Update` (`If-Match: ETAG`) otherwise. So
-//! `Condition::Unchanged(d)` replaces only the object whose digest was `d`
-//! and is still the one read; `Condition::Absent` creates only where there
-//! is nothing or a tombstone; a change that loses a race is refused (or, for
-//! `Condition::Any`, read again and retried). There is no window: the
-//! service checks the condition atomically with the write. The service must
-//! honour `If-Match` and `If-None-Match` on PUT (AWS S3 does since 2024, as
-//! do GCS and Azure through `object_store`, and moto).
+//! Every change is a PUT conditional on what is at the key:
+//! `PutMode::Create` (`If-None-Match: *`) where nothing is, `PutMode::Update`
+//! (`If-Match: ETAG`) on the object there. The service checks the condition
+//! atomically with the write, so there is no window: `Condition::Unchanged(d)`
+//! replaces only the object whose digest was `d` and is still there;
+//! `Condition::Absent` creates only where there is nothing or a tombstone;
+//! a change that loses a race is refused (or, for `Condition::Any`, read
+//! again and retried); and a PUT that lands late (a reply lost, a request
+//! still in flight) is refused once anything else was written there, so it
+//! never replaces a newer acknowledged save. The service must honour
+//! `If-Match` and `If-None-Match` on PUT (AWS S3 does since 2024, as do GCS
+//! and Azure through `object_store`, and moto).
+//!
+//! What the condition names comes, where it can, from what this process
+//! last read or wrote at the key (its ETag, and whether that was a stash
+//! with a given digest or a tombstone), so a change needs no read first:
+//!
+//! - a plain save is one PUT: on the ETag this process last saw there, or
+//!   a create when it knows nothing of the key;
+//! - a create-if-absent is one PUT: a create, or an update of the tombstone
+//!   this process last saw there;
+//! - a conditional save or clear is one PUT when the stash this process
+//!   last saw there has the expected digest; a clear is one PUT over a
+//!   stash it last saw.
+//!
+//! Otherwise, and whenever the service refuses such a PUT (the key changed
+//! since), the key is read (a ranged GET of its first 4 KiB, which is all
+//! of a reference, a tombstone or a small stash; for a larger stash a
+//! second ranged GET of its 112-byte trailer, on the same ETag) and the
+//! decision is made on what is there now. No refusal and no "nothing to
+//! clear" is ever decided on a remembered state, only on a read. The locked
+//! key of a held lock is always read first (see *Locks*). A small load is
+//! one GET; a multipart stash's, two (the reference, then the data).
 //!
 //! # Clear: a conditional tombstone
 //!
@@ -191,6 +211,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Cursor, Read, Write};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -342,7 +363,18 @@ struct Shared {
     lease: Duration,
     lock_timeout: Duration,
     threshold: usize,
+    /// What this process last read or wrote at each key (by full path), at
+    /// most [`KNOWN_MAX`] of them: a guess that lets a write go out
+    /// without reading the key first. A guess is only ever the condition
+    /// of a conditional PUT (`If-Match` on its ETag, `If-None-Match: *`
+    /// when nothing is known), so a stale one is refused by the service,
+    /// and the key is then read; no decision (a refusal, "nothing to
+    /// clear") is ever made on a guess.
+    known: Mutex<HashMap<String, Current>>,
 }
+
+/// How many keys' states [`Shared::known`] keeps; past it, it starts over.
+const KNOWN_MAX: usize = 4096;
 
 /// One namespace (a prefix) of an object store. See the [module docs](self).
 pub struct ObjectStoreBackend {
@@ -366,7 +398,9 @@ fn url_error(url: &str, rule: &'static str) -> Error {
     Error::InvalidOption { field: "url", value: url.to_owned(), rule }
 }
 
-/// What is at a key now.
+/// What is at a key now (or, in [`Shared::known`], what was there when
+/// this process last read or wrote it).
+#[derive(Clone)]
 enum Current {
     Absent,
     /// A tombstone, and its bytes.
@@ -380,6 +414,17 @@ enum Current {
 }
 
 impl Current {
+    /// What `mine` leaves at a key, landed as `version`.
+    fn landed(mine: &Mine<'_>, version: UpdateVersion) -> Current {
+        match mine {
+            Mine::Envelope(d) => Current::Stash { version, digest: Some(*d), data: None },
+            Mine::Reference(data, digest) => {
+                Current::Stash { version, digest: *digest, data: Some((*data).to_owned()) }
+            }
+            Mine::Tombstone(m) => Current::Tombstone(version, Bytes::copy_from_slice(m)),
+        }
+    }
+
     fn version(&self) -> Option<&UpdateVersion> {
         match self {
             Current::Absent => None,
@@ -399,7 +444,7 @@ impl Current {
     fn is(&self, mine: &Mine<'_>) -> bool {
         match (self, mine) {
             (Current::Tombstone(_, bytes), Mine::Tombstone(m)) => bytes.as_ref() == *m,
-            (Current::Stash { data: Some(d), .. }, Mine::Reference(m)) => d == m,
+            (Current::Stash { data: Some(d), .. }, Mine::Reference(m, _)) => d == m,
             (Current::Stash { data: None, digest, .. }, Mine::Envelope(m)) => *digest == Some(*m),
             _ => false,
         }
@@ -410,8 +455,9 @@ impl Current {
 enum Mine<'a> {
     /// An envelope with this digest.
     Envelope(Digest),
-    /// A reference naming this data object.
-    Reference(&'a str),
+    /// A reference naming this data object (and the envelope's digest,
+    /// from its trailer).
+    Reference(&'a str, Option<Digest>),
     /// This tombstone.
     Tombstone(&'a [u8]),
 }
@@ -668,6 +714,7 @@ impl ObjectStoreBackend {
             lease: opts.lease,
             lock_timeout: opts.lock_timeout,
             threshold: opts.multipart_threshold.max(1),
+            known: Mutex::new(HashMap::new()),
         });
         Ok(ObjectStoreBackend::at(shared, prefix_path, None))
     }
@@ -738,10 +785,68 @@ impl ObjectStoreBackend {
         self.shared.rt.block_on(f)
     }
 
+    /// What this process last saw at `name`, if anything.
+    fn known(&self, name: &str) -> Option<Current> {
+        let known = self.shared.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(self.path(name).as_ref()).cloned()
+    }
+
+    /// Keeps `state` as what is at `name` now (`None`: nothing known).
+    fn remember(&self, name: &str, state: Option<Current>) {
+        let mut known = self.shared.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.path(name).to_string();
+        match state {
+            Some(Current::Absent) | None => {
+                known.remove(&path);
+            }
+            Some(state) => {
+                if known.len() >= KNOWN_MAX && !known.contains_key(&path) {
+                    known.clear();
+                }
+                known.insert(path, state);
+            }
+        }
+    }
+
+    /// What a write to `name` under `cond` may assume is there without
+    /// reading it: the state this process last saw, when the write's
+    /// condition holds on it, or nothing (a create: `If-None-Match: *`)
+    /// for a save to a key it knows nothing of. `None`: read first.
+    ///
+    /// The write is conditional on the guess, so a wrong guess costs a
+    /// refused PUT and a read, never a guarantee.
+    fn guess(&self, name: &str, cond: Condition, tombstone: bool) -> Option<Current> {
+        if self.fenced_version(name).is_some() {
+            // The locked key: the holder's own view decides (see `write`).
+            return None;
+        }
+        let known = self.known(name);
+        match (cond, known, tombstone) {
+            (Condition::Any | Condition::Absent, None, false) => Some(Current::Absent),
+            (Condition::Any, Some(c), false) => Some(c),
+            (Condition::Absent, Some(c @ Current::Tombstone(..)), false) => Some(c),
+            (Condition::Any, Some(c @ Current::Stash { .. }), true) => Some(c),
+            (Condition::Unchanged(d), Some(c @ Current::Stash { .. }), _)
+                if c.digest() == Some(d) =>
+            {
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
+    /// The state of `name` now, read (see [`read_current`](Self::read_current)),
+    /// and remembered.
+    async fn current(&self, name: &str, op: &'static str) -> Result<Current> {
+        let state = self.read_current(name, op).await?;
+        self.remember(name, Some(state.clone()));
+        Ok(state)
+    }
+
     /// The state of `name` now: one ranged GET of its first 4 KiB, which is
     /// all of a small object (every reference and tombstone is small); for a
     /// large one, a second ranged GET of its trailer, on the same ETag.
-    async fn current(&self, name: &str, op: &'static str) -> Result<Current> {
+    async fn read_current(&self, name: &str, op: &'static str) -> Result<Current> {
         let path = self.path(name);
         for _ in 0..RETRIES {
             // The first 4 KiB: all of a small object, and the size of any.
@@ -824,8 +929,11 @@ impl ObjectStoreBackend {
     }
 
     /// Writes `payload` at `name` if `cond` holds, by a conditional PUT on
-    /// what was read; `mine` is how the writer recognises its own write
-    /// when it reads the key back. A reference's `deadline`: it is not
+    /// what is there: on what this process last saw there when that is
+    /// enough for `cond` (see [`guess`](Self::guess)): one request; else,
+    /// or once the service refused the guess, on what a read finds. `mine`
+    /// is how the writer recognises its own write when it reads the key
+    /// back. A reference's `deadline`: it is not
     /// written (again) after it (see [`Options::gc_grace`]).
     ///
     /// Nothing is deleted here after an ambiguous answer: the data object
@@ -844,7 +952,8 @@ impl ObjectStoreBackend {
         let mut sent = false;
         let out =
             self.block_on(self.write_async(op, name, payload, cond, &mine, deadline, &mut sent));
-        if let (Ok(Outcome::Refused { .. }), false, Mine::Reference(data)) = (&out, sent, &mine) {
+        if let (Ok(Outcome::Refused { .. }), false, Mine::Reference(data, _)) = (&out, sent, &mine)
+        {
             // A failure here only leaves an orphan behind, for cleanup.
             let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
         }
@@ -863,14 +972,23 @@ impl ObjectStoreBackend {
         sent: &mut bool,
     ) -> Result<Outcome> {
         let tombstone = matches!(mine, Mine::Tombstone(_));
+        let mut guess = self.guess(name, cond, tombstone);
         for _ in 0..RETRIES {
-            let current = self.current(name, op).await?;
-            // A PUT of ours whose answer was a conflict may have been our
-            // own write, met by object_store's retry: then it is done.
-            if *sent && current.is(mine) {
-                self.record_version(name, current.version().cloned());
-                return Ok(Outcome::Done);
-            }
+            let guessed = guess.is_some();
+            let current = match guess.take() {
+                Some(guessed) => guessed,
+                None => {
+                    let current = self.current(name, op).await?;
+                    // A PUT of ours whose answer was a conflict may have
+                    // been our own write, met by object_store's retry: then
+                    // it is done.
+                    if *sent && current.is(mine) {
+                        self.record_version(name, current.version().cloned());
+                        return Ok(Outcome::Done);
+                    }
+                    current
+                }
+            };
             self.check_fence(op, name)?;
             if let Some(seen) = self.fenced_version(name) {
                 if seen.as_ref() != current.version() {
@@ -889,7 +1007,12 @@ impl ObjectStoreBackend {
                 Condition::Absent => stash,
                 Condition::Unchanged(d) => current.digest() != Some(d) || !stash,
             };
-            if tombstone && !stash && !matches!(cond, Condition::Unchanged(_)) {
+            let nothing_to_clear = tombstone && !stash;
+            if guessed && (refused || nothing_to_clear) {
+                // Never decided on a guess: read.
+                continue;
+            }
+            if nothing_to_clear && !matches!(cond, Condition::Unchanged(_)) {
                 return Ok(if refused {
                     Outcome::Refused { current: None }
                 } else {
@@ -917,7 +1040,9 @@ impl ObjectStoreBackend {
             *sent = true;
             match self.shared.store.put_opts(&self.path(name), payload.clone(), opts).await {
                 Ok(put) => {
-                    self.record_version(name, Some(UpdateVersion::from(put)));
+                    let version = UpdateVersion::from(put);
+                    self.remember(name, Some(Current::landed(mine, version.clone())));
+                    self.record_version(name, Some(version));
                     return Ok(Outcome::Done);
                 }
                 Err(e) if is_conflict(&e) => {
@@ -971,26 +1096,38 @@ impl ObjectStoreBackend {
         for _ in 0..RETRIES {
             let got = match self.block_on(self.shared.store.get(&self.path(name))) {
                 Ok(got) => got,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.remember(name, None);
+                    return Ok(None);
+                }
                 Err(e) => return Err(self.fail(op, name)(e)),
             };
             let size = got.meta.size;
+            let version = UpdateVersion::from_meta(&got.meta);
+            // What is there, for the next write's guess (see `guess`).
+            let seen =
+                |digest, data| Some(Current::Stash { version: version.clone(), digest, data });
             if size == 0 {
                 // Damage: the store finds no envelope in it.
+                self.remember(name, seen(None, None));
                 return Ok(Some(Fetched { len: 0, reader: Box::new(io::empty()) }));
             }
             if size > SMALL {
+                self.remember(name, seen(None, None));
                 return Ok(Some(Fetched {
                     len: size,
                     reader: Box::new(self.reader(got.into_stream())),
                 }));
             }
-            let version = UpdateVersion::from_meta(&got.meta);
             let bytes = self.block_on(got.bytes()).map_err(self.fail(op, name))?;
             if is_tombstone(&bytes) {
+                self.remember(name, Some(Current::Tombstone(version, bytes)));
                 return Ok(None);
             }
-            let Some(reference) = parse_reference(&bytes) else {
+            let reference = parse_reference(&bytes);
+            let data = reference.as_ref().map(|r| r.data.clone());
+            self.remember(name, seen(trailer_digest(&bytes), data));
+            let Some(reference) = reference else {
                 return Ok(Some(Fetched {
                     len: bytes.len() as u64,
                     reader: Box::new(Cursor::new(bytes)),
@@ -1385,11 +1522,13 @@ impl Backend for ObjectStoreBackend {
             return Err(e);
         }
         let reference = make_reference(&data, sink.written, &sink.tail);
+        let digest = recorded_digest(&sink.tail);
         // Written within half of the grace period after the upload began,
         // so cleanup never takes a data object a reference is about to name.
         let deadline = sink.started.map(|t| t + self.shared.gc_grace / 2);
         let payload = PutPayload::from(reference);
-        self.write("save", key.as_str(), payload, cond, Mine::Reference(&data), deadline)
+        let mine = Mine::Reference(&data, digest);
+        self.write("save", key.as_str(), payload, cond, mine, deadline)
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
@@ -1526,7 +1665,9 @@ impl Backend for ObjectStoreBackend {
         let opts = PutOptions { mode: PutMode::Update(version.clone()), ..Default::default() };
         let e = match self.block_on(store.put_opts(&path, PutPayload::from(mark.clone()), opts)) {
             Ok(put) => {
-                self.record_version(name, Some(UpdateVersion::from(put)));
+                let version = UpdateVersion::from(put);
+                self.remember(name, Some(Current::Tombstone(version.clone(), mark)));
+                self.record_version(name, Some(version));
                 return Ok(true);
             }
             Err(e) => e,
