@@ -52,7 +52,7 @@
 //!    each missing directory with mode 0700, each followed by `fsync` of its
 //!    parent;
 //! 2. `lstat(DIR/KEY)`: a symlink, directory or special file there is refused;
-//! 3. on the first save of each `Store` value only: `fsync` every ancestor of
+//! 3. on the first save of each store (its clones share it) only: `fsync` every ancestor of
 //!    `DIR`, so the directory is durably reachable even if whoever created it
 //!    (another process, an earlier failed save) crashed before syncing it;
 //! 4. `open(DIR/.KEY.XXXXXXXX.tmp, O_CREAT|O_EXCL|O_CLOEXEC, 0600)` with a
@@ -60,7 +60,10 @@
 //! 5. `write` the envelope (header, payload streamed from the serializer in
 //!    64 KiB writes, trailer with length and SHA-256), then `fsync`, `close`;
 //! 6. `rename(.KEY.XXXXXXXX.tmp, KEY)`, atomically replacing any old stash;
-//! 7. `fsync(DIR)`, making the rename durable, and only then returning `Ok`.
+//! 7. `fsync(DIR)`, making the rename durable, and only then returning `Ok`;
+//! 8. `flock(LOCK_UN)` and `close` of the lock file: unlocked, not only
+//!    closed, so a forked child's copy of the descriptor keeps nothing held
+//!    ([`fork`]).
 //!
 //! If any step before the rename fails, the temp file is removed and the old
 //! stash is untouched. [`Store::load`] opens `DIR/KEY` with `O_NOFOLLOW`,
@@ -81,7 +84,12 @@
 //!   opened without following symlinks; a header naming another key is
 //!   rejected.
 //! - **Coordinated**: saves and clears of one key are serialized across
-//!   processes by advisory locks ([`KeyLock`]).
+//!   processes by advisory locks ([`KeyLock`]); a lock holder that lost
+//!   its lock on a shared store (a lease that ran out, a session that
+//!   died) cannot overwrite a newer holder's update.
+//! - **Fork-safe**: a forked child that calls
+//!   [`fork::after_fork_in_child`] never waits on, releases or uses what
+//!   its parent holds.
 //!
 //! # Format
 //!

@@ -233,10 +233,12 @@ use crate::digest::Digest;
 use crate::envelope::{TRAILER_LEN, recorded_digest};
 use crate::error::{Corruption, Error, Result};
 use crate::key::StashKey;
-use timeout::Timed;
+use live::{Live, Remake, Runtime};
 
 #[path = "object_store_gc.rs"]
 mod gc;
+#[path = "object_store_live.rs"]
+mod live;
 #[path = "object_store_timeout.rs"]
 mod timeout;
 
@@ -336,28 +338,15 @@ impl Default for Options {
     }
 }
 
-enum Runtime {
-    Owned(tokio::runtime::Runtime),
-    Handed(tokio::runtime::Handle),
-}
-
-impl Runtime {
-    fn block_on<F: Future>(&self, f: F) -> F::Output {
-        match self {
-            Runtime::Owned(rt) => rt.block_on(f),
-            Runtime::Handed(h) => h.block_on(f),
-        }
-    }
-}
-
 /// What a backend and its children share.
 struct Shared {
-    /// The caller's store, every call bounded by the timeout.
-    store: Arc<dyn ObjectStore>,
-    /// The caller's store as handed in.
-    raw: Arc<dyn ObjectStore>,
+    /// This process's client and runtime (see [`live`]).
+    live: std::sync::RwLock<Arc<Live>>,
+    /// How a forked child makes its own.
+    remake: Remake,
+    /// The bound on each call (see [`Options::timeout`]).
+    timeout: Duration,
     gc_grace: Duration,
-    rt: Runtime,
     /// `s3://bucket`, no trailing slash.
     base: String,
     lease: Duration,
@@ -371,6 +360,45 @@ struct Shared {
     /// and the key is then read; no decision (a refusal, "nothing to
     /// clear") is ever made on a guess.
     known: Mutex<HashMap<String, Current>>,
+}
+
+impl Shared {
+    /// This process's client and runtime: made anew, once, in a forked
+    /// child ([`crate::fork`]), the parent's abandoned untouched.
+    fn live(&self) -> Arc<Live> {
+        let now = crate::fork::generation();
+        {
+            let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
+            if live.generation() == now {
+                return live.clone();
+            }
+        }
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        if live.generation() != now {
+            match Live::remade(&live, &self.remake, self.timeout) {
+                Ok(fresh) => *live = Arc::new(fresh),
+                // The client cannot be configured again (the environment
+                // changed?): every call of this process says why.
+                Err(e) => {
+                    tracing::warn!(error = %e, "object store client not remade after a fork");
+                    let never = Live::remade(&live, &Remake::Never, self.timeout);
+                    if let Ok(fresh) = never {
+                        *live = Arc::new(fresh);
+                    }
+                }
+            }
+        }
+        live.clone()
+    }
+
+    /// This process's client, every call bounded by the timeout.
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.live().store().clone()
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.live().block_on(f)
+    }
 }
 
 /// How many keys' states [`Shared::known`] keeps; past it, it starts over.
@@ -596,52 +624,61 @@ impl ObjectStoreBackend {
             ));
         }
         let bucket_url = format!("{scheme}://{bucket}");
-        let built = |e: object_store::Error| Error::Backend {
-            op: "configure",
-            target: base_url.to_owned(),
-            source: e.into(),
+        if !matches!(scheme, "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "memory") {
+            return Err(url_error(
+                url,
+                "supported object store schemes: s3://, gs://, az://, memory://",
+            ));
+        }
+        // The client, from the environment and the URL: again in a forked
+        // child, whose parent's client it must not use.
+        let in_memory = scheme == "memory";
+        let (scheme, target, bucket) = (scheme.to_owned(), base_url.to_owned(), bucket_url.clone());
+        let configure = move || -> Result<Arc<dyn ObjectStore>> {
+            let built = |e: object_store::Error| Error::Backend {
+                op: "configure",
+                target: target.clone(),
+                source: e.into(),
+            };
+            Ok(match scheme.as_str() {
+                "s3" | "s3a" => Arc::new(
+                    stream_timeouts(
+                        "AWS",
+                        object_store::aws::AmazonS3Builder::from_env(),
+                        |b, k, v| b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v),
+                    )
+                    .with_url(bucket.clone())
+                    .build()
+                    .map_err(built)?,
+                ),
+                "gs" => Arc::new(
+                    stream_timeouts(
+                        "GOOGLE",
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                        |b, k, v| b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v),
+                    )
+                    .with_url(bucket.clone())
+                    .build()
+                    .map_err(built)?,
+                ),
+                "az" | "abfs" | "abfss" => Arc::new(
+                    stream_timeouts(
+                        "AZURE",
+                        object_store::azure::MicrosoftAzureBuilder::from_env(),
+                        |b, k, v| b.with_config(object_store::azure::AzureConfigKey::Client(k), v),
+                    )
+                    .with_url(bucket.clone())
+                    .build()
+                    .map_err(built)?,
+                ),
+                _ => Arc::new(object_store::memory::InMemory::new()),
+            })
         };
-        let store: Arc<dyn ObjectStore> = match scheme {
-            "s3" | "s3a" => Arc::new(
-                stream_timeouts(
-                    "AWS",
-                    object_store::aws::AmazonS3Builder::from_env(),
-                    |b, k, v| b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v),
-                )
-                .with_url(bucket_url.clone())
-                .build()
-                .map_err(built)?,
-            ),
-            "gs" => Arc::new(
-                stream_timeouts(
-                    "GOOGLE",
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                    |b, k, v| b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v),
-                )
-                .with_url(bucket_url.clone())
-                .build()
-                .map_err(built)?,
-            ),
-            "az" | "abfs" | "abfss" => Arc::new(
-                stream_timeouts(
-                    "AZURE",
-                    object_store::azure::MicrosoftAzureBuilder::from_env(),
-                    |b, k, v| b.with_config(object_store::azure::AzureConfigKey::Client(k), v),
-                )
-                .with_url(bucket_url.clone())
-                .build()
-                .map_err(built)?,
-            ),
-            "memory" => Arc::new(object_store::memory::InMemory::new()),
-            _ => {
-                return Err(url_error(
-                    url,
-                    "supported object store schemes: s3://, gs://, az://, memory://",
-                ));
-            }
-        };
+        let store = configure()?;
+        // An in-memory store does no I/O: a child keeps its copy.
+        let remake = if in_memory { Remake::Same } else { Remake::Build(Box::new(configure)) };
         opts.location = Some(bucket_url);
-        ObjectStoreBackend::new(store, prefix, opts)
+        ObjectStoreBackend::build(store, prefix, opts, remake)
     }
 
     /// A backend over `store`, in the namespace `prefix` (`""` for the
@@ -667,6 +704,16 @@ impl ObjectStoreBackend {
         prefix: &str,
         opts: Options,
     ) -> Result<ObjectStoreBackend> {
+        ObjectStoreBackend::build(store, prefix, opts, Remake::Never)
+    }
+
+    /// [`new`](Self::new), with how a forked child makes its own client.
+    fn build(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        opts: Options,
+        remake: Remake,
+    ) -> Result<ObjectStoreBackend> {
         let prefix_path =
             Path::parse(prefix.trim_matches('/')).map_err(|_| Error::InvalidOption {
                 field: "prefix",
@@ -682,18 +729,7 @@ impl ObjectStoreBackend {
         }
         let rt = match opts.runtime {
             Some(h) => Runtime::Handed(h),
-            None => Runtime::Owned(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("safestash-object-store")
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::Backend {
-                        op: "start the runtime for",
-                        target: store.to_string(),
-                        source: e.into(),
-                    })?,
-            ),
+            None => Runtime::owned(&store.to_string())?,
         };
         if opts.timeout.is_zero() {
             return Err(Error::InvalidOption {
@@ -703,13 +739,11 @@ impl ObjectStoreBackend {
             });
         }
         let base = opts.location.unwrap_or_else(|| store.to_string());
-        let timed: Arc<dyn ObjectStore> =
-            Arc::new(Timed { inner: store.clone(), limit: opts.timeout });
         let shared = Arc::new(Shared {
-            store: timed,
-            raw: store,
+            live: std::sync::RwLock::new(Arc::new(Live::new(store, rt, opts.timeout))),
+            remake,
+            timeout: opts.timeout,
             gc_grace: opts.gc_grace,
-            rt,
             base,
             lease: opts.lease,
             lock_timeout: opts.lock_timeout,
@@ -737,8 +771,8 @@ impl ObjectStoreBackend {
     /// println!("{}", backend.object_store());
     /// # Ok::<(), safestash::Error>(())
     /// ```
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.shared.raw
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.shared.live().raw().clone()
     }
 
     /// The namespace's prefix in the store.
@@ -782,7 +816,7 @@ impl ObjectStoreBackend {
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.shared.rt.block_on(f)
+        self.shared.block_on(f)
     }
 
     /// What this process last saw at `name`, if anything.
@@ -852,11 +886,11 @@ impl ObjectStoreBackend {
             // The first 4 KiB: all of a small object, and the size of any.
             let head =
                 GetOptions { range: Some(GetRange::Bounded(0..SMALL)), ..Default::default() };
-            let got = match self.shared.store.get_opts(&path, head).await {
+            let got = match self.shared.store().get_opts(&path, head).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
                 // An empty object has no byte range to give (416): read it whole.
-                Err(_) => match self.shared.store.get(&path).await {
+                Err(_) => match self.shared.store().get(&path).await {
                     Ok(got) => got,
                     Err(object_store::Error::NotFound { .. }) => return Ok(Current::Absent),
                     Err(e) => return Err(self.fail(op, name)(e)),
@@ -884,7 +918,7 @@ impl ObjectStoreBackend {
                 version: version.version.clone(),
                 ..Default::default()
             };
-            let tail = match self.shared.store.get_opts(&path, opts).await {
+            let tail = match self.shared.store().get_opts(&path, opts).await {
                 Ok(got) => got.bytes().await.map_err(self.fail(op, name))?,
                 // Replaced or removed in between: read again.
                 Err(
@@ -955,7 +989,7 @@ impl ObjectStoreBackend {
         if let (Ok(Outcome::Refused { .. }), false, Mine::Reference(data, _)) = (&out, sent, &mine)
         {
             // A failure here only leaves an orphan behind, for cleanup.
-            let _ = self.block_on(self.shared.store.delete(&self.data_path(data)));
+            let _ = self.block_on(self.shared.store().delete(&self.data_path(data)));
         }
         out
     }
@@ -1038,7 +1072,7 @@ impl ObjectStoreBackend {
             };
             let opts = PutOptions { mode, ..Default::default() };
             *sent = true;
-            match self.shared.store.put_opts(&self.path(name), payload.clone(), opts).await {
+            match self.shared.store().put_opts(&self.path(name), payload.clone(), opts).await {
                 Ok(put) => {
                     let version = UpdateVersion::from(put);
                     self.remember(name, Some(Current::landed(mine, version.clone())));
@@ -1094,7 +1128,7 @@ impl ObjectStoreBackend {
         // A reference replaced (and its data deleted) between reading it and
         // reading its data is read again.
         for _ in 0..RETRIES {
-            let got = match self.block_on(self.shared.store.get(&self.path(name))) {
+            let got = match self.block_on(self.shared.store().get(&self.path(name))) {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => {
                     self.remember(name, None);
@@ -1133,7 +1167,7 @@ impl ObjectStoreBackend {
                     reader: Box::new(Cursor::new(bytes)),
                 }));
             };
-            match self.block_on(self.shared.store.get(&self.data_path(&reference.data))) {
+            match self.block_on(self.shared.store().get(&self.data_path(&reference.data))) {
                 Ok(data) => {
                     return Ok(Some(Fetched {
                         len: data.meta.size,
@@ -1149,7 +1183,7 @@ impl ObjectStoreBackend {
                         head: true,
                         ..Default::default()
                     };
-                    match self.block_on(self.shared.store.get_opts(&self.path(name), same)) {
+                    match self.block_on(self.shared.store().get_opts(&self.path(name), same)) {
                         Ok(_) => {
                             return Err(Error::Corrupt {
                                 path: self.target(Some(name)).into(),
@@ -1200,7 +1234,7 @@ impl ObjectStoreBackend {
         mut e_tag: Option<String>,
         head_len: usize,
     ) -> Result<Option<Listed>> {
-        let store = &self.shared.store;
+        let store = &self.shared.store();
         let path = self.path(&name);
         let want = head_len as u64;
         // Read as listed; when the key was replaced since the listing (the
@@ -1264,7 +1298,7 @@ impl ObjectStoreBackend {
     /// Reads the lease at `key`: its version and content.
     async fn read_lease(&self, key: &StashKey) -> Result<Option<(UpdateVersion, LeaseBody)>> {
         let path = self.lock_path(key);
-        let got = match self.shared.store.get(&path).await {
+        let got = match self.shared.store().get(&path).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.fail("read the lock of", key.as_str())(e)),
@@ -1296,7 +1330,7 @@ impl ObjectStoreBackend {
         let sent = Instant::now();
         let body = LeaseBody::held(holder, self.shared.lease);
         let opts = PutOptions { mode, ..Default::default() };
-        match self.shared.store.put_opts(&path, body.payload(), opts).await {
+        match self.shared.store().put_opts(&path, body.payload(), opts).await {
             Ok(put) => Ok(Some((UpdateVersion::from(put), sent))),
             Err(e) if is_conflict(&e) => Ok(None),
             Err(e) => Err(self.fail("lock", key.as_str())(e)),
@@ -1367,7 +1401,7 @@ fn stream_timeouts<B>(prefix: &str, builder: B, set: impl Fn(B, ClientConfigKey,
 impl Read for StreamReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.buf.is_empty() {
-            match self.shared.rt.block_on(self.stream.next()) {
+            match self.shared.block_on(self.stream.next()) {
                 Some(Ok(chunk)) => self.buf = chunk,
                 Some(Err(e)) => return Err(io::Error::other(e)),
                 None => return Ok(0),
@@ -1407,7 +1441,7 @@ impl Sink<'_> {
                 let data = format!("{}.{}", self.key, uuid::Uuid::new_v4().simple());
                 let path = backend.data_path(&data);
                 self.started = Some(Instant::now());
-                let started = match backend.block_on(backend.shared.store.put_multipart(&path)) {
+                let started = match backend.block_on(backend.shared.store().put_multipart(&path)) {
                     Ok(started) => started,
                     Err(e) => {
                         self.failed = Some(backend.fail("start the upload of", key)(e));
@@ -1518,7 +1552,7 @@ impl Backend for ObjectStoreBackend {
             // `finish` aborted a failed upload itself; a completed one is
             // removed: no reference naming it was sent, so none can land
             // later (best effort: an orphan is left for cleanup).
-            let _ = self.block_on(self.shared.store.delete(&self.data_path(&data)));
+            let _ = self.block_on(self.shared.store().delete(&self.data_path(&data)));
             return Err(e);
         }
         let reference = make_reference(&data, sink.written, &sink.tail);
@@ -1543,7 +1577,7 @@ impl Backend for ObjectStoreBackend {
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
         let listing = self
-            .block_on(self.shared.store.list_with_delimiter(Some(&self.prefix)))
+            .block_on(self.shared.store().list_with_delimiter(Some(&self.prefix)))
             .map_err(|e| Error::Backend {
                 op: "list",
                 target: self.location.clone(),
@@ -1602,7 +1636,7 @@ impl Backend for ObjectStoreBackend {
     fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool> {
         let name = key.as_str();
         self.check_fence("quarantine", name)?;
-        let store = &self.shared.store;
+        let store = &self.shared.store();
         let current = self.block_on(self.current(name, "quarantine"))?;
         let Current::Stash { version, .. } = current else { return Ok(false) };
         if let Some(seen) = self.fenced_version(name) {
@@ -1713,7 +1747,7 @@ impl Backend for ObjectStoreBackend {
 
     fn children(&self) -> Result<Vec<String>> {
         let listing = self
-            .block_on(self.shared.store.list_with_delimiter(Some(&self.prefix)))
+            .block_on(self.shared.store().list_with_delimiter(Some(&self.prefix)))
             .map_err(|e| Error::Backend {
                 op: "list namespaces of",
                 target: self.location.clone(),
@@ -1737,6 +1771,8 @@ struct Lease {
     holder: String,
     duration: Duration,
     state: Mutex<LeaseState>,
+    /// The fork generation it was taken in.
+    generation: u64,
 }
 
 struct LeaseState {
@@ -1764,6 +1800,7 @@ impl Lease {
             holder,
             duration: backend.shared.lease,
             state: Mutex::new(LeaseState { version, renewed: sent, lost: false, key_version }),
+            generation: crate::fork::generation(),
         }
     }
 
@@ -1773,6 +1810,9 @@ impl Lease {
 
     /// `Err(why)` when changes may no longer be made under this lease.
     fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.generation != crate::fork::generation() {
+            return Err("the lock's lease is held by the parent process this one was forked from");
+        }
         let state = self.state();
         if state.lost {
             return Err("the lock's lease was taken over by another holder");
@@ -1790,6 +1830,9 @@ struct LeaseHeld {
     lease: Arc<Lease>,
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<JoinHandle<()>>,
+    /// The fork generation it was taken in: a forked child neither renews
+    /// nor releases its parent's lease.
+    generation: u64,
 }
 
 impl fmt::Debug for LeaseHeld {
@@ -1820,6 +1863,7 @@ impl LeaseHeld {
             lease,
             stop: Some(stop),
             renewer,
+            generation: crate::fork::generation(),
         }
     }
 }
@@ -1836,7 +1880,7 @@ fn renew(shared: &Shared, lease: &Lease, stopped: &mpsc::Receiver<()>) {
         let version = lease.state().version.clone();
         let body = LeaseBody::held(&lease.holder, lease.duration);
         let opts = PutOptions { mode: PutMode::Update(version), ..Default::default() };
-        match shared.rt.block_on(shared.store.put_opts(&lease.path, body.payload(), opts)) {
+        match shared.block_on(shared.store().put_opts(&lease.path, body.payload(), opts)) {
             Ok(put) => {
                 let mut state = lease.state();
                 state.version = UpdateVersion::from(put);
@@ -1862,6 +1906,14 @@ impl Held for LeaseHeld {
 
 impl Drop for LeaseHeld {
     fn drop(&mut self) {
+        if self.generation != crate::fork::generation() {
+            // The parent's lease, in a forked child: its renewing thread is
+            // not here to join, and releasing it would free the parent's
+            // lock. Left alone.
+            std::mem::forget(self.renewer.take());
+            std::mem::forget(self.stop.take());
+            return;
+        }
         drop(self.stop.take());
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
@@ -1878,6 +1930,6 @@ impl Drop for LeaseHeld {
         let released = LeaseBody { holder: None, expires_ms: 0 };
         let shared = &self.backend.shared;
         let _ =
-            shared.rt.block_on(shared.store.put_opts(&self.lease.path, released.payload(), opts));
+            shared.block_on(shared.store().put_opts(&self.lease.path, released.payload(), opts));
     }
 }

@@ -42,7 +42,7 @@ impl ObjectStoreBackend {
     pub(super) fn collect_garbage(&self) -> Result<Vec<String>> {
         let now = SystemTime::now();
         let grace = self.shared.gc_grace;
-        let store = &self.shared.store;
+        let store = &self.shared.store();
         let fail = |e: object_store::Error| Error::Backend {
             op: "clean up",
             target: self.location.clone(),
@@ -118,7 +118,7 @@ impl ObjectStoreBackend {
             target: format!("{}/{}", self.shared.base, path),
             source: super::service_error(e),
         };
-        let got = match self.shared.store.get(path).await {
+        let got = match self.shared.store().get(path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(fail(e)),

@@ -173,6 +173,14 @@ impl<F: Fs> Store<F> {
     }
 }
 
+/// A damaged stash found by a read: an event, at warning level (the error
+/// goes to the caller too; the event reaches the operator's logs).
+pub(super) fn log_damage(key: &StashKey, e: &Error) {
+    if let Error::Corrupt { path, reason } = e {
+        tracing::warn!(key = %key, path = %path.display(), reason = %reason, "damaged stash found");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::spare;
@@ -207,13 +215,5 @@ mod tests {
         })
         .join()
         .unwrap();
-    }
-}
-
-/// A damaged stash found by a read: an event, at warning level (the error
-/// goes to the caller too; the event reaches the operator's logs).
-pub(super) fn log_damage(key: &StashKey, e: &Error) {
-    if let Error::Corrupt { path, reason } = e {
-        tracing::warn!(key = %key, path = %path.display(), reason = %reason, "damaged stash found");
     }
 }

@@ -259,6 +259,7 @@ impl<F: Fs> Store<F> {
         opts: &SaveOptions,
         expect: Precondition,
     ) -> Result<Receipt> {
+        lock.check_held()?;
         match &lock.held {
             Held::Remote(held) => self.remote_save_via(held.backend(), key, value, opts, expect),
             Held::Local(_) => self.save_if(key, value, opts, expect),
