@@ -18,6 +18,8 @@ object_store_step() {
             fi
         done
         rm -rf "$OBJ_TMP"
+        # What the caller asked to stop with it (.ci/run: PostgreSQL).
+        if [ -n "${OBJ_ALSO_STOP:-}" ]; then "$OBJ_ALSO_STOP"; fi
     }
     trap obj_stop EXIT
     python3 -m venv "$tmp/venv"
@@ -78,6 +80,8 @@ BlobServiceClient(url, credential={"account_name": "devstoreaccount1", "account_
     command -v go >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; }
     cargo build -p safestash-ffi
     (cd bindings/go && CI=true go test -race -count=1 -run '/s3$' -v ./... | grep -E "^(---|ok|FAIL)|s3")
+    # What the caller runs while the servers are up (.ci/run: the Python tests).
+    if [ -n "${OBJ_AFTER_TESTS:-}" ]; then "$OBJ_AFTER_TESTS"; fi
     cargo run --release --features object-store --example bench_objstore -- --rounds 5
     # The default build pulls in no async runtime, HTTP stack or object_store.
     local found
