@@ -1788,3 +1788,28 @@ fn a_transaction_mode_pooler_is_refused_and_session_pooling_works() {
     drop(held);
     assert_eq!(b.load::<i32>(&k).unwrap().unwrap().into_value(), 1);
 }
+
+/// A store that is opened and never used holds no connection (a forked
+/// child of a process that only opened it has nothing to abandon); once
+/// used, its pool keeps one.
+#[test]
+fn a_store_that_is_never_used_holds_no_connection() {
+    let _server = shared();
+    let Some(url) = pgtest::url("idle") else { return };
+    let app = pgtest::fresh_namespace("idle").replace('-', "_");
+    let full = format!("{}&application_name={app}", pgtest::with_namespace(&url, &app));
+    let store = Store::open_url(&full).unwrap();
+    let sessions = || {
+        pgtest::psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = {}",
+                pgtest::lit(&app)
+            ),
+        )
+    };
+    assert_eq!(sessions(), "0", "opened, never used");
+    store.save(&StashKey::new("k").unwrap(), &1).unwrap();
+    assert_eq!(sessions(), "1", "one pooled after a save");
+    drop(store);
+}

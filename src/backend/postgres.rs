@@ -518,7 +518,8 @@ pub(crate) fn redact_conninfo(s: &str) -> String {
 impl Postgres {
     /// Connects to the database of `url` (see the [module docs](self)),
     /// refusing a transaction-mode pooler, creating the schema if it is
-    /// missing and the role may, and checking its version.
+    /// missing and the role may, and checking its version; then closes
+    /// those sessions, so a store that is never used holds no connection.
     ///
     /// # Errors
     ///
@@ -603,6 +604,10 @@ impl Postgres {
         });
         let store = Postgres::in_namespace(shared, ns);
         store.open()?;
+        // A store that is never used holds nothing: the sessions the checks
+        // opened are closed now, and calls open their own (a forked child
+        // then has nothing of its parent's to abandon).
+        store.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
         Ok(store)
     }
 
