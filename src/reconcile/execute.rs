@@ -425,7 +425,9 @@ impl<F: Fs> Reconciler<F> {
                 }
             }
         }
-        let mut batch = self.snapshots.batch();
+        // Through the run lock's fencing: a run whose lock was lost (a
+        // lease that ran out while it exported) writes no snapshot.
+        let mut batch = self.snapshots.batch_under(&run_lock.lock);
         for ((id, key, ..), snapshot) in chosen.iter().zip(&snapshots) {
             batch.add_if(key, snapshot, &opts, Precondition::Absent).map_err(|source| {
                 ReconcileError::Stash {

@@ -108,12 +108,14 @@ pub(super) fn run_lock_key() -> StashKey {
 /// observer or hook calling back into a run on the same store) gets
 /// [`Error::LockedByThisThread`] instead of waiting for itself.
 pub(super) struct RunLock<F: Fs> {
-    _lock: KeyLock<F>,
+    /// Held to the end of the run's first phase; its snapshots are written
+    /// through it (through its fencing, on a shared store).
+    pub(super) lock: KeyLock<F>,
 }
 
 impl<F: Fs> RunLock<F> {
     pub(super) fn acquire(snapshots: &Store<F>) -> Result<RunLock<F>> {
-        Ok(RunLock { _lock: snapshots.lock(&run_lock_key())? })
+        Ok(RunLock { lock: snapshots.lock(&run_lock_key())? })
     }
 }
 
