@@ -27,6 +27,8 @@ use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 struct Counting {
     inner: InMemory,
     gets: AtomicUsize,
+    /// Bytes of GET bodies, as read by the caller.
+    got_bytes: Arc<AtomicUsize>,
     puts: AtomicUsize,
     other: AtomicUsize,
     /// Every PUT's mode, in order (`create`, `update`, `overwrite`).
@@ -112,7 +114,21 @@ impl ObjectStore for Counting {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_opts(location, options).await
+        let mut got = self.inner.get_opts(location, options).await?;
+        if let object_store::GetResultPayload::Stream(stream) = got.payload {
+            use futures_util::StreamExt;
+            let count = self.got_bytes.clone();
+            got.payload = object_store::GetResultPayload::Stream(
+                stream
+                    .inspect(move |chunk| {
+                        if let Ok(b) = chunk {
+                            count.fetch_add(b.len(), Ordering::SeqCst);
+                        }
+                    })
+                    .boxed(),
+            );
+        }
+        Ok(got)
     }
     fn delete_stream(
         &self,
@@ -276,4 +292,53 @@ fn a_save_that_lands_late_never_replaces_a_newer_acknowledged_one() {
     counting.release();
     assert!(!counting.landed.load(Ordering::SeqCst), "the late PUT must be refused");
     assert_eq!(a.load::<String>(&k).unwrap().unwrap().into_value(), "newer");
+}
+
+/// A load of a stash too large to read whole verifies and deserializes in
+/// one pass: its bytes are read once (a reference and its data: two GETs),
+/// and a damaged one is `Corrupt`, never a value, whether the damage still
+/// parses or not.
+#[test]
+fn a_large_load_reads_its_bytes_once_and_hands_back_only_a_verified_value() {
+    let counting = Arc::new(Counting::default());
+    let store = store(&counting);
+    let k = key("large");
+    let value = "x".repeat(6 << 20);
+    let envelope = store.save(&k, &value).unwrap().bytes as usize;
+    counting.take();
+    counting.got_bytes.store(0, Ordering::SeqCst);
+    assert_eq!(store.load::<String>(&k).unwrap().unwrap().into_value(), value);
+    let read = counting.got_bytes.load(Ordering::SeqCst);
+    assert_eq!(counting.take().0, 2, "the reference, then the data");
+    assert!(
+        read <= envelope + 4096,
+        "{read} bytes read for an envelope of {envelope}: read more than once"
+    );
+
+    // Damage in the data object: one byte of the payload, still a string.
+    let raw = &counting.inner;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let data = rt.block_on(async {
+        use futures_util::TryStreamExt;
+        let all: Vec<ObjectMeta> =
+            raw.list(Some(&Path::parse("ns/.data").unwrap())).try_collect().await.unwrap();
+        all.into_iter().find(|m| m.location.as_ref().contains("large")).unwrap().location
+    });
+    let damage = |at: usize, byte: u8| {
+        use object_store::ObjectStoreExt;
+        let mut bytes =
+            rt.block_on(async { raw.get(&data).await?.bytes().await }).unwrap().to_vec();
+        bytes[at] = byte;
+        rt.block_on(raw.put(&data, PutPayload::from(bytes))).unwrap();
+    };
+    damage(3 << 20, b'y');
+    match store.load::<String>(&k) {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("a damaged stash that still parses must be Corrupt: {other:?}"),
+    }
+    damage(3 << 20, b'"');
+    match store.load::<String>(&k) {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("a damaged stash that no longer parses must be Corrupt: {other:?}"),
+    }
 }

@@ -5,9 +5,12 @@
 //! The envelope is the same: encoded here by an `EnvelopeWriter` streaming
 //! into the backend's sink (no whole-envelope copy in memory), and on every
 //! read verified here exactly as a file's: in memory up to the verb's
-//! whole-read limit, above it in a streaming pass followed by a second,
-//! re-hashed read for the payload ([`Streamed`]). The local directory never comes through this file:
-//! its verbs keep their own code (and syscalls) unchanged.
+//! whole-read limit; above it, a load verifies and deserializes in one
+//! streaming pass (`envelope::read_stream`, in `load.rs`), while `export`
+//! and `read_raw` verify in a streaming pass followed by a second,
+//! re-hashed read for the payload ([`Streamed`]). The local directory
+//! never comes through this file: its verbs keep their own code (and
+//! syscalls) unchanged.
 
 use super::batch::ErasedSerialize;
 use super::load::Payload;
@@ -547,7 +550,7 @@ impl<F: Fs> Store<F> {
 /// The largest remote envelope read into memory whole (a verb may set a
 /// lower limit): above it, a load costs a second read from the server but
 /// holds only the backend's chunk and the deserializer's buffer.
-const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
+pub(super) const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
 
 /// The largest envelope a remote batch keeps in memory between its two
 /// passes.
