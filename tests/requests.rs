@@ -30,6 +30,10 @@ struct Counting {
     /// Bytes of GET bodies, as read by the caller.
     got_bytes: Arc<AtomicUsize>,
     puts: AtomicUsize,
+    /// PUTs in flight now, and the most at once; each PUT takes `put_delay`.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    put_delay: Mutex<Option<std::time::Duration>>,
     other: AtomicUsize,
     /// Every PUT's mode, in order (`create`, `update`, `overwrite`).
     modes: Mutex<Vec<&'static str>>,
@@ -91,6 +95,13 @@ impl ObjectStore for Counting {
             }
             hit
         };
+        let delay = *self.put_delay.lock().unwrap();
+        if let Some(delay) = delay {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if late {
             *self.held.lock().unwrap() = Some((location.clone(), payload, opts));
             return Err(object_store::Error::Generic {
@@ -115,6 +126,7 @@ impl ObjectStore for Counting {
     ) -> object_store::Result<GetResult> {
         self.gets.fetch_add(1, Ordering::SeqCst);
         let mut got = self.inner.get_opts(location, options).await?;
+        #[allow(irrefutable_let_patterns)] // one variant unless `fs` is on
         if let object_store::GetResultPayload::Stream(stream) = got.payload {
             use futures_util::StreamExt;
             let count = self.got_bytes.clone();
@@ -340,5 +352,50 @@ fn a_large_load_reads_its_bytes_once_and_hands_back_only_a_verified_value() {
     match store.load::<String>(&k) {
         Err(Error::Corrupt { .. }) => {}
         other => panic!("a damaged stash that no longer parses must be Corrupt: {other:?}"),
+    }
+}
+
+/// A batch's PUTs run concurrently, at most 8 at once; a failure stops
+/// new ones from starting, and the error says exactly which stashes were
+/// saved (each loads) and which were not (each still as before).
+#[test]
+fn a_batch_puts_concurrently_and_reports_what_it_saved() {
+    let counting = Arc::new(Counting::default());
+    let store = store(&counting);
+    *counting.put_delay.lock().unwrap() = Some(std::time::Duration::from_millis(20));
+    let keys: Vec<StashKey> = (0..40).map(|i| key(&format!("batch-{i:03}"))).collect();
+    let opts = SaveOptions::new();
+    let ones: Vec<String> = keys.iter().map(|k| format!("{k} 1")).collect();
+    let twos: Vec<String> = keys.iter().map(|k| format!("{k} 2")).collect();
+    let mut batch = store.batch();
+    for (k, v) in keys.iter().zip(&ones) {
+        batch.add(k, v, &opts).unwrap();
+    }
+    assert_eq!(batch.commit().unwrap().len(), 40);
+    let most = counting.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} PUTs in flight at most: want 2 to 8");
+    for k in &keys {
+        assert_eq!(store.load::<String>(k).unwrap().unwrap().into_value(), format!("{k} 1"));
+    }
+
+    // A create-if-absent of an existing stash in the middle fails the batch.
+    let mut batch = store.batch();
+    for (i, (k, v)) in keys.iter().zip(&twos).enumerate() {
+        let expect = if i == 20 { Precondition::Absent } else { Precondition::Any };
+        batch.add_if(k, v, &opts, expect).unwrap();
+    }
+    let failed = batch.commit().unwrap_err();
+    assert!(matches!(failed.error, Error::StashExists { .. }), "{:?}", failed.error);
+    assert_eq!(failed.not_saved[0], keys[20], "the failed key first");
+    assert_eq!(failed.saved.len() + failed.not_saved.len(), 40);
+    for r in &failed.saved {
+        assert!(!failed.not_saved.contains(&r.key));
+        assert_eq!(
+            store.load::<String>(&r.key).unwrap().unwrap().into_value(),
+            format!("{} 2", r.key)
+        );
+    }
+    for k in &failed.not_saved {
+        assert_eq!(store.load::<String>(k).unwrap().unwrap().into_value(), format!("{k} 1"));
     }
 }
