@@ -27,7 +27,13 @@ use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
 struct Counting {
     inner: InMemory,
     gets: AtomicUsize,
+    /// Bytes of GET bodies, as read by the caller.
+    got_bytes: Arc<AtomicUsize>,
     puts: AtomicUsize,
+    /// PUTs in flight now, and the most at once; each PUT takes `put_delay`.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    put_delay: Mutex<Option<std::time::Duration>>,
     other: AtomicUsize,
     /// Every PUT's mode, in order (`create`, `update`, `overwrite`).
     modes: Mutex<Vec<&'static str>>,
@@ -89,6 +95,13 @@ impl ObjectStore for Counting {
             }
             hit
         };
+        let delay = *self.put_delay.lock().unwrap();
+        if let Some(delay) = delay {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if late {
             *self.held.lock().unwrap() = Some((location.clone(), payload, opts));
             return Err(object_store::Error::Generic {
@@ -112,7 +125,22 @@ impl ObjectStore for Counting {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_opts(location, options).await
+        let mut got = self.inner.get_opts(location, options).await?;
+        #[allow(irrefutable_let_patterns)] // one variant unless `fs` is on
+        if let object_store::GetResultPayload::Stream(stream) = got.payload {
+            use futures_util::StreamExt;
+            let count = self.got_bytes.clone();
+            got.payload = object_store::GetResultPayload::Stream(
+                stream
+                    .inspect(move |chunk| {
+                        if let Ok(b) = chunk {
+                            count.fetch_add(b.len(), Ordering::SeqCst);
+                        }
+                    })
+                    .boxed(),
+            );
+        }
+        Ok(got)
     }
     fn delete_stream(
         &self,
@@ -276,4 +304,98 @@ fn a_save_that_lands_late_never_replaces_a_newer_acknowledged_one() {
     counting.release();
     assert!(!counting.landed.load(Ordering::SeqCst), "the late PUT must be refused");
     assert_eq!(a.load::<String>(&k).unwrap().unwrap().into_value(), "newer");
+}
+
+/// A load of a stash too large to read whole verifies and deserializes in
+/// one pass: its bytes are read once (a reference and its data: two GETs),
+/// and a damaged one is `Corrupt`, never a value, whether the damage still
+/// parses or not.
+#[test]
+fn a_large_load_reads_its_bytes_once_and_hands_back_only_a_verified_value() {
+    let counting = Arc::new(Counting::default());
+    let store = store(&counting);
+    let k = key("large");
+    let value = "x".repeat(6 << 20);
+    let envelope = store.save(&k, &value).unwrap().bytes as usize;
+    counting.take();
+    counting.got_bytes.store(0, Ordering::SeqCst);
+    assert_eq!(store.load::<String>(&k).unwrap().unwrap().into_value(), value);
+    let read = counting.got_bytes.load(Ordering::SeqCst);
+    assert_eq!(counting.take().0, 2, "the reference, then the data");
+    assert!(
+        read <= envelope + 4096,
+        "{read} bytes read for an envelope of {envelope}: read more than once"
+    );
+
+    // Damage in the data object: one byte of the payload, still a string.
+    let raw = &counting.inner;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let data = rt.block_on(async {
+        use futures_util::TryStreamExt;
+        let all: Vec<ObjectMeta> =
+            raw.list(Some(&Path::parse("ns/.data").unwrap())).try_collect().await.unwrap();
+        all.into_iter().find(|m| m.location.as_ref().contains("large")).unwrap().location
+    });
+    let damage = |at: usize, byte: u8| {
+        use object_store::ObjectStoreExt;
+        let mut bytes =
+            rt.block_on(async { raw.get(&data).await?.bytes().await }).unwrap().to_vec();
+        bytes[at] = byte;
+        rt.block_on(raw.put(&data, PutPayload::from(bytes))).unwrap();
+    };
+    damage(3 << 20, b'y');
+    match store.load::<String>(&k) {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("a damaged stash that still parses must be Corrupt: {other:?}"),
+    }
+    damage(3 << 20, b'"');
+    match store.load::<String>(&k) {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("a damaged stash that no longer parses must be Corrupt: {other:?}"),
+    }
+}
+
+/// A batch's PUTs run concurrently, at most 8 at once; a failure stops
+/// new ones from starting, and the error says exactly which stashes were
+/// saved (each loads) and which were not (each still as before).
+#[test]
+fn a_batch_puts_concurrently_and_reports_what_it_saved() {
+    let counting = Arc::new(Counting::default());
+    let store = store(&counting);
+    *counting.put_delay.lock().unwrap() = Some(std::time::Duration::from_millis(20));
+    let keys: Vec<StashKey> = (0..40).map(|i| key(&format!("batch-{i:03}"))).collect();
+    let opts = SaveOptions::new();
+    let ones: Vec<String> = keys.iter().map(|k| format!("{k} 1")).collect();
+    let twos: Vec<String> = keys.iter().map(|k| format!("{k} 2")).collect();
+    let mut batch = store.batch();
+    for (k, v) in keys.iter().zip(&ones) {
+        batch.add(k, v, &opts).unwrap();
+    }
+    assert_eq!(batch.commit().unwrap().len(), 40);
+    let most = counting.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} PUTs in flight at most: want 2 to 8");
+    for k in &keys {
+        assert_eq!(store.load::<String>(k).unwrap().unwrap().into_value(), format!("{k} 1"));
+    }
+
+    // A create-if-absent of an existing stash in the middle fails the batch.
+    let mut batch = store.batch();
+    for (i, (k, v)) in keys.iter().zip(&twos).enumerate() {
+        let expect = if i == 20 { Precondition::Absent } else { Precondition::Any };
+        batch.add_if(k, v, &opts, expect).unwrap();
+    }
+    let failed = batch.commit().unwrap_err();
+    assert!(matches!(failed.error, Error::StashExists { .. }), "{:?}", failed.error);
+    assert_eq!(failed.not_saved[0], keys[20], "the failed key first");
+    assert_eq!(failed.saved.len() + failed.not_saved.len(), 40);
+    for r in &failed.saved {
+        assert!(!failed.not_saved.contains(&r.key));
+        assert_eq!(
+            store.load::<String>(&r.key).unwrap().unwrap().into_value(),
+            format!("{} 2", r.key)
+        );
+    }
+    for k in &failed.not_saved {
+        assert_eq!(store.load::<String>(k).unwrap().unwrap().into_value(), format!("{k} 1"));
+    }
 }

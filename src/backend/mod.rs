@@ -195,6 +195,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// When the service fails.
     fn children(&self) -> Result<Vec<String>>;
 
+    /// How many puts of one [`Batch`](crate::Batch) may run at once (each
+    /// on its own thread, each still its own atomic, conditional write).
+    /// The default, 1: in order, one at a time.
+    fn concurrent_puts(&self) -> usize {
+        1
+    }
+
     /// Removes what interrupted or replaced saves left behind that nothing
     /// names any more (an object store's unreferenced data objects, once
     /// older than its grace period), and returns the names removed,

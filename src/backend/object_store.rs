@@ -272,6 +272,9 @@ const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once during a multipart upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// How many PUTs of one batch are in flight at once.
+const BATCH_PUTS: usize = 8;
+
 /// How many times a change that lost a race to a concurrent writer reads
 /// again and retries (only where its condition allows: `Any`, or `Absent`
 /// over a tombstone).
@@ -1739,6 +1742,12 @@ impl Backend for ObjectStoreBackend {
 
     fn cleanup(&self) -> Result<Vec<String>> {
         self.collect_garbage()
+    }
+
+    /// A batch's PUTs go out [`BATCH_PUTS`] at a time: each is its own
+    /// request, and the service takes them in parallel.
+    fn concurrent_puts(&self) -> usize {
+        BATCH_PUTS
     }
 
     fn child(&self, ns: &str) -> Box<dyn Backend> {

@@ -33,6 +33,7 @@ mod scan;
 mod write;
 
 pub use header::{Encoding, Header};
+pub(crate) use read::read_stream;
 pub use read::{
     DecodeError, Decoded, Layout, decode, read_header, recorded_digest, verify_reader,
     verify_stream,

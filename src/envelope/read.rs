@@ -385,6 +385,146 @@ pub fn verify_stream<R: Read + ?Sized>(
     Ok(checked_layout(&prefix, body_end, &trailer))
 }
 
+/// Reads an envelope of `len` bytes from `r` once, front to back, and
+/// hands its payload (exactly its bytes) to `parse` while it streams past,
+/// hashing every byte on the way: verification and deserialization in one
+/// pass, with memory bounded by the header, `parse`'s own state and the
+/// reader's chunk. `parse`'s result comes back only with the verified
+/// layout, once the trailer's digest matched everything read; otherwise
+/// it is dropped and the damage is the error (a payload that did not
+/// parse because it was damaged is `Corrupt`, never a parse error). What
+/// `parse` leaves unread is read and hashed; bytes after `len` are not
+/// read.
+///
+/// Errors are as from [`verify_stream`]; the outer one is also a read
+/// error met while `parse` was reading (even if `parse` swallowed it).
+pub(crate) fn read_stream<R: Read + ?Sized, T>(
+    r: &mut R,
+    len: u64,
+    parse: impl FnOnce(&mut dyn Read) -> T,
+) -> io::Result<Result<(Layout, T), DecodeError>> {
+    if len < MIN_LEN as u64 {
+        return Ok(Err(match verify_stream(r, len)? {
+            Err(e) => e,
+            Ok(_) => Corruption::Truncated { len }.into(),
+        }));
+    }
+    let body_end = len - TRAILER_LEN as u64;
+    let prefix_len = usize::try_from(body_end).unwrap_or(usize::MAX).min(MAX_PREFIX_LEN);
+    let mut prefix = vec![0u8; prefix_len];
+    let n = read_up_to_stream(r, &mut prefix)?;
+    if let Err(c) = check_start(&prefix[..n], len) {
+        return Ok(Err(c.into()));
+    }
+    if n < prefix_len {
+        return Ok(Err(Corruption::Truncated { len: n as u64 }.into()));
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(&prefix);
+    let parsed = parse_prefix(&prefix);
+    let mut payload = PayloadReader {
+        head: &[],
+        inner: r,
+        left: body_end - prefix_len as u64,
+        hasher: &mut hasher,
+        failed: None,
+        short: false,
+    };
+    let value = match &parsed {
+        Ok((_, start)) => {
+            payload.head = &prefix[*start..];
+            Some(parse(&mut payload))
+        }
+        // Damage or another version: only the digest can say which.
+        Err(_) => None,
+    };
+    // What `parse` left: read and hashed.
+    payload.head = &[];
+    let drained = io::copy(&mut payload, &mut io::sink());
+    if let Some(e) = payload.failed.take() {
+        return Err(e);
+    }
+    drained?;
+    if payload.short {
+        let read = body_end - payload.left;
+        return Ok(Err(Corruption::Truncated { len: read }.into()));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    let got = read_up_to_stream(r, &mut trailer)?;
+    if got < TRAILER_LEN {
+        return Ok(Err(Corruption::Truncated { len: body_end + got as u64 }.into()));
+    }
+    hasher.update(&trailer[..TRAILER_HASHED]);
+    let trailer = match parse_trailer(&trailer) {
+        Ok(t) => t,
+        Err(c) => return Ok(Err(c.into())),
+    };
+    let actual = Digest::from_bytes(hasher.finalize().into());
+    if actual != trailer.digest {
+        return Ok(Err(Corruption::ChecksumMismatch { recorded: trailer.digest, actual }.into()));
+    }
+    let layout = match checked_layout(&prefix, body_end, &trailer) {
+        Ok(layout) => layout,
+        Err(e) => return Ok(Err(e)),
+    };
+    match value {
+        Some(value) => Ok(Ok((layout, value))),
+        // The digest matched, so the header parsed in `checked_layout`.
+        None => Ok(Err(Corruption::BadHeader("unreadable header".to_owned()).into())),
+    }
+}
+
+/// The payload of [`read_stream`]: the bytes after the header already read
+/// (`head`), then `left` more from `inner`, every byte hashed as it passes.
+struct PayloadReader<'a, R: ?Sized> {
+    head: &'a [u8],
+    inner: &'a mut R,
+    left: u64,
+    hasher: &'a mut Sha256,
+    /// The first read error, kept: `parse` may swallow it.
+    failed: Option<io::Error>,
+    /// `inner` ended before `left` bytes.
+    short: bool,
+}
+
+impl<R: Read + ?Sized> Read for PayloadReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.head.is_empty() {
+            // Hashed already, with the prefix.
+            let n = buf.len().min(self.head.len());
+            buf[..n].copy_from_slice(&self.head[..n]);
+            self.head = &self.head[n..];
+            return Ok(n);
+        }
+        if self.left == 0 || self.short {
+            return Ok(0);
+        }
+        if let Some(e) = &self.failed {
+            return Err(io::Error::new(e.kind(), e.to_string()));
+        }
+        let want = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        loop {
+            match self.inner.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.short = true;
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    self.hasher.update(&buf[..n]);
+                    self.left -= n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    self.failed = Some(e);
+                    return Err(copy);
+                }
+            }
+        }
+    }
+}
+
 /// The layout of an envelope whose digest matched `trailer`: the header
 /// parsed from `prefix` (the body's first bytes), and the payload's length
 /// (from where the header ends to `body_end`) checked against the one the
@@ -452,6 +592,79 @@ mod tests {
         damaged[2 << 20] ^= 4;
         let err = verify_reader(&mut Cursor::new(&damaged), bytes.len() as u64).unwrap();
         assert!(matches!(err, Err(DecodeError::Corrupt(Corruption::ChecksumMismatch { .. }))));
+    }
+
+    #[test]
+    fn one_pass_read_agrees_with_verify_stream_and_hands_back_only_verified_payloads() {
+        // The payload, as the parser saw it, and whether the parser ran.
+        let read_all = |bytes: &[u8], len: u64| {
+            read_stream(&mut &bytes[..], len, |r| {
+                let mut seen = Vec::new();
+                r.read_to_end(&mut seen).map(|_| seen)
+            })
+            .unwrap()
+        };
+        let bytes = encode(&header(), &vec![b'7'; (3 << 20) + 5]);
+        let (layout, seen) = read_all(&bytes, bytes.len() as u64).unwrap();
+        let d = decode(&bytes).unwrap();
+        assert_eq!((layout.header, layout.digest), (d.header, d.digest));
+        assert_eq!(seen.unwrap(), d.payload, "exactly the payload's bytes");
+        let small = encode(&header(), b"[1,2]");
+        for bytes in [bytes, small] {
+            let len = bytes.len();
+            let mut cases: Vec<(Vec<u8>, u64)> = Vec::new();
+            for at in [0, 3, 9, 30, 200, len / 2, len - 113, len - 70, len - 2, len - 1] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 4;
+                cases.push((damaged, len as u64));
+            }
+            for cut in [0, 5, 30, len - 113, len - 112, len - 1] {
+                cases.push((bytes[..cut].to_vec(), len as u64));
+                cases.push((bytes[..cut].to_vec(), cut as u64));
+            }
+            for (input, len) in cases {
+                let streamed = verify_stream(&mut &input[..], len).unwrap();
+                let one_pass = read_all(&input, len);
+                match (&streamed, &one_pass) {
+                    (Err(a), Err(b)) => assert_eq!(a, b, "len {len}"),
+                    (Ok(a), Ok((b, _))) => assert_eq!(a.digest, b.digest),
+                    _ => panic!("disagree at len {len}: {streamed:?} / {:?}", one_pass.is_ok()),
+                }
+            }
+        }
+        // Another version, intact: refused after the digest, as everywhere.
+        let other = encode(&header(), b"1");
+        let mut v2 = other.clone();
+        v2[MAGIC.len()] = b'2';
+        let body_end = v2.len() - TRAILER_LEN;
+        let digest = Digest::of(&v2[..body_end + TRAILER_HASHED]);
+        let hex = digest.to_string();
+        v2[body_end + TRAILER_HASHED..body_end + TRAILER_HASHED + 64]
+            .copy_from_slice(hex.as_bytes());
+        let got = read_all(&v2, v2.len() as u64);
+        assert!(matches!(got, Err(DecodeError::UnsupportedVersion(2))), "{:?}", got.is_ok());
+    }
+
+    #[test]
+    fn one_pass_read_keeps_a_read_error_the_parser_swallowed() {
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(self.0.len()).min(1000);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let bytes = encode(&header(), &vec![b'7'; 100_000]);
+        let mut r = Failing(&bytes[..50_000]);
+        let got = read_stream(&mut r, bytes.len() as u64, |r| {
+            let _ = r.read_to_end(&mut Vec::new());
+        });
+        assert_eq!(got.unwrap_err().to_string(), "connection reset");
     }
 
     #[test]

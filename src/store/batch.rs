@@ -18,6 +18,26 @@ use super::*;
 /// Btrfs [`OsFs`] makes a `sync_files` one `syncfs(2)`, elsewhere one
 /// `fsync` per file (see [`OsFs`] for what `syncfs` also flushes).
 ///
+/// # What is atomic, on each backend
+///
+/// A batch is never one all-or-nothing write. On every backend each stash
+/// is atomic and conditional on its own (its [`Precondition`] checked
+/// atomically with its write), every stash `commit` acknowledged is
+/// durable, and a failure returns a [`BatchError`] with the receipts of
+/// the stashes saved and the keys of those that were not:
+///
+/// - **directory**: as above; each rename is atomic, the flushes are
+///   shared, and a failure before any rename saves nothing.
+/// - **PostgreSQL**: each stash is written in its own transaction, in
+///   order; the stashes before a failed one stay saved.
+/// - **object storage**: each stash is one conditional PUT (or a multipart
+///   upload and its conditional reference), up to 8 of them in flight at
+///   once ([`Backend::concurrent_puts`](crate::backend::Backend::concurrent_puts)),
+///   so they land in no particular order; after one fails no new one
+///   starts, and those in flight finish, each reported as saved or not. A
+///   stash reported not saved because its PUT got no answer may still
+///   have landed (see the backend's *Ambiguous answers*).
+///
 /// Nothing is written until `commit`: [`add`](Batch::add) only checks the
 /// key and options; the batch borrows the values and serializes each
 /// straight into its temp file during `commit`, so it holds no copies.
@@ -244,7 +264,7 @@ impl<'v, F: Fs> Batch<'v, F> {
         if store.remote.is_some() {
             let items = items
                 .iter()
-                .map(|i| (&i.header, i.value as &dyn ErasedSerialize, i.expect))
+                .map(|i| (&i.header, i.value as &(dyn ErasedSerialize + Sync), i.expect))
                 .collect();
             return store.remote_batch(via, items);
         }

@@ -95,22 +95,8 @@ impl<F: Fs> Store<F> {
 
     /// [`load`](Store::load), with no event of its own.
     fn load_quietly<T: DeserializeOwned>(&self, key: &StashKey) -> Result<Option<Stashed<T>>> {
-        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
+        let Some((meta, parsed)) = self.open_parsed(key)? else {
             return Ok(None);
-        };
-        let parsed = match payload {
-            Payload::Bytes { bytes, range } => {
-                let parsed = serde_json::from_slice(&bytes[range]);
-                spare::give(bytes);
-                parsed
-            }
-            Payload::InFile { mut reader, offset, len } => {
-                reader.seek(SeekFrom::Start(offset)).map_err(io_err(IoOp::Read, &meta.path))?;
-                let limited = BufReader::with_capacity(1 << 20, reader.take(len));
-                serde_json::from_reader(limited)
-            }
-            Payload::Remote(streamed) => streamed
-                .read_payload(|r| serde_json::from_reader(BufReader::with_capacity(1 << 20, r)))?,
         };
         match parsed {
             Ok(value) => Ok(Some(Stashed { value, meta })),
@@ -118,6 +104,78 @@ impl<F: Fs> Store<F> {
                 Err(Error::Io { op: IoOp::Read, path: meta.path, source: e.into() })
             }
             Err(source) => Err(Error::Deserialize { path: meta.path, source }),
+        }
+    }
+
+    /// Opens, verifies and deserializes `key`'s stash: in memory up to
+    /// the whole-read limit, above it in one streaming pass that hashes
+    /// while it parses ([`envelope::read_stream`]), the value handed back
+    /// only once the trailer's digest matched. The parse's own result
+    /// (a value, or why the verified payload is not a `T`) is the caller's.
+    fn open_parsed<T: DeserializeOwned>(
+        &self,
+        key: &StashKey,
+    ) -> Result<Option<(StashMeta, serde_json::Result<T>)>> {
+        let parse =
+            |r: &mut dyn Read| serde_json::from_reader(BufReader::with_capacity(1 << 20, r));
+        let (path, mut reader, len, whole_limit): (PathBuf, Box<dyn Read + '_>, u64, u64) =
+            match &self.remote {
+                Some(remote) => {
+                    let Some(fetched) = remote.get(key)? else { return Ok(None) };
+                    let limit = super::remote::REMOTE_WHOLE_LIMIT;
+                    (self.path_of(key), fetched.reader, fetched.len, limit)
+                }
+                None => {
+                    let path = self.path_of(key);
+                    let Some((reader, len)) = self.open_file(&path)? else { return Ok(None) };
+                    (path, Box::new(reader), len, LOAD_WHOLE_LIMIT)
+                }
+            };
+        let decode_err = |path: &Path, e: DecodeError| match e {
+            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
+            DecodeError::UnsupportedVersion(version) => {
+                Error::UnsupportedVersion { path: path.to_owned(), version }
+            }
+        };
+        let (header, digest, parsed) = if len <= whole_limit {
+            // The length bounds the allocation and the read, even if the file grows.
+            let mut bytes = spare::take(usize::try_from(len).unwrap_or(0));
+            (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
+            let decoded = envelope::decode(&bytes).map_err(|e| decode_err(&path, e))?;
+            let parsed = if decoded.header.key() == key {
+                serde_json::from_slice(decoded.payload)
+            } else {
+                // Not parsed: the key check below fails.
+                Err(serde::de::Error::custom("another key's stash"))
+            };
+            let (header, digest) = (decoded.header, decoded.digest);
+            spare::give(bytes);
+            (header, digest, parsed)
+        } else {
+            let (layout, parsed) = envelope::read_stream(&mut reader, len, parse)
+                .map_err(io_err(IoOp::Read, &path))?
+                .map_err(|e| decode_err(&path, e))?;
+            (layout.header, layout.digest, parsed)
+        };
+        if header.key() != key {
+            let reason = Corruption::KeyMismatch {
+                expected: key.to_string(),
+                found: header.key().to_string(),
+            };
+            return Err(Error::Corrupt { path, reason });
+        }
+        Ok(Some((StashMeta { header, digest, size: len, path }, parsed)))
+    }
+
+    /// The file at `path` for reading, and its length; `None` when there
+    /// is none.
+    fn open_file(&self, path: &Path) -> Result<Option<(F::Reader, u64)>> {
+        match self.fs.open_read(path).map_err(io_err(IoOp::Open, path))? {
+            Opened::Missing => Ok(None),
+            Opened::NotAFile(found) => {
+                Err(Error::NotAFile { path: path.to_owned(), found, expected: FileKind::File })
+            }
+            Opened::File { reader, len } => Ok(Some((reader, len))),
         }
     }
 
@@ -132,13 +190,7 @@ impl<F: Fs> Store<F> {
             return self.remote_open_verified(remote, key, whole_limit);
         }
         let path = self.path_of(key);
-        let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
-            Opened::Missing => return Ok(None),
-            Opened::NotAFile(found) => {
-                return Err(Error::NotAFile { path, found, expected: FileKind::File });
-            }
-            Opened::File { reader, len } => (reader, len),
-        };
+        let Some((mut reader, len)) = self.open_file(&path)? else { return Ok(None) };
         let decode_err = |path: &Path, e: DecodeError| match e {
             DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
             DecodeError::UnsupportedVersion(version) => {

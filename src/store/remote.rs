@@ -5,9 +5,12 @@
 //! The envelope is the same: encoded here by an `EnvelopeWriter` streaming
 //! into the backend's sink (no whole-envelope copy in memory), and on every
 //! read verified here exactly as a file's: in memory up to the verb's
-//! whole-read limit, above it in a streaming pass followed by a second,
-//! re-hashed read for the payload ([`Streamed`]). The local directory never comes through this file:
-//! its verbs keep their own code (and syscalls) unchanged.
+//! whole-read limit; above it, a load verifies and deserializes in one
+//! streaming pass (`envelope::read_stream`, in `load.rs`), while `export`
+//! and `read_raw` verify in a streaming pass followed by a second,
+//! re-hashed read for the payload ([`Streamed`]). The local directory
+//! never comes through this file: its verbs keep their own code (and
+//! syscalls) unchanged.
 
 use super::batch::ErasedSerialize;
 use super::load::Payload;
@@ -253,14 +256,14 @@ impl<F: Fs> Store<F> {
     /// what `write` serializes, streamed by an [`EnvelopeWriter`] straight
     /// into the backend's sink: no copy of the envelope is held here.
     fn remote_put_with(
-        &self,
+        dir: &Path,
         via: &dyn Backend,
         header: &Header,
         expect: Precondition,
         mut write: impl FnMut(&mut EnvelopeWriter<&mut dyn Write>) -> serde_json::Result<()>,
     ) -> Result<Receipt> {
         let key = header.key().clone();
-        let path = self.path_of(&key);
+        let path = dir.join(key.as_str());
         let (mut bytes, mut digest) = (0, None);
         let mut fill = |sink: &mut dyn Write| -> Result<Digest> {
             let mut writer =
@@ -272,12 +275,12 @@ impl<F: Fs> Store<F> {
             Ok(done.digest)
         };
         let outcome = via.put_with(&key, expect.into(), &mut fill)?;
-        self.put_outcome(header, outcome, expect, bytes, digest)
+        Self::put_outcome(dir, header, outcome, expect, bytes, digest)
     }
 
     /// Puts an envelope already encoded in memory through `via`.
     fn remote_put(
-        &self,
+        dir: &Path,
         via: &dyn Backend,
         header: &Header,
         envelope: &[u8],
@@ -285,12 +288,12 @@ impl<F: Fs> Store<F> {
         expect: Precondition,
     ) -> Result<Receipt> {
         let outcome = via.put(header.key(), envelope, &digest, expect.into())?;
-        self.put_outcome(header, outcome, expect, envelope.len() as u64, Some(digest))
+        Self::put_outcome(dir, header, outcome, expect, envelope.len() as u64, Some(digest))
     }
 
     /// The receipt of a put, or the refusal it met.
     fn put_outcome(
-        &self,
+        dir: &Path,
         header: &Header,
         outcome: Outcome,
         expect: Precondition,
@@ -298,7 +301,7 @@ impl<F: Fs> Store<F> {
         digest: Option<Digest>,
     ) -> Result<Receipt> {
         let key = header.key().clone();
-        let path = self.path_of(&key);
+        let path = dir.join(key.as_str());
         match outcome {
             Outcome::Done | Outcome::Missing => {}
             Outcome::Refused { current } => {
@@ -338,7 +341,7 @@ impl<F: Fs> Store<F> {
         let header = self.header_for(key, opts)?;
         let mut receipt = {
             let _claim = self.claim_thread(key, true)?;
-            self.remote_put_with(self.remote_backend(), &header, expect, |w| {
+            Self::remote_put_with(&self.dir, self.remote_backend(), &header, expect, |w| {
                 serde_json::to_writer(w, value)
             })?
         };
@@ -357,8 +360,9 @@ impl<F: Fs> Store<F> {
         expect: Precondition,
     ) -> Result<Receipt> {
         let header = self.header_for(key, opts)?;
-        let mut receipt =
-            self.remote_put_with(via, &header, expect, |w| serde_json::to_writer(w, value))?;
+        let mut receipt = Self::remote_put_with(&self.dir, via, &header, expect, |w| {
+            serde_json::to_writer(w, value)
+        })?;
         receipt.observer_errors = notify(&self.observers, &Event::Saved(&receipt));
         Ok(receipt)
     }
@@ -528,16 +532,19 @@ impl<F: Fs> Store<F> {
 
     /// A batch on a remote store: every value is serialized first (a value
     /// that does not serialize writes nothing), then each envelope is put
-    /// under its condition, in order; each is durable once put. Envelopes
-    /// up to [`BATCH_HELD_LIMIT`] are kept from the first pass, while they
-    /// total at most [`BATCH_HELD_TOTAL`]; any other is only checked then
-    /// (serialized into a digest) and serialized again straight into the
-    /// backend, so memory stays bounded.
+    /// under its condition, up to [`Backend::concurrent_puts`] at once (in
+    /// order when that is 1); each is durable once put. After a put fails,
+    /// no new one starts: the receipts of those that were put are returned
+    /// with the error, the keys of the rest (the failed one first) as not
+    /// saved. Envelopes up to [`BATCH_HELD_LIMIT`] are kept from the first
+    /// pass, while they total at most [`BATCH_HELD_TOTAL`]; any other is
+    /// only checked then (serialized into a digest) and serialized again
+    /// straight into the backend, so memory stays bounded.
     #[allow(clippy::result_large_err)]
     pub(super) fn remote_batch(
         &self,
         via: Option<&dyn Backend>,
-        items: Vec<(&Header, &dyn ErasedSerialize, Precondition)>,
+        items: Vec<(&Header, &(dyn ErasedSerialize + Sync), Precondition)>,
     ) -> std::result::Result<Vec<Receipt>, BatchError> {
         let all_keys = || items.iter().map(|(h, _, _)| h.key().clone()).collect::<Vec<_>>();
         let mut encoded = Vec::with_capacity(items.len());
@@ -562,36 +569,98 @@ impl<F: Fs> Store<F> {
                 }
             }
         }
-        let mut receipts = Vec::with_capacity(encoded.len());
-        let mut rest = encoded.into_iter();
-        let mut failure = None;
-        for (header, value, held, expect) in rest.by_ref() {
-            let put = self.claim_thread(header.key(), true).and_then(|_claim| {
-                let via = via.unwrap_or_else(|| self.remote_backend());
-                match &held {
-                    Some((bytes, digest)) => self.remote_put(via, header, bytes, *digest, expect),
-                    None => self.remote_put_with(via, header, expect, |w| value.write_json(w)),
-                }
-            });
-            match put {
-                Ok(receipt) => receipts.push(receipt),
+        let via = via.unwrap_or_else(|| self.remote_backend());
+        // This thread's claims on every key, held across the puts (which
+        // may run on other threads): a batch committed under a held lock of
+        // one of its keys, on the lock's thread, fails at that key as a
+        // save there would.
+        let mut claims = Vec::with_capacity(encoded.len());
+        let mut claim_failure = None;
+        for (header, ..) in &encoded {
+            match self.claim_thread(header.key(), true) {
+                Ok(claim) => claims.push(claim),
                 Err(error) => {
-                    failure = Some((error, header.key().clone()));
+                    claim_failure = Some(error);
                     break;
                 }
             }
         }
-        let not_saved: Vec<StashKey> = rest.map(|(h, ..)| h.key().clone()).collect();
+        let runnable = claims.len();
+        let dir: &Path = &self.dir;
+        let put_one = |(header, value, held, expect): &(
+            &Header,
+            &(dyn ErasedSerialize + Sync),
+            Option<(Vec<u8>, Digest)>,
+            Precondition,
+        )| match held {
+            Some((bytes, digest)) => Self::remote_put(dir, via, header, bytes, *digest, *expect),
+            None => Self::remote_put_with(dir, via, header, *expect, |w| value.write_json(w)),
+        };
+        let width = via.concurrent_puts().clamp(1, 64).min(runnable.max(1));
+        let mut results: Vec<Option<Result<Receipt>>> = (0..encoded.len()).map(|_| None).collect();
+        if width == 1 {
+            for (i, item) in encoded[..runnable].iter().enumerate() {
+                let put = put_one(item);
+                let failed = put.is_err();
+                results[i] = Some(put);
+                if failed {
+                    break;
+                }
+            }
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let stop = AtomicBool::new(false);
+            let done = std::sync::Mutex::new(&mut results);
+            std::thread::scope(|scope| {
+                for _ in 0..width {
+                    scope.spawn(|| {
+                        loop {
+                            if stop.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            let i = next.fetch_add(1, Ordering::SeqCst);
+                            if i >= runnable {
+                                return;
+                            }
+                            let put = put_one(&encoded[i]);
+                            if put.is_err() {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                            done.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] =
+                                Some(put);
+                        }
+                    });
+                }
+            });
+        }
+        drop(claims);
+        let mut receipts = Vec::with_capacity(encoded.len());
+        let mut failure = None;
+        let mut not_saved = Vec::new();
+        for ((header, ..), result) in encoded.iter().zip(results) {
+            match result {
+                Some(Ok(receipt)) => receipts.push(receipt),
+                Some(Err(error)) if failure.is_none() => {
+                    failure = Some(error);
+                    not_saved.insert(0, header.key().clone());
+                }
+                _ => not_saved.push(header.key().clone()),
+            }
+        }
+        if failure.is_none() {
+            if let Some(error) = claim_failure {
+                let key = encoded[runnable].0.key().clone();
+                not_saved.retain(|k| *k != key);
+                not_saved.insert(0, key);
+                failure = Some(error);
+            }
+        }
         for receipt in &mut receipts {
             receipt.observer_errors = notify(&self.observers, &Event::Saved(receipt));
         }
         match failure {
             None => Ok(receipts),
-            Some((error, key)) => {
-                let mut keys = vec![key];
-                keys.extend(not_saved);
-                Err(BatchError { error, saved: receipts, not_saved: keys })
-            }
+            Some(error) => Err(BatchError { error, saved: receipts, not_saved }),
         }
     }
 }
@@ -599,7 +668,7 @@ impl<F: Fs> Store<F> {
 /// The largest remote envelope read into memory whole (a verb may set a
 /// lower limit): above it, a load costs a second read from the server but
 /// holds only the backend's chunk and the deserializer's buffer.
-const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
+pub(super) const REMOTE_WHOLE_LIMIT: u64 = 4 << 20;
 
 /// The largest envelope a remote batch keeps in memory between its two
 /// passes.
