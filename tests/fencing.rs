@@ -22,7 +22,6 @@ mod pgtest;
 mod proxy;
 
 use std::thread;
-use std::time::Duration;
 
 use safestash::Store;
 use safestash::journal::{Change, Expect, Generation, JournalError, Operation, PartState};
@@ -231,6 +230,8 @@ fn paused_holder_on(
     use std::sync::Arc;
 
     use safestash::backend::object_store::{ObjectStoreBackend, Options};
+
+    use std::time::Duration;
 
     let lease = Duration::from_secs(1);
     let opts = || Options { lease, ..Options::default() };
