@@ -535,12 +535,7 @@ impl<F: Fs> Store<F> {
         }
         let runnable = claims.len();
         let dir: &Path = &self.dir;
-        let put_one = |(header, value, held, expect): &(
-            &Header,
-            &(dyn ErasedSerialize + Sync),
-            Option<(Vec<u8>, Digest)>,
-            Precondition,
-        )| match held {
+        let put_one = |(header, value, held, expect): &Encoded<'_>| match held {
             Some((bytes, digest)) => Self::remote_put(dir, via, header, bytes, *digest, *expect),
             None => Self::remote_put_with(dir, via, header, *expect, |w| value.write_json(w)),
         };
@@ -612,6 +607,11 @@ impl<F: Fs> Store<F> {
         }
     }
 }
+
+/// A batch's stash between its two passes: its header, its value, its
+/// envelope and digest when kept, its condition.
+type Encoded<'a> =
+    (&'a Header, &'a (dyn ErasedSerialize + Sync), Option<(Vec<u8>, Digest)>, Precondition);
 
 /// The largest remote envelope read into memory whole (a verb may set a
 /// lower limit): above it, a load costs a second read from the server but
