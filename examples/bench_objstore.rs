@@ -12,6 +12,9 @@
 //!   cargo run --release --features object-store --example bench_objstore -- --rounds 9
 //! ```
 //!
+//! `--gib` saves and loads one 1 GiB stash instead, and prints the bytes
+//! its load moved through the proxy against the envelope, and the peak RSS.
+//!
 //! Without `SAFESTASH_OBJSTORE_URL` it uses `SAFESTASH_TEST_S3_URL` (as set
 //! by `.ci/run`) with a fresh prefix, else `memory:///bench`.
 
@@ -34,6 +37,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => "memory:///bench".to_owned(),
         };
+    // `--gib [BYTES]`: only the large load, safestash alone (default 1 GiB).
+    if let Some(i) = args.iter().position(|a| a == "--gib") {
+        let size = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(1 << 30);
+        println!("{}", backend_rows::objstore::gib(&url, size)?);
+        return Ok(());
+    }
     let (rows, proxied) = backend_rows::objstore::rows(&url, rounds)?;
     println!(
         "object store `{}`, {rounds} interleaved rounds, medians:\n",

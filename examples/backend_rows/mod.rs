@@ -15,6 +15,9 @@
 use std::time::{Duration, Instant};
 
 #[cfg(feature = "object-store")]
+#[path = "../../tests/bigvalue/mod.rs"]
+pub mod bigvalue;
+#[cfg(feature = "object-store")]
 pub mod objstore;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -176,3 +176,52 @@ pub fn rows(url: &str, rounds: usize) -> Result<(Vec<Row>, bool), Box<dyn std::e
     rt.block_on(os.delete(&path))?;
     Ok((out, proxy.is_some()))
 }
+
+/// A 1 GiB stash saved and loaded through the proxy (safestash only): the
+/// bytes the load moved against the envelope's size, and the process's
+/// peak RSS (VmHWM) after the save and during the load (the peak reset
+/// in between, where Linux allows). The value is made while it is serialized
+/// and checked piece by piece while it is read (`tests/bigvalue`), so
+/// nothing of it is ever held whole.
+///
+/// # Errors
+///
+/// When the store cannot be opened or a call fails.
+pub fn gib(url: &str, size: u64) -> Result<String, Box<dyn std::error::Error>> {
+    use super::bigvalue::{Big, BigCheck, PIECE};
+    let (backend, proxy) = open(url)?;
+    let store = Store::open_object_store(backend);
+    let key = StashKey::new("bench-gib")?;
+    let pieces = size / PIECE as u64;
+    let began = std::time::Instant::now();
+    let envelope = store.save(&key, &Big(pieces))?.bytes;
+    let saved = began.elapsed();
+    let hwm = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_owned))
+            .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let after_save = hwm();
+    // Resets the peak to the current RSS (Linux: "5" to clear_refs), so
+    // that the load's own peak is measured.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = proxy.as_ref().map(Proxy::counts).unwrap_or_default();
+    let began = std::time::Instant::now();
+    let back = store.load::<BigCheck>(&key)?.ok_or("the stash is gone")?;
+    let loaded = began.elapsed();
+    assert_eq!(back.value().0, pieces);
+    let moved = proxy.as_ref().map(Proxy::counts).unwrap_or_default() - before;
+    let after_load = hwm();
+    store.clear(&key)?;
+    Ok(format!(
+        "envelope {envelope} bytes: saved in {saved:.1?} (peak RSS {after_save}), loaded in \
+         {loaded:.1?}; the load moved {} bytes ({:.4} × the envelope) in {} round trips; peak \
+         RSS {} {after_load}",
+        moved.up + moved.down,
+        (moved.up + moved.down) as f64 / envelope as f64,
+        moved.exchanges,
+        if reset { "during the load" } else { "(save and load)" },
+    ))
+}

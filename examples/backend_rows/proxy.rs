@@ -13,7 +13,11 @@
 //! Each direction of a connection has a reader thread, which stamps every
 //! chunk with the time it arrived, and a writer thread, which passes the
 //! chunk on once `delay` has elapsed since: chunks keep their order and
-//! their spacing, and a large body pays the delay once, not per chunk.
+//! their spacing, and a large body pays the delay once, not per chunk. At
+//! most [`IN_FLIGHT`] chunks of at most [`CHUNK`] bytes wait in each
+//! direction (about 2 MiB), so the proxy's own memory stays bounded
+//! whatever a side sends (and a reader that falls behind slows the
+//! sender, as TCP's window does).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -21,6 +25,12 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// The largest chunk read at once.
+pub const CHUNK: usize = 64 << 10;
+
+/// Chunks waiting for their delay in one direction, at most.
+pub const IN_FLIGHT: usize = 32;
 
 /// What crossed the proxy so far, over all its connections.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +119,7 @@ fn pump(
     (counters, last): (Arc<Counters>, Arc<AtomicU8>),
     client_side: bool,
 ) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
     let writer = thread::spawn(move || {
         for (arrived, chunk) in rx {
             let due = arrived + delay;
@@ -123,7 +133,7 @@ fn pump(
         }
         let _ = to.shutdown(Shutdown::Write);
     });
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,

@@ -660,8 +660,8 @@ impl<F: Fs> Store<F> {
     }
 }
 
-/// A stash of a remote batch between its two passes: its header, its
-/// value, its envelope and digest when small enough to keep, its condition.
+/// A batch's stash between its two passes: its header, its value, its
+/// envelope and digest when kept, its condition.
 type Encoded<'a> =
     (&'a Header, &'a (dyn ErasedSerialize + Sync), Option<(Vec<u8>, Digest)>, Precondition);
 
@@ -865,13 +865,15 @@ mod tests {
     use crate::key::StashKey;
     use crate::store::Store;
 
-    /// A backend keeping one envelope in memory, whose reads after the
-    /// first (the second pass of a large load) fail with `ConnectionReset`
-    /// after `fail_at` bytes and then end, as a dropped stream does.
+    /// A backend keeping one envelope in memory, whose reads from the
+    /// `first_failing`-th on (1: every read; 2: the second pass of a large
+    /// `read_raw` or `export`) fail with `ConnectionReset` after `fail_at`
+    /// bytes and then end, as a dropped stream does.
     #[derive(Debug)]
     struct FlakyReads {
         envelope: Mutex<Option<Vec<u8>>>,
         gets: Mutex<u32>,
+        first_failing: Mutex<u32>,
         fail_at: usize,
     }
 
@@ -910,7 +912,8 @@ mod tests {
             let mut gets = self.gets.lock().unwrap();
             *gets += 1;
             let len = bytes.len() as u64;
-            let fail_at = if *gets == 1 { u64::MAX } else { self.fail_at as u64 };
+            let failing = *gets >= *self.first_failing.lock().unwrap();
+            let fail_at = if failing { self.fail_at as u64 } else { u64::MAX };
             let reader = Dropped { bytes: io::Cursor::new(bytes), fail_at, failed: false };
             Ok(Some(Fetched { len, reader: Box::new(reader) }))
         }
@@ -951,17 +954,22 @@ mod tests {
         }
     }
 
-    /// A read error in the second pass of a large remote load (the payload
-    /// read, or the drain of the trailer behind it) is reported as that
-    /// I/O error, not as "the stash changed": a retry is the answer to
-    /// both, but only the truth tells an operator where to look.
+    /// A read error in the one pass of a large remote load, or in the
+    /// second pass of a large `read_raw` or `export` (the payload read, or
+    /// the drain of the trailer behind it), is reported as that I/O error,
+    /// not as damage or "the stash changed": a retry is the answer, but
+    /// only the truth tells an operator where to look.
     #[test]
     fn a_read_error_in_the_second_pass_of_a_large_load_is_that_error() {
         let value = "x".repeat(usize::try_from(REMOTE_WHOLE_LIMIT).unwrap() + 1000);
         let key = StashKey::new("big").unwrap();
         let size = {
-            let backend =
-                FlakyReads { envelope: Mutex::new(None), gets: Mutex::new(0), fail_at: 0 };
+            let backend = FlakyReads {
+                envelope: Mutex::new(None),
+                gets: Mutex::new(0),
+                first_failing: Mutex::new(2),
+                fail_at: 0,
+            };
             let store = Store::over_backend(Arc::new(backend), OsFs, Vec::new());
             store.save(&key, &value).unwrap().bytes
         };
@@ -969,14 +977,22 @@ mod tests {
         // In the payload, and in the trailer after it (where the payload's
         // reader has already finished).
         for fail_at in [1 << 20, usize::try_from(size).unwrap() - 10] {
-            let backend =
-                Arc::new(FlakyReads { envelope: Mutex::new(None), gets: Mutex::new(0), fail_at });
+            let backend = Arc::new(FlakyReads {
+                envelope: Mutex::new(None),
+                gets: Mutex::new(0),
+                first_failing: Mutex::new(1),
+                fail_at,
+            });
             let store = Store::over_backend(backend.clone(), OsFs, Vec::new());
             store.save(&key, &value).unwrap();
+            // A load reads once, verifying while it parses: a read error
+            // there is that error.
             *backend.gets.lock().unwrap() = 0;
             assert_reset(&format!("load, failing at {fail_at}"), store.load::<String>(&key));
-            assert_eq!(*backend.gets.lock().unwrap(), 2, "verified, then read again");
+            assert_eq!(*backend.gets.lock().unwrap(), 1, "one pass");
 
+            // `read_raw` and `export` verify, then read again.
+            *backend.first_failing.lock().unwrap() = 2;
             *backend.gets.lock().unwrap() = 0;
             assert_reset(&format!("read_raw, failing at {fail_at}"), store.read_raw(&key));
 
@@ -989,6 +1005,7 @@ mod tests {
             let healthy = FlakyReads {
                 envelope: Mutex::new(backend.envelope.lock().unwrap().clone()),
                 gets: Mutex::new(0),
+                first_failing: Mutex::new(1),
                 fail_at: usize::MAX,
             };
             let store = Store::over_backend(Arc::new(healthy), OsFs, Vec::new());
