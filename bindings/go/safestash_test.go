@@ -493,3 +493,45 @@ func TestInteropWithCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestInteropWithPython: a stash saved from Go is loaded by the Python
+// package, and one saved from Python is loaded by Go, both ways the same
+// payload. It needs a Python with the package installed,
+// SAFESTASH_TEST_PYTHON (CI's Python step runs it with the wheel it
+// built); without it, it skips, saying so.
+func TestInteropWithPython(t *testing.T) {
+	python := os.Getenv("SAFESTASH_TEST_PYTHON")
+	if python == "" {
+		t.Skip("SAFESTASH_TEST_PYTHON is not set (CI's Python step sets it to a Python with the wheel installed)")
+	}
+	dir := t.TempDir()
+	s := open(t, dir)
+	v := map[string]any{"rows": []any{1, "two", nil, true}, "label": "é"}
+	if err := s.SaveWith("from-go", v, safestash.SaveOptions{Kind: "snapshot", Origin: "go"}); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import json, sys, safestash
+store = safestash.Store(sys.argv[1])
+got = store.load("from-go")
+assert (got.kind, got.origin) == ("snapshot", "go"), (got.kind, got.origin)
+print(json.dumps(got.value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+store.save("from-python", {"n": 7, "list": [1.5, "x"]}, kind="snapshot", origin="python")
+`
+	out, err := exec.Command(python, "-c", script, dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python: %v: %s", err, out)
+	}
+	want, _ := json.Marshal(v) // encoding/json sorts map keys
+	if got := bytes.TrimSpace(out); !bytes.Equal(got, want) {
+		t.Fatalf("Python loaded %s, Go saved %s", got, want)
+	}
+	var back struct {
+		N    int   `json:"n"`
+		List []any `json:"list"`
+	}
+	found, err := s.Load("from-python", &back)
+	if !found || err != nil || back.N != 7 || len(back.List) != 2 || back.List[1] != "x" {
+		t.Fatalf("Go loaded %+v (found %v, err %v)", back, found, err)
+	}
+}
