@@ -1744,7 +1744,7 @@ impl Backend for ObjectStoreBackend {
         self.collect_garbage()
     }
 
-    /// A batch's PUTs go out [`BATCH_PUTS`] at a time: each is its own
+    /// A batch's PUTs go out eight at a time: each is its own
     /// request, and the service takes them in parallel.
     fn concurrent_puts(&self) -> usize {
         BATCH_PUTS
