@@ -254,13 +254,9 @@ pub unsafe extern "C" fn ss_guard_info(
 /// `guard` is NULL or a live handle that no other thread uses any more.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ss_guard_free(guard: *mut SsGuard) {
-    if guard.is_null() {
-        return;
-    }
-    // SAFETY: the caller gives up its handle, which came from Box::into_raw
-    // in SsGuard::new.
-    let boxed = unsafe { Box::from_raw(guard) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
+    // SAFETY: the caller gives up its handle (NULL, or from Box::into_raw
+    // in SsGuard::new), as this function's contract says.
+    unsafe { crate::free_handle(guard) };
 }
 
 /// `ss_resume`: no live resource, no stash.

@@ -300,13 +300,9 @@ pub unsafe extern "C" fn ss_op_rollback(
 /// `op` is NULL or a live handle that no other thread uses any more.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ss_op_free(op: *mut SsOperation) {
-    if op.is_null() {
-        return;
-    }
-    // SAFETY: the caller gives up its handle, which came from Box::into_raw
-    // in new_handle.
-    let boxed = unsafe { Box::from_raw(op) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
+    // SAFETY: the caller gives up its handle (NULL, or from Box::into_raw
+    // in new_handle), as this function's contract says.
+    unsafe { crate::free_handle(op) };
 }
 
 #[cfg(test)]

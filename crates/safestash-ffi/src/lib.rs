@@ -408,6 +408,23 @@ pub(crate) fn meta_json(m: &StashMeta) -> serde_json::Value {
     })
 }
 
+/// Frees a handle the library handed out with `Box::into_raw`: NULL is
+/// fine, and a panic in the value's drop does not cross the boundary.
+///
+/// # Safety
+///
+/// `handle` is NULL or came from `Box::into_raw` of a `Box<T>` and is not
+/// freed yet; the caller gives it up (no other thread uses it any more).
+pub(crate) unsafe fn free_handle<T>(handle: *mut T) {
+    if handle.is_null() {
+        return;
+    }
+    // SAFETY: per this function's contract, a live Box<T> that the caller
+    // gives up.
+    let boxed = unsafe { Box::from_raw(handle) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
+}
+
 pub(crate) fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }

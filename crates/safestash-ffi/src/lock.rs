@@ -128,11 +128,7 @@ pub unsafe extern "C" fn ss_lock_clear(
 /// `lock` is NULL or a live handle that no other thread uses any more.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ss_lock_free(lock: *mut SsLock) {
-    if lock.is_null() {
-        return;
-    }
-    // SAFETY: the caller gives up its handle, which came from Box::into_raw
-    // in ss_lock.
-    let boxed = unsafe { Box::from_raw(lock) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
+    // SAFETY: the caller gives up its handle (NULL, or from Box::into_raw
+    // in ss_lock), as this function's contract says.
+    unsafe { crate::free_handle(lock) };
 }

@@ -66,13 +66,9 @@ pub unsafe extern "C" fn ss_store_open(
 /// other thread uses it any more.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ss_store_free(store: *mut SsStore) {
-    if store.is_null() {
-        return;
-    }
-    // SAFETY: the caller gives up its handle, which came from Box::into_raw
-    // in ss_store_open.
-    let boxed = unsafe { Box::from_raw(store) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(boxed)));
+    // SAFETY: the caller gives up its handle (NULL, or from Box::into_raw
+    // in ss_store_open), as this function's contract says.
+    unsafe { crate::free_handle(store) };
 }
 
 /// Stashes the JSON `value` (`value_len` bytes) under `key`, durably, with
