@@ -158,6 +158,28 @@ impl Store<OsFs> {
         Store::over_backend(Arc::new(backend), OsFs, Vec::new())
     }
 
+    /// A store over any [`Backend`]: the public way to plug one in (a
+    /// backend of your own, or one of this crate's built by code).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// # #[cfg(feature = "object-store")] {
+    /// use safestash::backend::object_store::{ObjectStoreBackend, Options};
+    /// let memory = Arc::new(object_store::memory::InMemory::new());
+    /// let backend = ObjectStoreBackend::new(memory, "stashes", Options::default())?;
+    /// let store = safestash::Store::with_backend(Arc::new(backend));
+    /// let key = safestash::StashKey::new("k")?;
+    /// store.save(&key, &1)?;
+    /// assert_eq!(*store.load::<i32>(&key)?.unwrap().value(), 1);
+    /// # }
+    /// # Ok::<(), safestash::Error>(())
+    /// ```
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        Store::over_backend(backend, OsFs, Vec::new())
+    }
+
     #[cfg(not(feature = "postgres"))]
     fn open_postgres(url: &str) -> Result<Store> {
         let value = match url.split_once('@') {
