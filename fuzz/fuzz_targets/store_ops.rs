@@ -1,10 +1,14 @@
-//! An arbitrary sequence of store operations, power cuts and I/O errors on
-//! the simulated filesystem, checked against a BTreeMap model of what each
-//! key may load as (see `safestash_testkit::model`).
+//! An arbitrary sequence of store operations checked against a BTreeMap
+//! model of what each key may load as (see `safestash_testkit::model`),
+//! twice: on the simulated filesystem (power cuts and I/O errors) and on
+//! the simulated remote (client restarts and ambiguous outcomes: lost
+//! replies, late landings, retries meeting their own write). Every input
+//! runs on both, so the committed seeds keep their meaning.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use safestash_testkit::model::{ModelOp, run};
+use safestash_testkit::model::{ModelOp, Target, run_on};
+use safestash_testkit::sim_remote::Config;
 
 /// Keeps values and call numbers in a useful range: values up to 3000
 /// bytes, faults within the first 24 calls of an operation.
@@ -22,7 +26,9 @@ fuzz_target!(|ops: Vec<ModelOp>| {
         return;
     }
     let ops: Vec<ModelOp> = ops.into_iter().map(bounded).collect();
-    if let Err(violation) = run(&ops) {
-        panic!("model violation: {violation}");
+    for target in [Target::Directory, Target::SimRemote(Config::default())] {
+        if let Err(violation) = run_on(target, &ops) {
+            panic!("model violation on {target:?}: {violation}");
+        }
     }
 });

@@ -11,6 +11,12 @@
 //!   protocols the harness must catch).
 //! - [`model`]: any sequence of operations, power cuts and I/O errors,
 //!   checked against a `BTreeMap` of what each key may load as.
+//! - [`conformance`]: the behaviour and fault suites every backend runs.
+//! - [`sim_remote`]: a simulated remote backend with deterministic,
+//!   seedable ambiguous outcomes (lost replies, late landings, retries that
+//!   meet their own write, holders paused past their lease).
+//! - [`faulty`]: a backend wrapper that injects those outcomes into any
+//!   backend.
 //! - [`journal_oracle`]: the journal's aggregate and terminal rules written
 //!   a second way, shared by `tests/journal.rs` and the `journal` fuzz
 //!   target.
@@ -26,6 +32,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conformance;
 pub mod crash;
+pub mod faulty;
 pub mod journal_oracle;
 pub mod model;
+pub mod sim_remote;
