@@ -75,7 +75,8 @@ BlobServiceClient(url, credential={"account_name": "devstoreaccount1", "account_
         echo "the object store tests failed"
         return 1
     fi
-    grep -E "^test |test result|processes x|stale save|server silent|refused:" "$tmp/tests.log"
+    grep -E "^test |test result|processes x|stale save|server silent|refused:|conformance|negative control" \
+        "$tmp/tests.log"
     # The Go package against this server (its per-backend subtests).
     command -v go >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; }
     cargo build -p safestash-ffi

@@ -223,8 +223,9 @@ fn object_store_servers_conform() {
 }
 
 /// Negative controls: a remote protocol that deletes the key after an
-/// ambiguous answer, and one that acknowledges a write it dropped, must
-/// each fail the fault suite, naming the check and what it saw.
+/// ambiguous answer, one that acknowledges a write it dropped, and one
+/// whose lock holders carry no fencing token must each fail the fault
+/// suite, naming the check and what it saw.
 #[test]
 fn the_fault_suite_catches_broken_protocols() {
     for (protocol, check, saw) in [
@@ -238,6 +239,11 @@ fn the_fault_suite_catches_broken_protocols() {
             "error_before_a_save_keeps_the_old_stash",
             "an acknowledged save: loads as Some(\"v1\"), allowed [Some(\"v2\")]",
         ),
+        (
+            Protocol::Unfenced,
+            "a_paused_holder_cannot_write_over_a_newer_one",
+            "a holder past its lease saved over the newer holder's stash",
+        ),
     ] {
         let subject = FaultSubject::new(format!("{protocol:?}"), move || {
             Rig::sim(SimRemote::with(Config { protocol, ..Config::default() }))
@@ -249,7 +255,7 @@ fn the_fault_suite_catches_broken_protocols() {
     }
     // The behaviour suite alone (no ambiguity) cannot tell them apart from
     // the correct protocol: the fault suite is what catches them.
-    for protocol in [Protocol::DeleteAfterAmbiguous, Protocol::AckDropped] {
+    for protocol in [Protocol::DeleteAfterAmbiguous, Protocol::AckDropped, Protocol::Unfenced] {
         conformance::run(&Subject::new(format!("{protocol:?}"), move || {
             Opened::new(Store::with_backend(Arc::new(SimRemote::with(Config {
                 protocol,

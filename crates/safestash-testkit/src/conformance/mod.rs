@@ -6,7 +6,7 @@
 //!   and idempotent clear, conditional save and clear, hostile keys, locks
 //!   (where the backend has them), begin / rollback / resume, batches,
 //!   namespaces, a journal operation, and, given a [`Damage`] callback,
-//!   damage read back as [`Error::Corrupt`]. Each check opens a fresh,
+//!   damage read back as [`Error::Corrupt`](safestash::Error::Corrupt). Each check opens a fresh,
 //!   empty store with the subject's `open`.
 //! - [`run_faults`] (faults): the same verbs under ambiguous outcomes
 //!   injected at the backend boundary, through a [`Rig`]: the kit's
@@ -15,7 +15,7 @@
 //!   ([`Rig::new`]). The promises checked: an ambiguous outcome never loses
 //!   or overwrites data (the old stash stays unless the new one landed); a
 //!   save that errored leaves its key absent, old or new, intact, never
-//!   [`Error::Corrupt`]; an acknowledged save loads, and no late request
+//!   [`Error::Corrupt`](safestash::Error::Corrupt); an acknowledged save loads, and no late request
 //!   overwrites a newer acknowledged one; a stash a guard or a batch wrote
 //!   is never lost; a holder paused past its lease cannot write over a newer
 //!   holder (given a pause hook).
