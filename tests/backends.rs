@@ -143,7 +143,17 @@ fn postgres_conforms() {
         let backend =
             safestash::backend::postgres::Postgres::connect(&pgtest::with_namespace(&url, &ns))
                 .unwrap();
-        Rig::wrapping(Arc::new(backend))
+        // A paused holder, on PostgreSQL: its session is killed, which
+        // releases its advisory lock to the next holder.
+        let pause_url = url.clone();
+        Rig::wrapping(Arc::new(backend)).with_pause(move || {
+            pgtest::psql(
+                &pause_url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            );
+        })
     })));
 }
 

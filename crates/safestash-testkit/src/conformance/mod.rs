@@ -242,8 +242,9 @@ impl Rig {
         .with_pause(move || p.expire_leases())
     }
 
-    /// With a hook that pauses every current lock holder past its lease
-    /// (the paused-holder check runs only with one).
+    /// With a hook that makes every current lock holder lose its lock
+    /// while it still holds the handle: paused past its lease, or its
+    /// session killed (the paused-holder check runs only with one).
     ///
     /// # Examples
     ///
