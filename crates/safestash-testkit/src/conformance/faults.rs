@@ -3,7 +3,7 @@
 
 use safestash::{Error, Precondition, SaveOptions, StashKey, Stashed, Store};
 
-use super::{Check, Checked, Ctx, Rig, Stop, ensure, key};
+use super::{Check, Checked, Ctx, Rig, Stop, backend_of, ensure, key};
 use crate::sim_remote::Fate;
 
 /// The ambiguous fates every change-level check goes through.
@@ -233,7 +233,7 @@ fn ambiguous_batch(r: &Rig) -> Checked {
 
 fn ambiguous_quarantine(r: &Rig) -> Checked {
     let s = &r.store;
-    let backend = s.backend().ok_or("the fault suite needs a backend store".to_owned())?;
+    let backend = backend_of(s).ok_or("the fault suite needs a backend store".to_owned())?;
     // Quarantined envelopes stay for inspection: each fate gets its own key.
     for (i, fate) in AMBIGUOUS.into_iter().enumerate() {
         let k = key(&format!("q{i}"));
@@ -269,7 +269,7 @@ fn ambiguous_quarantine(r: &Rig) -> Checked {
 
 fn ambiguous_save_under_a_lock(r: &Rig) -> Checked {
     let s = &r.store;
-    if s.backend().is_some_and(|b| !b.has_locks()) {
+    if backend_of(s).is_some_and(|b| !b.has_locks()) {
         return Err(Stop::Skip("the backend has no per-key locks".into()));
     }
     let k = key("job");

@@ -386,6 +386,12 @@ macro_rules! ensure_ {
 
 use ensure_ as ensure;
 
+/// The store's backend, where it has one (a directory store has none
+/// until the directory is a backend itself).
+fn backend_of(store: &Store) -> Option<&dyn Backend> {
+    store.backend()
+}
+
 fn key(s: &str) -> StashKey {
     StashKey::new(s).expect("a valid key")
 }
