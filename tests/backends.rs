@@ -383,7 +383,7 @@ fn batch_saves_every_stash_and_stops_at_a_failed_condition() {
         assert_eq!(saved.len() + err.not_saved.len(), 3, "{}", p.name);
         assert_eq!(saved.contains(&c), s.load::<i32>(&c).unwrap().is_some(), "{}", p.name);
         assert_eq!(saved.contains(&c), !err.not_saved.contains(&c), "{}", p.name);
-        if s.backend().is_none_or(|b| b.concurrent_puts() == 1) {
+        if s.backend().concurrent_puts() == 1 {
             // One put at a time, in order: nothing after the failed one.
             assert_eq!(err.saved.len(), 1, "{}", p.name);
             assert_eq!(err.not_saved, [b.clone(), c.clone()], "{}", p.name);

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["fork", "fs", "digest", "key"],
     &["error", "sim"],
     &["envelope"],
-    &["meta"],
+    &["meta", "names"],
     &["observe"],
     &["backend"],
     &["store"],

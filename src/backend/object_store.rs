@@ -57,10 +57,10 @@
 //! Every change is a PUT conditional on what is at the key:
 //! `PutMode::Create` (`If-None-Match: *`) where nothing is, `PutMode::Update`
 //! (`If-Match: ETAG`) on the object there. The service checks the condition
-//! atomically with the write, so there is no window: `Condition::Unchanged(d)`
+//! atomically with the write, so there is no window: `Precondition::Unchanged(d)`
 //! replaces only the object whose digest was `d` and is still there;
-//! `Condition::Absent` creates only where there is nothing or a tombstone;
-//! a change that loses a race is refused (or, for `Condition::Any`, read
+//! `Precondition::Absent` creates only where there is nothing or a tombstone;
+//! a change that loses a race is refused (or, for `Precondition::Any`, read
 //! again and retried); and a PUT that lands late (a reply lost, a request
 //! still in flight) is refused once anything else was written there, so it
 //! never replaces a newer acknowledged save. The service must honour
@@ -92,7 +92,7 @@
 //!
 //! `object_store` has no conditional DELETE. A clear (conditional or not)
 //! therefore *replaces* the stash with a tombstone under `If-Match` on
-//! the ETag it read, and every reader, `list` and `Condition::Absent` treat
+//! the ETag it read, and every reader, `list` and `Precondition::Absent` treat
 //! a tombstone as absent. A stash another writer saved after the check
 //! changes the ETag, so the tombstone is refused and that stash stays:
 //! there is no window. The cost is one small object per cleared key, left in
@@ -228,7 +228,7 @@ use object_store::{
     UpdateVersion, WriteMultipart,
 };
 
-use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
+use super::{Backend, Fetched, Fill, Held, Listed, Outcome, Precondition};
 use crate::digest::Digest;
 use crate::envelope::{TRAILER_LEN, recorded_digest};
 use crate::error::{Corruption, Error, Result};
@@ -852,18 +852,18 @@ impl ObjectStoreBackend {
     ///
     /// The write is conditional on the guess, so a wrong guess costs a
     /// refused PUT and a read, never a guarantee.
-    fn guess(&self, name: &str, cond: Condition, tombstone: bool) -> Option<Current> {
+    fn guess(&self, name: &str, cond: Precondition, tombstone: bool) -> Option<Current> {
         if self.fenced_version(name).is_some() {
             // The locked key: the holder's own view decides (see `write`).
             return None;
         }
         let known = self.known(name);
         match (cond, known, tombstone) {
-            (Condition::Any | Condition::Absent, None, false) => Some(Current::Absent),
-            (Condition::Any, Some(c), false) => Some(c),
-            (Condition::Absent, Some(c @ Current::Tombstone(..)), false) => Some(c),
-            (Condition::Any, Some(c @ Current::Stash { .. }), true) => Some(c),
-            (Condition::Unchanged(d), Some(c @ Current::Stash { .. }), _)
+            (Precondition::Any | Precondition::Absent, None, false) => Some(Current::Absent),
+            (Precondition::Any, Some(c), false) => Some(c),
+            (Precondition::Absent, Some(c @ Current::Tombstone(..)), false) => Some(c),
+            (Precondition::Any, Some(c @ Current::Stash { .. }), true) => Some(c),
+            (Precondition::Unchanged(d), Some(c @ Current::Stash { .. }), _)
                 if c.digest() == Some(d) =>
             {
                 Some(c)
@@ -982,7 +982,7 @@ impl ObjectStoreBackend {
         op: &'static str,
         name: &str,
         payload: PutPayload,
-        cond: Condition,
+        cond: Precondition,
         mine: Mine<'_>,
         deadline: Option<Instant>,
     ) -> Result<Outcome> {
@@ -1003,7 +1003,7 @@ impl ObjectStoreBackend {
         op: &'static str,
         name: &str,
         payload: PutPayload,
-        cond: Condition,
+        cond: Precondition,
         mine: &Mine<'_>,
         deadline: Option<Instant>,
         sent: &mut bool,
@@ -1040,16 +1040,16 @@ impl ObjectStoreBackend {
             }
             let stash = matches!(current, Current::Stash { .. });
             let refused = match cond {
-                Condition::Any => false,
-                Condition::Absent => stash,
-                Condition::Unchanged(d) => current.digest() != Some(d) || !stash,
+                Precondition::Any => false,
+                Precondition::Absent => stash,
+                Precondition::Unchanged(d) => current.digest() != Some(d) || !stash,
             };
             let nothing_to_clear = tombstone && !stash;
             if guessed && (refused || nothing_to_clear) {
                 // Never decided on a guess: read.
                 continue;
             }
-            if nothing_to_clear && !matches!(cond, Condition::Unchanged(_)) {
+            if nothing_to_clear && !matches!(cond, Precondition::Unchanged(_)) {
                 return Ok(if refused {
                     Outcome::Refused { current: None }
                 } else {
@@ -1503,13 +1503,13 @@ impl Backend for ObjectStoreBackend {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         let payload = PutPayload::from(Bytes::copy_from_slice(envelope));
         self.write("save", key.as_str(), payload, cond, Mine::Envelope(*digest), None)
     }
 
-    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+    fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
         let mut sink = Sink {
             backend: self,
             key,
@@ -1572,7 +1572,7 @@ impl Backend for ObjectStoreBackend {
         self.fetch(key.as_str(), "load")
     }
 
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let mark = tombstone();
         let payload = PutPayload::from(mark.clone());
         self.write("clear", key.as_str(), payload, cond, Mine::Tombstone(&mark), None)
