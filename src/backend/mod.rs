@@ -176,7 +176,7 @@ pub struct WholeRead {
 ///
 /// Implementations are cheap to share (`Arc<dyn Backend>`) and safe to use
 /// from many threads. Every method names the stash or store in its errors
-/// ([`Error::Backend`](crate::Error::Backend)).
+/// ([`Error::Backend`]).
 pub trait Backend: Send + Sync + fmt::Debug {
     /// The namespace's location for messages and [`Store::dir`](crate::Store::dir),
     /// with no secret in it (a URL without its password).
@@ -248,7 +248,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the service fails, or the wait times out
-    /// ([`Error::Locked`](crate::Error::Locked)).
+    /// ([`Error::Locked`]).
     fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>>;
 
     /// Moves the envelope under `key` to the name `aside` (which the store

@@ -4,10 +4,10 @@
 //! simulated filesystem (and the crash harness) sees every call. The
 //! protocols, file by file:
 //!
-//! - [`write`](self::write): a save (temp file, `fsync`, `rename`,
+//! - `write.rs`: a save (temp file, `fsync`, `rename`,
 //!   directory `fsync`), a batch (every temp file first, then the renames,
 //!   one directory `fsync`), clear and quarantine;
-//! - [`read`](self::read): reading an envelope, listing the directory's
+//! - `read.rs`: reading an envelope, listing the directory's
 //!   entries, the reserved namespaces, and cleaning up leftovers;
 //! - this file: opening, per-key locks and the lock holder's view.
 
