@@ -1,5 +1,7 @@
 //! Locks: leases on conditional writes, renewed by a thread while held.
 
+use super::fence::Lease;
+use super::state::{FromMeta, is_conflict, now_ms};
 use super::*;
 
 /// What a lease object holds.
@@ -69,66 +71,6 @@ impl ObjectStoreBackend {
             Err(e) if is_conflict(&e) => Ok(None),
             Err(e) => Err(self.fail("lock", key.as_str())(e)),
         }
-    }
-}
-
-/// A lease as its holder knows it.
-pub(super) struct Lease {
-    pub(super) key: StashKey,
-    pub(super) path: Path,
-    pub(super) holder: String,
-    pub(super) duration: Duration,
-    pub(super) state: Mutex<LeaseState>,
-    /// The fork generation it was taken in.
-    pub(super) generation: u64,
-}
-
-pub(super) struct LeaseState {
-    /// The lease object's version this holder last wrote.
-    pub(super) version: UpdateVersion,
-    /// When that write was sent (a renewal counts from before it went out).
-    pub(super) renewed: Instant,
-    /// Renewal found the lease taken over.
-    pub(super) lost: bool,
-    /// The key's version this holder last saw or wrote (`None`: absent).
-    pub(super) key_version: Option<UpdateVersion>,
-}
-
-impl Lease {
-    pub(super) fn new(
-        backend: &ObjectStoreBackend,
-        key: &StashKey,
-        holder: String,
-        (version, sent): (UpdateVersion, Instant),
-        key_version: Option<UpdateVersion>,
-    ) -> Lease {
-        Lease {
-            key: key.clone(),
-            path: backend.lock_path(key),
-            holder,
-            duration: backend.shared.lease,
-            state: Mutex::new(LeaseState { version, renewed: sent, lost: false, key_version }),
-            generation: crate::fork::generation(),
-        }
-    }
-
-    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `Err(why)` when changes may no longer be made under this lease.
-    pub(super) fn check(&self) -> std::result::Result<(), &'static str> {
-        if self.generation != crate::fork::generation() {
-            return Err("the lock's lease is held by the parent process this one was forked from");
-        }
-        let state = self.state();
-        if state.lost {
-            return Err("the lock's lease was taken over by another holder");
-        }
-        if state.renewed.elapsed() >= self.duration.mul_f64(0.9) {
-            return Err("the lock's lease was not renewed in time and may have expired");
-        }
-        Ok(())
     }
 }
 

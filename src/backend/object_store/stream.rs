@@ -1,6 +1,8 @@
 //! Reads: fetching an envelope (a reference's data too) as a bounded stream,
 //! and listing.
 
+use super::multipart::{parse_reference, trailer_digest};
+use super::state::FromMeta;
 use super::*;
 
 impl ObjectStoreBackend {

@@ -1,5 +1,6 @@
 //! Opening a namespace: the URL, its options, the client's own settings.
 
+use super::state::service_error;
 use super::*;
 
 /// How a backend is set up; [`Default`] gives the documented defaults.
