@@ -128,13 +128,14 @@ pub struct DirEntry {
 /// let store = Store::with_fs(dir.path(), OsFs)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub trait Fs: fmt::Debug + Clone {
+pub trait Fs: fmt::Debug + Clone + Send + Sync + 'static {
     /// A file being written.
     type File: Write;
-    /// A file open for reading.
-    type Reader: Read + Seek;
+    /// A file open for reading (handed out by a [`Directory`](crate::backend::Directory)
+    /// backend, so it may move to another thread).
+    type Reader: Read + Seek + Send + 'static;
     /// A held advisory lock, released on drop.
-    type Lock;
+    type Lock: Send + Sync + 'static;
 
     /// Creates a new file `dir/{prefix}{random}{suffix}` with
     /// `O_CREAT|O_EXCL` and mode 0600, and returns it with its path.

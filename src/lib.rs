@@ -167,6 +167,7 @@ pub mod fs;
 pub mod journal;
 mod key;
 mod meta;
+mod names;
 mod observe;
 mod policy;
 pub mod reconcile;

@@ -1,6 +1,9 @@
 //! The crate's modules import only downward: every `crate::` path in
 //! `src/` (comments and doc links aside) names a module in the same layer or
-//! a lower one, and no modules import each other in a cycle.
+//! a lower one, and no modules import each other in a cycle; nor do the
+//! files of one module (`super::`, `self::` and `crate::` paths, and a
+//! `mod.rs`'s own `use child::`; a `pub use` re-export is a module's face,
+//! not a dependency).
 //!
 //! `.ci/run` runs this test on its own as the import-cycle check; it is part
 //! of a plain `cargo test` too.
@@ -14,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["fork", "fs", "digest", "key"],
     &["error", "sim"],
     &["envelope"],
-    &["meta"],
+    &["meta", "names"],
     &["observe"],
     &["backend"],
     &["store"],
@@ -234,6 +237,179 @@ fn no_import_cycles() {
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import cycle among the crate's modules: {}", cycle.join(" -> "));
     }
+}
+
+/// A file's module path (`store/save.rs` is `["store", "save"]`,
+/// `store/mod.rs` is `["store"]`).
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let mut parts: Vec<String> =
+        rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let last = parts.pop().expect("a file name");
+    let stem = last.trim_end_matches(".rs");
+    if stem != "mod" {
+        parts.push(stem.to_owned());
+    }
+    parts
+}
+
+/// The files `code` (of the file at module path `me`) imports, among
+/// `files` (module path -> file name): each path is resolved to the
+/// longest module path that is a file.
+fn file_imports(
+    code: &str,
+    me: &[String],
+    files: &BTreeMap<Vec<String>, String>,
+) -> BTreeSet<String> {
+    // Re-exports are the module's face, not what it depends on.
+    let mut kept = String::with_capacity(code.len());
+    for stmt in code.split_inclusive(';') {
+        let t = stmt.trim_start();
+        if !(t.starts_with("pub use") || t.starts_with("pub(crate) use")) {
+            kept.push_str(stmt);
+        }
+    }
+    let resolve = |mut path: Vec<String>| -> Option<String> {
+        while !path.is_empty() {
+            if let Some(f) = files.get(&path) {
+                return Some(f.clone());
+            }
+            path.pop();
+        }
+        None
+    };
+    let ident = |s: &str| -> String {
+        s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    };
+    let mut found = BTreeSet::new();
+    let bytes = kept.as_bytes();
+    let mut i = 0;
+    while i < kept.len() {
+        let rest = &kept[i..];
+        let boundary = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || bytes[i - 1] == b'_'
+                || bytes[i - 1] == b'$'
+                || bytes[i - 1] == b':');
+        let start: Option<(Vec<String>, usize)> = if !boundary {
+            None
+        } else if rest.starts_with("crate::") {
+            Some((Vec::new(), "crate::".len()))
+        } else if rest.starts_with("self::") {
+            Some((me.to_vec(), "self::".len()))
+        } else if rest.starts_with("super::") {
+            let mut n = 0;
+            let mut at = 0;
+            while rest[at..].starts_with("super::") {
+                n += 1;
+                at += "super::".len();
+            }
+            Some((me[..me.len().saturating_sub(n)].to_vec(), at))
+        } else {
+            None
+        };
+        let Some((mut path, skip)) = start else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let mut at = skip;
+        loop {
+            let seg = ident(&rest[at..]);
+            if seg.is_empty() {
+                break;
+            }
+            at += seg.len();
+            path.push(seg);
+            if rest[at..].starts_with("::") {
+                at += 2;
+            } else {
+                break;
+            }
+        }
+        if let Some(group) = rest[at..].strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let mut p = path.clone();
+                p.extend(
+                    item.trim().split("::").map(ident).filter(|s| !s.is_empty() && s != "self"),
+                );
+                found.extend(resolve(p));
+            }
+        } else {
+            found.extend(resolve(path));
+        }
+        i += at.max(1);
+    }
+    // `use child::...` in the file that declares `mod child;`.
+    for decl in kept.split("mod ").skip(1) {
+        let child = ident(decl);
+        if !child.is_empty()
+            && decl[child.len()..].trim_start().starts_with(';')
+            && kept.contains(&format!("use {child}::"))
+        {
+            let mut p = me.to_vec();
+            p.push(child);
+            found.extend(files.get(&p).cloned());
+        }
+    }
+    found
+}
+
+#[test]
+fn no_import_cycles_between_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    paths.retain(|f| module_of(&src, f).is_some());
+    let files: BTreeMap<Vec<String>, String> = paths
+        .iter()
+        .map(|f| (module_path(&src, f), f.strip_prefix(&src).unwrap().display().to_string()))
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &paths {
+        let me = module_path(&src, f);
+        let name = files[&me].clone();
+        let code = code_only(&fs::read_to_string(f).expect("read source"));
+        let mut deps = file_imports(&code, &me, &files);
+        deps.remove(&name);
+        graph.insert(name, deps);
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle among the files of src/: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn the_file_check_sees_a_cycle_between_siblings() {
+    let files: BTreeMap<Vec<String>, String> = [
+        (vec!["m".to_owned()], "m/mod.rs".to_owned()),
+        (vec!["m".to_owned(), "a".to_owned()], "m/a.rs".to_owned()),
+        (vec!["m".to_owned(), "b".to_owned()], "m/b.rs".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let a = vec!["m".to_owned(), "a".to_owned()];
+    let b = vec!["m".to_owned(), "b".to_owned()];
+    let m = vec!["m".to_owned()];
+    assert_eq!(
+        file_imports(&code_only("use super::b::{X, Y};"), &a, &files),
+        BTreeSet::from(["m/b.rs".to_owned()])
+    );
+    assert_eq!(
+        file_imports(&code_only("use super::*;\nuse crate::m::a::Z;"), &b, &files),
+        BTreeSet::from(["m/mod.rs".to_owned(), "m/a.rs".to_owned()])
+    );
+    // A re-export is not a dependency; a private use of a child is.
+    assert!(file_imports(&code_only("mod a;\npub use a::X;"), &m, &files).is_empty());
+    assert_eq!(
+        file_imports(&code_only("mod a;\nuse a::X;"), &m, &files),
+        BTreeSet::from(["m/a.rs".to_owned()])
+    );
+    let mut g = BTreeMap::new();
+    g.insert("m/a.rs".to_owned(), BTreeSet::from(["m/b.rs".to_owned()]));
+    g.insert("m/b.rs".to_owned(), BTreeSet::from(["m/a.rs".to_owned()]));
+    assert!(find_cycle(&g).is_some());
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use object_store::memory::InMemory;
 use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion};
 use safestash::backend::object_store::{ObjectStoreBackend, Options};
-use safestash::backend::{Backend, Condition, Outcome};
+use safestash::backend::{Backend, Outcome};
 use safestash::envelope::{EnvelopeWriter, Header};
 use safestash::journal::{Change, Operation};
 use safestash::{Error, Precondition, SaveOptions, StashKey, Store};
@@ -178,7 +178,7 @@ fn child_entry() {
                 let value = tagged(n, 12 << 20);
                 println!("uploading {n}");
                 let out = backend
-                    .put_with(&k, Condition::Any, &mut |sink| write_envelope(sink, &k, &value))
+                    .put_with(&k, Precondition::Any, &mut |sink| write_envelope(sink, &k, &value))
                     .unwrap();
                 assert_eq!(out, Outcome::Done);
                 println!("ack {n}");
@@ -235,7 +235,7 @@ fn child_entry() {
             let mut sent = Sha256::new();
             let began = Instant::now();
             backend
-                .put_with(&k, Condition::Absent, &mut |sink| {
+                .put_with(&k, Precondition::Absent, &mut |sink| {
                     let mut tee = Tee { inner: sink, hash: &mut sent };
                     let header = Header::new(k.clone(), "value", None, SystemTime::now()).unwrap();
                     let io = |e: std::io::Error| safestash::Error::Io {
@@ -457,10 +457,13 @@ fn a_stale_etag_is_a_precondition_error_never_an_overwrite() {
     for (name, backend, raw) in backends("stale_etag") {
         let k = key("k");
         let (first, d1) = envelope(&k, "first");
-        assert_eq!(backend.put(&k, &first, &d1, Condition::Absent).unwrap(), Outcome::Done);
+        assert_eq!(backend.put(&k, &first, &d1, Precondition::Absent).unwrap(), Outcome::Done);
         let stale = raw.e_tag("k").expect("an etag");
         let (second, d2) = envelope(&k, "second");
-        assert_eq!(backend.put(&k, &second, &d2, Condition::Unchanged(d1)).unwrap(), Outcome::Done);
+        assert_eq!(
+            backend.put(&k, &second, &d2, Precondition::Unchanged(d1)).unwrap(),
+            Outcome::Done
+        );
         // The service refuses a write on the ETag seen before the change...
         let opts = PutOptions {
             mode: PutMode::Update(UpdateVersion { e_tag: Some(stale), version: None }),
@@ -473,26 +476,26 @@ fn a_stale_etag_is_a_precondition_error_never_an_overwrite() {
         assert!(matches!(err, object_store::Error::Precondition { .. }), "{name}: {err:?}");
         // ...and so does the backend on the digest seen before it.
         let (third, d3) = envelope(&k, "third");
-        let out = backend.put(&k, &third, &d3, Condition::Unchanged(d1)).unwrap();
+        let out = backend.put(&k, &third, &d3, Precondition::Unchanged(d1)).unwrap();
         assert_eq!(out, Outcome::Refused { current: Some(d2) }, "{name}");
         assert_eq!(
-            backend.delete(&k, Condition::Unchanged(d1)).unwrap(),
+            backend.delete(&k, Precondition::Unchanged(d1)).unwrap(),
             Outcome::Refused { current: Some(d2) }
         );
         assert_eq!(raw.get("k").unwrap(), second, "{name}: never overwritten");
         // Create over a stash is refused; over a tombstone it creates.
         assert_eq!(
-            backend.put(&k, &third, &d3, Condition::Absent).unwrap(),
+            backend.put(&k, &third, &d3, Precondition::Absent).unwrap(),
             Outcome::Refused { current: Some(d2) },
             "{name}"
         );
-        assert_eq!(backend.delete(&k, Condition::Unchanged(d2)).unwrap(), Outcome::Done);
+        assert_eq!(backend.delete(&k, Precondition::Unchanged(d2)).unwrap(), Outcome::Done);
         let mark = raw.get("k").unwrap();
         assert!(mark.starts_with(b"SAFESTASH-TOMBSTONE v1\n"), "{name}: a tombstone");
         assert!(backend.get(&k).unwrap().is_none(), "{name}");
         assert!(backend.list(0).unwrap().is_empty(), "{name}");
-        assert_eq!(backend.delete(&k, Condition::Any).unwrap(), Outcome::Missing, "{name}");
-        assert_eq!(backend.put(&k, &third, &d3, Condition::Absent).unwrap(), Outcome::Done);
+        assert_eq!(backend.delete(&k, Precondition::Any).unwrap(), Outcome::Missing, "{name}");
+        assert_eq!(backend.put(&k, &third, &d3, Precondition::Absent).unwrap(), Outcome::Done);
         assert_eq!(raw.get("k").unwrap(), third, "{name}");
     }
 }
@@ -637,18 +640,18 @@ fn a_holders_write_is_fenced_on_the_etag_it_last_saw() {
     for (name, backend, _raw) in backends("fence") {
         let k = key("job");
         let (v1, d1) = envelope(&k, "one");
-        backend.put(&k, &v1, &d1, Condition::Any).unwrap();
+        backend.put(&k, &v1, &d1, Precondition::Any).unwrap();
         let held = backend.lock(&k, false).unwrap().expect("free");
         assert!(backend.lock(&k, false).unwrap().is_none(), "{name}: excluded");
         let (v2, d2) = envelope(&k, "two");
-        assert_eq!(held.backend().put(&k, &v2, &d2, Condition::Any).unwrap(), Outcome::Done);
+        assert_eq!(held.backend().put(&k, &v2, &d2, Precondition::Any).unwrap(), Outcome::Done);
         // A writer that ignores the lock changes the key behind the holder's back.
         let (v3, d3) = envelope(&k, "three");
-        backend.put(&k, &v3, &d3, Condition::Any).unwrap();
+        backend.put(&k, &v3, &d3, Precondition::Any).unwrap();
         let (v4, d4) = envelope(&k, "four");
-        let err = held.backend().put(&k, &v4, &d4, Condition::Any).unwrap_err();
+        let err = held.backend().put(&k, &v4, &d4, Precondition::Any).unwrap_err();
         assert!(err.to_string().contains("failed to save"), "{name}: {err}");
-        assert!(held.backend().delete(&k, Condition::Any).is_err(), "{name}");
+        assert!(held.backend().delete(&k, Precondition::Any).is_err(), "{name}");
         let got = backend.get(&k).unwrap().unwrap();
         let mut bytes = Vec::new();
         { got.reader }.read_to_end(&mut bytes).unwrap();
@@ -1001,27 +1004,27 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
     for (name, backend, raw) in all {
         let k = key("big");
         let big = |n: u64| tagged(n, 300 << 10);
-        let put = |n: u64, cond: Condition| {
+        let put = |n: u64, cond: Precondition| {
             let value = big(n);
             backend.put_with(&k, cond, &mut |sink| write_envelope(sink, &k, &value)).unwrap()
         };
         let data_objects =
             || raw.names().into_iter().filter(|n| n.starts_with(".data/")).collect::<Vec<_>>();
-        assert_eq!(put(1, Condition::Absent), Outcome::Done, "{name}");
+        assert_eq!(put(1, Precondition::Absent), Outcome::Done, "{name}");
         let first = data_objects();
         assert_eq!(first.len(), 1, "{name}: saved by multipart: {first:?}");
         let d1 = backend.list(0).unwrap()[0].clone();
         assert_eq!(d1.len, raw.get(&first[0]).unwrap().len() as u64, "{name}");
         // Create over it is refused, and the refused upload's data goes.
-        let refused = put(2, Condition::Absent);
+        let refused = put(2, Precondition::Absent);
         assert!(matches!(refused, Outcome::Refused { current: Some(_) }), "{name}: {refused:?}");
         assert_eq!(data_objects(), first, "{name}: no orphan after a refusal");
         let Outcome::Refused { current: Some(d1) } = refused else { unreachable!() };
         // Replace-if-unchanged on a stale digest is refused; on the right one it lands.
         let (_, ds) = envelope(&k, "small");
-        let stale = Condition::Unchanged(ds);
+        let stale = Precondition::Unchanged(ds);
         assert!(matches!(put(3, stale), Outcome::Refused { .. }), "{name}");
-        assert_eq!(put(4, Condition::Unchanged(d1)), Outcome::Done, "{name}");
+        assert_eq!(put(4, Precondition::Unchanged(d1)), Outcome::Done, "{name}");
         // The replaced stash's data stays (a reader may hold its reference)
         // until cleanup finds it unreferenced and older than the grace.
         assert_eq!(data_objects().len(), 2, "{name}");
@@ -1041,14 +1044,14 @@ fn a_multipart_save_keeps_its_condition_and_leaves_no_orphan() {
         { got.reader }.read_to_end(&mut bytes).unwrap();
         assert!(String::from_utf8_lossy(&bytes).contains(&big(4)[..100]), "{name}");
         // A clear tombstones the reference and removes its data.
-        let Outcome::Refused { current: Some(d4) } = put(5, Condition::Absent) else { panic!() };
-        assert_eq!(backend.delete(&k, Condition::Unchanged(d4)).unwrap(), Outcome::Done);
+        let Outcome::Refused { current: Some(d4) } = put(5, Precondition::Absent) else { panic!() };
+        assert_eq!(backend.delete(&k, Precondition::Unchanged(d4)).unwrap(), Outcome::Done);
         std::thread::sleep(grace + Duration::from_millis(100));
         assert_eq!(store.cleanup().unwrap().len(), 1, "{name}");
         assert!(data_objects().is_empty(), "{name}: {:?}", raw.names());
         assert!(backend.get(&k).unwrap().is_none(), "{name}");
         // A fill that fails stores nothing, and leaves no upload behind.
-        let failed = backend.put_with(&k, Condition::Any, &mut |sink| {
+        let failed = backend.put_with(&k, Precondition::Any, &mut |sink| {
             sink.write_all(&vec![b'x'; 200 << 10]).unwrap();
             Err(Error::InvalidOption { field: "test", value: String::new(), rule: "fails" })
         });
@@ -1346,13 +1349,13 @@ fn a_lease_counts_from_when_its_take_was_sent() {
     let backend = ObjectStoreBackend::new(memory.clone(), "slow", opts).unwrap();
     let k = key("job");
     let (v1, d1) = envelope(&k, "one");
-    backend.put(&k, &v1, &d1, Condition::Any).unwrap();
+    backend.put(&k, &v1, &d1, Precondition::Any).unwrap();
     let lease_object = backend.prefix().clone().join(".locks").join("job");
     // The take lands at once; its reply takes 1.9 s of the 2 s lease.
     *memory.slow.lock().unwrap() = Some((lease_object, Duration::from_millis(1900)));
     let held = backend.lock(&k, false).unwrap().expect("free");
     let (v2, d2) = envelope(&k, "two");
-    let err = held.backend().put(&k, &v2, &d2, Condition::Any).unwrap_err();
+    let err = held.backend().put(&k, &v2, &d2, Precondition::Any).unwrap_err();
     let why = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
     assert!(why.contains("not renewed in time"), "{err}: {why}");
     let got = backend.get(&k).unwrap().unwrap();

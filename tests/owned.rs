@@ -115,3 +115,41 @@ fn a_clone_is_the_same_store() {
     let _held = store.lock(&k).unwrap();
     assert!(matches!(clone.try_lock(&k), Err(Error::Locked { .. })));
 }
+
+/// The directory is a `Backend` like any other: a store over it, plugged in
+/// through the public seam, is the store `Store::open` makes.
+#[test]
+fn a_store_over_a_directory_backend_is_the_directory_store() {
+    use safestash::backend::Directory;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("stashes");
+    let plugged = Store::with_backend(Arc::new(Directory::open(&root).unwrap()));
+    let opened = Store::open(&root).unwrap();
+    let k = StashKey::new("k").unwrap();
+
+    let receipt = plugged.save(&k, &vec![1, 2, 3]).unwrap();
+    assert_eq!(receipt.path, root.join("k"));
+    assert!(root.join("k").is_file(), "one file per key, in the directory");
+    assert_eq!(opened.load::<Vec<i32>>(&k).unwrap().unwrap().value(), &[1, 2, 3]);
+    opened.save(&k, &vec![4]).unwrap();
+    assert_eq!(plugged.load::<Vec<i32>>(&k).unwrap().unwrap().value(), &[4]);
+
+    // The same locks: a lock taken through one excludes the other.
+    let held = plugged.lock(&k).unwrap();
+    assert!(matches!(opened.try_lock(&k), Err(Error::Locked { .. })));
+    drop(held);
+    assert!(opened.try_lock(&k).is_ok());
+
+    // The same verbs, the same answers.
+    assert_eq!(plugged.list().unwrap().len(), 1);
+    assert!(plugged.verify().unwrap().iter().all(|r| r.result.is_ok()));
+    assert!(plugged.clear(&k).unwrap());
+    assert!(opened.load::<Vec<i32>>(&k).unwrap().is_none());
+
+    // A file where the directory should be is refused when it is opened.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(Directory::open(&file), Err(Error::NotAFile { .. })));
+}

@@ -8,9 +8,9 @@
 //! must give the store:
 //!
 //! - [`put`](Backend::put): atomic and durable when it returns `Ok`, under a
-//!   [`Condition`] checked atomically with the write;
+//!   [`Precondition`] checked atomically with the write;
 //! - [`get`](Backend::get): the bytes as a reader, and their length;
-//! - [`delete`](Backend::delete): under a [`Condition`], durable;
+//! - [`delete`](Backend::delete): under a [`Precondition`], durable;
 //! - [`list`](Backend::list): every name with its size and the first bytes
 //!   (the envelope's header);
 //! - [`lock`](Backend::lock): a per-key exclusive lock where the backend has
@@ -20,35 +20,54 @@
 //!
 //! The trait is object-safe and boxed (`Arc<dyn Backend>`), so
 //! [`Store`](crate::Store) is not generic over it: a caller never names a
-//! backend in its types. The local directory is not a `Backend`: it keeps
-//! its own code path over [`Fs`](crate::fs::Fs), so its syscalls (and the
-//! crash simulator's view of them) are exactly those of the directory
-//! protocol, with nothing in between.
+//! backend in its types, and every verb of the store is written once,
+//! against this trait. Plug one in with
+//! [`Store::with_backend`](crate::Store::with_backend).
 //!
-//! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`;
+//! Backends: [`Directory`] (the local directory, over the
+//! [`Fs`](crate::fs::Fs) seam, so the crash simulator sees every call);
+//! `postgres` (feature `postgres`), in `safestash::backend::postgres`;
 //! `object_store` (feature `object-store`), in `safestash::backend::object_store`.
 
 use std::fmt;
 use std::io::{Read, Write};
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fs::FileKind;
 use crate::key::StashKey;
+
+mod batch;
+pub mod directory;
+
+pub use directory::{Directory, FLUSH_GROUP};
 
 #[cfg(feature = "object-store")]
 pub mod object_store;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
-/// What a conditional [`put`](Backend::put) or [`delete`](Backend::delete)
+/// What a conditional save ([`Store::save_if`](crate::Store::save_if)), or
+/// a backend's [`put`](Backend::put) or [`delete`](Backend::delete),
 /// expects at the key, checked atomically with the change.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::Precondition;
+///
+/// let d = safestash::Digest::of(b"x");
+/// assert_ne!(Precondition::Absent, Precondition::Unchanged(d));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    /// Anything, or nothing.
+pub enum Precondition {
+    /// Anything, or nothing: a plain save.
     Any,
-    /// Nothing: create only.
+    /// No stash: create only.
     Absent,
-    /// The envelope with this digest: change only what the caller has seen.
+    /// The stash with this digest (from a [`Receipt`](crate::Receipt) or a
+    /// loaded stash's [`StashMeta`](crate::StashMeta)): change only what
+    /// the caller has seen.
     Unchanged(Digest),
 }
 
@@ -96,11 +115,68 @@ pub struct Listed {
     pub head: Vec<u8>,
 }
 
+/// One stash of a [`Backend::put_batch`].
+pub struct BatchPut<'a> {
+    /// Its key.
+    pub key: &'a StashKey,
+    /// What must be at the key for the put to happen.
+    pub cond: Precondition,
+    /// Writes the whole envelope into the sink it is given and returns its
+    /// digest. It may be called more than once (a check pass, then the
+    /// write), and from other threads; it writes the same bytes each time.
+    pub fill: &'a (dyn Fn(&mut dyn Write) -> Result<Digest> + Sync),
+}
+
+impl fmt::Debug for BatchPut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchPut")
+            .field("key", &self.key)
+            .field("cond", &self.cond)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Backend::put_batch`] did.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One per put, in order: `Some(Done)` when it is durable,
+    /// `Some(Refused)` when its condition failed, `None` when it was not
+    /// made (or not acknowledged).
+    pub outcomes: Vec<Option<Outcome>>,
+    /// The error that stopped the batch, and the index of the put it
+    /// stopped at.
+    pub failed: Option<(usize, Error)>,
+}
+
+/// One entry of a backend's namespace, from [`Backend::entries`].
+#[derive(Debug)]
+pub struct Entry {
+    /// Its name (a key, or a name the store made).
+    pub name: String,
+    /// What it is (a remote backend's entries are all files).
+    pub kind: FileKind,
+    /// Its length in bytes, when known.
+    pub len: Option<u64>,
+    /// Its first bytes (stashes, temp files and quarantined stashes only;
+    /// empty for other entries), or why they could not be read.
+    pub head: Result<Vec<u8>>,
+}
+
+/// Up to which size a verb reads an envelope whole, in memory (above it,
+/// in one streaming pass): see [`Backend::whole_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeRead {
+    /// For a load (whose value will be in memory anyway).
+    pub load: u64,
+    /// For a verify, which keeps no payload.
+    pub verify: u64,
+}
+
 /// A place that keeps envelopes: one namespace of a shared service.
 ///
 /// Implementations are cheap to share (`Arc<dyn Backend>`) and safe to use
 /// from many threads. Every method names the stash or store in its errors
-/// ([`Error::Backend`](crate::Error::Backend)).
+/// ([`Error::Backend`]).
 pub trait Backend: Send + Sync + fmt::Debug {
     /// The namespace's location for messages and [`Store::dir`](crate::Store::dir),
     /// with no secret in it (a URL without its password).
@@ -119,7 +195,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome>;
 
     /// As [`put`](Backend::put), with the envelope streamed: `fill` writes
@@ -132,7 +208,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// `fill`'s error, or as [`put`](Backend::put).
-    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+    fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
         let mut envelope = Vec::new();
         let digest = fill(&mut envelope)?;
         self.put(key, &envelope, &digest, cond)
@@ -151,7 +227,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the service fails.
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome>;
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome>;
 
     /// Every name in the namespace, sorted, with its length and its first
     /// `head_len` bytes.
@@ -172,7 +248,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the service fails, or the wait times out
-    /// ([`Error::Locked`](crate::Error::Locked)).
+    /// ([`Error::Locked`]).
     fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>>;
 
     /// Moves the envelope under `key` to the name `aside` (which the store
@@ -194,6 +270,77 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// When the service fails.
     fn children(&self) -> Result<Vec<String>>;
+
+    /// Puts every stash of a [`Batch`](crate::Batch), in order, and stops
+    /// at the first that fails or is refused (puts already made stay
+    /// made). The default checks every envelope first (a value that does
+    /// not serialize stops the batch before anything is written), then
+    /// puts each as [`put`](Backend::put) does,
+    /// [`concurrent_puts`](Backend::concurrent_puts) at a time. A backend
+    /// that can do better overrides it: the directory writes every temp
+    /// file before the first rename and flushes once.
+    fn put_batch(&self, puts: &[BatchPut<'_>]) -> BatchOutcome {
+        batch::put_each(self, puts)
+    }
+
+    /// Up to which sizes envelopes are read whole (default: 4 MiB for a
+    /// load, 1 MiB for a verify); above them, one streaming pass.
+    fn whole_read(&self) -> WholeRead {
+        WholeRead { load: 4 << 20, verify: 1 << 20 }
+    }
+
+    /// Every entry of the namespace, sorted (only the names that are keys
+    /// when `stashes_only`), with the first `head_len` bytes of each. The
+    /// default lists [`list`](Backend::list)'s names as files.
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn entries(&self, head_len: usize, stashes_only: bool) -> Result<Vec<Entry>> {
+        Ok(self
+            .list(head_len)?
+            .into_iter()
+            .filter(|l| !stashes_only || StashKey::new(l.name.as_str()).is_ok())
+            .map(|l| Entry {
+                name: l.name,
+                kind: FileKind::File,
+                len: Some(l.len),
+                head: Ok(l.head),
+            })
+            .collect())
+    }
+
+    /// The entry `name` alone, as [`entries`](Backend::entries) would
+    /// give it (the default lists them all and picks it).
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn entry(&self, name: &str, head_len: usize) -> Result<Option<Entry>> {
+        Ok(self.entries(head_len, false)?.into_iter().find(|e| e.name == name))
+    }
+
+    /// Whether another holder has `key`'s lock (the default asks for it
+    /// without waiting, and lets it go).
+    ///
+    /// # Errors
+    ///
+    /// When the service fails.
+    fn is_locked(&self, key: &StashKey) -> Result<bool> {
+        Ok(self.lock(key, false)?.is_none())
+    }
+
+    /// Moves `key`'s envelope aside under `base` (or a name made from it
+    /// if `base` is taken) and returns the name used; `None` when nothing
+    /// was under `key`. The default is [`move_aside`](Backend::move_aside)
+    /// to `base`.
+    ///
+    /// # Errors
+    ///
+    /// As [`move_aside`](Backend::move_aside).
+    fn quarantine(&self, key: &StashKey, base: &str) -> Result<Option<String>> {
+        Ok(self.move_aside(key, base)?.then(|| base.to_owned()))
+    }
 
     /// How many puts of one [`Batch`](crate::Batch) may run at once (each
     /// on its own thread, each still its own atomic, conditional write).

@@ -196,7 +196,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls, Statement};
 
-use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
+use super::{Backend, Fetched, Fill, Held, Listed, Outcome, Precondition};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::key::StashKey;
@@ -1068,7 +1068,7 @@ impl Backend for Postgres {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         self.put_with(key, cond, &mut |sink| {
             sink.write_all(envelope).map_err(|e| Error::Backend {
@@ -1080,7 +1080,7 @@ impl Backend for Postgres {
         })
     }
 
-    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+    fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
         let shared = &self.shared;
         let lock = self.lock_name(key);
         let step = self.run("save", Some(key), true, |c| {
@@ -1098,9 +1098,9 @@ impl Backend for Postgres {
                 .map(|row| (row.get(0), row.get(1)));
             let current_digest = current.as_ref().map(|(d, _)| digest_of(d));
             let refused = match cond {
-                Condition::Any => false,
-                Condition::Absent => current.is_some(),
-                Condition::Unchanged(d) => current_digest != Some(Some(d)),
+                Precondition::Any => false,
+                Precondition::Absent => current.is_some(),
+                Precondition::Unchanged(d) => current_digest != Some(Some(d)),
             };
             if refused {
                 return Ok(PutStep::Refused(current_digest.flatten()));
@@ -1109,7 +1109,7 @@ impl Backend for Postgres {
             // replaced row is locked (FOR UPDATE) until the commit, and a
             // create-if-absent inserts with ON CONFLICT DO NOTHING.
             let had_chunks = current.is_some_and(|(_, n)| n > 0);
-            let absent = cond == Condition::Absent;
+            let absent = cond == Precondition::Absent;
             let mut sink =
                 Chunker::new(&mut tx, shared, &self.ns, key.as_str(), had_chunks, absent);
             let filled = fill(&mut sink);
@@ -1162,7 +1162,7 @@ impl Backend for Postgres {
         }
     }
 
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let shared = &self.shared;
         let lock = self.lock_name(key);
         self.run("clear", Some(key), true, |c| {
@@ -1180,8 +1180,8 @@ impl Backend for Postgres {
             let Some(current) = current else { return Ok(Outcome::Missing) };
             let current = digest_of(&current);
             match cond {
-                Condition::Absent => return Ok(Outcome::Refused { current }),
-                Condition::Unchanged(d) if current != Some(d) => {
+                Precondition::Absent => return Ok(Outcome::Refused { current }),
+                Precondition::Unchanged(d) if current != Some(d) => {
                     return Ok(Outcome::Refused { current });
                 }
                 _ => {}

@@ -210,3 +210,20 @@ pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// Parsing a part state from its name (`"completed"`, ...): the error is
+/// the journal's, so the impl lives beside it.
+impl std::str::FromStr for PartState {
+    type Err = JournalError;
+
+    fn from_str(s: &str) -> Result<PartState, JournalError> {
+        PartState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| {
+            JournalError::Invalid {
+                what: "part state",
+                value: s.to_owned(),
+                rule: "not one of pending, running, completed, failed, failed_retryable, \
+                       cancelled, rolled_back, rollback_failed",
+            }
+        })
+    }
+}

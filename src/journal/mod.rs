@@ -63,6 +63,7 @@
 //! - `stash`: a part's stash: take, load, discard;
 //! - `rollback`: [`Operation::rollback`] and its verified-restore step.
 
+mod cas;
 mod error;
 mod keys;
 mod operation;

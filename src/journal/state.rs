@@ -5,13 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use super::Operation;
-use super::error::JournalError;
 
 /// The state of one part of an [`Operation`].
 ///
@@ -196,21 +194,6 @@ impl PartState {
 impl fmt::Display for PartState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PartState {
-    type Err = JournalError;
-
-    fn from_str(s: &str) -> Result<PartState, JournalError> {
-        PartState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| {
-            JournalError::Invalid {
-                what: "part state",
-                value: s.to_owned(),
-                rule: "not one of pending, running, completed, failed, failed_retryable, \
-                       cancelled, rolled_back, rollback_failed",
-            }
-        })
     }
 }
 

@@ -1,6 +1,10 @@
 //! [`Reconciler`]: a checked plan executed, stashing each tenant before
 //! deleting it.
 
+use super::tenants::{
+    DEFAULT_RETENTION, RunLock, all_generations, generation_key, restore_from, snapshot_store,
+    tenant_stashes,
+};
 use super::*;
 
 /// A tenant stashed by a run.

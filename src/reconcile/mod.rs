@@ -57,7 +57,7 @@ pub use execute::{ExecutionReport, Reconciler, StashedTenant, Stopped};
 pub use plan::{Fingerprint, Plan, UnparseableIds, plan};
 use rules::join_refusals;
 pub use rules::{Limits, Overrides, Refusal, Rule};
-use tenants::*;
+
 pub use tenants::{PurgeReport, TENANT_SNAPSHOT_KIND, purge_expired, restore_tenant, tenant_key};
 /// The `uuid` crate, re-exported: [`CanonicalUuid`] converts from its
 /// `Uuid`, so callers use the same major version.

@@ -1,6 +1,10 @@
 //! [`Batch`]: many stashes made durable for the price of a few flushes.
 
 use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
+use super::streamed::serialize_error;
+use crate::backend::{BatchOutcome, BatchPut};
 
 use super::*;
 
@@ -65,8 +69,8 @@ use super::*;
 #[must_use = "a batch writes nothing until it is committed"]
 pub struct Batch<'v, F: Fs = OsFs> {
     store: Store<F>,
-    /// On a remote store, the backend of a held lock whose fencing every
-    /// put goes through ([`Store::batch_under`]); the store's own otherwise.
+    /// The backend of a held lock whose fencing every put goes through
+    /// ([`Store::batch_under`]); the store's own otherwise.
     via: Option<&'v dyn crate::backend::Backend>,
     items: Vec<Item<'v>>,
     keys: BTreeSet<StashKey>,
@@ -95,25 +99,6 @@ impl<F: Fs> fmt::Debug for Batch<'_, F> {
     }
 }
 
-/// How many temp files a batch writes before it makes them durable
-/// together ([`Fs::sync_files`]): the open descriptors a batch holds at most.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(safestash::FLUSH_GROUP, 256);
-/// ```
-pub const FLUSH_GROUP: usize = 256;
-
-/// A temp file written and made durable, waiting for its rename.
-struct Written {
-    header: Header,
-    expect: Precondition,
-    tmp: PathBuf,
-    digest: Digest,
-    bytes: u64,
-}
-
 impl<F: Fs> Store<F> {
     /// Starts a [`Batch`] of saves into this store.
     ///
@@ -130,10 +115,7 @@ impl<F: Fs> Store<F> {
     /// died, refuses it); on a directory each stash takes its own key's
     /// lock as in [`batch`](Store::batch).
     pub(crate) fn batch_under<'v>(&self, lock: &'v KeyLock<F>) -> Batch<'v, F> {
-        let via = match &lock.held {
-            lock::Held::Remote(held) => Some(held.backend()),
-            lock::Held::Local(_) => None,
-        };
+        let via = Some(lock.held.backend());
         Batch { store: self.clone(), via, items: Vec::new(), keys: BTreeSet::new() }
     }
 }
@@ -261,133 +243,113 @@ impl<'v, F: Fs> Batch<'v, F> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        if store.remote.is_some() {
-            let items = items
-                .iter()
-                .map(|i| (&i.header, i.value as &(dyn ErasedSerialize + Sync), i.expect))
-                .collect();
-            return store.remote_batch(via, items);
-        }
-        let fail = |error| BatchError { error, saved: Vec::new(), not_saved: Vec::new() };
-        store.ensure_dir().map_err(fail)?;
-        store.sync_chain().map_err(fail)?;
-        // Step 1: every temp file written and durable, nothing renamed yet.
-        let mut written: Vec<Written> = Vec::with_capacity(items.len());
-        let mut group: Vec<F::File> = Vec::with_capacity(items.len().min(FLUSH_GROUP));
-        for (i, item) in items.iter().enumerate() {
-            let step = store.write_temp(&item.header, item.value).and_then(|(file, w)| {
-                group.push(file);
-                written.push(Written { expect: item.expect, ..w });
-                if group.len() < FLUSH_GROUP && i + 1 < items.len() {
-                    return Ok(());
-                }
-                let synced = store.fs.sync_files(&mut group);
-                group.clear(); // closes them
-                synced.map_err(io_err(IoOp::SyncFile, &store.dir))
-            });
-            if let Err(error) = step {
-                drop(group);
-                for w in &written {
-                    let _ = store.fs.remove_file(&w.tmp);
-                }
-                let not_saved = items.iter().map(|i| i.header.key().clone()).collect();
-                return Err(BatchError { error, saved: Vec::new(), not_saved });
-            }
-        }
-        // Step 2: each rename under its key's lock, after its precondition.
-        let mut renamed = Vec::with_capacity(written.len());
-        let mut failure = None;
-        let mut rest = written.into_iter();
-        for w in rest.by_ref() {
-            match store.rename_in(&w) {
-                Ok(()) => renamed.push(w),
+        let via = via.unwrap_or_else(|| store.backend.as_ref());
+        // This thread's claims on every key, held across the puts (which
+        // may run on other threads): a batch committed under a held lock of
+        // one of its keys, on the lock's thread, fails at that key as a
+        // save there would.
+        let mut claims = Vec::with_capacity(items.len());
+        let mut claim_failure = None;
+        for item in &items {
+            match store.claim_thread(item.header.key(), true) {
+                Ok(claim) => claims.push(claim),
                 Err(error) => {
-                    let _ = store.fs.remove_file(&w.tmp);
-                    failure = Some((error, w.header.key().clone()));
+                    claim_failure = Some(error);
                     break;
                 }
             }
         }
-        let mut not_saved: Vec<StashKey> = Vec::new();
-        for w in rest {
-            let _ = store.fs.remove_file(&w.tmp);
-            not_saved.push(w.header.key().clone());
-        }
-        // Step 3: one directory fsync makes every rename durable.
-        let synced = store.fs.sync_dir(&store.dir).map_err(io_err(IoOp::SyncDir, &store.dir));
-        let mut receipts: Vec<Receipt> = renamed
-            .into_iter()
-            .map(|w| Receipt {
-                key: w.header.key().clone(),
-                path: store.path_of(w.header.key()),
-                bytes: w.bytes,
-                digest: w.digest,
-                created: w.header.created(),
-                observer_errors: Vec::new(),
+        let runnable = claims.len();
+        // What each envelope turned out to be: its length and digest.
+        let made: Vec<Mutex<Option<(u64, Digest)>>> =
+            (0..runnable).map(|_| Mutex::new(None)).collect();
+        let fills: Vec<_> = items[..runnable]
+            .iter()
+            .zip(&made)
+            .map(|(item, made)| {
+                let path = store.path_of(item.header.key());
+                move |sink: &mut dyn io::Write| -> Result<Digest> {
+                    let mut writer = EnvelopeWriter::new(sink, &item.header)
+                        .map_err(io_err(IoOp::Write, &path))?;
+                    item.value
+                        .write_json(&mut writer)
+                        .map_err(|e| serialize_error(&item.header, &path, e))?;
+                    let done = writer.finish().map_err(io_err(IoOp::Write, &path))?;
+                    *made.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((done.len, done.digest));
+                    Ok(done.digest)
+                }
             })
             .collect();
-        if let Err(error) = synced {
-            // Renamed but maybe not durable: acknowledge none of them.
-            let mut keys: Vec<StashKey> = receipts.into_iter().map(|r| r.key).collect();
-            if let Some((_, key)) = failure {
-                keys.push(key);
+        let puts: Vec<BatchPut<'_>> = items[..runnable]
+            .iter()
+            .zip(&fills)
+            .map(|(item, fill)| BatchPut { key: item.header.key(), cond: item.expect, fill })
+            .collect();
+        let done = if puts.is_empty() {
+            BatchOutcome { outcomes: Vec::new(), failed: None }
+        } else {
+            via.put_batch(&puts)
+        };
+        drop(claims);
+        // The first stash (in order) that failed or was refused is the
+        // batch's error; every put that is durable gets its receipt.
+        let mut failure: Option<(usize, Error)> = done.failed;
+        let mut receipts = Vec::with_capacity(items.len());
+        let mut saved = vec![false; items.len()];
+        for (i, outcome) in done.outcomes.into_iter().enumerate() {
+            let item = &items[i];
+            let result = match outcome {
+                None => continue,
+                Some(outcome) => {
+                    let made = *made[i].lock().unwrap_or_else(PoisonError::into_inner);
+                    let (bytes, digest) = made.map_or((0, None), |(b, d)| (b, Some(d)));
+                    Store::<F>::receipt(
+                        &store.dir,
+                        &item.header,
+                        outcome,
+                        item.expect,
+                        bytes,
+                        digest,
+                    )
+                }
+            };
+            match result {
+                Ok(receipt) => {
+                    saved[i] = true;
+                    receipts.push(receipt);
+                }
+                Err(error) => {
+                    if failure.as_ref().is_none_or(|(at, _)| i < *at) {
+                        failure = Some((i, error));
+                    }
+                }
             }
-            keys.extend(not_saved);
-            return Err(BatchError { error, saved: Vec::new(), not_saved: keys });
         }
-        tracing::info!(stashes = receipts.len(), "batch written");
-        // Step 4: persist first, then notify.
+        if failure.is_none() {
+            if let Some(error) = claim_failure {
+                failure = Some((runnable, error));
+            }
+        }
+        if !receipts.is_empty() {
+            tracing::info!(stashes = receipts.len(), "batch written");
+        }
         for receipt in &mut receipts {
             receipt.observer_errors = notify(&store.observers, &Event::Saved(receipt));
         }
         match failure {
             None => Ok(receipts),
-            Some((error, key)) => {
-                not_saved.insert(0, key);
+            Some((at, error)) => {
+                let mut not_saved: Vec<StashKey> = Vec::new();
+                not_saved.push(items[at.min(items.len() - 1)].header.key().clone());
+                for (i, item) in items.iter().enumerate() {
+                    if !saved[i] && i != at {
+                        not_saved.push(item.header.key().clone());
+                    }
+                }
                 Err(BatchError { error, saved: receipts, not_saved })
             }
         }
-    }
-}
-
-impl<F: Fs> Store<F> {
-    /// Step 1 of a batch for one stash: its temp file, written, not yet
-    /// durable, and handed back open.
-    fn write_temp(
-        &self,
-        header: &Header,
-        value: &dyn ErasedSerialize,
-    ) -> Result<(F::File, Written)> {
-        let key = header.key();
-        self.expect_file_or_nothing(&self.path_of(key))?;
-        let (file, tmp) = self
-            .fs
-            .create_temp(&self.dir, &names::temp_prefix(key), TEMP_SUFFIX)
-            .map_err(io_err(IoOp::CreateTemp, &self.dir))?;
-        match self.write_envelope(file, &tmp, header, |w| value.write_json(w)) {
-            Ok((file, digest, bytes)) => {
-                let header = header.clone();
-                Ok((file, Written { header, expect: Precondition::Any, tmp, digest, bytes }))
-            }
-            Err(e) => {
-                let _ = self.fs.remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
-
-    /// Step 2 of a batch for one stash: the rename, under the key's lock.
-    fn rename_in(&self, w: &Written) -> Result<()> {
-        let key = w.header.key();
-        let path = self.path_of(key);
-        let _lock = self.acquire(key, true, false)?;
-        self.check_precondition(key, w.expect)?;
-        self.expect_file_or_nothing(&path)?;
-        self.fs.rename(&w.tmp, &path).map_err(|source| Error::Rename {
-            from: w.tmp.clone(),
-            to: path.clone(),
-            source,
-        })
     }
 }
 

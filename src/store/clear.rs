@@ -25,16 +25,9 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self, key: &StashKey) -> Result<bool> {
-        if self.remote.is_some() {
-            return self.remote_clear(key, None);
-        }
-        if !self.expect_file_or_nothing(&self.path_of(key))? {
-            self.sync_absence()?;
-            return Ok(false);
-        }
         let removed = {
-            let _lock = self.acquire(key, true, false)?;
-            self.clear_locked(key)?
+            let _claim = self.claim_thread(key, true)?;
+            self.delete_via(self.backend.as_ref(), key, None)?
         };
         if removed {
             notify(&self.observers, &Event::Cleared { key });
@@ -71,78 +64,32 @@ impl<F: Fs> Store<F> {
         Ok(removed)
     }
 
-    /// [`clear_if`](Store::clear_if) without telling observers: the
-    /// caller's to notify.
+    /// [`clear_if`](Store::clear_if) without telling observers.
     pub(super) fn clear_if_unannounced(&self, key: &StashKey, digest: &Digest) -> Result<bool> {
-        if let Some(remote) = &self.remote {
-            let _claim = self.claim_thread(key, true)?;
-            return self.remote_delete(remote.as_ref(), key, Some(digest));
-        }
-        if !self.expect_file_or_nothing(&self.path_of(key))? {
-            self.sync_absence()?;
-            return Ok(false);
-        }
-        let removed = {
-            let _lock = self.acquire(key, true, false)?;
-            match self.recorded_digest(key)? {
-                Some(found) if found == *digest => self.clear_locked(key)?,
-                _ => {
-                    tracing::info!(key = %key, "stash not cleared: another writer's stash is in place");
-                    false
-                }
-            }
-        };
-        Ok(removed)
+        let _claim = self.claim_thread(key, true)?;
+        self.delete_via(self.backend.as_ref(), key, Some(digest))
     }
 
-    /// The digest in the trailer of `key`'s file, if it has a valid trailer.
-    pub(super) fn recorded_digest(&self, key: &StashKey) -> Result<Option<Digest>> {
-        let path = self.path_of(key);
-        let (mut reader, len) = match self.fs.open_read(&path).map_err(io_err(IoOp::Open, &path))? {
-            Opened::File { reader, len } => (reader, len),
-            Opened::Missing => return Ok(None),
-            Opened::NotAFile(found) => {
-                return Err(Error::NotAFile { path, found, expected: FileKind::File });
+    /// Removes `key`'s stash through `via`, if it still has `digest` when
+    /// one is given. Observers are the caller's to notify.
+    pub(super) fn delete_via(
+        &self,
+        via: &dyn Backend,
+        key: &StashKey,
+        digest: Option<&Digest>,
+    ) -> Result<bool> {
+        let cond = digest.map_or(Precondition::Any, |d| Precondition::Unchanged(*d));
+        match via.delete(key, cond)? {
+            Outcome::Done => {
+                tracing::info!(key = %key, "stash cleared");
+                Ok(true)
             }
-        };
-        let Some(start) = len.checked_sub(envelope::TRAILER_LEN as u64) else {
-            return Ok(None);
-        };
-        let mut trailer = [0u8; envelope::TRAILER_LEN];
-        reader.seek(SeekFrom::Start(start)).map_err(io_err(IoOp::Read, &path))?;
-        reader.read_exact(&mut trailer).map_err(io_err(IoOp::Read, &path))?;
-        Ok(envelope::recorded_digest(&trailer))
-    }
-
-    /// Makes "no stash here" durable: an earlier removal or rename that
-    /// failed before its directory fsync may still be pending. A missing
-    /// directory has nothing to sync.
-    pub(super) fn sync_absence(&self) -> Result<()> {
-        match self.fs.sync_dir(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(io_err(IoOp::SyncDir, &self.dir)(e))
+            Outcome::Missing => Ok(false),
+            Outcome::Refused { .. } => {
+                tracing::info!(key = %key, "stash not cleared: another writer's stash is in place");
+                Ok(false)
             }
-            _ => Ok(()),
         }
-    }
-
-    pub(crate) fn clear_locked(&self, key: &StashKey) -> Result<bool> {
-        let path = self.path_of(key);
-        if !self.expect_file_or_nothing(&path)? {
-            self.sync_absence()?;
-            return Ok(false);
-        }
-        match self.fs.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.sync_absence()?;
-                return Ok(false);
-            }
-            Err(e) => return Err(io_err(IoOp::Remove, &path)(e)),
-        }
-        self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        tracing::info!(key = %key, "stash cleared");
-        Ok(true)
     }
 
     /// Moves `key`'s stash aside to `.KEY.quarantined.TIMESTAMP` in the same
@@ -177,42 +124,20 @@ impl<F: Fs> Store<F> {
         aside
     }
 
-    /// [`quarantine`](Store::quarantine), with no event of its own.
     fn quarantine_quietly(&self, key: &StashKey) -> Result<Option<PathBuf>> {
-        if let Some(remote) = &self.remote {
-            let _claim = self.claim_thread(key, true)?;
-            return self.remote_quarantine(remote.as_ref(), key);
-        }
-        if !self.expect_file_or_nothing(&self.path_of(key))? {
-            self.sync_absence()?;
-            return Ok(None);
-        }
-        let _lock = self.acquire(key, true, false)?;
-        self.quarantine_locked(key)
+        let _claim = self.claim_thread(key, true)?;
+        self.quarantine_via(self.backend.as_ref(), key)
     }
 
-    pub(crate) fn quarantine_locked(&self, key: &StashKey) -> Result<Option<PathBuf>> {
-        let path = self.path_of(key);
-        if !self.expect_file_or_nothing(&path)? {
-            self.sync_absence()?;
-            return Ok(None);
-        }
+    /// Moves `key`'s stash aside through `via`, to
+    /// `.KEY.quarantined.STAMP`, a name no key can have.
+    pub(super) fn quarantine_via(
+        &self,
+        via: &dyn Backend,
+        key: &StashKey,
+    ) -> Result<Option<PathBuf>> {
         let stamp = humantime::format_rfc3339_nanos(SystemTime::now()).to_string().replace(':', "");
         let base = names::quarantine_base(key, &stamp);
-        // Quarantine names are only made under the key's lock, so checking
-        // for a free name first cannot race with another quarantine.
-        let mut aside = self.dir.join(&base);
-        let mut n = 1;
-        while self.fs.metadata(&aside).map_err(io_err(IoOp::Inspect, &aside))?.is_some() {
-            aside = self.dir.join(format!("{base}-{n}"));
-            n += 1;
-        }
-        self.fs.rename(&path, &aside).map_err(|source| Error::Rename {
-            from: path.clone(),
-            to: aside.clone(),
-            source,
-        })?;
-        self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        Ok(Some(aside))
+        Ok(via.quarantine(key, &base)?.map(|name| self.dir.join(name)))
     }
 }

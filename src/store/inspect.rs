@@ -3,6 +3,7 @@
 //! locked, a stash's payload bytes. Nothing here creates or changes a file.
 
 use super::load::Payload;
+use super::streamed::decode_error;
 use super::*;
 
 /// One entry of a store's directory, from [`Store::inspect`] or
@@ -98,21 +99,12 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn inspect(&self) -> Result<Vec<Inspected>> {
-        if self.remote.is_some() {
-            return self.remote_inspect();
-        }
-        let entries = match self.fs.read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
-        };
-        let mut found: Vec<Inspected> = entries
+        Ok(self
+            .backend
+            .entries(MAX_PREFIX_LEN, false)?
             .into_iter()
-            .filter_map(|e| Some((e.name.into_string().ok()?, e.kind)))
-            .map(|(file, kind)| self.inspect_entry(file, kind))
-            .collect();
-        found.sort_by(|a, b| a.file.cmp(&b.file));
-        Ok(found)
+            .map(|e| self.inspect_entry(e))
+            .collect())
     }
 
     /// `key`'s stash as [`inspect`](Store::inspect) describes it (verified
@@ -137,40 +129,30 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn inspect_key(&self, key: &StashKey) -> Result<Option<Inspected>> {
-        if self.remote.is_some() {
-            return Ok(self.remote_inspect()?.into_iter().find(|e| e.file == key.as_str()));
-        }
-        let path = self.path_of(key);
-        let Some(kind) = self.fs.metadata(&path).map_err(io_err(IoOp::Inspect, &path))? else {
-            return Ok(None);
-        };
-        Ok(Some(self.inspect_entry(key.as_str().to_owned(), kind)))
+        Ok(self.backend.entry(key.as_str(), MAX_PREFIX_LEN)?.map(|e| self.inspect_entry(e)))
     }
 
-    fn inspect_entry(&self, file: String, kind: FileKind) -> Inspected {
+    fn inspect_entry(&self, entry: crate::backend::Entry) -> Inspected {
+        let crate::backend::Entry { name: file, kind, len, head } = entry;
         let name = EntryName::parse(&file);
         let path = self.dir.join(&file);
         let has_header =
             matches!(name, EntryName::Stash(_) | EntryName::Temp(_) | EntryName::Quarantined(_));
-        let (size, header) = if has_header {
-            let (len, header) = self.read_header_of(&path, kind);
-            (Some(len), Some(header))
-        } else {
-            (None, None)
-        };
-        // A non-file has no size; a file whose header could not be opened
-        // reports 0 from `read_header_of`, which is not its size either.
-        let size = match (kind, &header) {
-            (FileKind::File, Some(Err(Error::Io { op: IoOp::Open, .. }))) => None,
-            (FileKind::File, _) => size,
-            _ => None,
-        };
+        let header = has_header.then(|| {
+            head.and_then(|head| {
+                envelope::read_header(&head).map_err(|err| decode_error(&path, err))
+            })
+        });
+        // A non-file has no size.
+        let size = if kind == FileKind::File { len } else { None };
         let verified = match &name {
-            EntryName::Stash(key) => Some(match self.open_verified(key, VERIFY_WHOLE_LIMIT) {
-                Ok(Some((meta, _))) => Ok(meta),
-                Ok(None) => Err(io_err(IoOp::Open, &path)(io::ErrorKind::NotFound.into())),
-                Err(e) => Err(e),
-            }),
+            EntryName::Stash(key) => {
+                Some(match self.open_verified(key, self.backend.whole_read().verify) {
+                    Ok(Some((meta, _))) => Ok(meta),
+                    Ok(None) => Err(io_err(IoOp::Open, &path)(io::ErrorKind::NotFound.into())),
+                    Err(e) => Err(e),
+                })
+            }
             _ => None,
         };
         Inspected { file, name, kind, size, header, verified }
@@ -199,17 +181,13 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_locked(&self, key: &StashKey) -> Result<bool> {
-        let path = self.lock_path(key);
-        if self.remote.is_none()
-            && self.fs.metadata(&path).map_err(io_err(IoOp::Inspect, &path))?.is_none()
-        {
-            return Ok(false);
-        }
-        match self.acquire(key, false, false) {
-            Ok(_lock) => Ok(false),
-            Err(Error::Locked { .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
+        self.require_locks(key)?;
+        let _claim = match self.claim_thread(key, false) {
+            Ok(claim) => claim,
+            Err(Error::Locked { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        self.backend.is_locked(key)
     }
 
     /// Writes `key`'s whole envelope to `out`, byte for byte as stored
@@ -217,9 +195,9 @@ impl<F: Fs> Store<F> {
     /// there is no stash. The bytes are a stash file: written under the
     /// key's name in a directory store, they load there. Memory stays
     /// bounded whatever the size: a large envelope is verified in one
-    /// streaming pass, then copied; a remote one is read again and
-    /// re-hashed on the way, so if it changed in between the copy ends
-    /// with an error (what was written is then not to be trusted).
+    /// streaming pass, then read again and re-hashed on the way, so if it
+    /// changed in between the copy ends with an error (what was written is
+    /// then not to be trusted).
     ///
     /// # Errors
     ///
@@ -240,23 +218,13 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn export(&self, key: &StashKey, out: &mut dyn io::Write) -> Result<Option<StashMeta>> {
-        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
+        let Some((meta, payload)) = self.open_verified(key, self.backend.whole_read().load)? else {
             return Ok(None);
         };
         let write_err = |e| Error::Io { op: IoOp::Write, path: meta.path.clone(), source: e };
         match payload {
             Payload::Bytes { bytes, .. } => out.write_all(&bytes).map_err(write_err)?,
-            Payload::InFile { mut reader, .. } => {
-                // The verified file, through the handle that verified it.
-                reader.seek(SeekFrom::Start(0)).map_err(io_err(IoOp::Read, &meta.path))?;
-                let copied = io::copy(&mut (&mut reader).take(meta.size), out)
-                    .map_err(io_err(IoOp::Read, &meta.path))?;
-                if copied != meta.size {
-                    let reason = Corruption::Truncated { len: copied };
-                    return Err(Error::Corrupt { path: meta.path, reason });
-                }
-            }
-            Payload::Remote(streamed) => streamed.copy_envelope(out)?,
+            Payload::Streamed(streamed) => streamed.copy_envelope(out)?,
         }
         out.flush().map_err(write_err)?;
         Ok(Some(meta))
@@ -283,7 +251,7 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_raw(&self, key: &StashKey) -> Result<Option<Stashed<Vec<u8>>>> {
-        let Some((meta, payload)) = self.open_verified(key, LOAD_WHOLE_LIMIT)? else {
+        let Some((meta, payload)) = self.open_verified(key, self.backend.whole_read().load)? else {
             return Ok(None);
         };
         let value = match payload {
@@ -292,13 +260,7 @@ impl<F: Fs> Store<F> {
                 bytes.drain(..range.start);
                 bytes
             }
-            Payload::InFile { mut reader, offset, len } => {
-                reader.seek(SeekFrom::Start(offset)).map_err(io_err(IoOp::Read, &meta.path))?;
-                let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &meta.path))?;
-                bytes
-            }
-            Payload::Remote(streamed) => streamed
+            Payload::Streamed(streamed) => streamed
                 .read_payload(|r| {
                     let mut bytes = Vec::new();
                     r.read_to_end(&mut bytes).map(|_| bytes)

@@ -1,3 +1,4 @@
+use super::streamed::{Streamed, decode_error};
 use super::*;
 
 /// The read buffer of small stashes, kept per thread for the next load.
@@ -38,20 +39,12 @@ pub(super) mod spare {
     }
 }
 
-/// The payload of a verified stash, in memory or still in the file.
-pub(super) enum Payload<R> {
-    Bytes {
-        bytes: Vec<u8>,
-        range: std::ops::Range<usize>,
-    },
-    InFile {
-        reader: R,
-        offset: u64,
-        len: u64,
-    },
-    /// A remote envelope too large to read whole, verified; its payload is
-    /// read again from the backend.
-    Remote(super::remote::Streamed),
+/// The payload of a verified stash: in memory, or left to a second read
+/// ([`Streamed`](super::streamed::Streamed)) for an envelope too large to
+/// read whole.
+pub(super) enum Payload {
+    Bytes { bytes: Vec<u8>, range: std::ops::Range<usize> },
+    Streamed(super::streamed::Streamed),
 }
 
 impl<F: Fs> Store<F> {
@@ -118,30 +111,15 @@ impl<F: Fs> Store<F> {
     ) -> Result<Option<(StashMeta, serde_json::Result<T>)>> {
         let parse =
             |r: &mut dyn Read| serde_json::from_reader(BufReader::with_capacity(1 << 20, r));
-        let (path, mut reader, len, whole_limit): (PathBuf, Box<dyn Read + '_>, u64, u64) =
-            match &self.remote {
-                Some(remote) => {
-                    let Some(fetched) = remote.get(key)? else { return Ok(None) };
-                    let limit = super::remote::REMOTE_WHOLE_LIMIT;
-                    (self.path_of(key), fetched.reader, fetched.len, limit)
-                }
-                None => {
-                    let path = self.path_of(key);
-                    let Some((reader, len)) = self.open_file(&path)? else { return Ok(None) };
-                    (path, Box::new(reader), len, LOAD_WHOLE_LIMIT)
-                }
-            };
-        let decode_err = |path: &Path, e: DecodeError| match e {
-            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
-            DecodeError::UnsupportedVersion(version) => {
-                Error::UnsupportedVersion { path: path.to_owned(), version }
-            }
-        };
+        let path = self.path_of(key);
+        let Some(fetched) = self.backend.get(key)? else { return Ok(None) };
+        let (mut reader, len) = (fetched.reader, fetched.len);
+        let whole_limit = self.backend.whole_read().load;
         let (header, digest, parsed) = if len <= whole_limit {
             // The length bounds the allocation and the read, even if the file grows.
             let mut bytes = spare::take(usize::try_from(len).unwrap_or(0));
             (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
-            let decoded = envelope::decode(&bytes).map_err(|e| decode_err(&path, e))?;
+            let decoded = envelope::decode(&bytes).map_err(|e| decode_error(&path, e))?;
             let parsed = if decoded.header.key() == key {
                 serde_json::from_slice(decoded.payload)
             } else {
@@ -154,7 +132,7 @@ impl<F: Fs> Store<F> {
         } else {
             let (layout, parsed) = envelope::read_stream(&mut reader, len, parse)
                 .map_err(io_err(IoOp::Read, &path))?
-                .map_err(|e| decode_err(&path, e))?;
+                .map_err(|e| decode_error(&path, e))?;
             (layout.header, layout.digest, parsed)
         };
         if header.key() != key {
@@ -167,52 +145,37 @@ impl<F: Fs> Store<F> {
         Ok(Some((StashMeta { header, digest, size: len, path }, parsed)))
     }
 
-    /// The file at `path` for reading, and its length; `None` when there
-    /// is none.
-    fn open_file(&self, path: &Path) -> Result<Option<(F::Reader, u64)>> {
-        match self.fs.open_read(path).map_err(io_err(IoOp::Open, path))? {
-            Opened::Missing => Ok(None),
-            Opened::NotAFile(found) => {
-                Err(Error::NotAFile { path: path.to_owned(), found, expected: FileKind::File })
-            }
-            Opened::File { reader, len } => Ok(Some((reader, len))),
-        }
-    }
-
-    /// Opens and fully verifies `key`'s stash, in memory if it is at most
-    /// `whole_limit` bytes, else in a streaming pass.
+    /// Opens and fully verifies `key`'s stash: read whole when it is at
+    /// most `whole_limit` bytes; otherwise verified in one streaming pass,
+    /// its payload left to a second read ([`Streamed`](super::streamed::Streamed))
+    /// that the caller makes only if it wants the payload.
     pub(super) fn open_verified(
         &self,
         key: &StashKey,
         whole_limit: u64,
-    ) -> Result<Option<(StashMeta, Payload<F::Reader>)>> {
-        if let Some(remote) = &self.remote {
-            return self.remote_open_verified(remote, key, whole_limit);
-        }
+    ) -> Result<Option<(StashMeta, Payload)>> {
         let path = self.path_of(key);
-        let Some((mut reader, len)) = self.open_file(&path)? else { return Ok(None) };
-        let decode_err = |path: &Path, e: DecodeError| match e {
-            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
-            DecodeError::UnsupportedVersion(version) => {
-                Error::UnsupportedVersion { path: path.to_owned(), version }
-            }
+        let Some(fetched) = self.backend.get(key)? else {
+            return Ok(None);
         };
+        let len = fetched.len;
         let (header, digest, payload) = if len <= whole_limit {
             // The length bounds the allocation and the read, even if the file grows.
             let mut bytes = spare::take(usize::try_from(len).unwrap_or(0));
-            (&mut reader).take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
-            let decoded = envelope::decode(&bytes).map_err(|e| decode_err(&path, e))?;
+            fetched.reader.take(len).read_to_end(&mut bytes).map_err(io_err(IoOp::Read, &path))?;
+            let decoded = envelope::decode(&bytes).map_err(|e| decode_error(&path, e))?;
             let end = bytes.len() - envelope::TRAILER_LEN;
             let range = end - decoded.payload.len()..end;
             let (header, digest) = (decoded.header, decoded.digest);
             (header, digest, Payload::Bytes { bytes, range })
         } else {
-            let layout = envelope::verify_reader(&mut reader, len)
+            let mut reader = fetched.reader;
+            let layout = envelope::verify_stream(&mut reader, len)
                 .map_err(io_err(IoOp::Read, &path))?
-                .map_err(|e| decode_err(&path, e))?;
-            let payload =
-                Payload::InFile { reader, offset: layout.payload_offset, len: layout.payload_len };
-            (layout.header, layout.digest, payload)
+                .map_err(|e| decode_error(&path, e))?;
+            drop(reader);
+            let streamed = Streamed::new(self.backend.clone(), key, &path, len, &layout);
+            (layout.header, layout.digest, Payload::Streamed(streamed))
         };
         if header.key() != key {
             let reason = Corruption::KeyMismatch {

@@ -70,17 +70,10 @@ pub struct KeyLock<F: Fs = OsFs> {
     pub(crate) key: StashKey,
     // Declared in this order so the flock is released before this thread's
     // claim on the path is dropped.
-    pub(super) held: Held<F>,
+    pub(super) held: Box<dyn crate::backend::Held>,
     _claim: ThreadClaim,
     /// The fork generation it was taken in (see [`crate::fork`]).
     generation: u64,
-}
-
-/// What a [`KeyLock`] holds: a flock in the store's directory, or a
-/// remote backend's lock (see [`crate::backend`]).
-pub(super) enum Held<F: Fs> {
-    Local(#[allow(dead_code)] F::Lock),
-    Remote(Box<dyn crate::backend::Held>),
 }
 
 impl<F: Fs> fmt::Debug for KeyLock<F> {
@@ -175,16 +168,7 @@ impl<F: Fs> KeyLock<F> {
         opts: &SaveOptions,
     ) -> Result<Receipt> {
         self.check_held()?;
-        if let Held::Remote(held) = &self.held {
-            return self.store.remote_save_via(
-                held.backend(),
-                &self.key,
-                value,
-                opts,
-                Precondition::Any,
-            );
-        }
-        self.store.save_locked(&self.key, value, opts)
+        self.store.save_via(self.held.backend(), &self.key, value, opts, Precondition::Any)
     }
 
     /// [`Store::clear`] under this lock.
@@ -207,10 +191,7 @@ impl<F: Fs> KeyLock<F> {
     /// ```
     pub fn clear(&self) -> Result<bool> {
         self.check_held()?;
-        let removed = match &self.held {
-            Held::Remote(held) => self.store.remote_delete(held.backend(), &self.key, None)?,
-            Held::Local(_) => self.store.clear_locked(&self.key)?,
-        };
+        let removed = self.store.delete_via(self.held.backend(), &self.key, None)?;
         if removed {
             self.store.notify(&Event::Cleared { key: &self.key });
         }
@@ -237,10 +218,7 @@ impl<F: Fs> KeyLock<F> {
     /// ```
     pub fn quarantine(&self) -> Result<Option<std::path::PathBuf>> {
         self.check_held()?;
-        if let Held::Remote(held) = &self.held {
-            return self.store.remote_quarantine(held.backend(), &self.key);
-        }
-        self.store.quarantine_locked(&self.key)
+        self.store.quarantine_via(self.held.backend(), &self.key)
     }
 }
 
@@ -260,59 +238,40 @@ impl<F: Fs> Store<F> {
         expect: Precondition,
     ) -> Result<Receipt> {
         lock.check_held()?;
-        match &lock.held {
-            Held::Remote(held) => self.remote_save_via(held.backend(), key, value, opts, expect),
-            Held::Local(_) => self.save_if(key, value, opts, expect),
-        }
+        // Another key than the lock's is claimed for this thread as a save
+        // would; its own key is this thread's already.
+        let _claim = if *key == lock.key { None } else { Some(self.claim_thread(key, true)?) };
+        self.save_via(lock.held.backend(), key, value, opts, expect)
     }
 
-    /// Takes `key`'s lock; with `create_dir`, creates the store's directory
-    /// first if it is missing.
-    pub(super) fn acquire(
-        &self,
-        key: &StashKey,
-        wait: bool,
-        create_dir: bool,
-    ) -> Result<KeyLock<F>> {
+    /// Takes `key`'s lock (a directory creates itself first if missing).
+    fn acquire(&self, key: &StashKey, wait: bool) -> Result<KeyLock<F>> {
+        self.require_locks(key)?;
         let path = self.lock_path(key);
         let claim = self.claim_path(key, &path, wait)?;
-        if let Some(remote) = &self.remote {
-            if !remote.has_locks() {
-                // Asking would misbehave (an object store has no locks): say so.
-                return Err(Error::Backend {
-                    op: "lock",
-                    target: self.path_of(key).display().to_string(),
-                    source: "this store's backend has no per-key locks".into(),
-                });
-            }
-            return match remote.lock(key, wait)? {
-                Some(held) => Ok(KeyLock {
-                    store: self.clone(),
-                    key: key.clone(),
-                    held: Held::Remote(held),
-                    _claim: claim,
-                    generation: crate::fork::generation(),
-                }),
-                None => Err(Error::Locked { key: key.clone(), path }),
-            };
-        }
-        let held = match self.fs.lock(&path, wait) {
-            Err(e) if create_dir && e.kind() == io::ErrorKind::NotFound => {
-                self.ensure_dir()?;
-                self.fs.lock(&path, wait)
-            }
-            other => other,
-        };
-        match held.map_err(io_err(IoOp::Lock, &path))? {
+        match self.backend.lock(key, wait)? {
             Some(held) => Ok(KeyLock {
                 store: self.clone(),
                 key: key.clone(),
-                held: Held::Local(held),
+                held,
                 _claim: claim,
                 generation: crate::fork::generation(),
             }),
             None => Err(Error::Locked { key: key.clone(), path }),
         }
+    }
+
+    /// Refuses, with a typed error, a lock on a backend that has none
+    /// (asking an object store would misbehave).
+    pub(super) fn require_locks(&self, key: &StashKey) -> Result<()> {
+        if self.backend.has_locks() {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            op: "lock",
+            target: self.path_of(key).display().to_string(),
+            source: "this store's backend has no per-key locks".into(),
+        })
     }
 
     /// This thread's claim on `key`'s lock: a second lock from this thread
@@ -351,7 +310,7 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lock(&self, key: &StashKey) -> Result<KeyLock<F>> {
-        self.acquire(key, true, true)
+        self.acquire(key, true)
     }
 
     /// Takes `key`'s advisory lock if nobody holds it.
@@ -372,7 +331,7 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock(&self, key: &StashKey) -> Result<KeyLock<F>> {
-        self.acquire(key, false, true)
+        self.acquire(key, false)
     }
 }
 
@@ -380,7 +339,7 @@ impl<F: Fs> Store<F> {
 mod tests {
     use std::sync::Arc;
 
-    use crate::backend::{Backend, Condition, Fetched, Held, Listed, Outcome};
+    use crate::backend::{Backend, Fetched, Held, Listed, Outcome, Precondition};
     use crate::digest::Digest;
     use crate::error::{Error, Result};
     use crate::fs::OsFs;
@@ -404,13 +363,13 @@ mod tests {
         fn location(&self) -> &str {
             "nolocks://ns"
         }
-        fn put(&self, _: &StashKey, _: &[u8], _: &Digest, _: Condition) -> Result<Outcome> {
+        fn put(&self, _: &StashKey, _: &[u8], _: &Digest, _: Precondition) -> Result<Outcome> {
             refused()
         }
         fn get(&self, _: &StashKey) -> Result<Option<Fetched>> {
             refused()
         }
-        fn delete(&self, _: &StashKey, _: Condition) -> Result<Outcome> {
+        fn delete(&self, _: &StashKey, _: Precondition) -> Result<Outcome> {
             refused()
         }
         fn list(&self, _: usize) -> Result<Vec<Listed>> {

@@ -1,86 +1,66 @@
 //! [`Store`]: save, load, clear, list, verify, quarantine and clean up stashes.
 //!
-//! One verb per file: [`save`](save) (the durable-write protocol),
-//! [`load`](load), [`clear`](clear) (clear, conditional clear, quarantine),
-//! [`scan`](scan) (list, verify, cleanup), [`lock`](lock) ([`KeyLock`]),
-//! [`restore`](restore) (the one verified-restore step) and [`names`](names),
-//! the one owner of on-disk names.
+//! Every verb is written once, against the [`Backend`] trait: the local
+//! directory is a backend ([`Directory`]) like PostgreSQL and object
+//! storage, and the store encodes and verifies envelopes the same way over
+//! any of them. One verb per file: [`save`](save), [`load`](load),
+//! [`clear`](clear) (clear, conditional clear, quarantine), [`scan`](scan)
+//! (list, verify, cleanup), [`inspect`](inspect) (tools' views),
+//! [`lock`](lock) ([`KeyLock`]), [`batch`](batch), [`restore`](restore) (the
+//! one verified-restore step), [`open`](open) (URLs and backends) and
+//! [`streamed`](streamed) (the second read of a large envelope).
 
 mod batch;
 mod clear;
 mod inspect;
 mod load;
 mod lock;
-pub(crate) mod names;
-mod remote;
+mod open;
 mod restore;
 mod save;
 mod scan;
+mod streamed;
 
-pub use batch::{Batch, BatchError, FLUSH_GROUP};
+pub use crate::backend::{FLUSH_GROUP, Precondition};
+pub use crate::names::{EntryName, temp_file_key};
+pub use batch::{Batch, BatchError};
 pub use inspect::Inspected;
 pub use lock::KeyLock;
-use names::TEMP_SUFFIX;
-pub use names::{EntryName, temp_file_key};
 pub use restore::Restorer;
 pub(crate) use restore::{RestoreFailure, RestoreOutcome};
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::{Backend, Directory, Outcome};
 use crate::digest::Digest;
 use crate::envelope::{self, DecodeError, EnvelopeWriter, Header, MAX_PREFIX_LEN};
 use crate::error::BoxError;
 use crate::error::{Corruption, Error, IoOp, Result};
-use crate::fs::{FileKind, Fs, Opened, OsFs};
+use crate::fs::{FileKind, Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
+use crate::names;
 use crate::observe::{Event, Observer, notify};
-
-/// `load` reads files up to this size whole and verifies them in memory
-/// (the value will be in memory anyway); larger ones are verified in a
-/// streaming pass and then deserialized from the file.
-const LOAD_WHOLE_LIMIT: u64 = 256 << 20;
-/// `verify` keeps no payload, so above this size it streams.
-const VERIFY_WHOLE_LIMIT: u64 = 1 << 20;
 
 fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io { op, path: path.to_owned(), source }
 }
 
-/// What a conditional save ([`Store::save_if`]) expects to find at the key.
+/// Stashes in a [`Backend`]: by default a directory, one file per key
+/// ([`Store::open`]); or PostgreSQL, object storage, or a backend of your
+/// own ([`Store::open_url`], [`Store::with_backend`]).
 ///
-/// # Examples
-///
-/// ```
-/// use safestash::Precondition;
-///
-/// let d = safestash::Digest::of(b"x");
-/// assert_ne!(Precondition::Absent, Precondition::Unchanged(d));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
-    /// Anything: a plain save.
-    Any,
-    /// No stash: create only.
-    Absent,
-    /// The stash with this digest (from a [`Receipt`] or a loaded stash's
-    /// [`StashMeta`]): replace only what the caller has seen.
-    Unchanged(Digest),
-}
-
-/// A directory of stashes, one file per key.
-///
-/// `Store` is cheap: it holds the directory's path and the filesystem seam.
-/// Several `Store`s (in one process or many) can share a directory; writers
-/// coordinate through per-key locks.
+/// `Store` is cheap: it holds the backend (shared), its name and the
+/// filesystem seam. Several `Store`s (in one process or many) can share a
+/// directory or namespace; writers coordinate through per-key locks and
+/// conditional writes.
 ///
 /// # Examples
 ///
@@ -118,16 +98,13 @@ pub enum Precondition {
 /// ```
 #[derive(Clone)]
 pub struct Store<F: Fs = OsFs> {
+    /// The directory, or the backend's location as a path (messages and
+    /// receipts name `dir/KEY`).
     dir: PathBuf,
     fs: F,
     observers: Vec<Arc<Observer>>,
-    /// Whether this store has fsynced every ancestor of `dir` (done before
-    /// its first save: an earlier writer may have created the chain and
-    /// failed or crashed before making it durable).
-    chain_synced: Arc<AtomicBool>,
-    /// Where envelopes live when not in `dir` (see [`open_url`](Store::open_url)):
-    /// every verb then takes its remote path, and `dir` only names the store.
-    remote: Option<Arc<dyn crate::backend::Backend>>,
+    /// Where envelopes live: every verb goes through it.
+    backend: Arc<dyn Backend>,
 }
 
 impl<F: Fs> fmt::Debug for Store<F> {
@@ -136,7 +113,7 @@ impl<F: Fs> fmt::Debug for Store<F> {
             .field("dir", &self.dir)
             .field("fs", &self.fs)
             .field("observers", &self.observers)
-            .field("remote", &self.remote)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -181,18 +158,13 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_fs(dir: impl AsRef<Path>, fs: F) -> Result<Store<F>> {
-        let dir = dir.as_ref().to_owned();
-        match fs.metadata(&dir).map_err(io_err(IoOp::Inspect, &dir))? {
-            // A symlink to the store's directory is the caller's choice.
-            None | Some(FileKind::Dir | FileKind::Symlink) => Ok(Store {
-                dir,
-                fs,
-                observers: Vec::new(),
-                chain_synced: Arc::new(AtomicBool::new(false)),
-                remote: None,
-            }),
-            Some(found) => Err(Error::NotAFile { path: dir, found, expected: FileKind::Dir }),
-        }
+        let directory = Directory::with_fs(dir, fs.clone())?;
+        Ok(Store {
+            dir: directory.dir().to_owned(),
+            fs,
+            observers: Vec::new(),
+            backend: Arc::new(directory),
+        })
     }
 
     /// The store's directory.
@@ -290,10 +262,7 @@ impl<F: Fs> Store<F> {
     /// ```
     pub fn namespace(&self, ns: &str) -> Result<Store<F>> {
         let ns = StashKey::new(ns)?;
-        if self.remote.is_some() {
-            return Ok(self.remote_child(ns.as_str(), Vec::new()));
-        }
-        Store::with_fs(self.dir.join(names::namespace_dir(ns.as_str())), self.fs.clone())
+        Ok(self.child(ns.as_str(), Vec::new()))
     }
 
     /// The store of reserved namespace `ns`, for the library's own use:
@@ -303,17 +272,22 @@ impl<F: Fs> Store<F> {
     /// not, and are written where user observers do not see them).
     pub(crate) fn reserved(&self, ns: &'static str, observed: bool) -> Store<F> {
         debug_assert!(StashKey::new(ns).is_ok());
-        if self.remote.is_some() {
-            return self
-                .remote_child(ns, if observed { self.observers.clone() } else { Vec::new() });
-        }
-        Store {
-            dir: self.dir.join(names::namespace_dir(ns)),
-            fs: self.fs.clone(),
-            observers: if observed { self.observers.clone() } else { Vec::new() },
-            chain_synced: Arc::new(AtomicBool::new(false)),
-            remote: None,
-        }
+        self.child(ns, if observed { self.observers.clone() } else { Vec::new() })
+    }
+
+    /// The store of child namespace `ns` (a valid key).
+    fn child(&self, ns: &str, observers: Vec<Arc<Observer>>) -> Store<F> {
+        let backend: Arc<dyn Backend> = Arc::from(self.backend.child(ns));
+        // A directory's child is the directory `.ns.NS` inside it: keep its
+        // path as it is (it need not be UTF-8); anything else is named by
+        // its location.
+        let inside = self.dir.join(names::namespace_dir(ns));
+        let dir = if inside.to_string_lossy() == backend.location() {
+            inside
+        } else {
+            PathBuf::from(backend.location())
+        };
+        Store { dir, fs: self.fs.clone(), observers, backend }
     }
 
     /// The reserved namespaces present in this store, sorted (see
@@ -321,7 +295,8 @@ impl<F: Fs> Store<F> {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the directory cannot be listed.
+    /// [`Error::Io`] when the directory cannot be listed,
+    /// [`Error::Backend`] when the service fails.
     ///
     /// # Examples
     ///
@@ -333,24 +308,7 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        if let Some(remote) = &self.remote {
-            return remote.children();
-        }
-        let entries = match self.fs.read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
-        };
-        let mut found: Vec<String> = entries
-            .into_iter()
-            .filter(|e| e.kind == FileKind::Dir)
-            .filter_map(|e| match EntryName::parse(e.name.to_str()?) {
-                EntryName::Namespace(ns) => Some(ns),
-                _ => None,
-            })
-            .collect();
-        found.sort();
-        Ok(found)
+        self.backend.children()
     }
 
     /// The path of `key`'s stash file: always directly inside [`dir`](Store::dir).
@@ -367,7 +325,7 @@ impl<F: Fs> Store<F> {
         self.dir.join(key.as_str())
     }
 
-    fn lock_path(&self, key: &StashKey) -> PathBuf {
+    pub(super) fn lock_path(&self, key: &StashKey) -> PathBuf {
         self.dir.join(names::lock_name(key))
     }
 }

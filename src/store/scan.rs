@@ -1,3 +1,4 @@
+use super::streamed::decode_error;
 use super::*;
 
 impl<F: Fs> Store<F> {
@@ -5,23 +6,12 @@ impl<F: Fs> Store<F> {
     /// that is a valid key. The store's own dot-files and names that are not
     /// keys are skipped. A missing directory has no stashes.
     pub(super) fn entries(&self) -> Result<Vec<(StashKey, FileKind)>> {
-        if self.remote.is_some() {
-            return self.remote_entries();
-        }
-        let entries = match self.fs.read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
-        };
-        let mut keys: Vec<_> = entries
+        Ok(self
+            .backend
+            .entries(0, true)?
             .into_iter()
-            .filter_map(|entry| {
-                let name = entry.name.into_string().ok()?;
-                Some((StashKey::new(name).ok()?, entry.kind))
-            })
-            .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(keys)
+            .filter_map(|e| Some((StashKey::new(e.name).ok()?, e.kind)))
+            .collect())
     }
 
     /// Lists every stash with its header, sorted by key, reading only the
@@ -48,56 +38,19 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn list(&self) -> Result<Vec<StashInfo>> {
-        if self.remote.is_some() {
-            return self.remote_list();
-        }
         Ok(self
-            .entries()?
+            .backend
+            .entries(MAX_PREFIX_LEN, true)?
             .into_iter()
-            .map(|(key, kind)| {
+            .filter_map(|e| {
+                let key = StashKey::new(e.name.as_str()).ok()?;
                 let path = self.path_of(&key);
-                let (size, header) = self.read_header_of(&path, kind);
-                StashInfo { key, path, size, header }
+                let header = e.head.and_then(|head| {
+                    envelope::read_header(&head).map_err(|err| decode_error(&path, err))
+                });
+                Some(StashInfo { key, path, size: e.len.unwrap_or(0), header })
             })
             .collect())
-    }
-
-    pub(super) fn read_header_of(&self, path: &Path, kind: FileKind) -> (u64, Result<Header>) {
-        if kind != FileKind::File {
-            return (
-                0,
-                Err(Error::NotAFile {
-                    path: path.to_owned(),
-                    found: kind,
-                    expected: FileKind::File,
-                }),
-            );
-        }
-        let (reader, len) = match self.fs.open_read(path) {
-            Ok(Opened::File { reader, len }) => (reader, len),
-            Ok(Opened::Missing) => {
-                let e = io::Error::from(io::ErrorKind::NotFound);
-                return (0, Err(io_err(IoOp::Open, path)(e)));
-            }
-            Ok(Opened::NotAFile(found)) => {
-                return (
-                    0,
-                    Err(Error::NotAFile { path: path.to_owned(), found, expected: FileKind::File }),
-                );
-            }
-            Err(e) => return (0, Err(io_err(IoOp::Open, path)(e))),
-        };
-        let mut prefix = Vec::with_capacity(MAX_PREFIX_LEN);
-        if let Err(e) = reader.take(MAX_PREFIX_LEN as u64).read_to_end(&mut prefix) {
-            return (len, Err(io_err(IoOp::Read, path)(e)));
-        }
-        let header = envelope::read_header(&prefix).map_err(|e| match e {
-            DecodeError::Corrupt(reason) => Error::Corrupt { path: path.to_owned(), reason },
-            DecodeError::UnsupportedVersion(version) => {
-                Error::UnsupportedVersion { path: path.to_owned(), version }
-            }
-        });
-        (len, header)
     }
 
     /// Fully verifies every stash (digest, header, key), without
@@ -127,7 +80,7 @@ impl<F: Fs> Store<F> {
             .into_iter()
             .map(|(key, _)| {
                 let path = self.path_of(&key);
-                let result = match self.open_verified(&key, VERIFY_WHOLE_LIMIT) {
+                let result = match self.open_verified(&key, self.backend.whole_read().verify) {
                     Ok(Some((meta, _))) => Ok(meta),
                     Ok(None) => Err(io_err(IoOp::Open, &path)(io::ErrorKind::NotFound.into())),
                     Err(e) => {
@@ -168,50 +121,8 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cleanup(&self) -> Result<Vec<PathBuf>> {
-        if let Some(remote) = &self.remote {
-            // What the backend collects: nothing where a save is one
-            // transaction; an object store's unreferenced data objects.
-            let mut removed: Vec<PathBuf> =
-                remote.cleanup()?.into_iter().map(|name| self.dir.join(name)).collect();
-            removed.sort();
-            return Ok(removed);
-        }
-        let entries = match self.fs.read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(IoOp::ReadDir, &self.dir)(e)),
-        };
-        let mut removed = Vec::new();
-        let mut first_error = None;
-        for entry in entries {
-            let Some(key) = entry.name.to_str().and_then(temp_file_key) else {
-                continue;
-            };
-            let path = self.dir.join(&entry.name);
-            // A live writer holds the key's lock for as long as its temp file exists.
-            let outcome = match self.acquire(&key, false, false) {
-                Err(Error::Locked { .. }) => continue,
-                Err(e) => Err(e),
-                Ok(_lock) => match self.fs.remove_file(&path) {
-                    Ok(()) => {
-                        removed.push(path);
-                        Ok(())
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io_err(IoOp::Remove, &path)(e)),
-                },
-            };
-            // One bad entry does not stop the others from being cleaned.
-            if let Err(e) = outcome {
-                first_error.get_or_insert(e);
-            }
-        }
-        if !removed.is_empty() {
-            self.fs.sync_dir(&self.dir).map_err(io_err(IoOp::SyncDir, &self.dir))?;
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        let mut removed: Vec<PathBuf> =
+            self.backend.cleanup()?.into_iter().map(|name| self.dir.join(name)).collect();
         removed.sort();
         Ok(removed)
     }

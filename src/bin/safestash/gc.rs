@@ -104,16 +104,15 @@ pub fn run(
     } else {
         let removed = store.cleanup()?;
         for path in &removed {
-            if store.backend().is_some() {
+            let name = path.strip_prefix(store.dir()).unwrap_or(path).display().to_string();
+            if safestash::temp_file_key(&name).is_none() {
                 // Object storage: the data objects no reference names, older
                 // than the backend's grace period.
-                let name = path.strip_prefix(store.dir()).unwrap_or(path).display().to_string();
                 out.line(format_args!(
                     "{did} data object `{name}` (no stash names it: replaced, cleared or failed)"
                 ))?;
                 continue;
             }
-            let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
             out.line(format_args!("{did} temp file `{name}` (left by a crashed writer)"))?;
         }
         for t in &temps {

@@ -11,7 +11,7 @@
 //! Nothing else in the crate (the CLI included) builds or parses these
 //! names; it asks this module, through [`EntryName::parse`].
 
-use super::*;
+use crate::key::StashKey;
 
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 const TEMP_RAND_LEN: usize = 8;

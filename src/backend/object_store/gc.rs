@@ -18,7 +18,9 @@ use futures_util::stream::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
-use super::{ObjectStoreBackend, Reference, SMALL, parse_reference};
+use super::multipart::{Reference, parse_reference};
+use super::state::service_error;
+use super::{ObjectStoreBackend, SMALL};
 use crate::error::{Error, Result};
 
 /// What the store puts between a key and the time in a quarantined copy's
@@ -46,7 +48,7 @@ impl ObjectStoreBackend {
         let fail = |e: object_store::Error| Error::Backend {
             op: "clean up",
             target: self.location.clone(),
-            source: super::service_error(e),
+            source: service_error(e),
         };
         let all: Vec<ObjectMeta> =
             self.block_on(store.list(Some(&self.prefix)).try_collect()).map_err(fail)?;
@@ -116,7 +118,7 @@ impl ObjectStoreBackend {
         let fail = |e: object_store::Error| Error::Backend {
             op: "clean up",
             target: format!("{}/{}", self.shared.base, path),
-            source: super::service_error(e),
+            source: service_error(e),
         };
         let got = match self.shared.store().get(path).await {
             Ok(got) => got,
