@@ -1,7 +1,8 @@
 //! One conformance suite, run on every backend (`safestash_testkit::conformance`):
 //! the behaviour suite and the fault suite, on
 //!
-//! - the directory store (behaviour; damage done to its files);
+//! - the directory store (behaviour; damage done to its files), and the
+//!   kit's fault wrapper over `Directory` (faults);
 //! - the simulated remote of the test kit (behaviour; faults through its own
 //!   protocol, paused lock holders included), and the kit's fault wrapper
 //!   over it;
@@ -49,6 +50,15 @@ fn directory_conforms() {
             }
         };
         Opened::new(store).with_damage(damage).keeping(dir)
+    })));
+}
+
+#[test]
+fn fault_wrapper_over_the_directory_conforms() {
+    show(conformance::run_faults(&FaultSubject::new("fault wrapper over the directory", || {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = safestash::backend::Directory::open(dir.path().join("stashes")).unwrap();
+        Rig::wrapping(Arc::new(backend)).keeping(dir)
     })));
 }
 

@@ -40,16 +40,19 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use safestash::backend::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
+use safestash::backend::{
+    Backend, Entry, Fetched, Fill, Held, Listed, Outcome, Precondition, WholeRead,
+};
 use safestash::{Digest, Error, Result, StashKey};
 
 pub use crate::sim_remote::Fate;
 
 /// A request that will arrive late.
 enum Deferred {
-    Put(StashKey, Vec<u8>, Digest, Condition),
-    Delete(StashKey, Condition),
+    Put(StashKey, Vec<u8>, Digest, Precondition),
+    Delete(StashKey, Precondition),
     Move(StashKey, String),
+    Quarantine(StashKey, String),
 }
 
 #[derive(Default)]
@@ -87,6 +90,9 @@ fn run(via: &dyn Backend, d: &Deferred) -> Result<Outcome> {
         Deferred::Move(key, aside) => {
             via.move_aside(key, aside).map(|m| if m { Outcome::Done } else { Outcome::Missing })
         }
+        Deferred::Quarantine(key, base) => via
+            .quarantine(key, base)
+            .map(|m| if m.is_some() { Outcome::Done } else { Outcome::Missing }),
     }
 }
 
@@ -188,7 +194,10 @@ impl Faulty {
     ) -> Result<Outcome> {
         self.settle();
         let target = match &d {
-            Deferred::Put(k, ..) | Deferred::Delete(k, _) | Deferred::Move(k, _) => {
+            Deferred::Put(k, ..)
+            | Deferred::Delete(k, _)
+            | Deferred::Move(k, _)
+            | Deferred::Quarantine(k, _) => {
                 format!("{}/{k}", via.location())
             }
         };
@@ -220,7 +229,7 @@ impl Faulty {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         let d = Deferred::Put(key.clone(), envelope.to_vec(), *digest, cond);
         self.change("save", via, keep, d)
@@ -231,7 +240,7 @@ impl Faulty {
         via: &dyn Backend,
         keep: Option<&Arc<dyn Backend>>,
         key: &StashKey,
-        cond: Condition,
+        cond: Precondition,
         fill: &mut Fill<'_>,
     ) -> Result<Outcome> {
         if !self.armed() {
@@ -266,12 +275,12 @@ impl Backend for Faulty {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         self.put_on(self.inner.as_ref(), Some(&self.inner), key, envelope, digest, cond)
     }
 
-    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+    fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
         self.put_with_on(self.inner.as_ref(), Some(&self.inner), key, cond, fill)
     }
 
@@ -280,7 +289,7 @@ impl Backend for Faulty {
         self.inner.get(key)
     }
 
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let d = Deferred::Delete(key.clone(), cond);
         self.change("clear", self.inner.as_ref(), Some(&self.inner), d)
     }
@@ -323,6 +332,49 @@ impl Backend for Faulty {
         self.settle();
         self.inner.cleanup()
     }
+
+    fn whole_read(&self) -> WholeRead {
+        self.inner.whole_read()
+    }
+
+    fn entries(&self, head_len: usize, stashes_only: bool) -> Result<Vec<Entry>> {
+        self.settle();
+        self.inner.entries(head_len, stashes_only)
+    }
+
+    fn entry(&self, name: &str, head_len: usize) -> Result<Option<Entry>> {
+        self.settle();
+        self.inner.entry(name, head_len)
+    }
+
+    fn is_locked(&self, key: &StashKey) -> Result<bool> {
+        self.settle();
+        self.inner.is_locked(key)
+    }
+
+    fn quarantine(&self, key: &StashKey, base: &str) -> Result<Option<String>> {
+        self.settle();
+        let target = format!("{}/{key}", self.inner.location());
+        match self.next_fate() {
+            Fate::Clean => self.inner.quarantine(key, base),
+            Fate::ErrorBefore => {
+                Err(failed("quarantine", target, "failed before reaching the service"))
+            }
+            Fate::LostReply => {
+                self.inner.quarantine(key, base)?;
+                Err(failed("quarantine", target, "the reply was lost"))
+            }
+            Fate::Late { .. } => {
+                let d = Deferred::Quarantine(key.clone(), base.to_owned());
+                self.plan().late.push((self.inner.clone(), d));
+                Err(failed("quarantine", target, "timed out (the request may still arrive)"))
+            }
+            Fate::RetryMeetsOwn => {
+                self.inner.quarantine(key, base)?;
+                self.inner.quarantine(key, base)
+            }
+        }
+    }
 }
 
 /// A held lock of the inner backend, whose changes meet the same fates.
@@ -348,12 +400,12 @@ impl Backend for FaultyHeld {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         self.faulty.put_on(self.held.backend(), None, key, envelope, digest, cond)
     }
 
-    fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
+    fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
         self.faulty.put_with_on(self.held.backend(), None, key, cond, fill)
     }
 
@@ -362,7 +414,7 @@ impl Backend for FaultyHeld {
         self.held.backend().get(key)
     }
 
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let d = Deferred::Delete(key.clone(), cond);
         self.faulty.change("clear", self.held.backend(), None, d)
     }

@@ -61,7 +61,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use safestash::backend::{Backend, Condition, Fetched, Held, Listed, Outcome};
+use safestash::backend::{Backend, Fetched, Held, Listed, Outcome, Precondition};
 use safestash::{Digest, Error, Result, StashKey};
 
 /// What happens to one change request.
@@ -652,11 +652,11 @@ impl SimRemote {
     }
 }
 
-fn refusal(cond: Condition, current: &Obj) -> Option<Outcome> {
+fn refusal(cond: Precondition, current: &Obj) -> Option<Outcome> {
     let holds = match cond {
-        Condition::Any => true,
-        Condition::Absent => current.bytes.is_none(),
-        Condition::Unchanged(d) => current.bytes.is_some() && current.digest == Some(d),
+        Precondition::Any => true,
+        Precondition::Absent => current.bytes.is_none(),
+        Precondition::Unchanged(d) => current.bytes.is_some() && current.digest == Some(d),
     };
     (!holds).then_some(Outcome::Refused { current: current.bytes.as_ref().and(current.digest) })
 }
@@ -671,7 +671,7 @@ impl Backend for SimRemote {
         key: &StashKey,
         envelope: &[u8],
         digest: &Digest,
-        cond: Condition,
+        cond: Precondition,
     ) -> Result<Outcome> {
         self.change("save", key, Change::Put(envelope.to_vec(), *digest), |cur| refusal(cond, cur))
     }
@@ -684,9 +684,9 @@ impl Backend for SimRemote {
             .map(|bytes| Fetched { len: bytes.len() as u64, reader: Box::new(Cursor::new(bytes)) }))
     }
 
-    fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
+    fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         self.change("clear", key, Change::Delete, |cur| match cond {
-            Condition::Unchanged(_) if cur.bytes.is_none() => Some(Outcome::Missing),
+            Precondition::Unchanged(_) if cur.bytes.is_none() => Some(Outcome::Missing),
             _ => refusal(cond, cur),
         })
     }

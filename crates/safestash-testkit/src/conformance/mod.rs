@@ -386,10 +386,9 @@ macro_rules! ensure_ {
 
 use ensure_ as ensure;
 
-/// The store's backend, where it has one (a directory store has none
-/// until the directory is a backend itself).
+/// The store's backend (every store has one: the directory is a backend).
 fn backend_of(store: &Store) -> Option<&dyn Backend> {
-    store.backend()
+    Some(store.backend())
 }
 
 fn key(s: &str) -> StashKey {
