@@ -178,7 +178,11 @@ impl<F: Fs> Store<F> {
     ) -> Result<Receipt> {
         let key = header.key().clone();
         let path = dir.join(key.as_str());
-        if let Outcome::Refused { current } = outcome {
+        // Refused, with this very envelope in place (its digest covers the
+        // header's creation time, so no other save makes it): a retry that
+        // met its own write, which is this save done.
+        let own = matches!(outcome, Outcome::Refused { current: Some(c) } if Some(c) == digest);
+        if let (Outcome::Refused { current }, false) = (outcome, own) {
             return Err(match expect {
                 Precondition::Unchanged(expected) => Error::Replaced { key, path, expected },
                 _ => Error::StashExists { key, path, digest: current },
