@@ -182,8 +182,8 @@ pub enum Error {
     /// made, and nothing was deleted on the strength of that answer.
     #[error("failed to {op} `{target}`")]
     Backend {
-        /// What was being done (`"save"`, `"connect to"`, ...).
-        op: &'static str,
+        /// What was being done.
+        op: BackendOp,
         /// The stash or store, as a URL without its password.
         target: String,
         /// The client's error.
@@ -202,6 +202,93 @@ pub enum Error {
         /// The digest of the stash the guard wrote.
         expected: Digest,
     },
+}
+
+/// What a backend was doing when it failed ([`Error::Backend`]); its
+/// `Display` is the verb of the error's message.
+///
+/// # Examples
+///
+/// ```
+/// use safestash::BackendOp;
+///
+/// assert_eq!(BackendOp::Connect.to_string(), "connect to");
+/// let err = safestash::Store::open_url("postgresql://h/db?timeout=soon");
+/// # let _ = err;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendOp {
+    /// Reading the store's URL.
+    ParseUrl,
+    /// Building the client from its configuration.
+    Configure,
+    /// Starting the client's runtime.
+    StartRuntime,
+    /// Setting up TLS.
+    SetUpTls,
+    /// Opening the store (checks made at open).
+    Open,
+    /// Connecting to the server.
+    Connect,
+    /// Setting up a session on a new connection.
+    SetUpSession,
+    /// Checking that pooled sessions are still alive.
+    CheckSessions,
+    /// Finding the store's schema.
+    FindSchema,
+    /// Creating the store's schema.
+    CreateSchema,
+    /// Using (or migrating) the store's schema.
+    UseSchema,
+    /// A call on a store that cannot be used (a forked child's inherited one).
+    Use,
+    /// Saving a stash.
+    Save,
+    /// Saving the stashes of a batch.
+    SaveBatch,
+    /// Loading a stash.
+    Load,
+    /// Clearing a stash.
+    Clear,
+    /// Quarantining a stash.
+    Quarantine,
+    /// Listing a namespace.
+    List,
+    /// Listing the child namespaces.
+    ListNamespaces,
+    /// Taking or holding a key's lock.
+    Lock,
+    /// Removing what interrupted saves left behind.
+    CleanUp,
+}
+
+impl fmt::Display for BackendOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendOp::ParseUrl => "parse the URL",
+            BackendOp::Configure => "configure",
+            BackendOp::StartRuntime => "start the runtime for",
+            BackendOp::SetUpTls => "set up TLS for",
+            BackendOp::Open => "open",
+            BackendOp::Connect => "connect to",
+            BackendOp::SetUpSession => "set up a session on",
+            BackendOp::CheckSessions => "check the sessions of",
+            BackendOp::FindSchema => "find the schema of",
+            BackendOp::CreateSchema => "create the schema in",
+            BackendOp::UseSchema => "use the schema of",
+            BackendOp::Use => "use",
+            BackendOp::Save => "save",
+            BackendOp::SaveBatch => "save the batch of",
+            BackendOp::Load => "load",
+            BackendOp::Clear => "clear",
+            BackendOp::Quarantine => "quarantine",
+            BackendOp::List => "list",
+            BackendOp::ListNamespaces => "list namespaces of",
+            BackendOp::Lock => "lock",
+            BackendOp::CleanUp => "clean up",
+        })
+    }
 }
 
 /// The filesystem operation an [`Error::Io`] was doing.

@@ -177,7 +177,7 @@ pub mod sim;
 mod store;
 
 pub use digest::{Digest, DigestParseError};
-pub use error::{BoxError, Corruption, Error, IoOp, ObserverError, Result};
+pub use error::{BackendOp, BoxError, Corruption, Error, IoOp, ObserverError, Result};
 pub use key::{KeyError, KeyErrorKind, MAX_KEY_LEN, StashKey};
 pub use meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};
 pub use observe::Event;

@@ -823,7 +823,7 @@ fn statement_timeout_is_a_clear_error_and_the_previous_stash_stays() {
     .unwrap();
     drop(held);
     let text = chain(&err);
-    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(matches!(err, Error::Backend { op: safestash::BackendOp::Save, .. }), "{err:?}");
     assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
     assert!(err.to_string().contains("/k`"), "the error names the stash: {text}");
     assert!(text.contains("statement timeout"), "the server's reason is the source: {text}");
@@ -914,7 +914,7 @@ fn a_full_disk_on_the_server_is_a_clear_error_and_the_previous_stash_stays() {
     let err = s.save(&k, &Tagged::new(2, 0, 5_000_000)).unwrap_err();
     let text = chain(&err);
     eprintln!("the full disk's error: {text}");
-    assert!(matches!(err, Error::Backend { op: "save", .. }), "{text}");
+    assert!(matches!(err, Error::Backend { op: safestash::BackendOp::Save, .. }), "{text}");
     assert!(err.to_string().starts_with("failed to save `postgresql://"), "{text}");
     assert!(text.contains("No space left on device"), "the server's reason is the source: {text}");
     assert_eq!(s.load::<Tagged>(&k).unwrap().unwrap().into_value(), small, "the previous stash");
@@ -1127,7 +1127,10 @@ fn tls_follows_sslmode_sslrootcert_and_the_libpq_environment() {
     let refused = |url: &str, why: &str| {
         let e = Store::open_url(url).expect_err(url);
         let text = chain(&e);
-        assert!(matches!(e, Error::Backend { op: "connect to", .. }), "{url}: {text}");
+        assert!(
+            matches!(e, Error::Backend { op: safestash::BackendOp::Connect, .. }),
+            "{url}: {text}"
+        );
         assert!(!text.contains("password"), "{text}");
         assert!(text.contains(why), "{url}: {text}");
     };
@@ -1210,7 +1213,7 @@ fn loads_racing_saves_of_a_large_stash_never_return_a_wrong_value() {
                     assert!(v.value().intact());
                     loads += 1;
                 }
-                Err(e @ Error::Backend { op: "load", .. }) => {
+                Err(e @ Error::Backend { op: safestash::BackendOp::Load, .. }) => {
                     assert!(chain(&e).contains("changed while it was read"), "{}", chain(&e));
                     changed += 1;
                 }
@@ -1521,7 +1524,7 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     let (saved, took) = bounded("save", Duration::from_secs(30), move || s2.save(&k, &2));
     let err = saved.unwrap_err();
     let text = chain(&err);
-    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(matches!(err, Error::Backend { op: safestash::BackendOp::Save, .. }), "{err:?}");
     assert!(text.contains("timed out"), "the error says it timed out: {text}");
     assert!(took < Duration::from_secs(6), "the save failed after {took:?}: {text}");
     eprintln!("silent server: the save failed after {took:?}");
@@ -1532,7 +1535,13 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     let err = loaded.unwrap_err();
     // The stalled save's session was closed (never reused after a time
     // out), so the load first connects: it fails connecting, or loading.
-    assert!(matches!(err, Error::Backend { op: "load" | "connect to", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Backend { op: safestash::BackendOp::Load | safestash::BackendOp::Connect, .. }
+        ),
+        "{err:?}"
+    );
     assert!(chain(&err).contains("timed out"), "{}", chain(&err));
     assert!(took < Duration::from_secs(4), "the load failed after {took:?}");
     eprintln!("silent server: the load failed after {took:?}");
@@ -1579,7 +1588,7 @@ fn a_stopped_server_process_fails_a_save_within_its_timeout() {
     }
     let (saved, took) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
     let err = saved.unwrap_err();
-    assert!(matches!(err, Error::Backend { op: "save", .. }), "{err:?}");
+    assert!(matches!(err, Error::Backend { op: safestash::BackendOp::Save, .. }), "{err:?}");
     assert!(chain(&err).contains("timed out"), "{}", chain(&err));
     assert!(took < Duration::from_secs(6), "the save failed after {took:?}");
     eprintln!("stopped server: the save failed after {took:?}");

@@ -268,7 +268,7 @@ impl<F: Fs> Store<F> {
             return Ok(());
         }
         Err(Error::Backend {
-            op: "lock",
+            op: BackendOp::Lock,
             target: self.path_of(key).display().to_string(),
             source: "this store's backend has no per-key locks".into(),
         })
@@ -341,7 +341,7 @@ mod tests {
 
     use crate::backend::{Backend, Fetched, Held, Listed, Outcome, Precondition};
     use crate::digest::Digest;
-    use crate::error::{Error, Result};
+    use crate::error::{BackendOp, Error, Result};
     use crate::fs::OsFs;
     use crate::key::StashKey;
     use crate::store::Store;
@@ -353,7 +353,7 @@ mod tests {
 
     fn refused<T>() -> Result<T> {
         Err(Error::Backend {
-            op: "reach",
+            op: BackendOp::Use,
             target: "nolocks://ns".into(),
             source: "not here".into(),
         })
@@ -398,7 +398,7 @@ mod tests {
         let key = StashKey::new("k").unwrap();
         for result in [store.lock(&key).map(drop), store.try_lock(&key).map(drop)] {
             match result {
-                Err(Error::Backend { op: "lock", target, source }) => {
+                Err(Error::Backend { op: BackendOp::Lock, target, source }) => {
                     assert_eq!(target, "nolocks://ns/k");
                     assert!(source.to_string().contains("no per-key locks"), "{source}");
                 }

@@ -42,7 +42,7 @@ use crate::backend::{Backend, Directory, Outcome};
 use crate::digest::Digest;
 use crate::envelope::{self, DecodeError, EnvelopeWriter, Header, MAX_PREFIX_LEN};
 use crate::error::BoxError;
-use crate::error::{Corruption, Error, IoOp, Result};
+use crate::error::{BackendOp, Corruption, Error, IoOp, Result};
 use crate::fs::{FileKind, Fs, OsFs};
 use crate::key::StashKey;
 use crate::meta::{Receipt, SaveOptions, StashInfo, StashMeta, Stashed, VerifyReport};

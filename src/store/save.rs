@@ -190,7 +190,7 @@ impl<F: Fs> Store<F> {
         }
         // A streamed put learns its digest from the fill, which `Done` implies ran.
         let digest = digest.ok_or_else(|| Error::Backend {
-            op: "save",
+            op: BackendOp::Save,
             target: path.display().to_string(),
             source: "the backend reported a save it never wrote".into(),
         })?;

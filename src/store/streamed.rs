@@ -81,7 +81,7 @@ impl Streamed {
     /// digest.
     fn reread<T>(&self, read: impl FnOnce(&mut Rehashing) -> io::Result<Option<T>>) -> Result<T> {
         let changed = |why: &str| Error::Backend {
-            op: "load",
+            op: BackendOp::Load,
             target: self.path.display().to_string(),
             source: format!(
                 "the stash changed while it was read ({why}; a concurrent save?): load it again"

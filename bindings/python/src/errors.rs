@@ -117,7 +117,7 @@ fn os_message(e: &io::Error) -> String {
 /// bad input, not a failure of the store.
 pub fn open_error(py: Python<'_>, e: Error) -> PyErr {
     match &e {
-        Error::Backend { op: "parse the URL", target, .. } => raise(
+        Error::Backend { op: safestash::BackendOp::ParseUrl, target, .. } => raise(
             py,
             "InvalidOptionError",
             (e.to_string(),),

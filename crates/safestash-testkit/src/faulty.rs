@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use safestash::backend::{
     Backend, Entry, Fetched, Fill, Held, Listed, Outcome, Precondition, WholeRead,
 };
-use safestash::{Digest, Error, Result, StashKey};
+use safestash::{BackendOp, Digest, Error, Result, StashKey};
 
 pub use crate::sim_remote::Fate;
 
@@ -79,7 +79,7 @@ impl fmt::Debug for Faulty {
     }
 }
 
-fn failed(op: &'static str, target: String, what: &str) -> Error {
+fn failed(op: BackendOp, target: String, what: &str) -> Error {
     Error::Backend { op, target, source: format!("injected: {what}").into() }
 }
 
@@ -187,7 +187,7 @@ impl Faulty {
     /// call, so a late request can wait; `None`: a held lock's view).
     fn change(
         &self,
-        op: &'static str,
+        op: BackendOp,
         via: &dyn Backend,
         keep: Option<&Arc<dyn Backend>>,
         d: Deferred,
@@ -232,7 +232,7 @@ impl Faulty {
         cond: Precondition,
     ) -> Result<Outcome> {
         let d = Deferred::Put(key.clone(), envelope.to_vec(), *digest, cond);
-        self.change("save", via, keep, d)
+        self.change(BackendOp::Save, via, keep, d)
     }
 
     fn put_with_on(
@@ -261,7 +261,7 @@ impl Faulty {
         aside: &str,
     ) -> Result<bool> {
         let d = Deferred::Move(key.clone(), aside.to_owned());
-        Ok(self.change("quarantine", via, keep, d)? == Outcome::Done)
+        Ok(self.change(BackendOp::Quarantine, via, keep, d)? == Outcome::Done)
     }
 }
 
@@ -291,7 +291,7 @@ impl Backend for Faulty {
 
     fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let d = Deferred::Delete(key.clone(), cond);
-        self.change("clear", self.inner.as_ref(), Some(&self.inner), d)
+        self.change(BackendOp::Clear, self.inner.as_ref(), Some(&self.inner), d)
     }
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
@@ -358,16 +358,20 @@ impl Backend for Faulty {
         match self.next_fate() {
             Fate::Clean => self.inner.quarantine(key, base),
             Fate::ErrorBefore => {
-                Err(failed("quarantine", target, "failed before reaching the service"))
+                Err(failed(BackendOp::Quarantine, target, "failed before reaching the service"))
             }
             Fate::LostReply => {
                 self.inner.quarantine(key, base)?;
-                Err(failed("quarantine", target, "the reply was lost"))
+                Err(failed(BackendOp::Quarantine, target, "the reply was lost"))
             }
             Fate::Late { .. } => {
                 let d = Deferred::Quarantine(key.clone(), base.to_owned());
                 self.plan().late.push((self.inner.clone(), d));
-                Err(failed("quarantine", target, "timed out (the request may still arrive)"))
+                Err(failed(
+                    BackendOp::Quarantine,
+                    target,
+                    "timed out (the request may still arrive)",
+                ))
             }
             Fate::RetryMeetsOwn => {
                 self.inner.quarantine(key, base)?;
@@ -416,7 +420,7 @@ impl Backend for FaultyHeld {
 
     fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let d = Deferred::Delete(key.clone(), cond);
-        self.faulty.change("clear", self.held.backend(), None, d)
+        self.faulty.change(BackendOp::Clear, self.held.backend(), None, d)
     }
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {

@@ -62,7 +62,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use safestash::backend::{Backend, Fetched, Held, Listed, Outcome, Precondition};
-use safestash::{Digest, Error, Result, StashKey};
+use safestash::{BackendOp, Digest, Error, Result, StashKey};
 
 /// What happens to one change request.
 ///
@@ -370,7 +370,7 @@ impl State {
     }
 }
 
-fn ambiguous(op: &'static str, target: String, what: &str) -> Error {
+fn ambiguous(op: BackendOp, target: String, what: &str) -> Error {
     Error::Backend { op, target, source: format!("simulated: {what}").into() }
 }
 
@@ -575,7 +575,7 @@ impl SimRemote {
     /// then the change meets its fate.
     fn change(
         &self,
-        op: &'static str,
+        op: BackendOp,
         key: &StashKey,
         change: Change,
         check: impl FnOnce(&Obj) -> Option<Outcome>,
@@ -673,7 +673,9 @@ impl Backend for SimRemote {
         digest: &Digest,
         cond: Precondition,
     ) -> Result<Outcome> {
-        self.change("save", key, Change::Put(envelope.to_vec(), *digest), |cur| refusal(cond, cur))
+        self.change(BackendOp::Save, key, Change::Put(envelope.to_vec(), *digest), |cur| {
+            refusal(cond, cur)
+        })
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
@@ -685,7 +687,7 @@ impl Backend for SimRemote {
     }
 
     fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
-        self.change("clear", key, Change::Delete, |cur| match cond {
+        self.change(BackendOp::Clear, key, Change::Delete, |cur| match cond {
             Precondition::Unchanged(_) if cur.bytes.is_none() => Some(Outcome::Missing),
             _ => refusal(cond, cur),
         })
@@ -735,7 +737,7 @@ impl Backend for SimRemote {
             let state = self.state();
             if state.obj(&self.ns, aside).bytes.is_some() {
                 return Err(ambiguous(
-                    "quarantine",
+                    BackendOp::Quarantine,
                     self.target(key.as_str()),
                     "something is already at the quarantine name",
                 ));
@@ -743,7 +745,8 @@ impl Backend for SimRemote {
         }
         // Nothing to move: the change is a tombstone (absence versioned, as
         // for a delete of nothing), answered Missing.
-        let outcome = self.change("quarantine", key, Change::Move(aside.to_owned()), |_| None)?;
+        let outcome =
+            self.change(BackendOp::Quarantine, key, Change::Move(aside.to_owned()), |_| None)?;
         Ok(outcome == Outcome::Done)
     }
 

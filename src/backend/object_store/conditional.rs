@@ -58,7 +58,7 @@ impl ObjectStoreBackend {
 
     /// The state of `name` now, read (see [`read_current`](Self::read_current)),
     /// and remembered.
-    pub(super) async fn current(&self, name: &str, op: &'static str) -> Result<Current> {
+    pub(super) async fn current(&self, name: &str, op: BackendOp) -> Result<Current> {
         let state = self.read_current(name, op).await?;
         self.remember(name, Some(state.clone()));
         Ok(state)
@@ -67,7 +67,7 @@ impl ObjectStoreBackend {
     /// The state of `name` now: one ranged GET of its first 4 KiB, which is
     /// all of a small object (every reference and tombstone is small); for a
     /// large one, a second ranged GET of its trailer, on the same ETag.
-    pub(super) async fn read_current(&self, name: &str, op: &'static str) -> Result<Current> {
+    pub(super) async fn read_current(&self, name: &str, op: BackendOp) -> Result<Current> {
         let path = self.path(name);
         for _ in 0..RETRIES {
             // The first 4 KiB: all of a small object, and the size of any.
@@ -123,7 +123,7 @@ impl ObjectStoreBackend {
     }
 
     /// Refuses a change made through a lock whose lease is gone.
-    pub(super) fn check_fence(&self, op: &'static str, name: &str) -> Result<()> {
+    pub(super) fn check_fence(&self, op: BackendOp, name: &str) -> Result<()> {
         match &self.fence {
             Some(lease) => lease.check().map_err(|why| Error::Backend {
                 op,
@@ -163,7 +163,7 @@ impl ObjectStoreBackend {
     /// replaced references are left to [`Backend::cleanup`].
     pub(super) fn write(
         &self,
-        op: &'static str,
+        op: BackendOp,
         name: &str,
         payload: PutPayload,
         cond: Precondition,
@@ -184,7 +184,7 @@ impl ObjectStoreBackend {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn write_async(
         &self,
-        op: &'static str,
+        op: BackendOp,
         name: &str,
         payload: PutPayload,
         cond: Precondition,

@@ -21,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use super::multipart::{Reference, parse_reference};
 use super::state::service_error;
 use super::{ObjectStoreBackend, SMALL};
-use crate::error::{Error, Result};
+use crate::error::{BackendOp, Error, Result};
 
 /// What the store puts between a key and the time in a quarantined copy's
 /// name (`.KEY.quarantined.TIME`).
@@ -46,7 +46,7 @@ impl ObjectStoreBackend {
         let grace = self.shared.gc_grace;
         let store = &self.shared.store();
         let fail = |e: object_store::Error| Error::Backend {
-            op: "clean up",
+            op: BackendOp::CleanUp,
             target: self.location.clone(),
             source: service_error(e),
         };
@@ -116,7 +116,7 @@ impl ObjectStoreBackend {
     /// The reference at `path`, if a reference is there.
     async fn read_reference(&self, path: &Path) -> Result<Option<Reference>> {
         let fail = |e: object_store::Error| Error::Backend {
-            op: "clean up",
+            op: BackendOp::CleanUp,
             target: format!("{}/{}", self.shared.base, path),
             source: service_error(e),
         };

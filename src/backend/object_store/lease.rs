@@ -37,10 +37,10 @@ impl ObjectStoreBackend {
         let got = match self.shared.store().get(&path).await {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.fail("read the lock of", key.as_str())(e)),
+            Err(e) => return Err(self.fail(BackendOp::Lock, key.as_str())(e)),
         };
         let version = UpdateVersion::from_meta(&got.meta);
-        let bytes = got.bytes().await.map_err(self.fail("read the lock of", key.as_str()))?;
+        let bytes = got.bytes().await.map_err(self.fail(BackendOp::Lock, key.as_str()))?;
         // An unreadable lease body is treated as released: it holds no one.
         let body = serde_json::from_slice(&bytes).unwrap_or_default();
         Ok(Some((version, body)))
@@ -69,7 +69,7 @@ impl ObjectStoreBackend {
         match self.shared.store().put_opts(&path, body.payload(), opts).await {
             Ok(put) => Ok(Some((UpdateVersion::from(put), sent))),
             Err(e) if is_conflict(&e) => Ok(None),
-            Err(e) => Err(self.fail("lock", key.as_str())(e)),
+            Err(e) => Err(self.fail(BackendOp::Lock, key.as_str())(e)),
         }
     }
 }

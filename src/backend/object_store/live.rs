@@ -16,7 +16,7 @@ use object_store::{
 };
 
 use super::timeout::Timed;
-use crate::error::{Error, Result};
+use crate::error::{BackendOp, Error, Result};
 
 /// How a forked child makes its own client: again from the URL's
 /// configuration; the same store when it does no I/O of its own
@@ -43,7 +43,7 @@ impl Runtime {
             .build()
             .map(Runtime::Owned)
             .map_err(|e| Error::Backend {
-                op: "start the runtime for",
+                op: BackendOp::StartRuntime,
                 target: target.to_owned(),
                 source: e.into(),
             })

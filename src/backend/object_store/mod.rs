@@ -241,7 +241,7 @@ use object_store::{
 use super::{Backend, Fetched, Fill, Held, Listed, Outcome, Precondition};
 use crate::digest::Digest;
 use crate::envelope::{TRAILER_LEN, recorded_digest};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{BackendOp, Corruption, Error, Result};
 use crate::key::StashKey;
 use live::{Live, Remake, Runtime};
 

@@ -64,7 +64,7 @@ impl Sink<'_> {
                 let started = match backend.block_on(backend.shared.store().put_multipart(&path)) {
                     Ok(started) => started,
                     Err(e) => {
-                        self.failed = Some(backend.fail("start the upload of", key)(e));
+                        self.failed = Some(backend.fail(BackendOp::Save, key)(e));
                         return Err(io::Error::other("the upload could not start"));
                     }
                 };
@@ -77,7 +77,7 @@ impl Sink<'_> {
             upload.wait_for_capacity(PARTS_IN_FLIGHT).await
         });
         sent.map_err(|e| {
-            self.failed = Some(backend.fail("upload the envelope of", key)(e));
+            self.failed = Some(backend.fail(BackendOp::Save, key)(e));
             io::Error::other("the upload failed")
         })
     }

@@ -8,7 +8,7 @@ use super::*;
 impl ObjectStoreBackend {
     /// `name`'s object as a reader, following a reference; `None` for
     /// nothing or a tombstone.
-    pub(super) fn fetch(&self, name: &str, op: &'static str) -> Result<Option<Fetched>> {
+    pub(super) fn fetch(&self, name: &str, op: BackendOp) -> Result<Option<Fetched>> {
         // A reference replaced (and its data deleted) between reading it and
         // reading its data is read again.
         for _ in 0..RETRIES {
@@ -96,7 +96,7 @@ impl ObjectStoreBackend {
 
     /// Whether `key` holds an intact envelope for it now (read whole).
     pub(super) fn verified_at(&self, key: &StashKey) -> bool {
-        match self.fetch(key.as_str(), "quarantine") {
+        match self.fetch(key.as_str(), BackendOp::Quarantine) {
             Ok(Some(mut fetched)) => {
                 matches!(crate::envelope::verify_stream(&mut fetched.reader, fetched.len),
                     Ok(Ok(layout)) if layout.header.key() == key)
@@ -155,10 +155,10 @@ impl ObjectStoreBackend {
                     match store.head(&path).await {
                         Ok(meta) => (size, e_tag) = (meta.size, meta.e_tag),
                         Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                        Err(e) => return Err(self.fail("list", &name)(e)),
+                        Err(e) => return Err(self.fail(BackendOp::List, &name)(e)),
                     }
                 }
-                Err(e) => return Err(self.fail("list", &name)(e)),
+                Err(e) => return Err(self.fail(BackendOp::List, &name)(e)),
             }
         };
         if size <= SMALL {
@@ -172,7 +172,7 @@ impl ObjectStoreBackend {
                     match store.get_range(&self.data_path(&r.data), 0..want.min(r.len)).await {
                         Ok(b) => b,
                         Err(object_store::Error::NotFound { .. }) => Bytes::new(),
-                        Err(e) => return Err(self.fail("list", &name)(e)),
+                        Err(e) => return Err(self.fail(BackendOp::List, &name)(e)),
                     }
                 };
                 return Ok(Some(Listed { name, len: r.len, head: head.to_vec() }));

@@ -137,7 +137,7 @@ impl ObjectStoreBackend {
         let (scheme, target, bucket) = (scheme.to_owned(), base_url.to_owned(), bucket_url.clone());
         let configure = move || -> Result<Arc<dyn ObjectStore>> {
             let built = |e: object_store::Error| Error::Backend {
-                op: "configure",
+                op: BackendOp::Configure,
                 target: target.clone(),
                 source: e.into(),
             };
@@ -302,7 +302,7 @@ impl ObjectStoreBackend {
 
     pub(super) fn fail<'a>(
         &'a self,
-        op: &'static str,
+        op: BackendOp,
         name: &'a str,
     ) -> impl FnOnce(object_store::Error) -> Error + 'a {
         move |e| Error::Backend { op, target: self.target(Some(name)), source: service_error(e) }

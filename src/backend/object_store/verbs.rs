@@ -20,7 +20,7 @@ impl Backend for ObjectStoreBackend {
         cond: Precondition,
     ) -> Result<Outcome> {
         let payload = PutPayload::from(Bytes::copy_from_slice(envelope));
-        self.write("save", key.as_str(), payload, cond, Mine::Envelope(*digest), None)
+        self.write(BackendOp::Save, key.as_str(), payload, cond, Mine::Envelope(*digest), None)
     }
 
     fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
@@ -42,7 +42,14 @@ impl Backend for ObjectStoreBackend {
             }
             let digest = filled?;
             let payload = PutPayload::from(std::mem::take(&mut sink.buf));
-            return self.write("save", key.as_str(), payload, cond, Mine::Envelope(digest), None);
+            return self.write(
+                BackendOp::Save,
+                key.as_str(),
+                payload,
+                cond,
+                Mine::Envelope(digest),
+                None,
+            );
         };
         let rest = std::mem::take(&mut sink.buf);
         // A part that failed is that error, whatever the envelope writer
@@ -58,7 +65,7 @@ impl Backend for ObjectStoreBackend {
                     upload.finish().await
                 })
                 .map(|_| ())
-                .map_err(self.fail("upload the envelope of", key.as_str())),
+                .map_err(self.fail(BackendOp::Save, key.as_str())),
             Err(e) => {
                 // Nothing of it may stay: the parts uploaded so far go.
                 let _ = self.block_on(upload.abort());
@@ -79,24 +86,24 @@ impl Backend for ObjectStoreBackend {
         let deadline = sink.started.map(|t| t + self.shared.gc_grace / 2);
         let payload = PutPayload::from(reference);
         let mine = Mine::Reference(&data, digest);
-        self.write("save", key.as_str(), payload, cond, mine, deadline)
+        self.write(BackendOp::Save, key.as_str(), payload, cond, mine, deadline)
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
-        self.fetch(key.as_str(), "load")
+        self.fetch(key.as_str(), BackendOp::Load)
     }
 
     fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {
         let mark = tombstone();
         let payload = PutPayload::from(mark.clone());
-        self.write("clear", key.as_str(), payload, cond, Mine::Tombstone(&mark), None)
+        self.write(BackendOp::Clear, key.as_str(), payload, cond, Mine::Tombstone(&mark), None)
     }
 
     fn list(&self, head_len: usize) -> Result<Vec<Listed>> {
         let listing = self
             .block_on(self.shared.store().list_with_delimiter(Some(&self.prefix)))
             .map_err(|e| Error::Backend {
-                op: "list",
+                op: BackendOp::List,
                 target: self.location.clone(),
                 source: service_error(e),
             })?;
@@ -138,7 +145,7 @@ impl Backend for ObjectStoreBackend {
             pause = (pause * 2).min(Duration::from_millis(250));
         };
         // What the holder sees at the key now: its changes are conditional on it.
-        let key_version = match self.block_on(self.current(key.as_str(), "lock")) {
+        let key_version = match self.block_on(self.current(key.as_str(), BackendOp::Lock)) {
             Ok(c) => c.version().cloned(),
             Err(e) => {
                 let lease = Lease::new(
@@ -166,14 +173,14 @@ impl Backend for ObjectStoreBackend {
 
     fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool> {
         let name = key.as_str();
-        self.check_fence("quarantine", name)?;
+        self.check_fence(BackendOp::Quarantine, name)?;
         let store = &self.shared.store();
-        let current = self.block_on(self.current(name, "quarantine"))?;
+        let current = self.block_on(self.current(name, BackendOp::Quarantine))?;
         let Current::Stash { version, .. } = current else { return Ok(false) };
         if let Some(seen) = self.fenced_version(name) {
             if seen.as_ref() != Some(&version) {
                 return Err(Error::Backend {
-                    op: "quarantine",
+                    op: BackendOp::Quarantine,
                     target: self.target(Some(name)),
                     source: "the stash changed since this lock's holder last saw it".into(),
                 });
@@ -183,13 +190,13 @@ impl Backend for ObjectStoreBackend {
         match self.block_on(store.head(&aside_path)) {
             Ok(_) => {
                 return Err(Error::Backend {
-                    op: "quarantine",
+                    op: BackendOp::Quarantine,
                     target: self.target(Some(name)),
                     source: format!("`{}` exists already", self.target(Some(aside))).into(),
                 });
             }
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.fail("quarantine", name)(e)),
+            Err(e) => return Err(self.fail(BackendOp::Quarantine, name)(e)),
         }
         // The copy aside is exactly the version read: a read conditional on
         // its ETag, then a create at the aside name.
@@ -206,14 +213,14 @@ impl Backend for ObjectStoreBackend {
                 object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
             ) => {
                 return Err(Error::Backend {
-                    op: "quarantine",
+                    op: BackendOp::Quarantine,
                     target: self.target(Some(name)),
                     source: "the stash changed while it was being quarantined; nothing was \
                              moved: try again"
                         .into(),
                 });
             }
-            Err(e) => return Err(self.fail("quarantine (read)", name)(e)),
+            Err(e) => return Err(self.fail(BackendOp::Quarantine, name)(e)),
         };
         let create = PutOptions { mode: PutMode::Create, ..Default::default() };
         let copied = self.block_on(store.put_opts(&aside_path, bytes.clone().into(), create));
@@ -222,7 +229,7 @@ impl Backend for ObjectStoreBackend {
             // error a lost reply: the copy counts when it is there, whole.
             let there = self.block_on(async { store.get(&aside_path).await?.bytes().await });
             if !there.is_ok_and(|b| b == bytes) {
-                return Err(self.fail("quarantine (copy aside)", name)(e));
+                return Err(self.fail(BackendOp::Quarantine, name)(e));
             }
         }
         // Then the key: a tombstone on the ETag read.
@@ -239,7 +246,7 @@ impl Backend for ObjectStoreBackend {
         };
         // Refused or unanswered: the tombstone may be this request's own
         // (a reply lost, a retry meeting it). Read the key again.
-        let now = self.block_on(self.current(name, "quarantine"));
+        let now = self.block_on(self.current(name, BackendOp::Quarantine));
         if let Ok(now @ Current::Tombstone(..)) = &now {
             if now.is(&Mine::Tombstone(&mark)) {
                 self.record_version(name, now.version().cloned());
@@ -254,7 +261,7 @@ impl Backend for ObjectStoreBackend {
         if newer {
             let _ = self.block_on(store.delete(&aside_path));
             return Err(Error::Backend {
-                op: "quarantine",
+                op: BackendOp::Quarantine,
                 target: self.target(Some(name)),
                 source: "a newer stash was saved at the key meanwhile; it stays (the copy \
                          aside was removed again)"
@@ -262,7 +269,7 @@ impl Backend for ObjectStoreBackend {
             });
         }
         Err(Error::Backend {
-            op: "quarantine",
+            op: BackendOp::Quarantine,
             target: self.target(Some(name)),
             source: Box::new(KeptAside { aside: self.target(Some(aside)), source: e }),
         })
@@ -286,7 +293,7 @@ impl Backend for ObjectStoreBackend {
         let listing = self
             .block_on(self.shared.store().list_with_delimiter(Some(&self.prefix)))
             .map_err(|e| Error::Backend {
-                op: "list namespaces of",
+                op: BackendOp::ListNamespaces,
                 target: self.location.clone(),
                 source: service_error(e),
             })?;
