@@ -1,12 +1,15 @@
 //! One behaviour suite, run on every backend: the directory store always,
 //! PostgreSQL when `SAFESTASH_TEST_POSTGRES_URL` is set and the crate is
-//! built with `--features postgres`, and with `--features object-store`
+//! built with `--features postgres`, MySQL/MariaDB when
+//! `SAFESTASH_TEST_MYSQL_URL` is set and it is built with `--features
+//! mysql`, and with `--features object-store`
 //! object storage twice: `object_store`'s `InMemory` always, and an S3
 //! server (moto in `.ci/run`) when `SAFESTASH_TEST_S3_URL` is set (under
 //! `CI=true` a missing server fails the test). Damage is done where the
 //! bytes live: in the file, in the row with an `UPDATE`, or in the object
 //! with a raw PUT.
 
+mod mytest;
 #[cfg(feature = "object-store")]
 mod objtest;
 mod pgtest;
@@ -94,6 +97,60 @@ fn postgres(test: &str) -> Option<Place> {
     None
 }
 
+#[cfg(feature = "mysql")]
+fn mysql(test: &str) -> Option<Place> {
+    use mysql::prelude::Queryable;
+    let url = mytest::url(test)?;
+    let ns = mytest::fresh_namespace(test);
+    let store = Store::open_url(&mytest::with_namespace(&url, &ns)).unwrap();
+    let damage = Box::new(move |d: Damage<'_>| {
+        // Read, change and write back the row's bytes with bound values.
+        let mut c = mytest::raw(&url);
+        let get = |c: &mut mysql::Conn, k: &StashKey| -> Vec<u8> {
+            c.exec_first(
+                "SELECT envelope FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
+                (&ns, k.as_str()),
+            )
+            .unwrap()
+            .expect("a row to damage")
+        };
+        let set = |c: &mut mysql::Conn, k: &StashKey, bytes: Vec<u8>| {
+            c.exec_drop(
+                "UPDATE safestash_stashes SET envelope = ? WHERE namespace = ? AND `key` = ?",
+                (bytes, &ns, k.as_str()),
+            )
+            .unwrap();
+        };
+        match d {
+            Damage::FlipFromEnd(k, at) => {
+                let mut bytes = get(&mut c, k);
+                let i = bytes.len() - at;
+                bytes[i] ^= 1;
+                set(&mut c, k, bytes);
+            }
+            Damage::Truncate(k, len) => {
+                let bytes = get(&mut c, k);
+                set(&mut c, k, bytes[..len].to_vec());
+            }
+            Damage::Copy(a, b) => c
+                .exec_drop(
+                    "INSERT INTO safestash_stashes (namespace, `key`, envelope, digest, size, created, chunks) \
+                     SELECT namespace, ?, envelope, digest, size, created, chunks FROM safestash_stashes \
+                     WHERE namespace = ? AND `key` = ?",
+                    (b.as_str(), &ns, a.as_str()),
+                )
+                .unwrap(),
+        }
+    });
+    Some(Place { name: "mysql", store, damage, _dir: None })
+}
+
+#[cfg(not(feature = "mysql"))]
+fn mysql(test: &str) -> Option<Place> {
+    eprintln!("{test}: the MySQL part needs --features mysql");
+    None
+}
+
 /// Damage done with raw object store calls.
 #[cfg(feature = "object-store")]
 fn object_damage(raw: objtest::Raw) -> Box<dyn Fn(Damage<'_>)> {
@@ -148,6 +205,7 @@ fn object_places(test: &str) -> Vec<Place> {
 fn places(test: &str) -> Vec<Place> {
     let mut all = vec![directory()];
     all.extend(postgres(test));
+    all.extend(mysql(test));
     all.extend(object_places(test));
     all
 }

@@ -26,7 +26,8 @@
 //! protocol, with nothing in between.
 //!
 //! Backends: `postgres` (feature `postgres`), in `safestash::backend::postgres`;
-//! `object_store` (feature `object-store`), in `safestash::backend::object_store`.
+//! `object_store` (feature `object-store`), in `safestash::backend::object_store`;
+//! `mysql` (feature `mysql`: MySQL and MariaDB), in `safestash::backend::mysql`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -35,6 +36,8 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::key::StashKey;
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "object-store")]
 pub mod object_store;
 #[cfg(feature = "postgres")]
