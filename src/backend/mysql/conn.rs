@@ -73,9 +73,28 @@ impl Fault {
 
     /// The socket's timeout fired.
     pub(super) fn timed_out(&self) -> bool {
-        matches!(self, Fault::My(mysql::Error::IoError(e))
-            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+        match self {
+            Fault::My(e) => io_error(e).is_some_and(timeout_kind),
+            Fault::Locked => false,
+        }
     }
+}
+
+/// The socket's error under a client error (directly, or under the
+/// packet codec's).
+fn io_error(e: &mysql::Error) -> Option<&std::io::Error> {
+    match e {
+        mysql::Error::IoError(e) => Some(e),
+        mysql::Error::CodecError(c) => {
+            std::error::Error::source(c).and_then(|s| s.downcast_ref::<std::io::Error>())
+        }
+        _ => None,
+    }
+}
+
+/// A socket timeout (a read or write timeout shows as `WouldBlock`).
+fn timeout_kind(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
 /// One session with the server.
@@ -188,6 +207,22 @@ impl Conn {
     ) -> Result<Option<T>, Fault> {
         self.sent += 1;
         let out = self.conn.query_first(sql);
+        self.track(out)
+    }
+
+    /// Statements without parameters, several in one round trip (`;`
+    /// between them): the rows of each, in order. The server stops at the
+    /// first that fails, and its error is returned.
+    pub(super) fn multi(&mut self, sql: &str) -> Result<Vec<Vec<mysql::Row>>, Fault> {
+        self.sent += 1;
+        let out = (|| {
+            let mut result = self.conn.query_iter(sql)?;
+            let mut sets = Vec::new();
+            while let Some(set) = result.iter() {
+                sets.push(set.collect::<mysql::Result<Vec<mysql::Row>>>()?);
+            }
+            Ok(sets)
+        })();
         self.track(out)
     }
 

@@ -449,38 +449,65 @@ impl Mysql {
         out.map_err(self.fail(op, key))
     }
 
-    /// Runs a change: takes the key's named lock on the connection, runs
-    /// `f` (which starts and ends its transaction; `Ok((r, true))` when it
-    /// committed), rolls back what it left open, releases the lock. A
-    /// connection whose release fails is closed (which releases it).
+    /// Runs a change in three round trips besides `f`'s statements: the
+    /// key's named lock and `START TRANSACTION` in one; then `f` (`Ok((r,
+    /// true))` to commit, `Ok((r, false))` to roll back); then `COMMIT`
+    /// (or `ROLLBACK`) and the lock's release in one. The lock's name is
+    /// the store's own hex digest, never caller text. A commit that fails
+    /// is `commit_op`'s error (it may have committed), and its connection
+    /// is closed, which releases the lock; so is one whose release fails.
     fn change<R>(
         &self,
         op: &'static str,
+        commit_op: &'static str,
         key: &StashKey,
         mut f: impl FnMut(&mut Conn) -> std::result::Result<(R, bool), Fault>,
     ) -> Result<R> {
         let name = self.lock_name(key);
         let secs = locks::wait_secs(self.shared.lock_timeout);
-        self.run(op, Some(key), |c| {
-            let got: Option<Option<i64>> =
-                c.exec_first("SELECT GET_LOCK(?, ?)", (name.as_str(), secs))?;
-            match got.flatten() {
-                Some(1) => {}
-                Some(_) => return Err(Fault::Locked),
-                None => {
+        let mut committing = false;
+        let out = self.run(op, Some(key), |c| {
+            committing = false;
+            let sets = c.multi(&format!("SELECT GET_LOCK('{name}', {secs}); START TRANSACTION"))?;
+            let got: Option<i64> = sets
+                .first()
+                .and_then(|rows| rows.first())
+                .and_then(|row| row.get::<Option<i64>, _>(0))
+                .flatten();
+            if got != Some(1) {
+                // Nothing was done in the transaction; NULL is an error.
+                if got.is_none() || c.query_drop("ROLLBACK").is_err() {
                     c.mark_broken();
-                    return Err(Fault::Locked);
                 }
+                return Err(Fault::Locked);
             }
             let out = f(c);
-            if !matches!(out, Ok((_, true))) {
-                c.rollback();
+            let end = match out {
+                Ok((_, true)) => "COMMIT",
+                _ => "ROLLBACK",
+            };
+            committing = end == "COMMIT";
+            if c.is_broken() {
+                return out.map(|(r, _)| r);
             }
-            if !c.is_broken() && c.exec_drop("DO RELEASE_LOCK(?)", (name.as_str(),)).is_err() {
-                c.mark_broken();
+            match c.multi(&format!("{end}; DO RELEASE_LOCK('{name}')")) {
+                Ok(_) => {}
+                Err(e) => {
+                    c.mark_broken();
+                    if out.is_ok() {
+                        return Err(e);
+                    }
+                }
             }
+            committing = false;
             out.map(|(r, _)| r)
-        })
+        });
+        match out {
+            Err(Error::Backend { target, source, .. }) if committing => {
+                Err(Error::Backend { op: commit_op, target, source })
+            }
+            out => out,
+        }
     }
 
     /// A chunked envelope, read in one snapshot, a chunk at a time.
@@ -570,58 +597,51 @@ impl Backend for Mysql {
 
     fn put_with(&self, key: &StashKey, cond: Condition, fill: &mut Fill<'_>) -> Result<Outcome> {
         let shared = &self.shared;
-        let mut commit_failed = false;
-        let step = self.change("save", key, |c| {
-            commit_failed = false;
-            c.query_drop("START TRANSACTION")?;
-            let current: Option<(Vec<u8>, i32)> = c.exec_first(
-                "SELECT digest, chunks FROM safestash_stashes \
+        let step = self.change(
+            "save",
+            "commit the save (if the connection was lost, it may have committed) of",
+            key,
+            |c| {
+                let current: Option<(Vec<u8>, i32)> = c.exec_first(
+                    "SELECT digest, chunks FROM safestash_stashes \
                  WHERE namespace = ? AND `key` = ? FOR UPDATE",
-                (self.ns.as_str(), key.as_str()),
-            )?;
-            let current_digest = current.as_ref().map(|(d, _)| digest_of(d));
-            let refused = match cond {
-                Condition::Any => false,
-                Condition::Absent => current.is_some(),
-                Condition::Unchanged(d) => current_digest != Some(Some(d)),
-            };
-            if refused {
-                return Ok((PutStep::Refused(current_digest.flatten()), false));
-            }
-            let exists = current.is_some();
-            let had_chunks = current.is_some_and(|(_, n)| n > 0);
-            let mut sink = Chunker::new(c, shared, &self.ns, key.as_str(), exists, had_chunks);
-            let filled = fill(&mut sink);
-            if let Some(e) = sink.failed.take() {
-                return Err(e);
-            }
-            let digest = match filled {
-                Ok(d) => d,
-                Err(e) => return Ok((PutStep::FillFailed(e), false)),
-            };
-            if !sink.finish(&digest)? {
-                // Another create-if-absent committed first.
-                let theirs: Option<Vec<u8>> = c.exec_first(
-                    "SELECT digest FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
                     (self.ns.as_str(), key.as_str()),
                 )?;
-                return Ok((PutStep::Refused(theirs.as_deref().and_then(digest_of)), false));
-            }
-            commit_failed = true;
-            c.query_drop("COMMIT")?;
-            commit_failed = false;
-            Ok((PutStep::Committed, true))
-        });
+                let current_digest = current.as_ref().map(|(d, _)| digest_of(d));
+                let refused = match cond {
+                    Condition::Any => false,
+                    Condition::Absent => current.is_some(),
+                    Condition::Unchanged(d) => current_digest != Some(Some(d)),
+                };
+                if refused {
+                    return Ok((PutStep::Refused(current_digest.flatten()), false));
+                }
+                let exists = current.is_some();
+                let had_chunks = current.is_some_and(|(_, n)| n > 0);
+                let mut sink = Chunker::new(c, shared, &self.ns, key.as_str(), exists, had_chunks);
+                let filled = fill(&mut sink);
+                if let Some(e) = sink.failed.take() {
+                    return Err(e);
+                }
+                let digest = match filled {
+                    Ok(d) => d,
+                    Err(e) => return Ok((PutStep::FillFailed(e), false)),
+                };
+                if !sink.finish(&digest)? {
+                    // Another create-if-absent committed first.
+                    let theirs: Option<Vec<u8>> = c.exec_first(
+                        "SELECT digest FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
+                        (self.ns.as_str(), key.as_str()),
+                    )?;
+                    return Ok((PutStep::Refused(theirs.as_deref().and_then(digest_of)), false));
+                }
+                Ok((PutStep::Committed, true))
+            },
+        )?;
         match step {
-            Ok(PutStep::Refused(current)) => Ok(Outcome::Refused { current }),
-            Ok(PutStep::FillFailed(e)) => Err(e),
-            Ok(PutStep::Committed) => Ok(Outcome::Done),
-            Err(Error::Backend { target, source, .. }) if commit_failed => Err(Error::Backend {
-                op: "commit the save (if the connection was lost, it may have committed) of",
-                target,
-                source,
-            }),
-            Err(e) => Err(e),
+            PutStep::Refused(current) => Ok(Outcome::Refused { current }),
+            PutStep::FillFailed(e) => Err(e),
+            PutStep::Committed => Ok(Outcome::Done),
         }
     }
 
@@ -642,8 +662,7 @@ impl Backend for Mysql {
     }
 
     fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {
-        self.change("clear", key, |c| {
-            c.query_drop("START TRANSACTION")?;
+        self.change("clear", "commit the clear (it may have committed) of", key, |c| {
             let current: Option<Vec<u8>> = c.exec_first(
                 "SELECT digest FROM safestash_stashes WHERE namespace = ? AND `key` = ? FOR UPDATE",
                 (self.ns.as_str(), key.as_str()),
@@ -661,7 +680,6 @@ impl Backend for Mysql {
                 "DELETE FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
                 (self.ns.as_str(), key.as_str()),
             )?;
-            c.query_drop("COMMIT")?;
             Ok((Outcome::Done, true))
         })
     }
@@ -733,13 +751,11 @@ impl Backend for Mysql {
     }
 
     fn move_aside(&self, key: &StashKey, aside: &str) -> Result<bool> {
-        self.change("quarantine", key, |c| {
-            c.query_drop("START TRANSACTION")?;
+        self.change("quarantine", "commit the quarantine (it may have committed) of", key, |c| {
             let moved = c.exec_drop(
                 "UPDATE safestash_stashes SET `key` = ? WHERE namespace = ? AND `key` = ?",
                 (aside, self.ns.as_str(), key.as_str()),
             )?;
-            c.query_drop("COMMIT")?;
             Ok((moved > 0, true))
         })
     }
