@@ -459,6 +459,52 @@ fn chunked_stashes_replace_quarantine_and_show_raw_sql_damage() {
     assert_eq!(chunk_count(&url, &ns, "k"), 0);
 }
 
+/// Loads of a chunked stash racing its saves: each load reads one
+/// consistent snapshot, so it returns a whole value whose header it
+/// verified, or (a load over 4 MiB reads twice) says it changed.
+#[test]
+fn loads_racing_saves_of_a_large_stash_never_return_a_wrong_value() {
+    let _g = shared();
+    let Some((s, url)) = store("reread") else { return };
+    let k = StashKey::new("k").unwrap();
+    // Above the 4 MiB a remote load reads whole: every load is a verifying
+    // pass and a second, re-hashed read, with saves landing in between.
+    let save = |s: &Store, n: u64| {
+        let opts = SaveOptions::new().origin(format!("n={n}"));
+        s.save_with(&k, &Tagged::new(n, 0, 700_000), &opts).unwrap();
+    };
+    save(&s, 0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut loads, mut changed) = (0u32, 0u32);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let writer = Store::open_url(&url).unwrap();
+            for n in 1..=12 {
+                save(&writer, n);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            match s.load::<Tagged>(&k) {
+                Ok(Some(v)) => {
+                    // The value is the one whose header was verified.
+                    let origin = v.meta().header.origin().unwrap().to_owned();
+                    assert_eq!(origin, format!("n={}", v.value().n), "a value from another save");
+                    assert!(v.value().intact());
+                    loads += 1;
+                }
+                Err(e @ Error::Backend { op: "load", .. }) => {
+                    assert!(chain(&e).contains("changed while it was read"), "{}", chain(&e));
+                    changed += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    eprintln!("racing loads: {loads} intact, {changed} refused as changed between the reads");
+    assert!(loads + changed > 0);
+}
+
 #[test]
 fn chunks_fit_a_small_max_allowed_packet() {
     let _g = exclusive();
@@ -562,6 +608,40 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     let v = *s.load::<i32>(&k).unwrap().unwrap().value();
     assert!(v == 1 || v == 2, "{v}");
     s.save(&k, &3).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cli_lists_verifies_and_quarantines_a_mysql_store() {
+    let _g = shared();
+    let Some((s, url)) = store("cli") else { return };
+    let (good, bad) = (StashKey::new("good").unwrap(), StashKey::new("bad").unwrap());
+    s.save(&good, &1).unwrap();
+    s.save(&bad, &"to be damaged").unwrap();
+    let run = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("safestash").unwrap().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run(&["list", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("good") && out.contains("bad"), "{out}");
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+    mytest::raw(&url)
+        .exec_drop(
+            "UPDATE safestash_stashes SET envelope = CONCAT(LEFT(envelope, 40), \
+             CHAR(ASCII(SUBSTRING(envelope, 41, 1)) ^ 1), SUBSTRING(envelope, 42)) \
+             WHERE namespace = ? AND `key` = 'bad'",
+            (namespace_of(&url),),
+        )
+        .unwrap();
+    let (code, out) = run(&["verify", &url]);
+    assert_eq!(code, Some(1), "damage inside the database is found: {out}");
+    assert_eq!(run(&["quarantine", "--yes", &url, "bad"]).0, Some(0));
+    assert_eq!(run(&["verify", &url]).0, Some(0));
+    assert_eq!(*s.load::<i32>(&good).unwrap().unwrap().value(), 1);
 }
 
 // ---------------------------------------------------------------------------

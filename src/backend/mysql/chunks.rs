@@ -200,6 +200,10 @@ impl ChunkReader {
     /// Ends the snapshot and returns the connection.
     pub(super) fn end(&mut self) {
         if let Some(mut conn) = self.conn.take() {
+            if conn.inherited() {
+                // A forked child's copy of its parent's session.
+                return conn.abandon();
+            }
             conn.rollback();
             self.shared.pool.give_back(conn);
         }
@@ -210,6 +214,12 @@ impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.cur.len() {
             let Some(conn) = self.conn.as_mut() else { return Ok(0) };
+            if conn.inherited() {
+                self.end();
+                return Err(io::Error::other(
+                    "the load's connection belongs to the parent process this one was forked from",
+                ));
+            }
             if self.next >= self.chunks {
                 self.end();
                 return Ok(0);

@@ -514,8 +514,10 @@ impl Mysql {
     fn get_chunked(&self, key: &StashKey) -> Result<Option<Fetched>> {
         type Head = (i32, Vec<u8>, i64);
         let (conn, opened) = self.attempt(|c| {
-            c.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
-            c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
+            c.multi(
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+                 START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            )?;
             c.exec_first::<Head, _>(
                 "SELECT s.chunks, s.envelope, \
                    (SELECT CAST(COALESCE(SUM(LENGTH(c.bytes)), 0) AS SIGNED) FROM safestash_chunks c \
