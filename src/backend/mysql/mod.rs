@@ -11,7 +11,7 @@
 //!   one database, each in its namespace;
 //! - `lock_timeout=DURATION` (`humantime` syntax, default `60s`): how long a
 //!   lock or a change waits for another holder of the key's lock before it
-//!   fails with [`Error::Locked`](crate::Error::Locked);
+//!   fails with [`Error::Locked`];
 //! - `timeout=DURATION` (default `30s`): the client-side bound of each read
 //!   and write on the connection (see *Timeouts* below);
 //! - `durability=commit|server` (default `commit`; see *Durability*).
@@ -90,7 +90,7 @@
 //! is on, the binary log too (`sync_binlog = 1`: with two-phase commit
 //! between them, a transaction missing from the binary log is rolled back
 //! at recovery). Opening a store reads both (global values) and refuses
-//! with [`Error::Backend`](crate::Error::Backend) naming the setting when
+//! with [`Error::Backend`] naming the setting when
 //! either falls short; with `durability=server` in the URL it opens anyway
 //! and the server's settings decide (a crash may then lose the last
 //! second of acknowledged saves). The check is made at open: a server
@@ -143,7 +143,7 @@
 //!   `timeout` plus `lock_timeout` (the socket's timeouts), connecting by
 //!   `timeout`; a server that stops answering (a stopped process, whose
 //!   kernel still acknowledges packets) fails the waiting statement then,
-//!   with an [`Error::Backend`](crate::Error::Backend) whose source says it
+//!   with an [`Error::Backend`] whose source says it
 //!   timed out, and whether what it sent took effect is unknown. InnoDB's
 //!   row-lock waits are bounded by `lock_timeout` too
 //!   (`innodb_lock_wait_timeout`, whole seconds, at least 1). Unlike the
@@ -468,7 +468,13 @@ impl Mysql {
         let mut committing = false;
         let out = self.run(op, Some(key), |c| {
             committing = false;
-            let sets = c.multi(&format!("SELECT GET_LOCK('{name}', {secs}); START TRANSACTION"))?;
+            let sets = c
+                .multi(&format!("SELECT GET_LOCK('{name}', {secs}); START TRANSACTION"))
+                .inspect_err(|_| {
+                    // The lock may have been taken before the failure: the
+                    // connection goes (which releases it), never to the pool.
+                    c.mark_broken();
+                })?;
             let got: Option<i64> = sets
                 .first()
                 .and_then(|rows| rows.first())
