@@ -34,7 +34,8 @@ mariadb_start() {
     tmp=$(mktemp -d /tmp/safestash-mariadb.XXXXXX)
     MARIADB_TMP=$tmp
     bin=$(command -v mariadbd || echo /usr/sbin/mariadbd)
-    mariadb-install-db --user=root --datadir="$tmp/data" --auth-root-authentication-method=normal \
+    mariadb-install-db --no-defaults --user=root --datadir="$tmp/data" \
+        --auth-root-authentication-method=normal \
         --skip-test-db >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log"; return 1; }
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # One argument a line: the tests restart the server with the same line.

@@ -611,6 +611,85 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
 }
 
 // ---------------------------------------------------------------------------
+// The tenant guard
+// ---------------------------------------------------------------------------
+
+fn tenant(n: u128) -> safestash::reconcile::CanonicalUuid {
+    safestash::reconcile::CanonicalUuid::from(uuid::Uuid::from_u128(
+        0xabcdef01_2345_4678_9abc_def000000000 | n,
+    ))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The tenant guard on MySQL: the whole plan stashed before any delete,
+/// a failed delete kept for the rerun, restores by choice.
+#[test]
+fn tenant_reconcile_on_mysql_stashes_before_delete_keeps_a_failed_delete_and_restores() {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use safestash::reconcile::{IdSet, Limits, Reconciler, plan, restore_tenant, tenant_key};
+    let _g = shared();
+    let Some((store, _)) = store("tenants") else { return };
+    let name = "mysql";
+    {
+        let db: RefCell<BTreeMap<_, String>> =
+            RefCell::new((1..=20).map(|n| (tenant(n), format!("data of {n}"))).collect());
+        let local: IdSet<_> = (1..=20).map(tenant).collect();
+        let truth: IdSet<_> = (3..=20).map(tenant).collect();
+        let p = plan(&local, &truth);
+        let r = Reconciler::new(&store).limits(Limits::default().max_share(0.5));
+        let export = |id: &_| -> Result<String, BoxError> { Ok(db.borrow()[id].clone()) };
+        // The first delete of tenant 1 fails half way.
+        let report = r
+            .execute(&p, &local, &truth, export, |id| -> Result<(), BoxError> {
+                if *id == tenant(1) {
+                    db.borrow_mut().insert(*id, "half deleted".into());
+                    return Err("connection reset".into());
+                }
+                db.borrow_mut().remove(id);
+                Ok(())
+            })
+            .unwrap();
+        assert!(report.stopped.is_some(), "{name}");
+        assert_eq!(report.stashed.len(), 2, "{name}: the whole plan stashed before any delete");
+        let snapshots = store.namespace("tenants").unwrap();
+        let key = tenant_key(&tenant(1));
+        assert_eq!(snapshots.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+        // The rerun never overwrites the full snapshot.
+        let rerun = r
+            .execute(&p, &local, &truth, export, |id| -> Result<(), BoxError> {
+                db.borrow_mut().remove(id);
+                Ok(())
+            })
+            .unwrap();
+        assert!(rerun.is_complete(), "{name}: {rerun}");
+        assert_eq!(rerun.deleted, [tenant(1), tenant(2)], "{name}");
+        assert_eq!(snapshots.load::<String>(&key).unwrap().unwrap().value(), "data of 1");
+        // Restored by choice: the full copy, which is then cleared.
+        let stashes = r.tenant_stashes(&tenant(1)).unwrap();
+        assert_eq!(stashes.len(), 2, "{name}");
+        r.restore_tenant_stash(&tenant(1), &stashes[0].key, &mut |s: safestash::Stashed<
+            String,
+        >| {
+            db.borrow_mut().insert(tenant(1), s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+        assert_eq!(db.borrow()[&tenant(1)], "data of 1", "{name}");
+        assert!(snapshots.load::<String>(&key).unwrap().is_none(), "{name}");
+        // Tenant 2 comes back through restore_tenant.
+        restore_tenant(&store, &tenant(2), &mut |s: safestash::Stashed<String>| {
+            db.borrow_mut().insert(tenant(2), s.into_value());
+            Ok::<(), BoxError>(())
+        })
+        .unwrap();
+        assert_eq!(db.borrow()[&tenant(2)], "data of 2", "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The CLI
 // ---------------------------------------------------------------------------
 
@@ -689,6 +768,106 @@ fn hostile_keys_and_namespaces_are_stored_and_found_as_themselves() {
     s.save(&StashKey::new("Case").unwrap(), &1).unwrap();
     s.save(&StashKey::new("case").unwrap(), &2).unwrap();
     assert_eq!(*s.load::<i32>(&StashKey::new("Case").unwrap()).unwrap().unwrap().value(), 1);
+}
+
+/// A TLS parameter in a build without TLS is refused when the store is
+/// opened (the client would panic at its first connection).
+#[cfg(not(feature = "mysql-tls"))]
+#[test]
+fn tls_without_the_feature_is_refused_not_a_panic() {
+    let _g = shared();
+    let Some(url) = mytest::url("tls_refused") else { return };
+    for param in ["tls=on", "root_cert_path=/nonexistent/ca.pem"] {
+        let err = Store::open_url(&format!("{url}?{param}")).expect_err("refused");
+        assert!(chain(&err).contains("mysql-tls"), "{}", chain(&err));
+    }
+}
+
+/// A free port on 127.0.0.1.
+#[cfg(feature = "mysql-tls")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// TLS (feature `mysql-tls`) against a MariaDB of its own that refuses
+/// plain connections (`require_secure_transport`), with certificates made
+/// by openssl: the store connects when the server's certificate chains to
+/// `root_cert_path`, and is refused in plain text or against another CA.
+#[cfg(feature = "mysql-tls")]
+#[test]
+fn tls_verifies_the_server_against_root_cert_path() {
+    let _g = shared();
+    let Some(srv) = Server::from_env("tls") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |cmd: &str| {
+        let out = Command::new("sh").arg("-c").arg(cmd).current_dir(d).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for ca in ["ca", "other"] {
+        sh(&format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={ca} \
+             -keyout {ca}.key -out {ca}.pem 2>/dev/null"
+        ));
+    }
+    sh("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key \
+        -out server.csr 2>/dev/null && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && \
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile san.ext -out server.pem 2>/dev/null");
+    sh(&format!(
+        "mariadb-install-db --no-defaults --user=root --datadir={} \
+         --auth-root-authentication-method=normal --skip-test-db >install.log 2>&1",
+        d.join("data").display()
+    ));
+    let port = free_port();
+    let mut server = KillOnDrop(
+        Command::new(&srv.cmd[0])
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--ssl-ca={}", d.join("ca.pem").display()))
+            .arg(format!("--ssl-cert={}", d.join("server.pem").display()))
+            .arg(format!("--ssl-key={}", d.join("server.key").display()))
+            .arg("--require-secure-transport=ON")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sock = d.join("sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let made = Command::new("mariadb")
+            .args(["--no-defaults", "-uroot", "-S"])
+            .arg(&sock)
+            .args(["-e", "CREATE DATABASE IF NOT EXISTS tls_test"])
+            .output()
+            .unwrap();
+        if made.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the TLS server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let base = format!("mysql://root@127.0.0.1:{port}/tls_test");
+    let ca = d.join("ca.pem");
+    let s = Store::open_url(&format!("{base}?root_cert_path={}", ca.display())).unwrap();
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &"over TLS").unwrap();
+    assert_eq!(s.load::<String>(&k).unwrap().unwrap().value(), "over TLS");
+    let plain = Store::open_url(&base).map(drop).expect_err("plain text refused by the server");
+    println!("refused: plain text: {}", chain(&plain));
+    let other = d.join("other.pem");
+    let wrong = Store::open_url(&format!("{base}?root_cert_path={}", other.display()))
+        .map(drop)
+        .expect_err("a certificate of another CA is refused");
+    println!("refused: another CA: {}", chain(&wrong));
+    assert!(chain(&wrong).to_lowercase().contains("cert"), "{}", chain(&wrong));
+    let _ = server.0.kill();
+    let _ = server.0.wait();
 }
 
 #[test]

@@ -20,9 +20,13 @@
 //! ones such as `root_cert_path` with the feature `mysql-tls`, ...) pass
 //! through; those of its pool are refused (the store pools connections
 //! itself). TLS (feature `mysql-tls`) is the `mysql` crate's rustls option:
-//! a TLS parameter in the URL (`root_cert_path=FILE`, or
-//! `danger_accept_invalid_certs=true` for a test server) turns it on, and a
-//! server that does not offer TLS is then refused.
+//! `tls=on` turns it on, checking the server's certificate and host name
+//! against the Mozilla roots (webpki-roots), and `root_cert_path=FILE`
+//! (PEM) adds a CA and turns it on too; the client's other TLS parameters
+//! pass through (`danger_accept_invalid_certs=true` skips the check, for a
+//! test server only). With TLS on, a server that does not offer it is
+//! refused; without the feature, a URL that asks for TLS is refused when
+//! the store is opened.
 //!
 //! # Schema (version 1)
 //!
@@ -311,6 +315,13 @@ impl Mysql {
                 "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
             ])
             .into();
+        #[cfg(feature = "mysql-tls")]
+        if opts.get_ssl_opts().is_some() {
+            // The client builds its TLS configuration on rustls's
+            // process-wide provider; a build that also has aws-lc-rs (object
+            // storage) has none by default. An error means one is installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let base = parsed.base.clone();
         let fail = |op: &'static str, source: Box<dyn std::error::Error + Send + Sync>| {
             Error::Backend { op, target: format!("{base}?namespace={}", parsed.ns), source }

@@ -100,6 +100,7 @@ pub(super) fn parse(url: &str) -> Result<Parsed> {
     let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut durability = Durability::Commit;
+    let mut tls = false;
     let mut passed = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -123,6 +124,13 @@ pub(super) fn parse(url: &str) -> Result<Parsed> {
                     .ok()
                     .filter(|t| !t.is_zero())
                     .ok_or_else(|| url_error(url, "timeout must be a duration such as 30s"))?;
+            }
+            "tls" => {
+                tls = match value {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(url_error(url, "tls must be `on` or `off`")),
+                };
             }
             "durability" => {
                 durability = match value {
@@ -172,6 +180,21 @@ pub(super) fn parse(url: &str) -> Result<Parsed> {
             _ => "not a valid mysql://user@host:port/db URL".into(),
         },
     })?;
+    // `tls=on`: TLS with the default roots, when no TLS parameter of the
+    // client's turned it on already.
+    let opts = if tls && opts.get_ssl_opts().is_none() {
+        mysql::OptsBuilder::from_opts(opts).ssl_opts(mysql::SslOpts::default()).into()
+    } else {
+        opts
+    };
+    // Without a TLS stack the client would panic at the first connection.
+    if opts.get_ssl_opts().is_some() && !cfg!(feature = "mysql-tls") {
+        return Err(url_error(
+            url,
+            "TLS (tls=on, root_cert_path, ...) needs safestash built with the cargo feature \
+             `mysql-tls`",
+        ));
+    }
     if opts.get_db_name().is_none_or(str::is_empty) {
         return Err(url_error(
             url,
@@ -221,5 +244,15 @@ mod tests {
         let all = format!("{:?}", std::error::Error::source(&e));
         assert!(all.contains("tcp_connect_timeout_ms") && !all.contains("hunter3"), "{all}");
         assert!(parse("mysql://u@h/").is_err());
+        // TLS without its feature is refused, never a panic at connect.
+        let tls = parse("mysql://u@h/db?tls=on");
+        let ca = parse("mysql://u@h/db?root_cert_path=/ca.pem");
+        if cfg!(feature = "mysql-tls") {
+            assert!(tls.unwrap().opts.get_ssl_opts().is_some());
+            assert!(ca.unwrap().opts.get_ssl_opts().is_some());
+        } else {
+            assert!(tls.is_err() && ca.is_err());
+        }
+        assert!(parse("mysql://u@h/db?tls=off").unwrap().opts.get_ssl_opts().is_none());
     }
 }
