@@ -2,12 +2,15 @@
 //! a row and its chunk rows, streamed in by the save's transaction and
 //! read back one chunk at a time in one snapshot.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::sync::Arc;
 
-use super::Shared;
 use super::conn::{Conn, Fault};
+use super::{Mysql, Shared};
+use crate::backend::Fetched;
 use crate::digest::Digest;
+use crate::error::Result;
+use crate::key::StashKey;
 
 /// Duplicate entry for a key: another writer's row is there.
 const DUP_ENTRY: u16 = 1062;
@@ -269,4 +272,51 @@ impl Drop for ChunkReader {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+/// A chunked envelope, read in one snapshot, a chunk at a time.
+pub(super) fn get_chunked(store: &Mysql, key: &StashKey) -> Result<Option<Fetched>> {
+    type Head = (i32, Vec<u8>, i64);
+    let (conn, opened) = store.attempt(|c| {
+        c.multi(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+             START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        )?;
+        c.exec_first::<Head, _>(
+            "SELECT s.chunks, s.envelope, \
+               (SELECT CAST(COALESCE(SUM(LENGTH(c.bytes)), 0) AS SIGNED) FROM safestash_chunks c \
+                WHERE c.namespace = s.namespace AND c.`key` = s.`key`) \
+             FROM safestash_stashes s WHERE s.namespace = ? AND s.`key` = ?",
+            (store.ns.as_str(), key.as_str()),
+        )
+    })?;
+    let found = match opened {
+        Ok(found) => found,
+        Err(e) => {
+            drop(conn);
+            return Err(store.fail("load", Some(key))(e));
+        }
+    };
+    let mut reader = ChunkReader {
+        conn: Some(conn),
+        shared: store.shared.clone(),
+        ns: store.ns.clone(),
+        key: key.as_str().to_owned(),
+        next: 0,
+        chunks: 0,
+        cur: Vec::new(),
+        at: 0,
+    };
+    let Some((chunks, inline, total)) = found else {
+        reader.end();
+        return Ok(None);
+    };
+    if chunks == 0 {
+        // Replaced by a small stash since the first look.
+        reader.end();
+        let len = inline.len() as u64;
+        return Ok(Some(Fetched { len, reader: Box::new(Cursor::new(inline)) }));
+    }
+    reader.chunks = chunks;
+    Ok(Some(Fetched { len: u64::try_from(total).unwrap_or(0), reader: Box::new(reader) }))
 }

@@ -184,7 +184,7 @@ mod locks;
 mod schema;
 mod url;
 
-use chunks::{ChunkReader, Chunker};
+use chunks::Chunker;
 use conn::{Conn, Fault, Pool};
 use locks::{MyHeld, Pinned};
 
@@ -526,53 +526,6 @@ impl Mysql {
             out => out,
         }
     }
-
-    /// A chunked envelope, read in one snapshot, a chunk at a time.
-    fn get_chunked(&self, key: &StashKey) -> Result<Option<Fetched>> {
-        type Head = (i32, Vec<u8>, i64);
-        let (conn, opened) = self.attempt(|c| {
-            c.multi(
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
-                 START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-            )?;
-            c.exec_first::<Head, _>(
-                "SELECT s.chunks, s.envelope, \
-                   (SELECT CAST(COALESCE(SUM(LENGTH(c.bytes)), 0) AS SIGNED) FROM safestash_chunks c \
-                    WHERE c.namespace = s.namespace AND c.`key` = s.`key`) \
-                 FROM safestash_stashes s WHERE s.namespace = ? AND s.`key` = ?",
-                (self.ns.as_str(), key.as_str()),
-            )
-        })?;
-        let found = match opened {
-            Ok(found) => found,
-            Err(e) => {
-                drop(conn);
-                return Err(self.fail("load", Some(key))(e));
-            }
-        };
-        let mut reader = ChunkReader {
-            conn: Some(conn),
-            shared: self.shared.clone(),
-            ns: self.ns.clone(),
-            key: key.as_str().to_owned(),
-            next: 0,
-            chunks: 0,
-            cur: Vec::new(),
-            at: 0,
-        };
-        let Some((chunks, inline, total)) = found else {
-            reader.end();
-            return Ok(None);
-        };
-        if chunks == 0 {
-            // Replaced by a small stash since the first look.
-            reader.end();
-            let len = inline.len() as u64;
-            return Ok(Some(Fetched { len, reader: Box::new(Cursor::new(inline)) }));
-        }
-        reader.chunks = chunks;
-        Ok(Some(Fetched { len: u64::try_from(total).unwrap_or(0), reader: Box::new(reader) }))
-    }
 }
 
 /// The error a fault becomes, as a source: a timeout says what it means.
@@ -676,7 +629,7 @@ impl Backend for Mysql {
             Some((0, b)) => {
                 Ok(Some(Fetched { len: b.len() as u64, reader: Box::new(Cursor::new(b)) }))
             }
-            Some(_) => self.get_chunked(key),
+            Some(_) => chunks::get_chunked(self, key),
         }
     }
 
