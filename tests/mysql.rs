@@ -770,6 +770,17 @@ fn hostile_keys_and_namespaces_are_stored_and_found_as_themselves() {
     assert_eq!(*s.load::<i32>(&StashKey::new("Case").unwrap()).unwrap().unwrap().value(), 1);
 }
 
+#[test]
+fn a_mariadb_url_opens_the_same_store() {
+    let _g = shared();
+    let Some((s, url)) = store("scheme") else { return };
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &"saved through mysql://").unwrap();
+    let other = Store::open_url(&url.replacen("mysql://", "mariadb://", 1)).unwrap();
+    assert_eq!(other.load::<String>(&k).unwrap().unwrap().value(), "saved through mysql://");
+    assert!(other.dir().to_string_lossy().starts_with("mysql://"), "{}", other.dir().display());
+}
+
 /// A TLS parameter in a build without TLS is refused when the store is
 /// opened (the client would panic at its first connection).
 #[cfg(not(feature = "mysql-tls"))]
