@@ -1074,6 +1074,64 @@ fn server_killed_during_saves_loses_no_acknowledged_save() {
     eprintln!("{kills} server kills, last acknowledged save {last_ack}: none lost");
 }
 
+/// Puts `n` connections in the store's pool: `n` threads hold a key's
+/// lock each at once, then let go.
+fn fill_pool(s: &Store, n: usize) {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (s, barrier) = (s.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let k = StashKey::new(format!("fill{i}")).unwrap();
+                let held = s.lock(&k).unwrap();
+                held.save(&i).unwrap();
+                barrier.wait();
+                drop(held);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// A restart ends every pooled session; the first statement of each call
+/// finds its pooled connection gone and the call runs once more on a new
+/// one: no call fails.
+#[test]
+fn a_restart_with_a_full_pool_costs_no_failed_call() {
+    let _g = exclusive();
+    let Some(mut srv) = Server::from_env("restart_full_pool") else { return };
+    let (s, _) = store("restart_full_pool").unwrap();
+    let mut failed = Vec::new();
+    fill_pool(&s, 6);
+    srv.kill9();
+    srv.start();
+    for i in 0..6 {
+        let k = StashKey::new(format!("fill{i}")).unwrap();
+        if let Err(e) = s.save(&k, &(i + 100)) {
+            failed.push(format!("save {i}: {}", chain(&e)));
+        }
+    }
+    fill_pool(&s, 6);
+    srv.kill9();
+    srv.start();
+    for i in 0..6 {
+        let k = StashKey::new(format!("fill{i}")).unwrap();
+        match s.load::<usize>(&k) {
+            Ok(Some(v)) => assert_eq!(v.into_value(), i),
+            Ok(None) => failed.push(format!("load {i}: no stash")),
+            Err(e) => failed.push(format!("load {i}: {}", chain(&e))),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed after a restart:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 #[test]
 fn eight_processes_race_without_tearing_or_losing_saves() {
     let _g = shared();
