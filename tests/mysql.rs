@@ -610,6 +610,43 @@ fn a_silent_server_fails_each_call_within_its_timeout() {
     s.save(&k, &3).unwrap();
 }
 
+/// A `COMMIT` that reaches the server after the client's side of the
+/// connection is gone (the reply is lost): the save is never reported
+/// `Ok`, its error says it may have committed, and nothing is lost: the
+/// key holds the new stash (the commit ran) or the old one, and no lock
+/// stays held.
+#[test]
+fn a_commit_whose_reply_is_lost_is_not_reported_ok_and_loses_nothing() {
+    let _g = shared();
+    let Some((_, url)) = store("lost_commit") else { return };
+    let proxy = proxy::Proxy::start(&mytest::host_port(&url));
+    let s = Store::open_url(&mytest::via_port(&url, proxy.port)).unwrap();
+    let k = StashKey::new("k").unwrap();
+    s.save(&k, &Tagged::new(1, 0, 100)).unwrap();
+    for (round, len) in [(2u64, 100usize), (3, 300_000)] {
+        proxy.cut_after(b"COMMIT; DO RELEASE_LOCK");
+        let err = s.save(&k, &Tagged::new(round, 0, len)).expect_err("the reply was lost");
+        let msg = chain(&err);
+        println!("lost commit reply, round {round}: {msg}");
+        assert!(msg.contains("may have committed"), "{msg}");
+        let got = s.load::<Tagged>(&k).unwrap().expect("a stash").into_value();
+        assert!(got.intact());
+        assert!(got.n == round || got.n == round - 1, "found {}", got.n);
+        // The session that held the key's lock is gone with the connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match s.try_lock(&k) {
+                Ok(_) => break,
+                Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("the lock stayed held: {e}"),
+            }
+        }
+    }
+    assert_eq!(proxy.cuts(), 2);
+}
+
 // ---------------------------------------------------------------------------
 // The tenant guard
 // ---------------------------------------------------------------------------
