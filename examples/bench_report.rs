@@ -25,7 +25,7 @@
 //! targets table.
 //!
 //! The backend rows (save, load, save-if-absent, clear and a batch of 100 on
-//! PostgreSQL and on object storage, against the same calls written by
+//! PostgreSQL and on object storage, save and load on MySQL, against the same calls written by
 //! hand; see `examples/backend_rows/`) run through a TCP proxy the bench
 //! starts on 127.0.0.1, which delays every burst by `BENCH_RTT_MS`
 //! (default 1 ms) each way and counts round trips and bytes per call. They
@@ -33,8 +33,9 @@
 //!
 //! ```text
 //! SAFESTASH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/db \
+//! SAFESTASH_MYSQL_URL=mysql://root@127.0.0.1:3306/db \
 //! SAFESTASH_OBJSTORE_URL=s3://bucket/bench AWS_ENDPOINT_URL=http://127.0.0.1:5000 ... \
-//!   cargo run --release --features postgres,object-store --example bench_report
+//!   cargo run --release --features postgres,object-store,mysql --example bench_report
 //! ```
 //!
 //! Without them each backend's section says why it is missing; `--no-backends`
@@ -43,7 +44,7 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-#[cfg(any(feature = "postgres", feature = "object-store"))]
+#[cfg(any(feature = "postgres", feature = "object-store", feature = "mysql"))]
 #[path = "backend_rows/mod.rs"]
 mod backend_rows;
 
@@ -508,9 +509,12 @@ fn main() {
 
 /// The backend sections: PostgreSQL and object storage rows, or why each
 /// is missing.
-#[cfg_attr(not(any(feature = "postgres", feature = "object-store")), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "object-store", feature = "mysql")),
+    allow(unused_variables)
+)]
 fn backends(rounds: usize) {
-    #[cfg(any(feature = "postgres", feature = "object-store"))]
+    #[cfg(any(feature = "postgres", feature = "object-store", feature = "mysql"))]
     println!(
         "\nBoth sides of every backend row go through the bench's TCP proxy, which delays \
          each burst by {:.2?} each way (`BENCH_RTT_MS`) and counts request/response \
@@ -533,6 +537,23 @@ fn backends(rounds: usize) {
     }
     #[cfg(not(feature = "postgres"))]
     println!("(skipped: built without the feature `postgres`)");
+
+    println!("\n## MySQL/MariaDB: save and load against the durable statement by hand\n");
+    #[cfg(feature = "mysql")]
+    match std::env::var("SAFESTASH_MYSQL_URL")
+        .or_else(|_| std::env::var("SAFESTASH_TEST_MYSQL_URL"))
+    {
+        Ok(url) => {
+            eprintln!("running the MySQL rows x {rounds} rounds…");
+            match backend_rows::mysql::rows(&url, rounds) {
+                Ok((rows, proxied)) => print!("{}", backend_rows::table(&rows, proxied)),
+                Err(e) => println!("(failed: {e})"),
+            }
+        }
+        Err(_) => println!("(skipped: SAFESTASH_MYSQL_URL is not set)"),
+    }
+    #[cfg(not(feature = "mysql"))]
+    println!("(skipped: built without the feature `mysql`)");
 
     println!("\n## Object storage: save and load against the same object_store calls by hand\n");
     #[cfg(feature = "object-store")]

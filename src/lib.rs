@@ -120,6 +120,10 @@
 //! - `object-store`: stores in S3, GCS, Azure or memory, opened with
 //!   [`Store::open_url`] (`s3://bucket/prefix`, ...), on the `object_store`
 //!   crate run on a private tokio runtime; the API stays synchronous.
+//! - `mysql`: stores in MySQL or MariaDB (InnoDB), opened with
+//!   [`Store::open_url`] (`mysql://user@host:3306/db`), on the synchronous
+//!   `mysql` client; opening checks that the server flushes at every commit.
+//! - `mysql-tls`: `mysql` with TLS, the `mysql` crate's rustls option.
 //!
 //! With no features the crate pulls in no async runtime, no HTTP stack and
 //! no database client.

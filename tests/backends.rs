@@ -18,6 +18,7 @@
 //! suite has teeth: deliberately broken protocols of the simulated remote
 //! must fail it.
 
+mod mytest;
 #[cfg(feature = "object-store")]
 mod objtest;
 mod pgtest;
@@ -171,6 +172,61 @@ fn postgres_conforms() {
 #[test]
 fn postgres_conforms() {
     eprintln!("postgres_conforms: skipped: the PostgreSQL part needs --features postgres");
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_conforms() {
+    use mysql::prelude::Queryable;
+    let Some(url) = mytest::url("mysql_conforms") else { return };
+    let open_url = url.clone();
+    show(conformance::run(&Subject::new("mysql", move || {
+        let ns = mytest::fresh_namespace("conformance");
+        let store = Store::open_url(&mytest::with_namespace(&open_url, &ns)).unwrap();
+        let url = open_url.clone();
+        // Read, change and write back the row's bytes with bound values.
+        let damage = move |d: Damage<'_>| {
+            let mut c = mytest::raw(&url);
+            match d {
+                Damage::Rewrite(k, f) => {
+                    let mut bytes: Vec<u8> = c
+                        .exec_first(
+                            "SELECT envelope FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
+                            (&ns, k.as_str()),
+                        )
+                        .unwrap()
+                        .expect("a row to damage");
+                    f(&mut bytes);
+                    c.exec_drop(
+                        "UPDATE safestash_stashes SET envelope = ? WHERE namespace = ? AND `key` = ?",
+                        (bytes, &ns, k.as_str()),
+                    )
+                    .unwrap();
+                }
+                Damage::Copy(a, b) => c
+                    .exec_drop(
+                        "INSERT INTO safestash_stashes (namespace, `key`, envelope, digest, size, created, chunks) \
+                         SELECT namespace, ?, envelope, digest, size, created, chunks FROM safestash_stashes \
+                         WHERE namespace = ? AND `key` = ?",
+                        (b.as_str(), &ns, a.as_str()),
+                    )
+                    .unwrap(),
+            }
+        };
+        Opened::new(store).with_damage(damage)
+    })));
+    show(conformance::run_faults(&FaultSubject::new("fault wrapper over mysql", move || {
+        let ns = mytest::fresh_namespace("conformance-faults");
+        let backend =
+            safestash::backend::mysql::Mysql::connect(&mytest::with_namespace(&url, &ns)).unwrap();
+        Rig::wrapping(Arc::new(backend))
+    })));
+}
+
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn mysql_conforms() {
+    eprintln!("mysql_conforms: skipped: the MySQL part needs --features mysql");
 }
 
 /// Damage done with raw object store calls.

@@ -16,6 +16,7 @@
 //! `SAFESTASH_TEST_POSTGRES_URL` is set (under `CI=true` a missing server
 //! fails the test).
 
+mod mytest;
 #[cfg(feature = "object-store")]
 mod objtest;
 mod pgtest;
@@ -323,4 +324,69 @@ fn killed_session_on(url: &str, step: Step) {
     proxy.release();
     let stale = stale.join().unwrap();
     step.assert_newer_kept(&store, stale, "postgres");
+}
+
+// ---------------------------------------------------------------------------
+// MySQL/MariaDB: a holder whose lock connection was killed
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_mysql_holder_whose_lock_connection_died_never_overwrites_a_newer_part_record() {
+    if !cfg!(feature = "mysql") {
+        eprintln!("the MySQL part needs --features mysql");
+        return;
+    }
+    #[cfg(feature = "mysql")]
+    {
+        let Some(url) = mytest::url("fencing") else { return };
+        for step in [Step::Update, Step::Stash] {
+            killed_mysql_connection_on(&url, step);
+        }
+    }
+}
+
+/// The `GET_LOCK` name of a key, as documented in `backend::mysql`: the
+/// first 54 hex digits of sha256(database NUL namespace NUL key).
+#[cfg(feature = "mysql")]
+fn mysql_lock_name(db: &str, ns: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (i, part) in [db, ns, key].into_iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(part.as_bytes());
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("safestash:{}", &hex[..54])
+}
+
+/// As [`killed_session_on`], on MySQL: the stale holder is held by the
+/// proxy at the start of its first write transaction while the connection
+/// holding its named lock is killed (`KILL`).
+#[cfg(feature = "mysql")]
+fn killed_mysql_connection_on(url: &str, step: Step) {
+    use mysql::prelude::Queryable;
+    let ns = mytest::fresh_namespace("fencing");
+    let store = Store::open_url(&mytest::with_namespace(url, &ns)).unwrap();
+    let authority = mytest::host_port(url);
+    let proxy = proxy::Proxy::start(&authority);
+    let proxied = mytest::via_port(url, proxy.port);
+    let stale_store = Store::open_url(&mytest::with_namespace(&proxied, &ns)).unwrap();
+    let seen = step.prepare(&store);
+
+    proxy.arm(b"START TRANSACTION");
+    let stale = thread::spawn(move || step.run(&stale_store, seen, "stale holder"));
+    proxy.wait_holding();
+    let mut raw = mytest::raw(url);
+    let db: String = raw.query_first("SELECT DATABASE()").unwrap().unwrap();
+    let name = mysql_lock_name(&db, &format!("{ns}/journal"), &format!("op.{OP}"));
+    let holder: Option<u64> =
+        raw.exec_first("SELECT IS_USED_LOCK(?)", (name.as_str(),)).unwrap().flatten();
+    let holder = holder.expect("the stale holder holds the operation's lock");
+    raw.query_drop(format!("KILL {holder}")).unwrap();
+    step.run(&store, seen, "newer holder").unwrap();
+    proxy.release();
+    let stale = stale.join().unwrap();
+    step.assert_newer_kept(&store, stale, "mysql");
 }

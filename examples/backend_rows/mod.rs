@@ -1,5 +1,5 @@
 //! The backend rows of the bench report, for `#[path]`-inclusion by
-//! `bench_report`, `bench_postgres` and `bench_objstore`: safestash's
+//! `bench_report`, `bench_postgres`, `bench_mysql` and `bench_objstore`: safestash's
 //! verbs on a remote store next to the same calls written by hand with the
 //! same durability, in interleaved rounds (which side goes first
 //! alternates), as medians per call and their ratio, with the round trips
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "object-store")]
 #[path = "../../tests/bigvalue/mod.rs"]
 pub mod bigvalue;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "object-store")]
 pub mod objstore;
 #[cfg(feature = "postgres")]

@@ -27,7 +27,8 @@
 //! Backends: [`Directory`] (the local directory, over the
 //! [`Fs`](crate::fs::Fs) seam, so the crash simulator sees every call);
 //! `postgres` (feature `postgres`), in `safestash::backend::postgres`;
-//! `object_store` (feature `object-store`), in `safestash::backend::object_store`.
+//! `object_store` (feature `object-store`), in `safestash::backend::object_store`;
+//! `mysql` (feature `mysql`: MySQL and MariaDB), in `safestash::backend::mysql`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -42,6 +43,8 @@ pub mod directory;
 
 pub use directory::{Directory, FLUSH_GROUP};
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "object-store")]
 pub mod object_store;
 #[cfg(feature = "postgres")]

@@ -415,7 +415,7 @@ fn run(command: Command, out: &mut Out) -> Result<Outcome, Failure> {
 /// here, not an empty store, since an operator who names one means a store
 /// that should be there.
 ///
-/// A URL (`postgresql://...?namespace=NAME`, `file:///dir`) opens the
+/// A URL (`postgresql://...?namespace=NAME`, `mysql://...`, `file:///dir`) opens the
 /// store it names through [`Store::open_url`].
 fn open_store(dir: &Path) -> Result<Store, Failure> {
     if let Some(url) = dir.to_str().filter(|s| s.contains("://")) {

@@ -23,7 +23,13 @@ impl Store<OsFs> {
     ///   or `memory:///PREFIX` (feature `object-store`): a prefix in object
     ///   storage, configured from the environment the way `object_store`
     ///   users expect (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...; see
-    ///   `backend::object_store`). No request is made before the first verb.
+    ///   `backend::object_store`). No request is made before the first verb;
+    /// - `mysql://user@host:3306/db` or `mariadb://...` (feature `mysql`): a
+    ///   namespace in a MySQL or MariaDB database (InnoDB), with the same
+    ///   `namespace`, `timeout` and `lock_timeout` parameters and
+    ///   `durability` (see [`backend::mysql`](crate::backend)). The server's
+    ///   durability settings are checked, and the schema created if missing,
+    ///   before this returns.
     ///
     /// Every verb keeps its semantics on either; on a remote store
     /// [`dir`](Store::dir) and the paths in receipts and errors are the
@@ -59,6 +65,9 @@ impl Store<OsFs> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Store::open_postgres(url);
         }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            return Store::open_mysql(url);
+        }
         if OBJECT_STORE_SCHEMES
             .iter()
             .any(|s| url.strip_prefix(s).is_some_and(|r| r.starts_with("://")))
@@ -82,6 +91,7 @@ impl Store<OsFs> {
                     field: "url",
                     value: url.to_owned(),
                     rule: "supported: a path, file://, postgres:// or postgresql:// (feature `postgres`), \
+                           mysql:// or mariadb:// (feature `mysql`), \
                            s3://, gs://, az:// or memory:// (feature `object-store`)",
                 });
             }
@@ -93,6 +103,29 @@ impl Store<OsFs> {
     fn open_postgres(url: &str) -> Result<Store> {
         let backend = crate::backend::postgres::Postgres::connect(url)?;
         Ok(Store::over_backend(Arc::new(backend), OsFs, Vec::new()))
+    }
+
+    #[cfg(feature = "mysql")]
+    fn open_mysql(url: &str) -> Result<Store> {
+        let url = match url.strip_prefix("mariadb://") {
+            Some(rest) => std::borrow::Cow::Owned(format!("mysql://{rest}")),
+            None => std::borrow::Cow::Borrowed(url),
+        };
+        let backend = crate::backend::mysql::Mysql::connect(&url)?;
+        Ok(Store::over_backend(Arc::new(backend), OsFs, Vec::new()))
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    fn open_mysql(url: &str) -> Result<Store> {
+        let value = match url.split_once('@') {
+            Some((_, host)) => format!("mysql://…@{host}"),
+            None => url.to_owned(),
+        };
+        Err(Error::InvalidOption {
+            field: "url",
+            value,
+            rule: "MySQL and MariaDB stores need safestash built with the cargo feature `mysql`",
+        })
     }
 
     #[cfg(feature = "object-store")]

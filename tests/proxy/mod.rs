@@ -6,7 +6,10 @@
 //!   can kill its session meanwhile);
 //! - [`Proxy::freeze`]: stop forwarding in both directions, connections
 //!   kept open, as a stopped server or a partition shows, until
-//!   [`Proxy::thaw`].
+//!   [`Proxy::thaw`];
+//! - [`Proxy::cut_after`]: the next client bytes that contain a pattern
+//!   reach the server after the client's side of the connection is shut
+//!   down: the request runs, its reply is lost.
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::io::{Read, Write};
@@ -21,6 +24,8 @@ struct State {
     holding: bool,
     released: bool,
     frozen: bool,
+    cut: Option<Vec<u8>>,
+    cuts: u32,
 }
 
 type Shared = Arc<(Mutex<State>, Condvar)>;
@@ -62,6 +67,18 @@ impl Proxy {
     /// Holds the next client bytes that contain `pattern`.
     pub fn arm(&self, pattern: &[u8]) {
         self.state.0.lock().unwrap().pattern = Some(pattern.to_vec());
+    }
+
+    /// The next client bytes that contain `pattern` are forwarded after the
+    /// client's side is shut down (no reply can reach it); the server's side
+    /// is closed half a second later.
+    pub fn cut_after(&self, pattern: &[u8]) {
+        self.state.0.lock().unwrap().cut = Some(pattern.to_vec());
+    }
+
+    /// How many requests were cut from their replies.
+    pub fn cuts(&self) -> u32 {
+        self.state.0.lock().unwrap().cuts
     }
 
     /// Waits until bytes are held.
@@ -109,6 +126,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, state: Shared, client_side: bool
                 .pattern
                 .as_ref()
                 .is_some_and(|p| seen.windows(p.len()).any(|w| w == p.as_slice()));
+            let cut =
+                s.cut.as_ref().is_some_and(|p| seen.windows(p.len()).any(|w| w == p.as_slice()));
+            if cut {
+                s.cut = None;
+                s.cuts += 1;
+                drop(s);
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.write_all(&buf[..n]);
+                thread::sleep(Duration::from_millis(500));
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
             if hit {
                 s.pattern = None;
                 s.holding = true;

@@ -288,7 +288,8 @@ impl StashInfo {
 /// the first save creates the directory and any missing parents (mode
 /// 0700), each fsynced into its parent; until then every read finds no
 /// stash. A ``postgresql://`` (or ``postgres://``) URL opens the
-/// PostgreSQL store, with the same verbs and promises (see the crate's
+/// PostgreSQL store, a ``mysql://`` (or ``mariadb://``) URL the MySQL or
+/// MariaDB store, with the same verbs and promises (see the crate's
 /// docs/BACKENDS.md); ``?namespace=NAME`` picks a namespace in the database.
 ///
 /// Raises ``NotAFileError`` when something other than a directory is at

@@ -32,7 +32,7 @@ def task_passed(args):
     return work(store, n)
 
 
-@pytest.mark.parametrize("kind", ["directory", "postgres", "s3"])
+@pytest.mark.parametrize("kind", ["directory", "postgres", "mysql", "s3"])
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_pool_of_four_under_every_start_method(kind, method, tmp_path):
     if method not in multiprocessing.get_all_start_methods():

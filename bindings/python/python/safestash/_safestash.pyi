@@ -152,7 +152,7 @@ class Resumed:
 
 class Store:
     """A store of stashes. ``Store(path_or_url)``: a str or os.PathLike path, a
-    ``file:///dir`` URL, or a ``postgresql://`` URL; a directory store creates nothing."""
+    ``file:///dir`` URL, or a ``postgresql://``, ``mysql://`` or ``s3://`` URL; a directory store creates nothing."""
     def __init__(self, path: Union[str, os.PathLike[str]]) -> None: ...
     @property
     def path(self) -> pathlib.Path: ...
