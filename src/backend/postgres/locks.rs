@@ -25,11 +25,15 @@ impl Postgres {
         let lock = self.lock_name(key);
         let (conn, taken) = self.attempt(self.deadline(wait), |c| {
             if wait {
-                c.execute(&format!("SELECT pg_catalog.pg_advisory_lock({LOCK_ID})"), &[&lock])
-                    .map(|_| true)
+                c.query_prepared(
+                    &format!("SELECT pg_catalog.pg_advisory_lock({LOCK_ID})"),
+                    &[&lock],
+                )
+                .map(|_| true)
             } else {
-                c.query_one(&format!("SELECT pg_catalog.pg_try_advisory_lock({LOCK_ID})"), &[&lock])
-                    .map(|row| row.get::<_, bool>(0))
+                let sql = format!("SELECT pg_catalog.pg_try_advisory_lock({LOCK_ID})");
+                let rows = c.query_prepared(&sql, &[&lock])?;
+                Ok(rows.first().is_some_and(|row| row.get::<_, bool>(0)))
             }
         })?;
         match taken {
@@ -86,11 +90,11 @@ impl Drop for PgHeld {
         }
         conn.start_call(self.store.deadline(false));
         let unlocked = conn
-            .query_one(
+            .query_prepared(
                 &format!("SELECT pg_catalog.pg_advisory_unlock({LOCK_ID})"),
                 &[&self.store.lock_name(&self.key)],
             )
-            .map(|row| row.get::<_, bool>(0));
+            .map(|rows| rows.first().is_some_and(|row| row.get::<_, bool>(0)));
         match unlocked {
             Ok(true) => self.store.give_back(conn),
             // Closing the session releases whatever it still holds.

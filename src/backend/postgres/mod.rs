@@ -109,8 +109,12 @@
 //!   `full_page_writes = on` on storage that honours flushes; with
 //!   asynchronous replication a failover can lose acknowledged saves.
 //! - A save that fails before `COMMIT` is rolled back by the server: the
-//!   previous stash is intact. When the connection is lost during the
-//!   `COMMIT` itself the outcome is unknown; the error names the commit.
+//!   previous stash is intact. A small save sends its whole transaction at
+//!   once (see *Round trips*), so when the connection is lost before any
+//!   answer the outcome is unknown; the error names the commit (except on
+//!   a pooled session's first exchange, where the store finds out; see
+//!   below). An answer from the server (an error at any statement) is
+//!   definite: the transaction was rolled back.
 //! - Per-key locks are session advisory locks,
 //!   `pg_catalog.pg_advisory_lock(pg_catalog.hashtextextended('NAMESPACE/KEY'::pg_catalog.text,
 //!   0::pg_catalog.int8))` (the same numbers as earlier builds' unqualified
@@ -143,13 +147,47 @@
 //!   held lock).
 //! - A restart of the server ends every pooled session. A call that takes
 //!   a pooled connection first lets it read what the server sent while it
-//!   was idle; a closed one empties the pool. When the first statement of
-//!   a call (always a `BEGIN`, a read, or a lock that dies with its
-//!   session) fails because the session is gone (the connection closed, or
-//!   the server's `57P01`/`57P02`/`57P03`), the call is run once more on a
-//!   new connection. Nothing later is retried: a failed `COMMIT` may have
-//!   committed, and the error says so. A held lock's session is never
+//!   was idle; a closed one empties the pool. When the first exchange of
+//!   a call on a pooled session fails because the session is gone (the
+//!   connection closed, or the server's `57P01`/`57P02`/`57P03`), and that
+//!   exchange changed nothing (a read, a lock that dies with its session,
+//!   the statements' preparation, a change's `BEGIN` and condition check,
+//!   or any exchange the server answered with the session's end), the
+//!   call is run once more on a new connection. A small save or clear
+//!   sends its `COMMIT` in its first exchange; when that gets no answer at
+//!   all, the session may have been dead before it was sent, or lost after
+//!   the server committed, so it is not sent again blindly: the store
+//!   ends the lost session on the server (`pg_terminate_backend` on its
+//!   process, matched by its start time; the same role may, otherwise it
+//!   waits for the server to drop it) and waits until it is gone, so its
+//!   transaction has committed or never will. Then, on a new session,
+//!   under the key's lock: a save that finds its own envelope is done; any
+//!   other is checked against its condition again, as if it came now, and
+//!   written if that holds (so a save without a condition may come after
+//!   another writer's save that landed meanwhile, as if it had been sent
+//!   later). A clear that finds nothing is reported as finding nothing; a
+//!   conditional one whose stash is still there clears it; a clear without
+//!   a condition that finds a stash leaves it, and fails saying the outcome
+//!   is unknown. Nothing later in a call is retried: a failed `COMMIT` may
+//!   have committed, and the error says so. A held lock's session is never
 //!   replaced: a call through a lock whose session died fails.
+//!
+//! # Round trips
+//!
+//! Each session prepares its statements once (a new session, after a
+//! restart or in a forked child, prepares them again, all in one
+//! exchange), and the statements of one step are sent together
+//! (pipelined) and answered together, so on a session that has them:
+//!
+//! | call | exchanges (round trips) |
+//! |---|---|
+//! | save of an envelope up to [`CHUNK_LEN`], with or without a condition | 1: `BEGIN; SET LOCAL synchronous_commit = on`, the key's lock, the write (its statement carries the condition), the digest in place (conditional saves), `COMMIT` |
+//! | load of such an envelope | 1 |
+//! | clear | 1 |
+//! | a larger save | 1 (`BEGIN`, lock, condition) + 1 (row, no old chunks) + 1 per MiB + 2 |
+//!
+//! Keys, namespaces and envelopes are always bound parameters of prepared
+//! statements, never SQL text.
 //! - Timeouts: each call (a save, a load, a clear, a lock, opening the
 //!   store) must finish within `timeout`, plus `lock_timeout` for a call
 //!   that may wait for a key's lock, connecting and the retry included. The
@@ -342,6 +380,9 @@ impl Backend for Postgres {
         digest: &Digest,
         cond: Condition,
     ) -> Result<Outcome> {
+        if envelope.len() <= CHUNK_LEN {
+            return self.save_small(key, envelope, digest, cond);
+        }
         self.put_with(key, cond, &mut |sink| {
             sink.write_all(envelope).map_err(|e| Error::Backend {
                 op: "save",
@@ -362,7 +403,8 @@ impl Backend for Postgres {
             .shared
             .sql("SELECT chunks, envelope FROM <stashes> WHERE namespace = $1 AND key = $2");
         let row: Option<(i32, Vec<u8>)> = self.run("load", Some(key), false, |c| {
-            Ok(c.query_opt(&sql, &[&self.ns, &key.as_str()])?.map(|row| (row.get(0), row.get(1))))
+            let rows = c.query_prepared(&sql, &[&self.ns, &key.as_str()])?;
+            Ok(rows.first().map(|row| (row.get(0), row.get(1))))
         })?;
         match row {
             None => Ok(None),
