@@ -1913,3 +1913,31 @@ fn small_verbs_cost_one_round_trip_and_conditional_saves_at_most_two() {
     eprintln!("round trips per verb: {last:?}");
     assert!(over.is_empty(), "verbs over their round trips (verb, at most, counted): {over:?}");
 }
+
+/// A batch of 1,000 stashes of 1 KiB on PostgreSQL is one transaction:
+/// every row it wrote carries the same `xmin` (one commit, not 1,000),
+/// and every stash loads back.
+#[test]
+fn a_batch_of_a_thousand_stashes_is_one_transaction() {
+    let _g = shared();
+    let Some(url) = pgtest::url("batch_one_tx") else { return };
+    let ns = pgtest::fresh_namespace("batch_one_tx");
+    let s = Store::open_url(&pgtest::with_namespace(&url, &ns)).unwrap();
+    let keys: Vec<StashKey> =
+        (0..1000).map(|i| StashKey::new(format!("b{i:04}")).unwrap()).collect();
+    let value = "v".repeat(1024);
+    let opts = SaveOptions::new();
+    let mut batch = s.batch();
+    for k in &keys {
+        batch.add(k, &value, &opts).unwrap();
+    }
+    assert_eq!(batch.commit().unwrap().len(), 1000);
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM safestash_stashes WHERE namespace = {}",
+        pgtest::lit(&ns)
+    );
+    assert_eq!(pgtest::psql(&url, &sql), "1000|1", "rows, and the transactions that wrote them");
+    for k in [&keys[0], &keys[499], &keys[999]] {
+        assert_eq!(s.load::<String>(k).unwrap().unwrap().into_value(), value);
+    }
+}

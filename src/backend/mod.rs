@@ -56,6 +56,27 @@ pub enum Condition {
 /// backend's sink; it returns the envelope's digest.
 pub type Fill<'a> = dyn FnMut(&mut dyn Write) -> Result<Digest> + 'a;
 
+/// One stash of a [`Backend::put_batch`]: where, under which condition,
+/// and what writes its envelope (as [`Backend::put_with`]'s `fill`).
+pub struct BatchPut<'a, 'f> {
+    /// The key.
+    pub key: &'a StashKey,
+    /// What must be there for the stash to be written.
+    pub cond: Condition,
+    /// Writes the envelope into the sink it is given, once, and returns
+    /// its digest.
+    pub fill: &'a mut Fill<'f>,
+}
+
+impl fmt::Debug for BatchPut<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchPut")
+            .field("key", &self.key)
+            .field("cond", &self.cond)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The result of a conditional change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -136,6 +157,55 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let mut envelope = Vec::new();
         let digest = fill(&mut envelope)?;
         self.put(key, &envelope, &digest, cond)
+    }
+
+    /// Puts the stashes of one [`Batch`](crate::Batch), in order, each
+    /// under its condition, stopping at the first that fails or is
+    /// refused: the results are those of a prefix of `items`, one each,
+    /// every one but the last `Ok(Outcome::Done)`; the last is the failure
+    /// or the refusal, if there was one. The stashes before a refusal are
+    /// saved; the refused one and those after it are not.
+    ///
+    /// The default puts each with [`put_with`](Backend::put_with), each its
+    /// own atomic, durable write. A backend may do better: PostgreSQL
+    /// writes them all in one transaction (one durable commit). Where a
+    /// failure (not a refusal) undoes every stash of the batch, the result
+    /// is that one failure, as the first stash's, its error naming the key
+    /// where it happened.
+    ///
+    /// ```
+    /// use safestash::backend::{Backend, BatchPut, Condition, Outcome};
+    /// # fn demo(backend: &dyn Backend, a: &safestash::StashKey, b: &safestash::StashKey,
+    /// #         envelope: &[u8], digest: safestash::Digest) {
+    /// let mut fill_a = |w: &mut dyn std::io::Write| {
+    ///     w.write_all(envelope).unwrap();
+    ///     Ok(digest)
+    /// };
+    /// let mut fill_b = |w: &mut dyn std::io::Write| {
+    ///     w.write_all(envelope).unwrap();
+    ///     Ok(digest)
+    /// };
+    /// let mut items = [
+    ///     BatchPut { key: a, cond: Condition::Any, fill: &mut fill_a },
+    ///     BatchPut { key: b, cond: Condition::Absent, fill: &mut fill_b },
+    /// ];
+    /// let results = backend.put_batch(&mut items);
+    /// assert!(results.len() <= 2);
+    /// assert!(results.iter().take(results.len().saturating_sub(1))
+    ///     .all(|r| matches!(r, Ok(Outcome::Done))));
+    /// # }
+    /// ```
+    fn put_batch(&self, items: &mut [BatchPut<'_, '_>]) -> Vec<Result<Outcome>> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let put = self.put_with(item.key, item.cond, item.fill);
+            let stop = !matches!(put, Ok(Outcome::Done | Outcome::Missing));
+            results.push(put);
+            if stop {
+                break;
+            }
+        }
+        results
     }
 
     /// The envelope under `key`, or `None`.

@@ -17,7 +17,7 @@ use super::load::Payload;
 use super::*;
 use std::io::Write;
 
-use crate::backend::{Backend, Condition, Listed, Outcome};
+use crate::backend::{Backend, BatchPut, Condition, Fill, Listed, Outcome};
 use sha2::{Digest as _, Sha256};
 
 impl From<Precondition> for Condition {
@@ -616,13 +616,32 @@ impl<F: Fs> Store<F> {
         let width = via.concurrent_puts().clamp(1, 64).min(runnable.max(1));
         let mut results: Vec<Option<Result<Receipt>>> = (0..encoded.len()).map(|_| None).collect();
         if width == 1 {
-            for (i, item) in encoded[..runnable].iter().enumerate() {
-                let put = put_one(item);
-                let failed = put.is_err();
-                results[i] = Some(put);
-                if failed {
-                    break;
-                }
+            // One call for the whole batch, so a backend can make it one
+            // transaction (PostgreSQL does); the default puts each in turn.
+            let mut written: Vec<(u64, Option<Digest>)> = vec![(0, None); runnable];
+            let mut fills: Vec<_> = encoded[..runnable]
+                .iter()
+                .zip(written.iter_mut())
+                .map(|(item, slot)| Self::batch_fill(dir, item, slot))
+                .collect();
+            let mut puts: Vec<BatchPut<'_, '_>> = encoded[..runnable]
+                .iter()
+                .zip(fills.iter_mut())
+                .map(|((header, _, _, expect), fill)| BatchPut {
+                    key: header.key(),
+                    cond: (*expect).into(),
+                    fill: &mut **fill,
+                })
+                .collect();
+            let outcomes = via.put_batch(&mut puts);
+            drop(puts);
+            drop(fills);
+            for (i, outcome) in outcomes.into_iter().enumerate().take(runnable) {
+                let (header, _, _, expect) = &encoded[i];
+                let (bytes, digest) = written[i];
+                results[i] = Some(
+                    outcome.and_then(|o| Self::put_outcome(dir, header, o, *expect, bytes, digest)),
+                );
             }
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
@@ -679,6 +698,36 @@ impl<F: Fs> Store<F> {
             None => Ok(receipts),
             Some(error) => Err(BatchError { error, saved: receipts, not_saved }),
         }
+    }
+}
+
+impl<F: Fs> Store<F> {
+    /// What writes one stash of a batch into a backend's sink: its
+    /// envelope as kept from the first pass, or serialized again; `slot`
+    /// gets its length and digest.
+    fn batch_fill<'a>(
+        dir: &'a Path,
+        (header, value, held, _): &'a Encoded<'a>,
+        slot: &'a mut (u64, Option<Digest>),
+    ) -> Box<Fill<'a>> {
+        Box::new(move |sink: &mut dyn Write| {
+            let path = dir.join(header.key().as_str());
+            let (len, digest) = match held {
+                Some((bytes, digest)) => {
+                    sink.write_all(bytes).map_err(io_err(IoOp::Write, &path))?;
+                    (bytes.len() as u64, *digest)
+                }
+                None => {
+                    let mut writer =
+                        EnvelopeWriter::new(sink, header).map_err(io_err(IoOp::Write, &path))?;
+                    value.write_json(&mut writer).map_err(|e| serialize_error(header, &path, e))?;
+                    let done = writer.finish().map_err(io_err(IoOp::Write, &path))?;
+                    (done.len, done.digest)
+                }
+            };
+            *slot = (len, Some(digest));
+            Ok(digest)
+        })
     }
 }
 

@@ -215,6 +215,12 @@ impl Conn {
         self.first_commits = false;
     }
 
+    /// Moves the end of the current call to `deadline` (a batch bounds
+    /// each of its steps).
+    pub(super) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
     /// Exchanges (round trips) since the call began.
     pub(super) fn exchanges(&self) -> u32 {
         self.exchanges

@@ -185,6 +185,7 @@
 //! | load of such an envelope | 1 |
 //! | clear | 1 |
 //! | a larger save | 1 (`BEGIN`, lock, condition) + 1 (row, no old chunks) + 1 per MiB + 2 |
+//! | a [`Batch`](crate::Batch) of many stashes | 2 (`BEGIN`, every lock, every condition; every write and `COMMIT`), plus the chunks of any over [`CHUNK_LEN`] |
 //!
 //! Keys, namespaces and envelopes are always bound parameters of prepared
 //! statements, never SQL text.
@@ -231,7 +232,7 @@ use std::time::Duration;
 
 use tokio_postgres::Config;
 
-use super::{Backend, Condition, Fetched, Fill, Held, Listed, Outcome};
+use super::{Backend, BatchPut, Condition, Fetched, Fill, Held, Listed, Outcome};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::key::StashKey;
@@ -268,6 +269,7 @@ pub const POOL_MAX_IDLE: usize = 8;
 /// ```
 pub const POOL_IDLE_TIME: Duration = Duration::from_secs(300);
 
+mod batch;
 mod chunks;
 mod conn;
 mod locks;
@@ -413,6 +415,14 @@ impl Backend for Postgres {
             }
             Some(_) => self.get_chunked(key),
         }
+    }
+
+    fn put_batch(&self, items: &mut [BatchPut<'_, '_>]) -> Vec<Result<Outcome>> {
+        if items.len() < 2 {
+            // One stash: a save as any other (one exchange when small).
+            return items.iter_mut().map(|i| self.put_with(i.key, i.cond, i.fill)).collect();
+        }
+        self.save_batch(items)
     }
 
     fn delete(&self, key: &StashKey, cond: Condition) -> Result<Outcome> {

@@ -500,8 +500,20 @@ pub(super) struct TxSession<'a> {
 }
 
 impl<'a> TxSession<'a> {
+    /// Wraps a session whose transaction is open.
+    pub(super) fn new(pg: &'a Postgres, session: Session<'a>) -> Self {
+        TxSession { pg, session: Some(session) }
+    }
+
     pub(super) fn conn(&mut self) -> &mut Conn {
         self.session.as_mut().expect("an open transaction").conn()
+    }
+
+    /// Ends the session of a transaction that a pipeline committed.
+    pub(super) fn committed(mut self) {
+        if let Some(session) = self.session.take() {
+            self.pg.end(session);
+        }
     }
 
     /// Sends `COMMIT` and ends the session. An error here may come after
