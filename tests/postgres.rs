@@ -1675,6 +1675,29 @@ fn a_commit_whose_reply_is_lost_is_reported_ok_only_when_it_landed_and_loses_not
             }
         }
     }
+    // A clear whose reply is lost: never `true` while the stash is still
+    // there, never an error without saying the outcome is unknown; another
+    // key's stash is untouched.
+    let other = StashKey::new("other").unwrap();
+    s.save(&other, &Tagged::new(7, 0, 50)).unwrap();
+    for round in 0..3u64 {
+        s.save(&k, &Tagged::new(200 + round, 0, 50)).unwrap();
+        // The pooled session has the clear's statements: its first exchange.
+        assert!(!s.clear(&StashKey::new("never-saved").unwrap()).unwrap());
+        proxy.set(pgtest::Mode::CutAfterCommit);
+        let result = s.clear(&k);
+        assert_eq!(proxy.cuts(), 10 + round as u32, "the proxy cut the clear's COMMIT");
+        let there = direct.load::<Tagged>(&k).unwrap().is_some();
+        match &result {
+            Ok(removed) => assert!(!(*removed && there), "reported removed, but still there"),
+            Err(err) => assert!(chain(err).contains("may have committed"), "{}", chain(err)),
+        }
+        eprintln!(
+            "lost clear reply: {:?}, stash there after: {there}",
+            result.map_err(|e| chain(&e))
+        );
+    }
+    assert_eq!(direct.load::<Tagged>(&other).unwrap().unwrap().into_value().n, 7);
 }
 
 /// Every error from opening a store, for every spelling of a password in
