@@ -114,7 +114,7 @@ impl Postgres {
                     break;
                 }
                 (Ok(digest), Some(chunker)) => {
-                    if let Err(fault) = chunker.finish(tx.conn(), &digest) {
+                    if let Err(fault) = chunker.finish(tx.conn(), &digest, None) {
                         return fail("save the batch (nothing of it was saved) of", key, fault);
                     }
                     there.insert(key.as_str().to_owned(), Some(digest));

@@ -114,67 +114,95 @@ impl<'t> Chunker<'t> {
     }
 
     /// Writes the full buffer as the next chunk; before the first, the row
-    /// (a placeholder) and no old chunks.
+    /// (a placeholder) and no old chunks, in the same exchange (a
+    /// create-if-absent first learns whether its row went in).
     fn write_chunk(&mut self, conn: &mut Conn) -> std::result::Result<(), Fault> {
-        if self.seq == 0 && !self.lost {
-            let values = "INSERT INTO <stashes> (namespace, key, envelope, digest, size, created, chunks) \
-                 VALUES ($1, $2, ''::pg_catalog.bytea, ''::pg_catalog.bytea, 0, pg_catalog.now(), 0)";
-            let params: [&(dyn ToSql + Sync); 2] = [&self.ns, &self.key];
-            if self.absent {
-                // A new row has no chunks (they reference it).
-                let sql =
-                    self.shared.sql(&format!("{values} ON CONFLICT (namespace, key) DO NOTHING"));
-                let st = conn.statements(&[&sql])?;
-                let inserted = conn.pipeline(&[Step::Execute(&st[0], &params)], false);
-                self.lost = inserted.map_err(|(_, f)| f)?[0].count() == 0;
-            } else {
-                let sql = [
-                    self.shared.sql(&format!(
-                        "{values} ON CONFLICT (namespace, key) DO UPDATE SET \
-                         envelope = ''::pg_catalog.bytea, digest = ''::pg_catalog.bytea, size = 0, \
-                         created = pg_catalog.now(), chunks = 0"
-                    )),
-                    self.shared.sql("DELETE FROM <chunks> WHERE namespace = $1 AND key = $2"),
-                ];
-                let st = conn.statements(&[&sql[0], &sql[1]])?;
-                let steps = [Step::Execute(&st[0], &params), Step::Execute(&st[1], &params)];
-                conn.pipeline(&steps, false).map_err(|(_, f)| f)?;
+        self.write(conn, None).map_err(|(_, fault)| fault)
+    }
+
+    /// Sends the buffer as the next chunk (the row and no old chunks first,
+    /// for the first), then the row's digest, size and chunk count when
+    /// `last` is its digest, then `tail`: one exchange. On failure, the
+    /// index of the step that failed (`tail` being the last) and why.
+    fn write(
+        &mut self,
+        conn: &mut Conn,
+        last: Option<(&Digest, Option<&str>)>,
+    ) -> std::result::Result<(), (usize, Fault)> {
+        let sql = |s: &str| self.shared.sql(s);
+        let values = "INSERT INTO <stashes> (namespace, key, envelope, digest, size, created, chunks) \
+             VALUES ($1, $2, ''::pg_catalog.bytea, ''::pg_catalog.bytea, 0, pg_catalog.now(), 0)";
+        let texts = [
+            sql(&format!("{values} ON CONFLICT (namespace, key) DO NOTHING")),
+            sql(&format!(
+                "{values} ON CONFLICT (namespace, key) DO UPDATE SET \
+                 envelope = ''::pg_catalog.bytea, digest = ''::pg_catalog.bytea, size = 0, \
+                 created = pg_catalog.now(), chunks = 0"
+            )),
+            sql("DELETE FROM <chunks> WHERE namespace = $1 AND key = $2"),
+            sql("INSERT INTO <chunks> (namespace, key, seq, bytes) VALUES ($1, $2, $3, $4)"),
+            sql("UPDATE <stashes> SET digest = $3, size = $4, chunks = $5, \
+                 created = pg_catalog.now() WHERE namespace = $1 AND key = $2"),
+        ];
+        let st = conn.statements(&texts.iter().map(String::as_str).collect::<Vec<_>>());
+        let st = st.map_err(|fault| (0, fault))?;
+        let (ns, key) = (&self.ns, &self.key);
+        let row: [&(dyn ToSql + Sync); 2] = [ns, key];
+        if self.seq == 0 && self.absent && !self.lost {
+            // A new row has no chunks (they reference it); another
+            // writer's row must not get this one's chunks.
+            let inserted = conn.pipeline(&[Step::Execute(&st[0], &row)], false)?;
+            self.lost = inserted[0].count() == 0;
+        }
+        if self.lost {
+            self.seq += 1;
+            self.buf.clear();
+            return Ok(());
+        }
+        let mut steps = Vec::new();
+        if self.seq == 0 && !self.absent {
+            steps.push(Step::Execute(&st[1], &row));
+            steps.push(Step::Execute(&st[2], &row));
+        }
+        let (seq, bytes) = (self.seq, self.buf.as_slice());
+        let chunk: [&(dyn ToSql + Sync); 4] = [ns, key, &seq, &bytes];
+        if !bytes.is_empty() {
+            steps.push(Step::Execute(&st[3], &chunk));
+        }
+        let chunks = if bytes.is_empty() { seq } else { seq + 1 };
+        let size = i64::try_from(self.size).unwrap_or(i64::MAX);
+        let digest = last.map(|(d, _)| d.as_bytes().to_vec()).unwrap_or_default();
+        let update: [&(dyn ToSql + Sync); 5] = [ns, key, &digest, &size, &chunks];
+        let mut commits = false;
+        if let Some((_, tail)) = last {
+            steps.push(Step::Execute(&st[4], &update));
+            if let Some(tail) = tail {
+                steps.push(Step::Simple(tail));
+                commits = true;
             }
         }
-        if !self.lost {
-            let sql = self
-                .shared
-                .sql("INSERT INTO <chunks> (namespace, key, seq, bytes) VALUES ($1, $2, $3, $4)");
-            let st = conn.statements(&[&sql])?;
-            conn.execute(&st[0], &[&self.ns, &self.key, &self.seq, &self.buf.as_slice()])?;
-        }
-        self.seq += 1;
+        conn.pipeline(&steps, commits)?;
+        self.seq = chunks;
         self.buf.clear();
         Ok(())
     }
 
-    /// Writes the last chunk and the row's digest, size and chunk count.
-    /// `false` when a create-if-absent found another writer's row (nothing
-    /// was written).
+    /// Writes the last chunk and the row's digest, size and chunk count,
+    /// then `tail` (the transaction's `COMMIT`, when the save ends here), in
+    /// one exchange. `Ok(false)` when a create-if-absent found another
+    /// writer's row (nothing was written, nothing sent). On failure, the
+    /// index of the step that failed (`tail`'s being the last) and why.
     pub(super) fn finish(
         mut self,
         conn: &mut Conn,
         digest: &Digest,
+        tail: Option<&str>,
     ) -> std::result::Result<bool, Fault> {
-        if !self.buf.is_empty() {
-            self.write_chunk(conn)?;
-        }
         if self.lost {
             return Ok(false);
         }
-        let size = i64::try_from(self.size).unwrap_or(i64::MAX);
-        let sql = self.shared.sql(
-            "UPDATE <stashes> SET digest = $3, size = $4, chunks = $5, created = pg_catalog.now() \
-             WHERE namespace = $1 AND key = $2",
-        );
-        let st = conn.statements(&[&sql])?;
-        conn.execute(&st[0], &[&self.ns, &self.key, &&digest.as_bytes()[..], &size, &self.seq])?;
-        Ok(true)
+        self.write(conn, Some((digest, tail))).map_err(|(_, fault)| fault)?;
+        Ok(!self.lost)
     }
 }
 
@@ -216,7 +244,23 @@ impl Read for ChunkReader {
                 return Ok(0);
             }
             conn.start_call(std::time::Instant::now() + self.shared.timeout);
-            match conn.query_opt(stmt, &[&self.ns, &self.key, &self.next]) {
+            let last = self.next + 1 == self.chunks;
+            let params: [&(dyn ToSql + Sync); 3] = [&self.ns, &self.key, &self.next];
+            let mut steps = vec![Step::Query(stmt, &params)];
+            if last {
+                // The snapshot ends with the last chunk's read.
+                steps.push(Step::Simple("ROLLBACK"));
+            }
+            let read = conn.pipeline(&steps, false).map_err(|(_, fault)| fault);
+            let read = read.map(|replies| {
+                replies.into_iter().next().and_then(|r| r.rows().into_iter().next())
+            });
+            if last && read.is_ok() {
+                if let Some(conn) = self.client.take() {
+                    self.shared.give_back(conn);
+                }
+            }
+            match read {
                 Ok(Some(row)) => {
                     self.cur = row.get(0);
                     self.at = 0;

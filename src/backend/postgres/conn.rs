@@ -374,15 +374,6 @@ impl Conn {
         run(&self.rt, self.deadline, &mut self.exchanges, &mut self.broken, fut)
     }
 
-    pub(super) fn query_opt<Q: ?Sized + ToStatement>(
-        &mut self,
-        query: &Q,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Fault> {
-        let fut = self.client.query_opt(query, params);
-        run(&self.rt, self.deadline, &mut self.exchanges, &mut self.broken, fut)
-    }
-
     /// Statements in the simple protocol (no parameters).
     pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), Fault> {
         let fut = self.client.batch_execute(sql);

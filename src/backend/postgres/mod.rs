@@ -184,7 +184,8 @@
 //! | save of an envelope up to [`CHUNK_LEN`], with or without a condition | 1: `BEGIN; SET LOCAL synchronous_commit = on`, the key's lock, the write (its statement carries the condition), the digest in place (conditional saves), `COMMIT` |
 //! | load of such an envelope | 1 |
 //! | clear | 1 |
-//! | a larger save | 1 (`BEGIN`, lock, condition) + 1 (row, no old chunks) + 1 per MiB + 2 |
+//! | a larger save | 1 (`BEGIN`, lock, condition) + 1 per MiB of chunks (the first with the row and no old chunks, the last with the row's digest and `COMMIT`; a create-if-absent inserts its row alone first: 1 more) |
+//! | a larger load | 1 (the row) + 1 (the snapshot and the size) + 1 per MiB of chunks (the last with the snapshot's end) |
 //! | a [`Batch`](crate::Batch) of many stashes | 2 (`BEGIN`, every lock, every condition; every write and `COMMIT`), plus the chunks of any over [`CHUNK_LEN`] |
 //!
 //! Keys, namespaces and envelopes are always bound parameters of prepared

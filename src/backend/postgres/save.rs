@@ -515,15 +515,6 @@ impl<'a> TxSession<'a> {
             self.pg.end(session);
         }
     }
-
-    /// Sends `COMMIT` and ends the session. An error here may come after
-    /// the server committed: the caller says so.
-    pub(super) fn commit(mut self) -> std::result::Result<(), Fault> {
-        let mut session = self.session.take().expect("an open transaction");
-        let done = session.conn().batch_execute(COMMIT);
-        self.pg.end(session);
-        done
-    }
 }
 
 impl Drop for TxSession<'_> {
@@ -613,12 +604,16 @@ impl Write for Spool<'_> {
 }
 
 impl Big<'_> {
-    /// Ends a large save: the last chunk and the row, then `COMMIT`.
+    /// Ends a large save: the last chunk, the row and `COMMIT`, in one
+    /// exchange.
     fn finish(mut self, digest: &Digest) -> Result<Outcome> {
         let pg = self.tx.pg;
         let key = self.key;
-        match self.chunker.finish(self.tx.conn(), digest) {
-            Err(fault) => Err(pg.fail("save", Some(key))(fault)),
+        match self.chunker.finish(self.tx.conn(), digest, Some(COMMIT)) {
+            Err(fault) => {
+                let op = if lost_connection(&fault) { SAVE_UNKNOWN } else { "save" };
+                Err(pg.fail(op, Some(key))(fault))
+            }
             Ok(false) => {
                 // Another create-if-absent committed first.
                 let sql = pg.save_sql().current;
@@ -627,10 +622,10 @@ impl Big<'_> {
                 let current = rows.first().and_then(|row| digest_of(&row.get::<_, Vec<u8>>(0)));
                 Ok(Outcome::Refused { current })
             }
-            Ok(true) => match self.tx.commit() {
-                Ok(()) => Ok(Outcome::Done),
-                Err(fault) => Err(pg.fail(SAVE_UNKNOWN, Some(key))(fault)),
-            },
+            Ok(true) => {
+                self.tx.committed();
+                Ok(Outcome::Done)
+            }
         }
     }
 }
