@@ -181,7 +181,7 @@ pub(crate) fn redact_conninfo(s: &str) -> String {
 }
 
 impl Postgres {
-    /// Connects to the database of `url` (see the [module docs](self)),
+    /// Connects to the database of `url` (see the [module docs](super)),
     /// refusing a transaction-mode pooler, creating the schema if it is
     /// missing and the role may, and checking its version; then closes
     /// those sessions, so a store that is never used holds no connection.
