@@ -186,7 +186,7 @@ impl Postgres {
         }
     }
 
-    /// Schema version 1 to 2 (see the [module docs](self)), in one
+    /// Schema version 1 to 2 (see the [backend docs](super)), in one
     /// transaction under the schema lock; a no-op if another process did it.
     fn migrate_from_1(&self) -> Result<()> {
         let shared = &self.shared;
