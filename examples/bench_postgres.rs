@@ -39,6 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rows, proxied) = backend_rows::postgres::rows(&url, rounds)?;
     println!("PostgreSQL, {rounds} interleaved rounds, medians:\n");
     print!("{}", backend_rows::table(&rows, proxied));
+    println!("\n| target | measured | met |\n|---|---:|---|");
+    print!("{}", backend_rows::postgres::targets(&rows));
     Ok(())
 }
 

@@ -25,8 +25,10 @@
 //! targets table.
 //!
 //! The backend rows (save, load, save-if-absent, clear and a batch of 100 on
-//! PostgreSQL and on object storage, save and load on MySQL, against the same calls written by
-//! hand; see `examples/backend_rows/`) run through a TCP proxy the bench
+//! PostgreSQL and on object storage, save and load on MySQL, against the
+//! same calls written by hand, and on PostgreSQL one batch of 1,000 against
+//! 1,000 single saves, with the done-when targets; see
+//! `examples/backend_rows/`) run through a TCP proxy the bench
 //! starts on 127.0.0.1, which delays every burst by `BENCH_RTT_MS`
 //! (default 1 ms) each way and counts round trips and bytes per call. They
 //! need the backend's feature and its URL:
@@ -529,7 +531,11 @@ fn backends(rounds: usize) {
         Ok(url) => {
             eprintln!("running the PostgreSQL rows x {rounds} rounds…");
             match backend_rows::postgres::rows(&url, rounds) {
-                Ok((rows, proxied)) => print!("{}", backend_rows::table(&rows, proxied)),
+                Ok((rows, proxied)) => {
+                    print!("{}", backend_rows::table(&rows, proxied));
+                    println!("\n| PostgreSQL target | measured | met |\n|---|---:|---|");
+                    print!("{}", backend_rows::postgres::targets(&rows));
+                }
                 Err(e) => println!("(failed: {e})"),
             }
         }

@@ -471,3 +471,54 @@ impl std::error::Error for ObserverError {
         Some(&*self.error)
     }
 }
+
+/// What a backend was doing, and what is known of the outcome when the
+/// call failed (a commit whose reply was lost may have been made): the
+/// note goes first in the error's source, so a reader of the message
+/// learns it before the client's error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Doing {
+    pub(crate) op: BackendOp,
+    pub(crate) note: Option<&'static str>,
+}
+
+impl Doing {
+    /// `op`, with `note` said first in the error's source.
+    pub(crate) const fn noted(op: BackendOp, note: &'static str) -> Doing {
+        Doing { op, note: Some(note) }
+    }
+
+    /// The backend error of this operation on `target`, caused by `source`.
+    pub(crate) fn error(self, target: String, source: BoxError) -> Error {
+        let source = match self.note {
+            Some(note) => Box::new(Noted { note, source }),
+            None => source,
+        };
+        Error::Backend { op: self.op, target, source }
+    }
+}
+
+impl From<BackendOp> for Doing {
+    fn from(op: BackendOp) -> Doing {
+        Doing { op, note: None }
+    }
+}
+
+/// A client's error, with what is known of the outcome said first.
+#[derive(Debug)]
+struct Noted {
+    note: &'static str,
+    source: BoxError,
+}
+
+impl fmt::Display for Noted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.note)
+    }
+}
+
+impl std::error::Error for Noted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}

@@ -15,6 +15,61 @@ use safestash::{Precondition, SaveOptions, StashKey, Store};
 use super::proxy::{Proxy, delay_from_env};
 use super::{Contender, Row, interleaved};
 
+/// The label of the row of one batch of 1,000 stashes of 1 KiB against
+/// 1,000 single saves.
+pub const BATCH_1000: &str = "one batch of 1,000 × 1 KiB";
+
+/// The done-when targets of the PostgreSQL rows, as markdown table rows:
+/// save and load of 1 KiB against the hand-written call, round trips, and
+/// the batch's speed-up.
+pub fn targets(rows: &[Row]) -> String {
+    let find = |op: &str| rows.iter().find(|r| r.op.starts_with(op));
+    let mut s = String::new();
+    let mut line = |what: &str, got: f64, ok: bool| {
+        s.push_str(&format!("| {what} | {got:.2} | {} |\n", if ok { "yes" } else { "**no**" }));
+    };
+    if let Some(r) = find("save 1 KiB") {
+        line(
+            "PostgreSQL save 1 KiB ≤ 1.2 × by hand",
+            r.ours.secs / r.hand.secs,
+            r.ours.secs <= 1.2 * r.hand.secs,
+        );
+        line(
+            "PostgreSQL round trips per plain small save ≤ 1",
+            r.ours.round_trips,
+            r.ours.round_trips <= 1.0,
+        );
+    }
+    if let Some(r) = find("load 1 KiB") {
+        line(
+            "PostgreSQL load 1 KiB ≤ 1.1 × by hand",
+            r.ours.secs / r.hand.secs,
+            r.ours.secs <= 1.1 * r.hand.secs,
+        );
+        line(
+            "PostgreSQL round trips per small load ≤ 1",
+            r.ours.round_trips,
+            r.ours.round_trips <= 1.0,
+        );
+    }
+    if let Some(r) = find("save if absent 1 KiB") {
+        line(
+            "PostgreSQL round trips per conditional small save ≤ 2",
+            r.ours.round_trips,
+            r.ours.round_trips <= 2.0,
+        );
+    }
+    if let Some(r) = find(BATCH_1000) {
+        let speedup = r.hand.secs / r.ours.secs;
+        line(
+            "PostgreSQL 1,000 × 1 KiB: one batch ≥ 10 × faster than single saves",
+            speedup,
+            speedup >= 10.0,
+        );
+    }
+    s
+}
+
 /// `url` with its `host:port` replaced by a proxy's in front of it, and
 /// the proxy; `None` when the URL names no TCP `host:port`.
 fn proxied(url: &str) -> Result<Option<(String, Proxy)>, Box<dyn std::error::Error>> {
@@ -164,6 +219,36 @@ pub fn rows(base: &str, rounds: usize) -> Result<(Vec<Row>, bool), Box<dyn std::
             Contender::call(|| in_tx(&all)),
         );
         out.push(Row { op: format!("batch of 100 × {label}"), ours: a, hand: b, envelope: None });
+        for k in &keys {
+            store.clear(k)?;
+        }
+        // 1,000 stashes in one batch, against the same 1,000 saved one by
+        // one (safestash on both sides: the batch's own speed-up).
+        let keys: Vec<StashKey> =
+            (0..1000).map(|i| StashKey::new(format!("many-{i:04}")).unwrap()).collect();
+        let (a, b) = interleaved(
+            proxy,
+            rounds,
+            1,
+            Contender::call(|| {
+                let mut batch = store.batch();
+                for k in &keys {
+                    batch.add(k, &value, &opts).unwrap();
+                }
+                batch.commit().unwrap();
+            }),
+            Contender::call(|| {
+                for k in &keys {
+                    store.save(k, &value).unwrap();
+                }
+            }),
+        );
+        out.push(Row {
+            op: format!("{BATCH_1000} (by hand: the same 1,000 saved one at a time)"),
+            ours: a,
+            hand: b,
+            envelope: None,
+        });
         for k in &keys {
             store.clear(k)?;
         }

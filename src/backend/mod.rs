@@ -151,6 +151,35 @@ pub struct BatchOutcome {
     pub failed: Option<(usize, Error)>,
 }
 
+impl BatchOutcome {
+    /// The outcome of puts made in order that stopped at the first that
+    /// failed or was refused: `results` holds one result for each put
+    /// made, a prefix of `len` puts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::backend::{BatchOutcome, Outcome};
+    ///
+    /// let out = BatchOutcome::of_prefix(3, vec![Ok(Outcome::Done), Ok(Outcome::Refused { current: None })]);
+    /// assert_eq!(out.outcomes, [Some(Outcome::Done), Some(Outcome::Refused { current: None }), None]);
+    /// assert!(out.failed.is_none());
+    /// ```
+    pub fn of_prefix(len: usize, results: Vec<Result<Outcome>>) -> BatchOutcome {
+        let mut out = BatchOutcome { outcomes: vec![None; len], failed: None };
+        for (i, r) in results.into_iter().enumerate().take(len) {
+            match r {
+                Ok(o) => out.outcomes[i] = Some(o),
+                Err(e) => {
+                    out.failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One entry of a backend's namespace, from [`Backend::entries`].
 #[derive(Debug)]
 pub struct Entry {

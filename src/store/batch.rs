@@ -24,16 +24,24 @@ use super::*;
 ///
 /// # What is atomic, on each backend
 ///
-/// A batch is never one all-or-nothing write. On every backend each stash
-/// is atomic and conditional on its own (its [`Precondition`] checked
-/// atomically with its write), every stash `commit` acknowledged is
-/// durable, and a failure returns a [`BatchError`] with the receipts of
-/// the stashes saved and the keys of those that were not:
+/// On every backend each stash is atomic and conditional on its own (its
+/// [`Precondition`] checked atomically with its write), the stashes before
+/// a refused condition are saved and the refused one and those after it
+/// are not, every stash `commit` acknowledged is durable, and a failure
+/// returns a [`BatchError`] with the receipts of the stashes saved and the
+/// keys of those that were not:
 ///
-/// - **directory**: as above; each rename is atomic, the flushes are
-///   shared, and a failure before any rename saves nothing.
-/// - **PostgreSQL**: each stash is written in its own transaction, in
-///   order; the stashes before a failed one stay saved.
+/// - **directory**: never one all-or-nothing write: each rename is atomic,
+///   the flushes are shared, and a failure before any rename saves nothing.
+/// - **PostgreSQL**: one transaction, one durable commit for all its
+///   stashes: every key's lock is taken and every condition checked in it,
+///   in order, and what comes before a refused condition commits together.
+///   A failure of the server or the connection before the commit saves
+///   none of them (the error names the key where it happened); a commit
+///   whose answer is lost may have saved all of them, and the error says
+///   so. The transaction holds one advisory lock per key, so the server's
+///   lock table (`max_locks_per_transaction` × `max_connections`) bounds
+///   how many keys one batch can hold at once.
 /// - **object storage**: each stash is one conditional PUT (or a multipart
 ///   upload and its conditional reference), up to 8 of them in flight at
 ///   once ([`Backend::concurrent_puts`](crate::backend::Backend::concurrent_puts)),

@@ -101,7 +101,7 @@ pub use proxy::{Mode, Proxy};
 pub mod proxy {
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
 
@@ -124,6 +124,9 @@ pub mod proxy {
         changed: Condvar,
         cuts: AtomicU32,
         accepted: AtomicU32,
+        /// Client bursts that followed a server reply (or opened a
+        /// connection): request/response exchanges, round trips.
+        exchanges: AtomicU64,
         /// Connections numbered below this are closed at their next message.
         doomed_below: AtomicU32,
         closing: AtomicBool,
@@ -157,6 +160,7 @@ pub mod proxy {
                 changed: Condvar::new(),
                 cuts: AtomicU32::new(0),
                 accepted: AtomicU32::new(0),
+                exchanges: AtomicU64::new(0),
                 doomed_below: AtomicU32::new(0),
                 closing: AtomicBool::new(false),
             });
@@ -173,10 +177,11 @@ pub mod proxy {
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    let st1 = st.clone();
-                    std::thread::spawn(move || client_to_server(st1, id, client, server));
+                    let answered = Arc::new(AtomicBool::new(true));
+                    let (st1, a1) = (st.clone(), answered.clone());
+                    std::thread::spawn(move || client_to_server(st1, id, a1, client, server));
                     let st2 = st.clone();
-                    std::thread::spawn(move || server_to_client(st2, s2, c2));
+                    std::thread::spawn(move || server_to_client(st2, answered, s2, c2));
                 }
             });
             Proxy { port, state }
@@ -206,6 +211,15 @@ pub mod proxy {
             self.state.doomed_below.store(self.accepted(), Ordering::SeqCst);
         }
 
+        /// Round trips so far, over all connections: a client's burst of
+        /// bytes that follows the server's reply on its connection (or
+        /// opens it) counts one, so statements sent together (pipelined)
+        /// and answered together are one, and a statement that waits for
+        /// the previous one's answer is one more.
+        pub fn exchanges(&self) -> u64 {
+            self.state.exchanges.load(Ordering::SeqCst)
+        }
+
         /// How many connections it accepted.
         pub fn accepted(&self) -> u32 {
             self.state.accepted.load(Ordering::SeqCst)
@@ -221,16 +235,25 @@ pub mod proxy {
         }
     }
 
-    fn server_to_client(st: Arc<State>, mut server: TcpStream, mut client: TcpStream) {
+    fn server_to_client(
+        st: Arc<State>,
+        answered: Arc<AtomicBool>,
+        mut server: TcpStream,
+        mut client: TcpStream,
+    ) {
         let mut buf = [0u8; 16384];
         loop {
             let n = match server.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if !st.pass() || client.write_all(&buf[..n]).is_err() {
+            answered.store(true, Ordering::SeqCst);
+            if !st.pass() {
                 break;
             }
+            // A client that is gone (cut after its COMMIT) leaves the
+            // server's answers unread, and its session to the other side.
+            let _ = client.write_all(&buf[..n]);
         }
         let _ = client.shutdown(Shutdown::Both);
         let _ = server.shutdown(Shutdown::Both);
@@ -239,7 +262,13 @@ pub mod proxy {
     /// Forwards the client's messages one at a time (the protocol's framing:
     /// untyped startup packets, then a type byte and a length), so that a
     /// `COMMIT` can be seen.
-    fn client_to_server(st: Arc<State>, id: u32, mut client: TcpStream, mut server: TcpStream) {
+    fn client_to_server(
+        st: Arc<State>,
+        id: u32,
+        answered: Arc<AtomicBool>,
+        mut client: TcpStream,
+        mut server: TcpStream,
+    ) {
         let mut startup = true;
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = [0u8; 16384];
@@ -248,6 +277,9 @@ pub mod proxy {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if answered.swap(false, Ordering::SeqCst) {
+                st.exchanges.fetch_add(1, Ordering::SeqCst);
+            }
             pending.extend_from_slice(&buf[..n]);
             loop {
                 let (len, header) = if startup { (4, 0) } else { (5, 1) };

@@ -175,7 +175,7 @@ use std::time::Duration;
 
 use super::{Backend, Fetched, Fill, Held, Listed, Outcome, Precondition};
 use crate::digest::Digest;
-use crate::error::{BackendOp, Error, Result};
+use crate::error::{BackendOp, Doing, Error, Result};
 use crate::key::StashKey;
 
 mod chunks;
@@ -520,7 +520,8 @@ impl Mysql {
         });
         match out {
             Err(Error::Backend { target, source, .. }) if committing => {
-                Err(Error::Backend { op, target, source: Box::new(MayHaveCommitted(source)) })
+                let note = "the commit failed: if the connection was lost, it may have committed";
+                Err(Doing::noted(op, note).error(target, source))
             }
             out => out,
         }
@@ -750,22 +751,5 @@ impl Backend for Mysql {
         found.sort();
         found.dedup();
         Ok(found)
-    }
-}
-
-/// A failure while committing: the commit's outcome is unknown (its reply
-/// was lost with the connection), so the change may have been made.
-#[derive(Debug)]
-struct MayHaveCommitted(crate::error::BoxError);
-
-impl std::fmt::Display for MayHaveCommitted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the commit failed: if the connection was lost, it may have committed")
-    }
-}
-
-impl std::error::Error for MayHaveCommitted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
     }
 }
