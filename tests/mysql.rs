@@ -1240,3 +1240,32 @@ fn journal_eight_processes_drive_their_own_parts_and_lose_no_update() {
     assert_eq!(generations, want, "generations are not exactly one per update");
     assert!(conflicts > 0, "no update conflicted: the processes did not overlap");
 }
+
+/// A batch of 1,000 stashes of 1 KiB on MySQL is one transaction: the
+/// server counts one `COMMIT` for it (not 1,000), and every stash loads.
+#[test]
+fn a_batch_of_a_thousand_stashes_is_one_transaction() {
+    let _g = exclusive();
+    let Some((s, url)) = store("batch_one_tx") else { return };
+    let keys: Vec<StashKey> =
+        (0..1000).map(|i| StashKey::new(format!("b{i:04}")).unwrap()).collect();
+    let value = "v".repeat(1024);
+    let opts = SaveOptions::new();
+    let mut batch = s.batch();
+    for k in &keys {
+        batch.add(k, &value, &opts).unwrap();
+    }
+    let commits = |c: &mut mysql::Conn| -> u64 {
+        let row: (String, String) =
+            c.query_first("SHOW GLOBAL STATUS LIKE 'Com_commit'").unwrap().unwrap();
+        row.1.parse().unwrap()
+    };
+    let mut raw = mytest::raw(&url);
+    let before = commits(&mut raw);
+    assert_eq!(batch.commit().unwrap().len(), 1000);
+    let after = commits(&mut raw);
+    assert_eq!(after - before, 1, "the batch's COMMITs");
+    for k in [&keys[0], &keys[499], &keys[999]] {
+        assert_eq!(s.load::<String>(k).unwrap().unwrap().into_value(), value);
+    }
+}

@@ -173,7 +173,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{Backend, Fetched, Fill, Held, Listed, Outcome, Precondition};
+use super::{Backend, BatchOutcome, BatchPut, Fetched, Fill, Held, Listed, Outcome, Precondition};
 use crate::digest::Digest;
 use crate::error::{BackendOp, Doing, Error, Result};
 use crate::key::StashKey;
@@ -183,8 +183,8 @@ mod conn;
 mod locks;
 mod schema;
 mod url;
+mod write;
 
-use chunks::Chunker;
 use conn::{Conn, Fault, Pool};
 use locks::{MyHeld, Pinned};
 
@@ -471,26 +471,67 @@ impl Mysql {
         &self,
         op: BackendOp,
         key: &StashKey,
+        f: impl FnMut(&mut Conn) -> std::result::Result<(R, bool), Fault>,
+    ) -> Result<R> {
+        self.change_keys(op, &[key], f)
+    }
+
+    /// [`change`](Self::change) under the named locks of several keys
+    /// (a batch's), taken in one statement in the order of their names so
+    /// two batches never wait for each other in a cycle; `keys[0]` is the
+    /// one an error names.
+    fn change_keys<R>(
+        &self,
+        op: BackendOp,
+        keys: &[&StashKey],
         mut f: impl FnMut(&mut Conn) -> std::result::Result<(R, bool), Fault>,
     ) -> Result<R> {
-        let name = self.lock_name(key);
+        let mut names: Vec<String> = keys.iter().map(|k| self.lock_name(k)).collect();
+        names.sort();
+        names.dedup();
         let secs = locks::wait_secs(self.shared.lock_timeout);
+        // One SELECT per 100 locks, each lock a column: a long expression
+        // would overrun the server's thread stack.
+        let take = names
+            .chunks(100)
+            .map(|chunk| {
+                let cols: Vec<String> =
+                    chunk.iter().map(|n| format!("GET_LOCK('{n}', {secs})")).collect();
+                format!("SELECT {}", cols.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let selects = names.len().div_ceil(100);
+        let release =
+            names.iter().map(|n| format!("RELEASE_LOCK('{n}')")).collect::<Vec<_>>().join(", ");
         let mut committing = false;
-        let out = self.run(op, Some(key), |c| {
+        let out = self.run(op, keys.first().copied(), |c| {
             committing = false;
-            let sets = c
-                .multi(&format!("SELECT GET_LOCK('{name}', {secs}); START TRANSACTION"))
-                .inspect_err(|_| {
-                    // The lock may have been taken before the failure: the
-                    // connection goes (which releases it), never to the pool.
-                    c.mark_broken();
-                })?;
-            let got: Option<i64> = sets
-                .first()
-                .and_then(|rows| rows.first())
-                .and_then(|row| row.get::<Option<i64>, _>(0))
-                .flatten();
+            let sets = c.multi(&format!("{take}; START TRANSACTION")).inspect_err(|_| {
+                // A lock may have been taken before the failure: the
+                // connection goes (which releases it), never to the pool.
+                c.mark_broken();
+            })?;
+            // Every lock's answer: 1 taken, 0 timed out, NULL an error.
+            let answers: Vec<Option<i64>> = sets
+                .iter()
+                .take(selects)
+                .flat_map(|rows| rows.first())
+                .flat_map(|row| (0..row.len()).map(move |i| row.get::<Option<i64>, _>(i).flatten()))
+                .collect();
+            let got = if answers.len() == names.len() && answers.iter().all(|a| *a == Some(1)) {
+                Some(1)
+            } else if answers.iter().any(Option::is_none) {
+                None
+            } else {
+                Some(0)
+            };
             if got != Some(1) {
+                if got.is_some() && names.len() > 1 {
+                    // Some of the locks may be held: the connection goes
+                    // (which releases them all), never to the pool.
+                    c.mark_broken();
+                }
                 // Nothing was done in the transaction; NULL is an error.
                 if got.is_none() || c.query_drop("ROLLBACK").is_err() {
                     c.mark_broken();
@@ -506,7 +547,7 @@ impl Mysql {
             if c.is_broken() {
                 return out.map(|(r, _)| r);
             }
-            match c.multi(&format!("{end}; DO RELEASE_LOCK('{name}')")) {
+            match c.multi(&format!("{end}; DO {release}")) {
                 Ok(_) => {}
                 Err(e) => {
                     c.mark_broken();
@@ -568,48 +609,20 @@ impl Backend for Mysql {
     }
 
     fn put_with(&self, key: &StashKey, cond: Precondition, fill: &mut Fill<'_>) -> Result<Outcome> {
-        let shared = &self.shared;
         let step = self.change(BackendOp::Save, key, |c| {
-            let current: Option<(Vec<u8>, i32)> = c.exec_first(
-                "SELECT digest, chunks FROM safestash_stashes \
-                 WHERE namespace = ? AND `key` = ? FOR UPDATE",
-                (self.ns.as_str(), key.as_str()),
-            )?;
-            let current_digest = current.as_ref().map(|(d, _)| digest_of(d));
-            let refused = match cond {
-                Precondition::Any => false,
-                Precondition::Absent => current.is_some(),
-                Precondition::Unchanged(d) => current_digest != Some(Some(d)),
-            };
-            if refused {
-                return Ok((PutStep::Refused(current_digest.flatten()), false));
-            }
-            let exists = current.is_some();
-            let had_chunks = current.is_some_and(|(_, n)| n > 0);
-            let mut sink = Chunker::new(c, shared, &self.ns, key.as_str(), exists, had_chunks);
-            let filled = fill(&mut sink);
-            if let Some(e) = sink.failed.take() {
-                return Err(e);
-            }
-            let digest = match filled {
-                Ok(d) => d,
-                Err(e) => return Ok((PutStep::FillFailed(e), false)),
-            };
-            if !sink.finish(&digest)? {
-                // Another create-if-absent committed first.
-                let theirs: Option<Vec<u8>> = c.exec_first(
-                    "SELECT digest FROM safestash_stashes WHERE namespace = ? AND `key` = ?",
-                    (self.ns.as_str(), key.as_str()),
-                )?;
-                return Ok((PutStep::Refused(theirs.as_deref().and_then(digest_of)), false));
-            }
-            Ok((PutStep::Committed, true))
+            let step = self.put_in(c, key, cond, fill)?;
+            let commit = matches!(step, PutStep::Committed);
+            Ok((step, commit))
         })?;
         match step {
             PutStep::Refused(current) => Ok(Outcome::Refused { current }),
             PutStep::FillFailed(e) => Err(e),
             PutStep::Committed => Ok(Outcome::Done),
         }
+    }
+
+    fn put_batch(&self, items: &[BatchPut<'_>]) -> BatchOutcome {
+        self.save_batch(items)
     }
 
     fn get(&self, key: &StashKey) -> Result<Option<Fetched>> {
