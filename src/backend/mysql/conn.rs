@@ -8,12 +8,10 @@
 //! connection is marked broken and never reused. A connection a forked
 //! child inherited is the parent's: it is neither used nor closed.
 
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
-
-use super::{POOL_IDLE_TIME, POOL_MAX_IDLE};
 
 /// Why a statement failed.
 #[derive(Debug)]
@@ -287,3 +285,22 @@ impl Pool {
         }
     }
 }
+
+/// The most connections a store keeps idle for reuse.
+///
+/// ```
+/// assert_eq!(safestash::backend::mysql::POOL_MAX_IDLE, 8);
+/// ```
+pub const POOL_MAX_IDLE: usize = 8;
+
+/// How long an idle connection is kept.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(safestash::backend::mysql::POOL_IDLE_TIME, Duration::from_secs(300));
+/// ```
+pub const POOL_IDLE_TIME: Duration = Duration::from_secs(300);
+
+/// A held lock's connection, shared by the lock and the fenced store it
+/// hands out (`None` once released).
+pub(super) type Pinned = Arc<Mutex<Option<Conn>>>;

@@ -8,7 +8,7 @@
 //! only make two keys share a lock (a wait, never a wrong result).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 
 use sha2::{Digest as _, Sha256};
 
@@ -52,9 +52,11 @@ impl Held for MyHeld {
     }
 }
 
-impl MyHeld {
-    pub(super) fn new(store: Mysql, key: StashKey, name: String) -> MyHeld {
-        MyHeld { store, key, name }
+impl Mysql {
+    /// This store (pinned to the lock's connection) as the holder of
+    /// `key`'s lock `name`.
+    pub(super) fn into_held(self, key: StashKey, name: String) -> Box<dyn Held> {
+        Box::new(MyHeld { store: self, key, name })
     }
 }
 
@@ -82,9 +84,6 @@ impl Drop for MyHeld {
         }
     }
 }
-
-/// The pinned connection of a held lock.
-pub(super) type Pinned = Arc<Mutex<Option<super::conn::Conn>>>;
 
 #[cfg(test)]
 mod tests {

@@ -185,8 +185,8 @@ mod schema;
 mod url;
 mod write;
 
-use conn::{Conn, Fault, Pool};
-use locks::{MyHeld, Pinned};
+use conn::{Conn, Fault, Pinned, Pool};
+pub use conn::{POOL_IDLE_TIME, POOL_MAX_IDLE};
 
 /// The schema version this build reads and writes.
 ///
@@ -209,21 +209,6 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The most connections a store keeps idle for reuse.
-///
-/// ```
-/// assert_eq!(safestash::backend::mysql::POOL_MAX_IDLE, 8);
-/// ```
-pub const POOL_MAX_IDLE: usize = 8;
-
-/// How long an idle connection is kept.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(safestash::backend::mysql::POOL_IDLE_TIME, Duration::from_secs(300));
-/// ```
-pub const POOL_IDLE_TIME: Duration = Duration::from_secs(300);
 
 /// What every connection of a store (and its children) shares.
 struct Shared {
@@ -709,7 +694,7 @@ impl Backend for Mysql {
                     location: self.location.clone(),
                     pinned: Some(Arc::new(Mutex::new(Some(conn)))),
                 };
-                Ok(Some(Box::new(MyHeld::new(store, key.clone(), name))))
+                Ok(Some(store.into_held(key.clone(), name)))
             }
             Ok(Some(Some(_))) => {
                 self.shared.pool.give_back(conn);

@@ -4,15 +4,10 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::Postgres;
+use super::{LOCK_ID, Postgres};
 use crate::backend::{Backend, Held};
 use crate::error::{BackendOp, Result};
 use crate::key::StashKey;
-
-/// The advisory lock of a key, `$1` being `NAMESPACE/KEY`: the same number
-/// as `hashtextextended(namespace || '/' || key, 0)` of earlier builds.
-pub(super) const LOCK_ID: &str =
-    "pg_catalog.hashtextextended($1::pg_catalog.text, 0::pg_catalog.int8)";
 
 impl Postgres {
     /// `NAMESPACE/KEY`, the text of a key's advisory lock.

@@ -282,8 +282,32 @@ mod tls;
 mod url;
 
 use conn::Conn;
-use locks::LOCK_ID;
-use url::Tls;
+
+/// The advisory lock of a key, `$1` being `NAMESPACE/KEY`: the same number
+/// as `hashtextextended(namespace || '/' || key, 0)` of earlier builds.
+pub(super) const LOCK_ID: &str =
+    "pg_catalog.hashtextextended($1::pg_catalog.text, 0::pg_catalog.int8)";
+
+/// How much of the server's certificate is checked (see `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
+pub(super) enum Verify {
+    /// Nothing (libpq's `prefer` and `require`).
+    None,
+    /// That it chains to `sslrootcert` (`verify-ca`).
+    Ca,
+    /// That, and that it names the host (`verify-full`).
+    Full,
+}
+
+/// The connector of a store's connections.
+pub(super) enum Tls {
+    /// No TLS: `sslmode=disable`, or `prefer` in a build without TLS.
+    Plain,
+    /// rustls (feature `postgres-tls`).
+    #[cfg(feature = "postgres-tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
 
 // Statements name the store's tables as `<stashes>`, `<chunks>` and
 // `<schema>`, replaced by their schema-qualified names (see `Shared::sql`);

@@ -13,9 +13,9 @@
 
 use std::io::{self, Write};
 
+use super::LOCK_ID;
 use super::chunks::Chunker;
 use super::conn::{Conn, Fault, Step};
-use super::locks::LOCK_ID;
 use super::session::Session;
 use super::{CHUNK_LEN, Postgres, digest_of};
 use crate::backend::{Fill, Outcome, Precondition};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use super::Tls;
 use super::conn::{Conn, Fault};
-use super::url::Tls;
 use super::{POOL_IDLE_TIME, Postgres};
 use crate::error::{BackendOp, Doing, Error, Result};
 use crate::key::StashKey;

@@ -28,7 +28,7 @@ use rustls::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::url::Verify;
+use super::Verify;
 
 /// The connector for `verify`, reading `root_cert` (PEM) if one is named.
 pub(super) fn connector(

@@ -9,34 +9,13 @@ use std::time::Duration;
 use tokio_postgres::Config;
 use tokio_postgres::config::Host;
 
-use super::{DEFAULT_NAMESPACE, Postgres, Shared};
+use super::{DEFAULT_NAMESPACE, Postgres, Shared, Tls, Verify};
 use crate::error::{BackendOp, Error, Result};
 use crate::key::StashKey;
 
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How much of the server's certificate is checked (see `sslmode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
-pub(super) enum Verify {
-    /// Nothing (libpq's `prefer` and `require`).
-    None,
-    /// That it chains to `sslrootcert` (`verify-ca`).
-    Ca,
-    /// That, and that it names the host (`verify-full`).
-    Full,
-}
-
-/// The connector of a store's connections.
-pub(super) enum Tls {
-    /// No TLS: `sslmode=disable`, or `prefer` in a build without TLS.
-    Plain,
-    /// rustls (feature `postgres-tls`).
-    #[cfg(feature = "postgres-tls")]
-    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
-}
 
 impl Tls {
     /// The connector for libpq's `sslmode` (default `prefer`) and
