@@ -64,32 +64,44 @@ impl Mysql {
             return BatchOutcome::of_prefix(items.len(), results);
         }
         let keys: Vec<&StashKey> = items.iter().map(|i| i.key).collect();
-        // One transaction: each stash after a savepoint, so one whose fill
-        // fails (or that is refused once written) is undone alone, and the
-        // stashes before it commit together.
+        // One transaction: each stash after a savepoint, so one that is
+        // refused once written is undone alone and the stashes before it
+        // commit together; a value that does not serialize rolls back the
+        // whole batch (nothing of it is saved).
         let done = self.change_keys(BackendOp::SaveBatch, &keys, |c| {
             let mut results: Vec<Result<Outcome>> = Vec::with_capacity(items.len());
+            let mut unserializable = false;
             for item in items {
                 c.query_drop("SAVEPOINT safestash_item")?;
                 let step = self.put_in(c, item.key, item.cond, &mut |w| (item.fill)(w))?;
                 let stop = !matches!(step, PutStep::Committed);
-                if stop {
-                    c.query_drop("ROLLBACK TO SAVEPOINT safestash_item")?;
-                }
                 results.push(match step {
-                    PutStep::Refused(current) => Ok(Outcome::Refused { current }),
-                    PutStep::FillFailed(e) => Err(e),
+                    PutStep::Refused(current) => {
+                        c.query_drop("ROLLBACK TO SAVEPOINT safestash_item")?;
+                        Ok(Outcome::Refused { current })
+                    }
+                    PutStep::FillFailed(e) => {
+                        unserializable = true;
+                        Err(e)
+                    }
                     PutStep::Committed => Ok(Outcome::Done),
                 });
                 if stop {
                     break;
                 }
             }
-            let any = results.first().is_some_and(|r| matches!(r, Ok(Outcome::Done)));
-            Ok((results, any))
+            let commit =
+                !unserializable && results.first().is_some_and(|r| matches!(r, Ok(Outcome::Done)));
+            Ok(((results, unserializable), commit))
         });
         match done {
-            Ok(results) => BatchOutcome::of_prefix(items.len(), results),
+            Ok((mut results, true)) => {
+                // Rolled back: nothing saved, the failing stash named.
+                let at = results.len() - 1;
+                let failed = results.pop().and_then(Result::err).map(|e| (at, e));
+                BatchOutcome { outcomes: vec![None; items.len()], failed }
+            }
+            Ok((results, false)) => BatchOutcome::of_prefix(items.len(), results),
             // Nothing of the transaction was kept, or (a lost commit) all of
             // it may have been: the error says which, and nothing is
             // acknowledged.

@@ -21,7 +21,7 @@ use super::chunks::Chunker;
 use super::conn::{Conn, Fault, Step};
 use super::save::{BEGIN, COMMIT, TxSession, refusal};
 use super::{CHUNK_LEN, Postgres, digest_of};
-use crate::backend::{BatchPut, Outcome};
+use crate::backend::{BatchOutcome, BatchPut, Outcome};
 use crate::digest::Digest;
 use crate::error::{BackendOp, Doing, Result};
 
@@ -40,13 +40,16 @@ struct Queued {
 
 impl Postgres {
     /// Saves `items` in one transaction (see the [module docs](self)).
-    pub(super) fn save_batch(&self, items: &[BatchPut<'_>]) -> Vec<Result<Outcome>> {
+    pub(super) fn save_batch(&self, items: &[BatchPut<'_>]) -> BatchOutcome {
+        let n = items.len();
         let first_key = items[0].key.clone();
-        let fail = |op: Doing, key: &StashKey, fault| vec![Err(self.fail(op, Some(key))(fault))];
+        let fail = |op: Doing, key: &StashKey, fault| {
+            BatchOutcome::of_prefix(n, vec![Err(self.fail(op, Some(key))(fault))])
+        };
         let deadline = self.deadline(true);
         let mut session = match self.session(BackendOp::SaveBatch, Some(&first_key), deadline) {
             Ok(session) => session,
-            Err(e) => return vec![Err(e)],
+            Err(e) => return BatchOutcome::of_prefix(n, vec![Err(e)]),
         };
         let names: Vec<String> = items.iter().map(|i| self.lock_name(i.key)).collect();
         let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
@@ -77,11 +80,12 @@ impl Postgres {
         let (mut there, upsert) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(fault)) => return fail(BackendOp::SaveBatch.into(), &first_key, fault),
-            Err(e) => return vec![Err(e)],
+            Err(e) => return BatchOutcome::of_prefix(n, vec![Err(e)]),
         };
         let mut queued: Vec<Queued> = Vec::new();
         let mut written = 0;
         let mut stopped: Option<Result<Outcome>> = None;
+        let mut unserializable = false;
         for item in items.iter() {
             let key = item.key;
             if let Some(current) = refusal(item.cond, there.get(key.as_str()).copied()) {
@@ -106,15 +110,12 @@ impl Postgres {
                 return fail(NOTHING_SAVED, key, fault);
             }
             match (filled, big) {
-                (Err(e), big) => {
-                    if big.is_some() {
-                        // Its chunks go; the stashes before it stay.
-                        let undo = tx.conn().batch_execute("ROLLBACK TO SAVEPOINT safestash_big");
-                        if let Err(fault) = undo {
-                            return fail(NOTHING_SAVED, key, fault);
-                        }
-                    }
+                (Err(e), _) => {
+                    // A value that does not serialize stops the batch with
+                    // nothing of it saved: the transaction is rolled back
+                    // with it (dropped uncommitted).
                     stopped = Some(Err(e));
+                    unserializable = true;
                     break;
                 }
                 (Ok(digest), Some(chunker)) => {
@@ -134,6 +135,13 @@ impl Postgres {
                 }
             }
             written += 1;
+        }
+        if unserializable {
+            let failed = match stopped {
+                Some(Err(e)) => Some((written, e)),
+                _ => None,
+            };
+            return BatchOutcome { outcomes: vec![None; n], failed };
         }
         tx.conn().set_deadline(self.deadline(false));
         match send(tx.conn(), &upsert, &self.ns, &queued, COMMIT, true) {
@@ -156,7 +164,7 @@ impl Postgres {
         }
         let mut results: Vec<Result<Outcome>> = (0..written).map(|_| Ok(Outcome::Done)).collect();
         results.extend(stopped);
-        results
+        BatchOutcome::of_prefix(n, results)
     }
 }
 

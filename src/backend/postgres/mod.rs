@@ -443,13 +443,13 @@ impl Backend for Postgres {
     }
 
     fn put_batch(&self, items: &[BatchPut<'_>]) -> BatchOutcome {
-        let results = if items.len() < 2 {
+        if items.len() < 2 {
             // One stash: a save as any other (one exchange when small).
-            items.iter().map(|i| self.put_with(i.key, i.cond, &mut |w| (i.fill)(w))).collect()
-        } else {
-            self.save_batch(items)
-        };
-        BatchOutcome::of_prefix(items.len(), results)
+            let results =
+                items.iter().map(|i| self.put_with(i.key, i.cond, &mut |w| (i.fill)(w))).collect();
+            return BatchOutcome::of_prefix(items.len(), results);
+        }
+        self.save_batch(items)
     }
 
     fn delete(&self, key: &StashKey, cond: Precondition) -> Result<Outcome> {

@@ -187,6 +187,29 @@ fn batch_semantics(o: &Opened) -> Checked {
         ensure!(err.saved.len() == 1, "one put at a time, yet {} saved", err.saved.len());
         ensure!(err.not_saved == [b.clone(), c.clone()], "not_saved {:?}", err.not_saved);
     }
+    // A value that does not serialize stops the batch with nothing of it
+    // saved, even the stashes before it (on every backend).
+    struct Unserializable;
+    impl serde::Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("not serializable"))
+        }
+    }
+    let (d, e) = (key("d"), key("e"));
+    let mut batch = s.batch();
+    batch.add(&d, &4, &opts).ctx("add")?;
+    batch.add(&e, &Unserializable, &opts).ctx("add")?;
+    let err = match batch.commit() {
+        Err(err) => err,
+        Ok(_) => {
+            return Err("a batch with a value that does not serialize committed".to_owned().into());
+        }
+    };
+    ensure!(matches!(err.error, Error::Serialize { .. }), "batch failed with {:?}", err.error);
+    ensure!(err.saved.is_empty(), "saved {:?} from a batch that did not serialize", err.saved);
+    ensure!(err.not_saved.first() == Some(&e), "not_saved starts with {:?}", err.not_saved);
+    let vd = s.load::<i32>(&d).ctx("load")?.map(Stashed::into_value);
+    ensure!(vd.is_none(), "the stash before a value that does not serialize loads: {vd:?}");
     Ok(())
 }
 
