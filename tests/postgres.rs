@@ -1917,6 +1917,7 @@ fn small_verbs_cost_one_round_trip_and_conditional_saves_at_most_two() {
         last = vec![
             ("save", 1, count(&mut || drop(s.save(&k, &value).unwrap()))),
             ("load", 1, count(&mut || assert!(s.load::<String>(&k).unwrap().is_some()))),
+            ("list", 1, count(&mut || assert_eq!(s.list().unwrap().len(), 1))),
             ("clear", 1, count(&mut || assert!(s.clear(&k).unwrap()))),
             (
                 "save if absent",

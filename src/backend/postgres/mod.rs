@@ -470,7 +470,7 @@ impl Backend for Postgres {
              FROM <stashes> s WHERE s.namespace = $1 ORDER BY s.key COLLATE pg_catalog.\"C\"",
         );
         let rows =
-            self.run(BackendOp::List, None, false, |c| c.query(&sql, &[&self.ns, &head_len]))?;
+            self.run(BackendOp::List, None, false, |c| c.query_prepared(&sql, &[&self.ns, &head_len]))?;
         Ok(rows
             .into_iter()
             .map(|row| Listed {
@@ -517,7 +517,9 @@ impl Backend for Postgres {
                    = pg_catalog.concat($1::pg_catalog.text, '/'::pg_catalog.text)",
         );
         let rows =
-            self.run(BackendOp::ListNamespaces, None, false, |c| c.query(&sql, &[&self.ns]))?;
+            self.run(BackendOp::ListNamespaces, None, false, |c| {
+                c.query_prepared(&sql, &[&self.ns])
+            })?;
         let mut found: Vec<String> =
             rows.into_iter().map(|r| r.get::<_, String>(0)).filter(|n| !n.contains('/')).collect();
         found.sort();
