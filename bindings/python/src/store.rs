@@ -17,7 +17,7 @@ use safestash::{
 
 use crate::errors::{CallbackError, open_error, store_error};
 use crate::time::{age, datetime, duration, timedelta};
-use crate::value::Json;
+use crate::value::{IntoPython, Json, PyValue};
 
 pub type RsStore = safestash::Store;
 
@@ -121,9 +121,9 @@ pub struct Stashed {
 }
 
 impl Stashed {
-    pub fn new(py: Python<'_>, s: RsStashed<Json>) -> PyResult<Stashed> {
+    pub fn new<V: IntoPython>(py: Python<'_>, s: RsStashed<V>) -> PyResult<Stashed> {
         let (value, meta) = s.into_parts();
-        Ok(Stashed { value: value.to_py(py)?.unbind(), meta })
+        Ok(Stashed { value: value.into_python(py)?, meta })
     }
 
     fn meta_only(py: Python<'_>, meta: StashMeta) -> Stashed {
@@ -223,7 +223,7 @@ pub struct Checked {
 }
 
 impl Checked {
-    pub fn new(py: Python<'_>, c: RsChecked<Json>) -> PyResult<Checked> {
+    pub fn new<V: IntoPython>(py: Python<'_>, c: RsChecked<V>) -> PyResult<Checked> {
         let (verdict, stashed, age_, max_age_, ahead_, expected, found) = match c {
             RsChecked::Fresh(s) => ("fresh", s, None, None, None, None, None),
             RsChecked::Stale { stashed, age, max_age } => {
@@ -335,6 +335,11 @@ pub struct Store {
     dir: PathBuf,
     /// The URL it was opened with, for a store opened from one.
     url: Option<String>,
+    /// A directory store: a load parses the stash straight into Python
+    /// objects ([`PyValue`], the GIL held for the parse). A remote store's
+    /// loads parse into a [`Json`] tree without the GIL, so a stash that
+    /// streams from the network is never read with the GIL held.
+    parse_into_python: bool,
 }
 
 impl Store {
@@ -349,7 +354,28 @@ impl Store {
 
     fn opened(inner: RsStore, url: Option<String>) -> Store {
         let dir = inner.dir().to_owned();
-        Store { handle: RwLock::new(Some(inner)), dir, url }
+        let parse_into_python = url
+            .as_deref()
+            .is_none_or(|u| u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("file://")));
+        Store { handle: RwLock::new(Some(inner)), dir, url, parse_into_python }
+    }
+
+    fn load_as<V: IntoPython>(&self, py: Python<'_>, key: &StashKey) -> PyResult<Option<Stashed>> {
+        let store = &self.inner()?;
+        let loaded = py.detach(|| store.load::<V>(key)).map_err(|e| store_error(py, e))?;
+        loaded.map(|s| Stashed::new(py, s)).transpose()
+    }
+
+    fn load_checked_as<V: IntoPython>(
+        &self,
+        py: Python<'_>,
+        key: &StashKey,
+        policy: &LoadPolicy,
+    ) -> PyResult<Option<Checked>> {
+        let store = &self.inner()?;
+        let checked =
+            py.detach(|| store.load_checked::<V>(key, policy)).map_err(|e| store_error(py, e))?;
+        checked.map(|c| Checked::new(py, c)).transpose()
     }
 }
 
@@ -494,9 +520,11 @@ impl Store {
     /// ``InvalidKeyError``, ``StashIOError``.
     fn load(&self, py: Python<'_>, key: &str) -> PyResult<Option<Stashed>> {
         let key = self::key(py, key)?;
-        let store = &self.inner()?;
-        let loaded = py.detach(|| store.load::<Json>(&key)).map_err(|e| store_error(py, e))?;
-        loaded.map(|s| Stashed::new(py, s)).transpose()
+        if self.parse_into_python {
+            self.load_as::<PyValue>(py, &key)
+        } else {
+            self.load_as::<Json>(py, &key)
+        }
     }
 
     /// Loads ``key``'s stash and checks it against a load policy:
@@ -519,11 +547,11 @@ impl Store {
     ) -> PyResult<Option<Checked>> {
         let key = self::key(py, key)?;
         let policy = policy(max_age, origin)?;
-        let store = &self.inner()?;
-        let checked = py
-            .detach(|| store.load_checked::<Json>(&key, &policy))
-            .map_err(|e| store_error(py, e))?;
-        checked.map(|c| Checked::new(py, c)).transpose()
+        if self.parse_into_python {
+            self.load_checked_as::<PyValue>(py, &key, &policy)
+        } else {
+            self.load_checked_as::<Json>(py, &key, &policy)
+        }
     }
 
     /// Removes ``key``'s stash, durably. ``True`` if a stash was removed,
