@@ -323,7 +323,10 @@ impl StashInfo {
 /// ``path``, ``StashIOError`` when it cannot be inspected.
 ///
 /// Every method releases the GIL while it does I/O: an ``fsync`` in one
-/// thread does not stall the others. A ``Store`` holds no open files and
+/// thread does not stall the others. A load of a directory stash takes it
+/// back to parse the value straight into Python objects; a stash over
+/// 256 MiB is parsed as it is read, so its payload is read with the GIL
+/// held (a remote store's loads never read with it). A ``Store`` holds no open files and
 /// no threads, so it is safe to create before ``fork`` and to pass to
 /// ``multiprocessing`` workers (it pickles as its path).
 #[pyclass(frozen, module = "safestash")]
