@@ -150,7 +150,35 @@ impl<F: Fs> Store<F> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn adopt<T>(&self, stashed: &Stashed<T>) -> RollbackGuard<T, F> {
-        RollbackGuard::over(self.clone(), receipt_of(stashed.meta()))
+        self.adopt_meta(stashed.meta())
+    }
+
+    /// [`adopt`](Store::adopt) by the stash's metadata alone: for a caller
+    /// that has moved the value out of the [`Stashed`] (with
+    /// [`into_parts`](Stashed::into_parts)) and kept its [`StashMeta`], or
+    /// that took it from [`Store::verify`]. As with `adopt`, nothing is
+    /// written, and the guard restores and clears only the stash with that
+    /// digest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safestash::Stashed;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = safestash::Store::open(dir.path())?;
+    /// let key = safestash::StashKey::new("t")?;
+    /// store.save(&key, &vec![1, 2])?;
+    /// let (value, meta) = store.load::<Vec<i32>>(&key)?.unwrap().into_parts();
+    /// assert_eq!(value, [1, 2]); // the value went elsewhere; the metadata stays
+    /// let guard = store.adopt_meta::<Vec<i32>>(&meta);
+    /// assert_eq!(guard.receipt().digest, meta.digest);
+    /// guard.rollback(&mut |s: Stashed<Vec<i32>>| Ok::<(), std::io::Error>(assert_eq!(s.value().len(), 2)))
+    ///     .map_err(safestash::Error::from)?;
+    /// assert!(store.load::<Vec<i32>>(&key)?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adopt_meta<T>(&self, meta: &StashMeta) -> RollbackGuard<T, F> {
+        RollbackGuard::over(self.clone(), receipt_of(meta))
     }
 
     /// The retry decision, in one call: what a job that may be re-running

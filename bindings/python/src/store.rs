@@ -3,20 +3,21 @@
 //! rollback `Guard` and the retry decision's `Resumed`.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use safestash::{
-    BoxError, Checked as RsChecked, Digest, KeyLock as RsKeyLock, LoadPolicy, Receipt as RsReceipt,
-    Resume, SaveOptions, StashKey, StashMeta, Stashed as RsStashed,
+    BoxError, Checked as RsChecked, Digest, GuardError, KeyLock as RsKeyLock, LoadPolicy,
+    Receipt as RsReceipt, Resume, RollbackGuard, SaveOptions, StashKey, StashMeta,
+    Stashed as RsStashed,
 };
 
 use crate::errors::{CallbackError, open_error, store_error};
 use crate::time::{age, datetime, duration, timedelta};
-use crate::value::Json;
+use crate::value::{IntoPython, Json, PyValue};
 
 pub type RsStore = safestash::Store;
 
@@ -109,64 +110,91 @@ impl Receipt {
 /// ``created``, measured now; zero if the clock went backwards),
 /// ``digest`` (verified SHA-256, hex), ``size`` (bytes), ``path``,
 /// ``writer`` (the safestash version that wrote it).
-#[pyclass(frozen, module = "safestash", get_all)]
+#[pyclass(frozen, module = "safestash")]
 pub struct Stashed {
+    /// The value (``None`` for the metadata of a replaced stash).
+    #[pyo3(get)]
     pub value: Py<PyAny>,
-    pub key: String,
-    pub kind: String,
-    pub origin: Option<String>,
-    pub digest: String,
-    pub size: u64,
-    pub path: PathBuf,
-    pub writer: String,
-    created_at: SystemTime,
+    /// The crate's metadata of the verified stash: the attributes read it,
+    /// and :meth:`Store.adopt` takes charge of the stash by it.
+    meta: StashMeta,
 }
 
 impl Stashed {
-    pub fn new(py: Python<'_>, s: RsStashed<Json>) -> PyResult<Stashed> {
+    pub fn new<V: IntoPython>(py: Python<'_>, s: RsStashed<V>) -> PyResult<Stashed> {
         let (value, meta) = s.into_parts();
-        let mut out = Stashed::meta_only(py, &meta);
-        out.value = value.to_py(py)?.unbind();
-        Ok(out)
+        Ok(Stashed { value: value.into_python(py)?, meta })
     }
 
-    fn meta_only(py: Python<'_>, meta: &StashMeta) -> Stashed {
-        Stashed {
-            value: py.None(),
-            key: meta.header.key().to_string(),
-            kind: meta.header.kind().to_owned(),
-            origin: meta.header.origin().map(str::to_owned),
-            digest: meta.digest.to_string(),
-            size: meta.size,
-            path: meta.path.clone(),
-            writer: meta.header.writer().to_owned(),
-            created_at: meta.header.created(),
-        }
+    fn meta_only(py: Python<'_>, meta: StashMeta) -> Stashed {
+        Stashed { value: py.None(), meta }
     }
 }
 
 #[pymethods]
 impl Stashed {
+    /// The stash's key.
+    #[getter]
+    fn key(&self) -> &str {
+        self.meta.header.key().as_str()
+    }
+
+    /// What the payload is (the ``kind`` it was saved with).
+    #[getter]
+    fn kind(&self) -> &str {
+        self.meta.header.kind()
+    }
+
+    /// Who or what wrote it, or ``None``.
+    #[getter]
+    fn origin(&self) -> Option<&str> {
+        self.meta.header.origin()
+    }
+
+    /// The verified SHA-256 (hex).
+    #[getter]
+    fn digest(&self) -> String {
+        self.meta.digest.to_string()
+    }
+
+    /// The stash's size in bytes.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.meta.size
+    }
+
+    /// The stash file.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.meta.path.clone()
+    }
+
+    /// The safestash version that wrote it.
+    #[getter]
+    fn writer(&self) -> &str {
+        self.meta.header.writer()
+    }
+
     /// When the stash was written (aware ``datetime``, UTC).
     #[getter]
     fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        datetime(py, self.created_at)
+        datetime(py, self.meta.header.created())
     }
 
     /// How long ago the stash was written (``timedelta``; zero if the clock
     /// went backwards).
     #[getter]
     fn age<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        timedelta(py, age(self.created_at))
+        timedelta(py, age(self.meta.header.created()))
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Stashed(key={:?}, kind={:?}, origin={}, digest={:?})",
-            self.key,
-            self.kind,
-            py_opt(&self.origin),
-            self.digest
+            self.key(),
+            self.kind(),
+            py_opt(&self.origin().map(str::to_owned)),
+            self.digest()
         )
     }
 }
@@ -195,7 +223,7 @@ pub struct Checked {
 }
 
 impl Checked {
-    pub fn new(py: Python<'_>, c: RsChecked<Json>) -> PyResult<Checked> {
+    pub fn new<V: IntoPython>(py: Python<'_>, c: RsChecked<V>) -> PyResult<Checked> {
         let (verdict, stashed, age_, max_age_, ahead_, expected, found) = match c {
             RsChecked::Fresh(s) => ("fresh", s, None, None, None, None, None),
             RsChecked::Stale { stashed, age, max_age } => {
@@ -296,7 +324,10 @@ impl StashInfo {
 /// ``path``, ``StashIOError`` when it cannot be inspected.
 ///
 /// Every method releases the GIL while it does I/O: an ``fsync`` in one
-/// thread does not stall the others. A ``Store`` holds no open files and
+/// thread does not stall the others. A load of a directory stash takes it
+/// back to parse the value straight into Python objects; a stash over
+/// 256 MiB is parsed as it is read, so its payload is read with the GIL
+/// held (a remote store's loads never read with it). A ``Store`` holds no open files and
 /// no threads, so it is safe to create before ``fork`` and to pass to
 /// ``multiprocessing`` workers (it pickles as its path).
 #[pyclass(frozen, module = "safestash")]
@@ -308,6 +339,11 @@ pub struct Store {
     dir: PathBuf,
     /// The URL it was opened with, for a store opened from one.
     url: Option<String>,
+    /// A directory store: a load parses the stash straight into Python
+    /// objects ([`PyValue`], the GIL held for the parse). A remote store's
+    /// loads parse into a [`Json`] tree without the GIL, so a stash that
+    /// streams from the network is never read with the GIL held.
+    parse_into_python: bool,
 }
 
 impl Store {
@@ -322,7 +358,28 @@ impl Store {
 
     fn opened(inner: RsStore, url: Option<String>) -> Store {
         let dir = inner.dir().to_owned();
-        Store { handle: RwLock::new(Some(inner)), dir, url }
+        let parse_into_python = url
+            .as_deref()
+            .is_none_or(|u| u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("file://")));
+        Store { handle: RwLock::new(Some(inner)), dir, url, parse_into_python }
+    }
+
+    fn load_as<V: IntoPython>(&self, py: Python<'_>, key: &StashKey) -> PyResult<Option<Stashed>> {
+        let store = &self.inner()?;
+        let loaded = py.detach(|| store.load::<V>(key)).map_err(|e| store_error(py, e))?;
+        loaded.map(|s| Stashed::new(py, s)).transpose()
+    }
+
+    fn load_checked_as<V: IntoPython>(
+        &self,
+        py: Python<'_>,
+        key: &StashKey,
+        policy: &LoadPolicy,
+    ) -> PyResult<Option<Checked>> {
+        let store = &self.inner()?;
+        let checked =
+            py.detach(|| store.load_checked::<V>(key, policy)).map_err(|e| store_error(py, e))?;
+        checked.map(|c| Checked::new(py, c)).transpose()
     }
 }
 
@@ -467,9 +524,11 @@ impl Store {
     /// ``InvalidKeyError``, ``StashIOError``.
     fn load(&self, py: Python<'_>, key: &str) -> PyResult<Option<Stashed>> {
         let key = self::key(py, key)?;
-        let store = &self.inner()?;
-        let loaded = py.detach(|| store.load::<Json>(&key)).map_err(|e| store_error(py, e))?;
-        loaded.map(|s| Stashed::new(py, s)).transpose()
+        if self.parse_into_python {
+            self.load_as::<PyValue>(py, &key)
+        } else {
+            self.load_as::<Json>(py, &key)
+        }
     }
 
     /// Loads ``key``'s stash and checks it against a load policy:
@@ -492,11 +551,11 @@ impl Store {
     ) -> PyResult<Option<Checked>> {
         let key = self::key(py, key)?;
         let policy = policy(max_age, origin)?;
-        let store = &self.inner()?;
-        let checked = py
-            .detach(|| store.load_checked::<Json>(&key, &policy))
-            .map_err(|e| store_error(py, e))?;
-        checked.map(|c| Checked::new(py, c)).transpose()
+        if self.parse_into_python {
+            self.load_checked_as::<PyValue>(py, &key, &policy)
+        } else {
+            self.load_checked_as::<Json>(py, &key, &policy)
+        }
     }
 
     /// Removes ``key``'s stash, durably. ``True`` if a stash was removed,
@@ -674,10 +733,10 @@ impl Store {
         let snapshot = Json::from_py(snapshot)?;
         let opts = opts(kind, origin);
         let store = &self.inner()?;
-        let receipt = py
-            .detach(|| store.begin_with(&key, &snapshot, &opts).map(|g| g.keep()))
+        let guard = py
+            .detach(|| store.begin_with(&key, &snapshot, &opts))
             .map_err(|e| store_error(py, e))?;
-        Guard::new(py, store, &receipt)
+        Guard::new(py, guard)
     }
 
     /// The retry decision, in one call: what a job that is about to
@@ -717,16 +776,16 @@ impl Store {
         let policy = policy(max_age, expect_origin)?;
         let store = &self.inner()?;
         enum Out {
-            Live(RsReceipt, Option<StashMeta>),
-            Stash(RsReceipt),
+            Live(RsGuard, Option<StashMeta>),
+            Stash(RsGuard),
             Refused(RsChecked<Json>),
             Nothing,
         }
         let out = py
             .detach(|| {
                 store.resume(&key, live.as_ref(), &opts, &policy).map(|r| match r {
-                    Resume::Live { guard, replaced } => Out::Live(guard.keep(), replaced),
-                    Resume::Stash(guard) => Out::Stash(guard.keep()),
+                    Resume::Live { guard, replaced } => Out::Live(guard, replaced),
+                    Resume::Stash(guard) => Out::Stash(guard),
                     Resume::Refused(checked) => Out::Refused(checked),
                     Resume::Nothing => Out::Nothing,
                     _ => Out::Nothing,
@@ -735,15 +794,15 @@ impl Store {
             .map_err(|e| store_error(py, e))?;
         let none = Resumed { decision: "nothing", guard: None, checked: None, replaced: None };
         Ok(match out {
-            Out::Live(receipt, replaced) => Resumed {
+            Out::Live(guard, replaced) => Resumed {
                 decision: "live",
-                guard: Some(Py::new(py, Guard::new(py, store, &receipt)?)?),
-                replaced: replaced.map(|m| Py::new(py, Stashed::meta_only(py, &m))).transpose()?,
+                guard: Some(Py::new(py, Guard::new(py, guard)?)?),
+                replaced: replaced.map(|m| Py::new(py, Stashed::meta_only(py, m))).transpose()?,
                 ..none
             },
-            Out::Stash(receipt) => Resumed {
+            Out::Stash(guard) => Resumed {
                 decision: "stash",
-                guard: Some(Py::new(py, Guard::new(py, store, &receipt)?)?),
+                guard: Some(Py::new(py, Guard::new(py, guard)?)?),
                 ..none
             },
             Out::Refused(checked) => Resumed {
@@ -760,19 +819,7 @@ impl Store {
     /// Its rollback restores it only if it is still that stash (same
     /// SHA-256).
     fn adopt(&self, py: Python<'_>, stashed: &Bound<'_, Stashed>) -> PyResult<Guard> {
-        let s = stashed.get();
-        let receipt = GuardReceipt {
-            key: self::key(py, &s.key)?,
-            digest: parse_digest(py, &s.digest)?,
-            receipt: Receipt {
-                key: s.key.clone(),
-                path: s.path.clone(),
-                bytes: s.size,
-                digest: s.digest.clone(),
-                created_at: s.created_at,
-            },
-        };
-        Guard::from_parts(py, &self.inner()?, receipt)
+        Guard::new(py, self.inner()?.adopt_meta(&stashed.get().meta))
     }
 }
 
@@ -916,30 +963,8 @@ impl KeyLock {
 
 // --- the rollback guard -------------------------------------------------
 
-struct GuardReceipt {
-    key: StashKey,
-    digest: Digest,
-    receipt: Receipt,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GuardState {
-    Open,
-    Committed,
-    RolledBack,
-    Kept,
-}
-
-impl GuardState {
-    fn name(self) -> &'static str {
-        match self {
-            GuardState::Open => "open",
-            GuardState::Committed => "committed",
-            GuardState::RolledBack => "rolled_back",
-            GuardState::Kept => "kept",
-        }
-    }
-}
+/// The crate's guard over a stash of JSON-compatible values.
+type RsGuard = RollbackGuard<Json>;
 
 /// The permit to destroy: the stash of the resource about to be destroyed,
 /// from :meth:`Store.begin`, :meth:`Store.resume` or :meth:`Store.adopt`.
@@ -964,53 +989,59 @@ impl GuardState {
 /// (the guard stays usable for a rollback in an ``except`` clause);
 /// leaving the block without commit or rollback keeps the stash and warns
 /// (``StashKeptWarning``). The next attempt finds the stash
-/// (:meth:`Store.resume`).
+/// (:meth:`Store.resume`). A guard garbage-collected while still open
+/// keeps the stash and logs a warning (the crate's guard, dropped).
+///
+/// While a ``commit`` or ``rollback`` runs the guard is in use: another
+/// call on it (from ``restore_fn``, or another thread) raises
+/// ``RuntimeError`` rather than act on the stash being restored.
 #[pyclass(frozen, module = "safestash")]
 pub struct Guard {
-    store: RsStore,
-    stash_key: StashKey,
-    digest: Digest,
+    /// The crate's guard: there while open and idle, taken out by the call
+    /// that uses it (and put back if that call failed, as the crate hands
+    /// it back in its `GuardError`).
+    guard: Mutex<Option<RsGuard>>,
+    /// Which call consumed the crate's guard, set once it succeeded.
+    ended: OnceLock<&'static str>,
     #[pyo3(get)]
     receipt: Py<Receipt>,
-    state: Mutex<GuardState>,
 }
 
 impl Guard {
-    fn new(py: Python<'_>, store: &RsStore, r: &RsReceipt) -> PyResult<Guard> {
-        Guard::from_parts(
-            py,
-            store,
-            GuardReceipt { key: r.key.clone(), digest: r.digest, receipt: Receipt::new(r) },
-        )
+    fn new(py: Python<'_>, guard: RsGuard) -> PyResult<Guard> {
+        let receipt = Py::new(py, Receipt::new(guard.receipt()))?;
+        Ok(Guard { guard: Mutex::new(Some(guard)), ended: OnceLock::new(), receipt })
     }
 
-    fn from_parts(py: Python<'_>, store: &RsStore, r: GuardReceipt) -> PyResult<Guard> {
-        Ok(Guard {
-            store: store.clone(),
-            stash_key: r.key,
-            digest: r.digest,
-            receipt: Py::new(py, r.receipt)?,
-            state: Mutex::new(GuardState::Open),
+    fn state(&self) -> &'static str {
+        self.ended.get().copied().unwrap_or("open")
+    }
+
+    /// Takes the crate's guard out for one consuming call. The mutex is
+    /// held only to take or put back, never across I/O or Python code.
+    fn take(&self) -> PyResult<RsGuard> {
+        let taken = self.guard.lock().unwrap_or_else(PoisonError::into_inner).take();
+        taken.ok_or_else(|| {
+            let key = &self.receipt.get().key;
+            PyRuntimeError::new_err(match self.ended.get() {
+                Some(done) => format!("the guard of stash `{key}` is already {done}"),
+                None => {
+                    format!("the guard of stash `{key}` is in use: a commit or rollback is running")
+                }
+            })
         })
     }
 
-    fn state(&self) -> GuardState {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A consuming call succeeded: the crate's guard is gone.
+    fn end(&self, how: &'static str) {
+        let _ = self.ended.set(how);
     }
 
-    fn check_open(&self) -> PyResult<()> {
-        match self.state() {
-            GuardState::Open => Ok(()),
-            done => Err(PyRuntimeError::new_err(format!(
-                "the guard of stash `{}` is already {}",
-                self.stash_key,
-                done.name()
-            ))),
-        }
-    }
-
-    fn set(&self, state: GuardState) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    /// A consuming call failed: the crate handed the guard back.
+    fn hand_back(&self, failed: GuardError<Json>) -> (safestash::Error, bool) {
+        let GuardError { guard, error, restored } = failed;
+        *self.guard.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+        (error, restored)
     }
 }
 
@@ -1019,26 +1050,26 @@ impl Guard {
     /// The stash's key.
     #[getter]
     fn key(&self) -> String {
-        self.stash_key.to_string()
+        self.receipt.get().key.clone()
     }
 
     /// The SHA-256 of the stash this guard holds (hex).
     #[getter]
     fn digest(&self) -> String {
-        self.digest.to_string()
+        self.receipt.get().digest.clone()
     }
 
     /// ``"open"``, ``"committed"``, ``"rolled_back"`` or ``"kept"``.
     #[getter]
     fn state_name(&self) -> &'static str {
-        self.state().name()
+        self.state()
     }
 
     /// Whether the guard is still open (neither committed, rolled back nor
     /// kept).
     #[getter]
     fn open(&self) -> bool {
-        self.state() == GuardState::Open
+        self.ended.get().is_none()
     }
 
     /// The rebuild succeeded: clears the stash, if it is still the one this
@@ -1048,12 +1079,18 @@ impl Guard {
     /// Raises ``ReplacedError`` when another writer replaced the stash (it
     /// is kept), ``StashIOError`` on failure; the guard stays open, so the
     /// commit can be retried.
+    // The crate hands its guard back by value in a failed call's
+    // `GuardError` (the cold path), to be put back for a retry.
+    #[allow(clippy::result_large_err)]
     fn commit(&self, py: Python<'_>) -> PyResult<bool> {
-        self.check_open()?;
-        let (store, key, digest) = (&self.store, &self.stash_key, &self.digest);
-        let removed = py.detach(|| store.clear_if(key, digest)).map_err(|e| store_error(py, e))?;
-        self.set(GuardState::Committed);
-        Ok(removed)
+        let guard = self.take()?;
+        match py.detach(|| guard.commit()) {
+            Ok(removed) => {
+                self.end("committed");
+                Ok(removed)
+            }
+            Err(failed) => Err(store_error(py, self.hand_back(failed).0)),
+        }
     }
 
     /// The rebuild failed: restores the stash through ``restore_fn`` and
@@ -1070,51 +1107,25 @@ impl Guard {
     /// damaged: in every case the stash is kept and the guard stays open
     /// for a retry. If the restore succeeded but clearing the stash
     /// failed, the exception has ``restored = True``.
+    // The crate hands its guard back by value in a failed call's
+    // `GuardError` (the cold path), to be put back for a retry.
+    #[allow(clippy::result_large_err)]
     fn rollback(&self, py: Python<'_>, restore_fn: Py<PyAny>) -> PyResult<()> {
-        self.check_open()?;
-        let (store, key, digest) = (&self.store, &self.stash_key, &self.digest);
-        // The Rust guard borrows the store, so this Python guard keeps the
-        // key and digest and rebuilds the Rust guard from the verified
-        // stash for the one call (`Store::adopt`); the Rust rollback then
-        // checks again, under the key's lock, that it is that stash.
-        let result = py.detach(|| -> Result<(), (safestash::Error, bool)> {
-            let stashed = match store.load::<Json>(key).map_err(|e| (e, false))? {
-                Some(s) if s.meta().digest == *digest => s,
-                _ => {
-                    return Err((
-                        safestash::Error::Replaced {
-                            key: key.clone(),
-                            path: store.path_of(key),
-                            expected: *digest,
-                        },
-                        false,
-                    ));
-                }
-            };
-            let guard = store.adopt(&stashed);
-            drop(stashed);
-            let mut hook = |s: RsStashed<Json>| -> Result<(), BoxError> {
-                Python::attach(|py| {
-                    let arg = Stashed::new(py, s)?;
-                    restore_fn.call1(py, (arg,)).map(drop)
-                })
-                .map_err(|e| Box::new(CallbackError(e)) as BoxError)
-            };
-            match guard.rollback(&mut hook) {
-                Ok(_) => Ok(()),
-                Err(failed) => {
-                    let restored = failed.restored;
-                    let _ = failed.guard.keep();
-                    Err((failed.error, restored))
-                }
-            }
-        });
-        match result {
-            Ok(()) => {
-                self.set(GuardState::RolledBack);
+        let guard = self.take()?;
+        let mut hook = |s: RsStashed<Json>| -> Result<(), BoxError> {
+            Python::attach(|py| {
+                let arg = Stashed::new(py, s)?;
+                restore_fn.call1(py, (arg,)).map(drop)
+            })
+            .map_err(|e| Box::new(CallbackError(e)) as BoxError)
+        };
+        match py.detach(|| guard.rollback(&mut hook)) {
+            Ok(_) => {
+                self.end("rolled_back");
                 Ok(())
             }
-            Err((e, restored)) => {
+            Err(failed) => {
+                let (e, restored) = self.hand_back(failed);
                 let err = store_error(py, e);
                 err.value(py).setattr("restored", restored)?;
                 Err(err)
@@ -1125,8 +1136,10 @@ impl Guard {
     /// Gives up the guard and keeps the stash (for an operator, or a later
     /// :meth:`Store.resume`). Returns the :class:`Receipt`.
     fn keep(&self, py: Python<'_>) -> PyResult<Py<Receipt>> {
-        self.check_open()?;
-        self.set(GuardState::Kept);
+        let guard = self.take()?;
+        // The crate's receipt is the one `receipt` was made from.
+        let _: RsReceipt = guard.keep();
+        self.end("kept");
         Ok(self.receipt.clone_ref(py))
     }
 
@@ -1141,11 +1154,11 @@ impl Guard {
         _value: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        if ty.is_none() && self.state() == GuardState::Open {
+        if ty.is_none() && self.open() {
             let warning = py.import("safestash.errors")?.getattr("StashKeptWarning")?;
             let msg = format!(
                 "guard of stash `{}` left without commit() or rollback(); the stash is kept",
-                self.stash_key
+                self.receipt.get().key
             );
             PyErr::warn(py, &warning, &std::ffi::CString::new(msg).unwrap_or_default(), 1)?;
         }
@@ -1154,7 +1167,7 @@ impl Guard {
     }
 
     fn __repr__(&self) -> String {
-        format!("Guard(key={:?}, state={:?})", self.stash_key.as_str(), self.state().name())
+        format!("Guard(key={:?}, state={:?})", self.receipt.get().key, self.state())
     }
 }
 

@@ -1,5 +1,7 @@
 """The rollback guard, the retry decision and the held lock."""
 
+import gc
+import logging
 import threading
 import time
 import warnings
@@ -190,3 +192,42 @@ def test_guard_repr_and_warnings_filter(store):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         guard.commit()
+
+
+def test_a_guard_dropped_open_logs_that_the_stash_is_kept(store, caplog):
+    """The Python guard is the crate's guard: dropped while open, it keeps
+    the stash and says so (a WARNING record), as in Rust; a guard that was
+    committed, rolled back or kept says nothing."""
+    caplog.set_level(logging.WARNING, logger="safestash")
+    guard = store.begin("orders", [1])
+    del guard
+    gc.collect()
+    dropped = [r for r in caplog.records if "dropped without commit or rollback" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].levelno == logging.WARNING, caplog.records
+    assert dropped[0].key == "orders"
+    assert store.load("orders").value == [1]
+    caplog.clear()
+    store.begin("a", 1).commit()
+    store.begin("b", 1).keep()
+    store.begin("c", 1).rollback(lambda s: None)
+    gc.collect()
+    assert [r for r in caplog.records if "dropped without" in r.getMessage()] == []
+
+
+def test_a_commit_from_inside_the_restore_is_refused(store):
+    """While a rollback runs, the guard is in use: a commit from the
+    restore hook must not clear the stash being restored."""
+    guard = store.begin("orders", 1)
+    seen = []
+
+    def hook(stashed):
+        seen.append(guard.state_name)
+        guard.commit()
+
+    with pytest.raises(safestash.RestoreError) as e:
+        guard.rollback(hook)
+    assert isinstance(e.value.__cause__, RuntimeError), e.value.__cause__
+    assert "in use" in str(e.value.__cause__)
+    assert seen == ["open"] and guard.open and store.load("orders").value == 1
+    guard.rollback(lambda s: None)
+    assert guard.state_name == "rolled_back" and store.load("orders") is None

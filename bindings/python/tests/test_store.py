@@ -2,6 +2,8 @@
 
 import datetime
 import errno
+import json
+import math
 import os
 import pickle
 import subprocess
@@ -237,3 +239,50 @@ def test_an_unknown_url_scheme_is_a_clear_error(tmp_path):
     assert "s3x://bucket/prefix" in str(caught.value)
     with pytest.raises(ValueError):
         safestash.Store("file://relative/dir")
+
+
+def test_a_load_gives_what_json_would(store):
+    """A load builds the same Python objects as ``json.loads`` of the saved
+    value's JSON: every type, 64-bit edges, dict order at every level, and
+    records that repeat the same keys stay independent objects."""
+    records = [{"id": f"c{i}", "info": {"label": "L", "n": i, "ok": i % 2 == 0}} for i in range(50)]
+    value = {
+        "records": records,
+        "big": 2**64 - 1,
+        "small": -(2**63),
+        "f": 1e300,
+        "neg0": -0.0,
+        "text": 'é \u2603 \U0001F600 "q" \\ \n',
+        "empty": {},
+        "none": None,
+        "nested": [[[]], [{}]],
+        "tuple": (1, 2.5),
+    }
+    store.save("k", value)
+    got = store.load("k").value
+    expected = json.loads(json.dumps(value))
+    assert got == expected
+    assert list(got) == list(expected) and [list(r) for r in got["records"]] == [["id", "info"]] * 50
+    assert type(got["big"]) is int and type(got["f"]) is float and math.copysign(1, got["neg0"]) == -1
+    got["records"][0]["info"]["label"] = "changed"
+    assert got["records"][1]["info"]["label"] == "L"
+    assert store.load_checked("k").stashed.value == expected
+
+
+def test_a_value_that_is_not_json_is_named_by_its_path(store):
+    with pytest.raises(TypeError, match=r'^value\["a"\]\[1\]\["b"\]: set is not JSON-compatible'):
+        store.save("k", {"a": [0, {"b": {1}}]})
+    with pytest.raises(ValueError, match=r"^value\[0\]: integer 18446744073709551616 does not fit in 64 bits"):
+        store.save("k", [2**64])
+    with pytest.raises(ValueError, match=r'^value\["x"\]: NaN is not valid JSON'):
+        store.save("k", {"x": float("nan")})
+    with pytest.raises(TypeError, match=r"^value\[0\]: dict keys must be str, not int"):
+        store.save("k", [{1: 2}])
+    deep: list = []
+    inner = deep
+    for _ in range(600):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(ValueError, match=r"^value(\[0\]){513}: nested deeper than 512 levels"):
+        store.save("k", deep)
+    assert store.load("k") is None
