@@ -69,7 +69,7 @@ def main() -> None:
     for op, p, r in (("save", py_save, rs_save), ("load", py_load, rs_load)):
         mp, mr = statistics.median(p), statistics.median(r)
         extra = statistics.median(a - b for a, b in zip(p, r))
-        print(f"{op:<6} {mp / 1000:>11.1f} µs {mr / 1000:>9.1f} µs {mp / mr:>14.2f} {extra / 1000:>13.1f} µs")
+        print(f"{op:<6} {mp / 1000:>11.1f} µs {mr / 1000:>9.1f} µs {mp / mr:>14.3f} {extra / 1000:>13.1f} µs")
 
 
 if __name__ == "__main__":
