@@ -476,12 +476,14 @@ impl std::error::Error for ObserverError {
 /// call failed (a commit whose reply was lost may have been made): the
 /// note goes first in the error's source, so a reader of the message
 /// learns it before the client's error.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Doing {
     pub(crate) op: BackendOp,
     pub(crate) note: Option<&'static str>,
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 impl Doing {
     /// `op`, with `note` said first in the error's source.
     pub(crate) const fn noted(op: BackendOp, note: &'static str) -> Doing {
@@ -498,6 +500,7 @@ impl Doing {
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 impl From<BackendOp> for Doing {
     fn from(op: BackendOp) -> Doing {
         Doing { op, note: None }
@@ -505,18 +508,21 @@ impl From<BackendOp> for Doing {
 }
 
 /// A client's error, with what is known of the outcome said first.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 #[derive(Debug)]
 struct Noted {
     note: &'static str,
     source: BoxError,
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 impl fmt::Display for Noted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.note)
     }
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 impl std::error::Error for Noted {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.source.as_ref())

@@ -469,8 +469,9 @@ impl Backend for Postgres {
                      ''::pg_catalog.bytea) END \
              FROM <stashes> s WHERE s.namespace = $1 ORDER BY s.key COLLATE pg_catalog.\"C\"",
         );
-        let rows =
-            self.run(BackendOp::List, None, false, |c| c.query_prepared(&sql, &[&self.ns, &head_len]))?;
+        let rows = self.run(BackendOp::List, None, false, |c| {
+            c.query_prepared(&sql, &[&self.ns, &head_len])
+        })?;
         Ok(rows
             .into_iter()
             .map(|row| Listed {
@@ -516,10 +517,8 @@ impl Backend for Postgres {
              WHERE pg_catalog.\"left\"(namespace, pg_catalog.length($1::pg_catalog.text) + 1) \
                    = pg_catalog.concat($1::pg_catalog.text, '/'::pg_catalog.text)",
         );
-        let rows =
-            self.run(BackendOp::ListNamespaces, None, false, |c| {
-                c.query_prepared(&sql, &[&self.ns])
-            })?;
+        let rows = self
+            .run(BackendOp::ListNamespaces, None, false, |c| c.query_prepared(&sql, &[&self.ns]))?;
         let mut found: Vec<String> =
             rows.into_iter().map(|r| r.get::<_, String>(0)).filter(|n| !n.contains('/')).collect();
         found.sort();
