@@ -40,6 +40,8 @@ use crate::key::StashKey;
 
 mod batch;
 pub mod directory;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod redact;
 
 pub use directory::{Directory, FLUSH_GROUP};
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::backend::redact::{param_name, redact_url};
 use crate::error::{BackendOp, Error, Result};
 use crate::key::StashKey;
 
@@ -33,59 +34,13 @@ pub(super) fn url_error(url: &str, rule: &'static str) -> Error {
     Error::InvalidOption { field: "url", value: redact(url), rule }
 }
 
-/// A query parameter's name, percent-decoded and lowercased.
-fn param_name(name: &str) -> String {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_ascii_lowercase()
-}
-
 /// `url` with any password replaced by `***`: the userinfo's (everything
 /// between the first `:` after the scheme and the last `@`, so a password
 /// with `/`, `?` or `@` in it is covered too) and every query parameter
-/// named `password` (any case or percent-encoding) or `pass`.
+/// whose name holds `pass` or `secret` (any case or percent-encoding).
 pub(super) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL; not shown, it may hold a password)".to_owned();
-    };
-    let (userinfo, after) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let userinfo = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((user, _)) => format!("{user}:***@"),
-            None => format!("{u}@"),
-        },
-        None => String::new(),
-    };
-    let after = match after.split_once('?') {
-        Some((path, query)) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((name, _)) if is_secret(name) => format!("{name}=***"),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", pairs.join("&"))
-        }
-        None => after.to_owned(),
-    };
-    format!("{scheme}://{userinfo}{after}")
+    redact_url(url, is_secret)
+        .unwrap_or_else(|| "(not a URL; not shown, it may hold a password)".to_owned())
 }
 
 fn is_secret(name: &str) -> bool {

@@ -10,6 +10,7 @@ use tokio_postgres::Config;
 use tokio_postgres::config::Host;
 
 use super::{DEFAULT_NAMESPACE, Postgres, Shared, Tls, Verify};
+use crate::backend::redact::{param_name, redact_url};
 use crate::error::{BackendOp, Error, Result};
 use crate::key::StashKey;
 
@@ -73,58 +74,13 @@ fn url_error(url: &str, rule: &'static str) -> Error {
     Error::InvalidOption { field: "url", value: redact(url), rule }
 }
 
-/// A query parameter's name, percent-decoded and lowercased.
-fn param_name(name: &str) -> String {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_ascii_lowercase()
-}
-
 /// `url` with any password replaced by `***`: the userinfo's (everything
 /// between the first `:` after the scheme and the last `@`, so a password
 /// with `/`, `?` or `@` in it is covered too), and every query parameter
 /// whose name is `password` in any case or percent-encoding. A string that
 /// is not a URL is a libpq `key=value` string: its `password` values go.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return redact_conninfo(url) };
-    let (userinfo, after) = match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    };
-    let userinfo = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((user, _)) => format!("{user}:***@"),
-            None => format!("{u}@"),
-        },
-        None => String::new(),
-    };
-    let after = match after.split_once('?') {
-        Some((path, query)) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((name, _)) if param_name(name) == "password" => format!("{name}=***"),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", pairs.join("&"))
-        }
-        None => after.to_owned(),
-    };
-    format!("{scheme}://{userinfo}{after}")
+    redact_url(url, |name| param_name(name) == "password").unwrap_or_else(|| redact_conninfo(url))
 }
 
 /// A libpq `key=value` string with every `password` value (any case,
