@@ -175,6 +175,12 @@ impl<F: Fs> Directory<F> {
         if self.locked.as_ref() == Some(key) {
             return Ok(Some(Lock(None)));
         }
+        Ok(self.flock(key, wait, create_dir)?.map(|l| Lock(Some(l))))
+    }
+
+    /// `key`'s `flock` on `.KEY.lock`; `None` when another holder has it.
+    /// With `create_dir`, a missing directory is created first.
+    fn flock(&self, key: &StashKey, wait: bool, create_dir: bool) -> Result<Option<F::Lock>> {
         let path = self.lock_path(key);
         let held = match self.fs.lock(&path, wait) {
             Err(e) if create_dir && e.kind() == io::ErrorKind::NotFound => {
@@ -183,7 +189,7 @@ impl<F: Fs> Directory<F> {
             }
             other => other,
         };
-        Ok(held.map_err(io_err(IoOp::Lock, &path))?.map(|l| Lock(Some(l))))
+        held.map_err(io_err(IoOp::Lock, &path))
     }
 
     /// `key`'s lock taken, waiting; `Error::Locked` is never the answer.
@@ -280,15 +286,7 @@ impl<F: Fs> Backend for Directory<F> {
     }
 
     fn lock(&self, key: &StashKey, wait: bool) -> Result<Option<Box<dyn Held>>> {
-        let path = self.lock_path(key);
-        let held = match self.fs.lock(&path, wait) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.ensure_dir()?;
-                self.fs.lock(&path, wait)
-            }
-            other => other,
-        };
-        Ok(held.map_err(io_err(IoOp::Lock, &path))?.map(|lock| {
+        Ok(self.flock(key, wait, true)?.map(|lock| {
             let view = Directory { locked: Some(key.clone()), ..self.clone() };
             Box::new(DirectoryHeld { view, _lock: lock }) as Box<dyn Held>
         }))

@@ -7,7 +7,7 @@ use std::fmt;
 use safestash::journal::{Expect, Operation, PartState};
 use safestash::{Corruption, Error, Precondition, SaveOptions, StashKey, Stashed};
 
-use super::{Check, Checked, Ctx, Damage, Opened, Stop, backend_of, ensure, key};
+use super::{Check, Checked, Ctx, Damage, Opened, Stop, ensure, key};
 
 /// The behaviour suite's checks, by name.
 pub(super) const CHECKS: [Check<Opened>; 14] = [
@@ -113,7 +113,7 @@ fn hostile_keys(o: &Opened) -> Checked {
 
 fn locks_exclude_and_release(o: &Opened) -> Checked {
     let s = &o.store;
-    if backend_of(s).is_some_and(|b| !b.has_locks()) {
+    if !s.backend().has_locks() {
         return Err(Stop::Skip("the backend has no per-key locks".into()));
     }
     let k = key("job");
@@ -183,7 +183,7 @@ fn batch_semantics(o: &Opened) -> Checked {
     let c_loads = s.load::<i32>(&c).ctx("load")?.is_some();
     ensure!(saved.contains(&c) == c_loads, "c saved: {}, loads: {c_loads}", saved.contains(&c));
     ensure!(saved.contains(&c) != err.not_saved.contains(&c), "c both or neither");
-    if backend_of(s).is_none_or(|b| b.concurrent_puts() == 1) {
+    if s.backend().concurrent_puts() == 1 {
         ensure!(err.saved.len() == 1, "one put at a time, yet {} saved", err.saved.len());
         ensure!(err.not_saved == [b.clone(), c.clone()], "not_saved {:?}", err.not_saved);
     }

@@ -3,7 +3,7 @@
 
 use safestash::{EntryName, Error, Precondition, SaveOptions, StashKey, Stashed, Store};
 
-use super::{Check, Checked, Ctx, Rig, Stop, backend_of, ensure, key};
+use super::{Check, Checked, Ctx, Rig, Stop, ensure, key};
 use crate::sim_remote::Fate;
 
 /// The ambiguous fates every change-level check goes through.
@@ -271,7 +271,7 @@ fn ambiguous_quarantine(r: &Rig) -> Checked {
 
 fn ambiguous_save_under_a_lock(r: &Rig) -> Checked {
     let s = &r.store;
-    if backend_of(s).is_some_and(|b| !b.has_locks()) {
+    if !s.backend().has_locks() {
         return Err(Stop::Skip("the backend has no per-key locks".into()));
     }
     let k = key("job");

@@ -386,11 +386,6 @@ macro_rules! ensure_ {
 
 use ensure_ as ensure;
 
-/// The store's backend (every store has one: the directory is a backend).
-fn backend_of(store: &Store) -> Option<&dyn Backend> {
-    Some(store.backend())
-}
-
 fn key(s: &str) -> StashKey {
     StashKey::new(s).expect("a valid key")
 }
